@@ -1,0 +1,1 @@
+//! cnet-core: container networking over netlink.

@@ -1,0 +1,2 @@
+//! cnet-debug: explain the path to an IP.
+fn main() {}
