@@ -1,1 +1,5 @@
 //! cnet-core: container networking over netlink.
+
+pub mod error;
+
+pub use error::{Error, KernelError, Result, ResultExt};

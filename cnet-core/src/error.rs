@@ -1,0 +1,305 @@
+//! The one error type of cnet-core.
+//!
+//! Every variant names the operation and object it concerns (`context`), and
+//! kernel failures keep the errno and the kernel's extended-ACK text
+//! ([`KernelError`]). Exit codes and JSON belong to the front ends, not here.
+
+use std::fmt;
+
+/// What the kernel said when it refused a request: the errno and, when the
+/// kernel attached one, its extended-ACK message ("Unknown device type").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError {
+    /// Positive errno value (`libc::ENOENT`, …).
+    pub errno: i32,
+    /// The kernel's extended-ACK message, if any.
+    pub message: Option<String>,
+}
+
+impl KernelError {
+    /// A kernel error from a positive errno and an optional ext-ack text.
+    pub fn new(errno: i32, message: Option<String>) -> Self {
+        Self { errno, message }
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let os = std::io::Error::from_raw_os_error(self.errno);
+        match &self.message {
+            Some(m) => write!(f, "{m} ({os})"),
+            None => write!(f, "{os}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Renders an optional kernel error as ": <kernel text>" or nothing.
+struct Opt<'a>(&'a Option<KernelError>);
+
+impl fmt::Display for Opt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(k) => write!(f, ": {k}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error type of every fallible cnet-core call.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Our own validation refused the input before anything was sent.
+    #[error("{context}: invalid argument: {reason}")]
+    InvalidArgument { context: String, reason: String },
+
+    /// The object (link, namespace, route, lease, …) does not exist.
+    #[error("{context}: not found{}", Opt(.kernel))]
+    NotFound {
+        context: String,
+        kernel: Option<KernelError>,
+    },
+
+    /// The object exists already.
+    #[error("{context}: already exists{}", Opt(.kernel))]
+    AlreadyExists {
+        context: String,
+        kernel: Option<KernelError>,
+    },
+
+    /// The caller lacks a capability (usually CAP_NET_ADMIN / CAP_SYS_ADMIN).
+    #[error("{context}: permission denied{}", Opt(.kernel))]
+    PermissionDenied {
+        context: String,
+        kernel: Option<KernelError>,
+    },
+
+    /// The kernel (or this build) lacks the feature, e.g. "Unknown device type".
+    #[error("{context}: not supported by this kernel{}", Opt(.kernel))]
+    Unsupported {
+        context: String,
+        kernel: Option<KernelError>,
+    },
+
+    /// The object is busy (EBUSY), e.g. a device still in use.
+    #[error("{context}: busy{}", Opt(.kernel))]
+    Busy {
+        context: String,
+        kernel: Option<KernelError>,
+    },
+
+    /// Any other kernel refusal.
+    #[error("{context}: {kernel}")]
+    Netlink { context: String, kernel: KernelError },
+
+    /// An existing object is not compatible with what `ensure` asked for;
+    /// `differences` lists each field as "field: have X, want Y".
+    #[error("{context}: exists but differs: {}", .differences.join("; "))]
+    Mismatch {
+        context: String,
+        differences: Vec<String>,
+    },
+
+    /// A pool or network has no free address or subnet left.
+    #[error("{context}: exhausted: {reason}")]
+    Exhausted { context: String, reason: String },
+
+    /// The request conflicts with existing state (overlapping networks, an
+    /// address held by another owner, a stale generation, …).
+    #[error("{context}: conflict: {reason}")]
+    Conflict { context: String, reason: String },
+
+    /// Stored state could not be understood (corrupt or foreign file/key);
+    /// it is never silently reset.
+    #[error("{context}: corrupt state: {reason}")]
+    Corrupt { context: String, reason: String },
+
+    /// An operation did not finish in its time bound.
+    #[error("{context}: timed out{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    Timeout { context: String, reason: String },
+
+    /// The kernel (or a peer) answered something we could not make sense of.
+    #[error("{context}: protocol error: {reason}")]
+    Protocol { context: String, reason: String },
+
+    /// An I/O error from a file, socket or thread.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Our own validation error.
+    pub fn invalid(context: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            context: context.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Map a kernel errno (+ ext-ack text) to the matching variant.
+    pub fn from_kernel(context: impl Into<String>, kernel: KernelError) -> Self {
+        let context = context.into();
+        let k = Some(kernel.clone());
+        match kernel.errno {
+            libc::ENOENT | libc::ENODEV | libc::ESRCH | libc::EADDRNOTAVAIL => {
+                Error::NotFound { context, kernel: k }
+            }
+            libc::EEXIST => Error::AlreadyExists { context, kernel: k },
+            libc::EPERM | libc::EACCES => Error::PermissionDenied { context, kernel: k },
+            libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT => {
+                Error::Unsupported { context, kernel: k }
+            }
+            libc::EBUSY => Error::Busy { context, kernel: k },
+            // "Unknown device type" comes back as EINVAL with that ext-ack.
+            libc::EINVAL
+                if kernel
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("Unknown device type")) =>
+            {
+                Error::Unsupported { context, kernel: k }
+            }
+            _ => Error::Netlink { context, kernel },
+        }
+    }
+
+    /// The kernel's errno, if this error came from the kernel (or from I/O).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::NotFound { kernel, .. }
+            | Error::AlreadyExists { kernel, .. }
+            | Error::PermissionDenied { kernel, .. }
+            | Error::Unsupported { kernel, .. }
+            | Error::Busy { kernel, .. } => kernel.as_ref().map(|k| k.errno),
+            Error::Netlink { kernel, .. } => Some(kernel.errno),
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The kernel's extended-ACK text, if any.
+    pub fn kernel_message(&self) -> Option<&str> {
+        match self {
+            Error::NotFound { kernel, .. }
+            | Error::AlreadyExists { kernel, .. }
+            | Error::PermissionDenied { kernel, .. }
+            | Error::Unsupported { kernel, .. }
+            | Error::Busy { kernel, .. } => kernel.as_ref().and_then(|k| k.message.as_deref()),
+            Error::Netlink { kernel, .. } => kernel.message.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The operation/object description this error carries.
+    pub fn context(&self) -> &str {
+        match self {
+            Error::InvalidArgument { context, .. }
+            | Error::NotFound { context, .. }
+            | Error::AlreadyExists { context, .. }
+            | Error::PermissionDenied { context, .. }
+            | Error::Unsupported { context, .. }
+            | Error::Busy { context, .. }
+            | Error::Netlink { context, .. }
+            | Error::Mismatch { context, .. }
+            | Error::Exhausted { context, .. }
+            | Error::Conflict { context, .. }
+            | Error::Corrupt { context, .. }
+            | Error::Timeout { context, .. }
+            | Error::Protocol { context, .. }
+            | Error::Io { context, .. } => context,
+        }
+    }
+
+    fn context_mut(&mut self) -> &mut String {
+        match self {
+            Error::InvalidArgument { context, .. }
+            | Error::NotFound { context, .. }
+            | Error::AlreadyExists { context, .. }
+            | Error::PermissionDenied { context, .. }
+            | Error::Unsupported { context, .. }
+            | Error::Busy { context, .. }
+            | Error::Netlink { context, .. }
+            | Error::Mismatch { context, .. }
+            | Error::Exhausted { context, .. }
+            | Error::Conflict { context, .. }
+            | Error::Corrupt { context, .. }
+            | Error::Timeout { context, .. }
+            | Error::Protocol { context, .. }
+            | Error::Io { context, .. } => context,
+        }
+    }
+
+    /// Prefix the context with an outer operation ("attach pod-a: create veth").
+    pub fn with_context(mut self, outer: impl AsRef<str>) -> Self {
+        let c = self.context_mut();
+        *c = if c.is_empty() {
+            outer.as_ref().to_string()
+        } else {
+            format!("{}: {}", outer.as_ref(), c)
+        };
+        self
+    }
+
+    /// True for `NotFound` (what CNI DEL treats as success).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// `.context("create veth pair")` on any `Result<_, Error>`.
+pub trait ResultExt<T> {
+    /// Prefix the error's context with `outer`.
+    fn context(self, outer: impl AsRef<str>) -> Result<T>;
+    /// Like [`ResultExt::context`] but builds the text only on error.
+    fn with_context<S: AsRef<str>>(self, f: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn context(self, outer: impl AsRef<str>) -> Result<T> {
+        self.map_err(|e| e.with_context(outer))
+    }
+    fn with_context<S: AsRef<str>>(self, f: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| e.with_context(f()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_device_type_is_unsupported() {
+        let e = Error::from_kernel(
+            "create link tun0 (ipip)",
+            KernelError::new(libc::EOPNOTSUPP, Some("Unknown device type".into())),
+        );
+        assert!(matches!(e, Error::Unsupported { .. }));
+        assert_eq!(e.kernel_message(), Some("Unknown device type"));
+        assert!(e.to_string().contains("Unknown device type"), "{e}");
+    }
+
+    #[test]
+    fn context_prefixes() {
+        let r: Result<()> = Err(Error::invalid("link name", "empty"));
+        let e = r.context("attach pod-a").unwrap_err();
+        assert_eq!(e.context(), "attach pod-a: link name");
+        assert_eq!(e.to_string(), "attach pod-a: link name: invalid argument: empty");
+    }
+}
