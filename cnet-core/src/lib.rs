@@ -1,5 +1,25 @@
 //! cnet-core: container networking over netlink.
+//!
+//! ```text
+//!  recipes (attach a container, program a node)       ── later layers
+//!  typed objects: link · addr · sysctl                 ── builders + read models
+//!  Handle: one rtnetlink socket bound to one NetNs     ── netlink, netns
+//! ```
+//!
+//! Everything is synchronous. A [`Handle`] owns one netlink socket that was
+//! opened inside one network namespace by a short-lived thread; the calling
+//! thread never changes namespace.
 
+pub mod addr;
 pub mod error;
+pub mod handle;
+pub mod link;
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;
 
 pub use error::{Error, KernelError, Result, ResultExt};
+pub use handle::Handle;
+pub use netns::NetNs;
+
+pub use ipnet::IpNet;

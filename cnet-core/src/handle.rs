@@ -1,0 +1,82 @@
+//! [`Handle`]: one netlink socket bound to one namespace.
+
+use std::sync::{Mutex, MutexGuard};
+
+use crate::addr::Addrs;
+use crate::error::{Error, Result};
+use crate::link::Links;
+use crate::netlink::Socket;
+use crate::netns::NetNs;
+use crate::sysctl::Sysctl;
+
+/// One rtnetlink socket bound to one network namespace, plus that
+/// namespace. Every typed operation hangs off a handle:
+/// [`links`](Handle::links), [`addrs`](Handle::addrs),
+/// [`sysctl`](Handle::sysctl), …
+///
+/// The socket is opened by a short-lived thread that enters the namespace;
+/// a socket stays bound to the namespace it was created in, so calls made
+/// through the handle never depend on the calling thread's namespace.
+/// A handle is `Send + Sync`; calls are serialised on its socket.
+#[derive(Debug)]
+pub struct Handle {
+    sock: Mutex<Socket>,
+    netns: NetNs,
+}
+
+impl Handle {
+    /// A handle for the process's own namespace (`/proc/self/ns/net`).
+    pub fn current() -> Result<Handle> {
+        Self::at(&NetNs::current()?)
+    }
+
+    /// A handle bound to `ns`.
+    pub fn at(ns: &NetNs) -> Result<Handle> {
+        let sock = ns
+            .run(Socket::open)?
+            .map_err(|e| e.with_context(format!("namespace {}", ns.label())))?;
+        Ok(Handle {
+            sock: Mutex::new(sock),
+            netns: ns.clone(),
+        })
+    }
+
+    /// A handle for the named namespace (`/run/netns/NAME`).
+    pub fn named(name: &str) -> Result<Handle> {
+        Self::at(&NetNs::open(name)?)
+    }
+
+    /// The namespace this handle works in.
+    pub fn netns(&self) -> &NetNs {
+        &self.netns
+    }
+
+    /// Links: `ip link`.
+    pub fn links(&self) -> Links<'_> {
+        Links::new(self)
+    }
+
+    /// Addresses: `ip addr`.
+    pub fn addrs(&self) -> Addrs<'_> {
+        Addrs::new(self)
+    }
+
+    /// Per-namespace sysctls: `ip netns exec NS sysctl`.
+    pub fn sysctl(&self) -> Sysctl<'_> {
+        Sysctl::new(&self.netns)
+    }
+
+    /// The socket, for the typed modules.
+    pub(crate) fn sock(&self) -> Result<MutexGuard<'_, Socket>> {
+        self.sock.lock().map_err(|_| Error::Protocol {
+            context: "netlink handle".into(),
+            reason: "socket mutex poisoned by a panic in another thread".into(),
+        })
+    }
+
+    /// Direct access to the socket (benchmarks' raw loop).
+    #[doc(hidden)]
+    pub fn raw_socket(&self) -> Result<MutexGuard<'_, Socket>> {
+        self.sock()
+    }
+}

@@ -1,0 +1,420 @@
+//! Links: `ip link`.
+//!
+//! One builder per link kind ([`Veth`], [`Bridge`], [`Vxlan`], [`IpIp`]),
+//! each building its `RTM_NEWLINK` message separately from sending it (so
+//! messages can be snapshot-tested without privileges), and a typed read
+//! model, [`Link`].
+
+mod model;
+mod spec;
+
+pub use model::{Link, LinkDetails, LinkKind, OperState, VxlanInfo, IpIpInfo, BridgeInfo};
+pub use spec::{Bridge, IpIp, LinkRef, LinkSpec, Veth, Vxlan};
+
+use std::fmt;
+use std::str::FromStr;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::netns::NetNs;
+
+/// Largest link name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_NAME_LEN: usize = 15;
+
+/// Check a link name the way the kernel's `dev_valid_name()` does, so bad
+/// names fail here with a reason instead of as a bare EINVAL.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ctx = || format!("link name {name:?}");
+    if name.is_empty() {
+        return Err(Error::invalid(ctx(), "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            ctx(),
+            format!("{} bytes, longer than the kernel's limit of {MAX_NAME_LEN}", name.len()),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(Error::invalid(ctx(), "must not be '.' or '..'"));
+    }
+    if name.contains('/') || name.contains(':') {
+        return Err(Error::invalid(ctx(), "must not contain '/' or ':'"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(ctx(), "must not contain whitespace"));
+    }
+    Ok(())
+}
+
+/// Smallest MTU we accept (the IPv4 minimum).
+pub const MIN_MTU: u32 = 68;
+/// Largest MTU we accept.
+pub const MAX_MTU: u32 = 65535;
+
+/// Check an MTU is within [`MIN_MTU`]..=[`MAX_MTU`].
+pub fn validate_mtu(what: &str, mtu: u32) -> Result<()> {
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(Error::invalid(
+            format!("MTU of {what}"),
+            format!("{mtu} is out of range {MIN_MTU}..={MAX_MTU}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An Ethernet MAC address. Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Whether this is a unicast, non-zero address usable for a device.
+    pub fn is_valid_unicast(&self) -> bool {
+        self.0[0] & 1 == 0 && self.0 != [0; 6]
+    }
+
+    pub(crate) fn from_slice(b: &[u8]) -> Option<MacAddr> {
+        <[u8; 6]>::try_from(b).ok().map(MacAddr)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::invalid(format!("MAC address {s:?}"), why.to_string());
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad("expected six hex octets like 02:42:ac:11:00:02"));
+        }
+        let mut out = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.is_empty() || p.len() > 2 {
+                return Err(bad("each octet is one or two hex digits"));
+            }
+            out[i] = u8::from_str_radix(p, 16).map_err(|_| bad("not hexadecimal"))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+pub(crate) fn validate_mac(what: &str, mac: &MacAddr) -> Result<()> {
+    if !mac.is_valid_unicast() {
+        return Err(Error::invalid(
+            format!("MAC address of {what}"),
+            format!("{mac} is multicast or all-zero; a device needs a unicast address"),
+        ));
+    }
+    Ok(())
+}
+
+/// Link operations in one namespace. Obtain with [`Handle::links`].
+#[derive(Debug)]
+pub struct Links<'a> {
+    h: &'a Handle,
+}
+
+fn named(name: &str) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    m
+}
+
+impl<'a> Links<'a> {
+    pub(crate) fn new(h: &'a Handle) -> Self {
+        Self { h }
+    }
+
+    /// All links, like `ip link show`.
+    pub fn list(&self) -> Result<Vec<Link>> {
+        let ns = self.h.netns().label();
+        let msgs = self.h.sock()?.dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            &|| format!("list links in {ns}"),
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(&l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn get_msg(&self, msg: LinkMessage, what: &str) -> Result<Link> {
+        let ns = self.h.netns().label();
+        let ctx = || format!("get link {what} in {ns}");
+        let replies = self
+            .h
+            .sock()?
+            .request(RouteNetlinkMessage::GetLink(msg), 0, &ctx)?;
+        replies
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(&l)),
+                _ => None,
+            })
+            .ok_or_else(|| Error::NotFound {
+                context: ctx(),
+                kernel: None,
+            })
+    }
+
+    /// One link by name, like `ip link show NAME`. `NotFound` if missing.
+    pub fn get(&self, name: &str) -> Result<Link> {
+        validate_name(name)?;
+        self.get_msg(named(name), name)
+    }
+
+    /// One link by index.
+    pub fn get_by_index(&self, index: u32) -> Result<Link> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.get_msg(m, &format!("#{index}"))
+    }
+
+    /// `Some(link)` or `None` when there is no such link.
+    pub fn find(&self, name: &str) -> Result<Option<Link>> {
+        match self.get(name) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Index of a link by name.
+    pub fn index_of(&self, name: &str) -> Result<u32> {
+        Ok(self.get(name)?.index)
+    }
+
+    pub(crate) fn resolve(&self, r: &LinkRef) -> Result<u32> {
+        match r {
+            LinkRef::Index(i) => Ok(*i),
+            LinkRef::Name(n) => self.index_of(n),
+        }
+    }
+
+    /// Build the `RTM_NEWLINK` message for `spec` as [`Links::add`] would
+    /// send it, resolving device names in this namespace.
+    pub fn message_for(&self, spec: &dyn LinkSpec) -> Result<LinkMessage> {
+        spec.validate()?;
+        spec.message(&|r| self.resolve(r))
+    }
+
+    /// Create a link, like `ip link add …`. Fails with `AlreadyExists` if
+    /// the name is taken, `Unsupported` (with the kernel's text) if the
+    /// kernel lacks the kind.
+    pub fn add(&self, spec: impl LinkSpec) -> Result<()> {
+        self.add_dyn(&spec)
+    }
+
+    fn add_dyn(&self, spec: &dyn LinkSpec) -> Result<()> {
+        let ns = self.h.netns().label();
+        let ctx = || {
+            format!(
+                "create {} link {} in {ns}",
+                spec.kind().as_str(),
+                spec.name()
+            )
+        };
+        let msg = self.message_for(spec).map_err(|e| e.with_context(ctx()))?;
+        self.h.sock()?.ack(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &ctx,
+        )
+    }
+
+    /// Create the link if it is missing; if a link of that name exists,
+    /// check it is compatible (same kind and every parameter the spec set)
+    /// and return it, or fail with `Mismatch` listing each difference.
+    pub fn ensure(&self, spec: impl LinkSpec) -> Result<Link> {
+        spec.validate()?;
+        let existing = self.find(spec.name())?;
+        let link = match existing {
+            Some(l) => l,
+            None => match self.add_dyn(&spec) {
+                Ok(()) => self.get(spec.name())?,
+                // Lost a race with another creator: compare with theirs.
+                Err(Error::AlreadyExists { .. }) => self.get(spec.name())?,
+                Err(e) => return Err(e),
+            },
+        };
+        let diffs = spec.differences(&link, &|r| self.resolve(r));
+        if diffs.is_empty() {
+            Ok(link)
+        } else {
+            Err(Error::Mismatch {
+                context: format!(
+                    "ensure {} link {} in {}",
+                    spec.kind().as_str(),
+                    spec.name(),
+                    self.h.netns().label()
+                ),
+                differences: diffs,
+            })
+        }
+    }
+
+    /// Delete a link, like `ip link del NAME`. `NotFound` if missing.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        let ns = self.h.netns().label();
+        self.h.sock()?.ack(
+            RouteNetlinkMessage::DelLink(named(name)),
+            0,
+            &|| format!("delete link {name} in {ns}"),
+        )
+    }
+
+    /// Delete a link if it exists; a missing link is success. Returns
+    /// whether something was deleted.
+    pub fn delete_if_exists(&self, name: &str) -> Result<bool> {
+        match self.delete(name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set(&self, name: &str, what: &str, f: impl FnOnce(&mut LinkMessage)) -> Result<()> {
+        validate_name(name)?;
+        let ns = self.h.netns().label();
+        let mut m = named(name);
+        f(&mut m);
+        self.h.sock()?.ack(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            &|| format!("{what} of link {name} in {ns}"),
+        )
+    }
+
+    fn set_flag(&self, name: &str, up: bool) -> Result<()> {
+        self.set(name, if up { "set up" } else { "set down" }, |m| {
+            m.header.change_mask = LinkFlags::Up;
+            if up {
+                m.header.flags = LinkFlags::Up;
+            }
+        })
+    }
+
+    /// `ip link set NAME up`.
+    pub fn set_up(&self, name: &str) -> Result<()> {
+        self.set_flag(name, true)
+    }
+
+    /// `ip link set NAME down`.
+    pub fn set_down(&self, name: &str) -> Result<()> {
+        self.set_flag(name, false)
+    }
+
+    /// `ip link set NAME mtu MTU`.
+    pub fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
+        validate_mtu(name, mtu)?;
+        self.set(name, "set MTU", |m| m.attributes.push(LinkAttribute::Mtu(mtu)))
+    }
+
+    /// `ip link set NAME address MAC`.
+    pub fn set_mac(&self, name: &str, mac: MacAddr) -> Result<()> {
+        validate_mac(name, &mac)?;
+        self.set(name, "set MAC address", |m| {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()))
+        })
+    }
+
+    /// `ip link set NAME master MASTER`.
+    pub fn set_master(&self, name: &str, master: &str) -> Result<()> {
+        validate_name(master)?;
+        let idx = self
+            .index_of(master)
+            .map_err(|e| e.with_context(format!("set master of {name}")))?;
+        self.set(name, &format!("set master {master}"), |m| {
+            m.attributes.push(LinkAttribute::Controller(idx))
+        })
+    }
+
+    /// `ip link set NAME nomaster`.
+    pub fn set_nomaster(&self, name: &str) -> Result<()> {
+        self.set(name, "set nomaster", |m| {
+            m.attributes.push(LinkAttribute::Controller(0))
+        })
+    }
+
+    /// `ip link set NAME netns NS`: move the link to another namespace.
+    pub fn set_netns(&self, name: &str, ns: &NetNs) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let target = ns.label();
+        self.set(name, &format!("move to namespace {target}"), |m| {
+            m.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()))
+        })
+    }
+
+    /// `ip link set NAME name NEW`.
+    pub fn rename(&self, name: &str, new_name: &str) -> Result<()> {
+        validate_name(name)?;
+        validate_name(new_name)?;
+        let idx = self
+            .index_of(name)
+            .map_err(|e| e.with_context(format!("rename {name} to {new_name}")))?;
+        let ns = self.h.netns().label();
+        let mut m = named(new_name);
+        m.header.index = idx;
+        self.h.sock()?.ack(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            &|| format!("rename link {name} to {new_name} in {ns}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("eth0").is_ok());
+        assert!(validate_name("a23456789012345").is_ok());
+        for bad in ["", "a234567890123456", "a/b", "a b", "a\tb", ".", "..", "a:b"] {
+            let e = validate_name(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        let m: MacAddr = "02:42:AC:11:00:02".parse().unwrap();
+        assert_eq!(m.to_string(), "02:42:ac:11:00:02");
+        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "002:42:ac:11:00:0"] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+        assert!(validate_mac("x", &"01:00:5e:00:00:01".parse().unwrap()).is_err());
+        assert!(validate_mac("x", &"00:00:00:00:00:00".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn mtus() {
+        assert!(validate_mtu("x", 1500).is_ok());
+        assert!(validate_mtu("x", 67).is_err());
+        assert!(validate_mtu("x", 65536).is_err());
+    }
+}

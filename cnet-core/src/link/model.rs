@@ -1,0 +1,302 @@
+//! The read model of a link, decoded from `RTM_NEWLINK`.
+
+use std::net::IpAddr;
+
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, State,
+};
+
+use super::MacAddr;
+
+/// The kind of a link (`ip -d link` "info_kind").
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LinkKind {
+    /// `veth`
+    Veth,
+    /// `bridge`
+    Bridge,
+    /// `vxlan`
+    Vxlan,
+    /// `ipip`
+    IpIp,
+    /// A physical or kind-less device (loopback, NIC).
+    Device,
+    /// Any other kind, by its kernel name (`tun`, `macvlan`, …).
+    Other(String),
+}
+
+impl LinkKind {
+    /// The kernel's name for the kind ("veth", "vxlan", …; "" for a device).
+    pub fn as_str(&self) -> &str {
+        match self {
+            LinkKind::Veth => "veth",
+            LinkKind::Bridge => "bridge",
+            LinkKind::Vxlan => "vxlan",
+            LinkKind::IpIp => "ipip",
+            LinkKind::Device => "",
+            LinkKind::Other(s) => s,
+        }
+    }
+
+    pub(crate) fn from_info(k: &InfoKind) -> LinkKind {
+        match k {
+            InfoKind::Veth => LinkKind::Veth,
+            InfoKind::Bridge => LinkKind::Bridge,
+            InfoKind::Vxlan => LinkKind::Vxlan,
+            InfoKind::IpIp => LinkKind::IpIp,
+            other => LinkKind::Other(other.to_string()),
+        }
+    }
+}
+
+/// Operational state (`operstate`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperState {
+    /// UP
+    Up,
+    /// DOWN
+    Down,
+    /// LOWERLAYERDOWN (e.g. a veth whose peer is down)
+    LowerLayerDown,
+    /// UNKNOWN (loopback, tunnels)
+    Unknown,
+    /// DORMANT
+    Dormant,
+    /// NOTPRESENT
+    NotPresent,
+    /// TESTING
+    Testing,
+    /// A value this library does not know.
+    Other(u8),
+}
+
+impl OperState {
+    fn from_state(s: &State) -> OperState {
+        match s {
+            State::Up => OperState::Up,
+            State::Down => OperState::Down,
+            State::LowerLayerDown => OperState::LowerLayerDown,
+            State::Unknown => OperState::Unknown,
+            State::Dormant => OperState::Dormant,
+            State::NotPresent => OperState::NotPresent,
+            State::Testing => OperState::Testing,
+            State::Other(v) => OperState::Other(*v),
+            _ => OperState::Other(255),
+        }
+    }
+
+    /// As `ip` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OperState::Up => "UP",
+            OperState::Down => "DOWN",
+            OperState::LowerLayerDown => "LOWERLAYERDOWN",
+            OperState::Unknown => "UNKNOWN",
+            OperState::Dormant => "DORMANT",
+            OperState::NotPresent => "NOTPRESENT",
+            OperState::Testing => "TESTING",
+            OperState::Other(_) => "OTHER",
+        }
+    }
+}
+
+/// VXLAN parameters (`ip -d link show` of a vxlan device).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanInfo {
+    /// VNI.
+    pub vni: Option<u32>,
+    /// UDP destination port.
+    pub port: Option<u16>,
+    /// Local (source) underlay address.
+    pub local: Option<IpAddr>,
+    /// Remote or multicast group address.
+    pub group: Option<IpAddr>,
+    /// Underlay device index.
+    pub link: Option<u32>,
+    /// MAC learning.
+    pub learning: Option<bool>,
+    /// TTL (0 = inherit).
+    pub ttl: Option<u8>,
+    /// UDP checksum on IPv4 outer packets.
+    pub udp_csum: Option<bool>,
+    /// ARP/ND proxy.
+    pub proxy: Option<bool>,
+    /// FDB ageing in seconds.
+    pub ageing: Option<u32>,
+}
+
+/// IP-in-IP parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpIpInfo {
+    /// Local underlay address.
+    pub local: Option<IpAddr>,
+    /// Remote underlay address (`any` for a collect/multi-peer tunnel).
+    pub remote: Option<IpAddr>,
+    /// TTL (0 = inherit).
+    pub ttl: Option<u8>,
+    /// Path MTU discovery.
+    pub pmtudisc: Option<bool>,
+    /// Underlay device index.
+    pub link: Option<u32>,
+}
+
+/// Bridge parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeInfo {
+    /// STP state (0 off).
+    pub stp_state: Option<u32>,
+    /// VLAN filtering.
+    pub vlan_filtering: Option<bool>,
+    /// FDB ageing time in centiseconds.
+    pub ageing_time: Option<u32>,
+}
+
+/// Kind-specific details.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkDetails {
+    /// No kind-specific data decoded.
+    None,
+    /// A bridge.
+    Bridge(BridgeInfo),
+    /// A vxlan device.
+    Vxlan(VxlanInfo),
+    /// An ipip tunnel.
+    IpIp(IpIpInfo),
+}
+
+/// A link as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Kind (`info_kind`).
+    pub kind: LinkKind,
+    /// Hardware address, for Ethernet-like devices.
+    pub mac: Option<MacAddr>,
+    /// MTU.
+    pub mtu: u32,
+    /// Raw `IFF_*` flags.
+    pub flags: u32,
+    /// Operational state.
+    pub oper_state: OperState,
+    /// Index of the master (bridge) this link is a port of.
+    pub master: Option<u32>,
+    /// `IFLA_LINK`: for a veth the peer's index (in `link_netnsid`'s
+    /// namespace if set), for a tunnel the underlay device.
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the namespace id (as seen from this namespace)
+    /// in which `link` lives.
+    pub link_netnsid: Option<i32>,
+    /// Kind-specific parameters.
+    pub details: LinkDetails,
+}
+
+impl Link {
+    /// `IFF_UP` set (administratively up).
+    pub fn is_up(&self) -> bool {
+        self.flags & LinkFlags::Up.bits() != 0
+    }
+
+    /// `IFF_LOWER_UP` set (carrier).
+    pub fn has_carrier(&self) -> bool {
+        self.flags & LinkFlags::LowerUp.bits() != 0
+    }
+
+    /// Decode a link message.
+    pub fn from_message(m: &LinkMessage) -> Link {
+        let mut l = Link {
+            index: m.header.index,
+            name: String::new(),
+            kind: LinkKind::Device,
+            mac: None,
+            mtu: 0,
+            flags: m.header.flags.bits(),
+            oper_state: OperState::Unknown,
+            master: None,
+            link: None,
+            link_netnsid: None,
+            details: LinkDetails::None,
+        };
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => l.name = n.clone(),
+                LinkAttribute::Address(b) => l.mac = MacAddr::from_slice(b),
+                LinkAttribute::Mtu(v) => l.mtu = *v,
+                LinkAttribute::OperState(s) => l.oper_state = OperState::from_state(s),
+                LinkAttribute::Controller(v) => l.master = Some(*v),
+                LinkAttribute::Link(v) => l.link = Some(*v),
+                LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        match i {
+                            LinkInfo::Kind(k) => l.kind = LinkKind::from_info(k),
+                            LinkInfo::Data(d) => l.details = details(d),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+fn details(d: &InfoData) -> LinkDetails {
+    match d {
+        InfoData::Vxlan(v) => {
+            let mut x = VxlanInfo::default();
+            for a in v {
+                match a {
+                    InfoVxlan::Id(v) => x.vni = Some(*v),
+                    InfoVxlan::Port(v) => x.port = Some(*v),
+                    InfoVxlan::Local(v) => x.local = Some((*v).into()),
+                    InfoVxlan::Local6(v) => x.local = Some((*v).into()),
+                    InfoVxlan::Group(v) => x.group = Some((*v).into()),
+                    InfoVxlan::Group6(v) => x.group = Some((*v).into()),
+                    InfoVxlan::Link(v) => x.link = Some(*v),
+                    InfoVxlan::Learning(v) => x.learning = Some(*v),
+                    InfoVxlan::Ttl(v) => x.ttl = Some(*v),
+                    InfoVxlan::UDPCsum(v) => x.udp_csum = Some(*v),
+                    InfoVxlan::Proxy(v) => x.proxy = Some(*v),
+                    InfoVxlan::Ageing(v) => x.ageing = Some(*v),
+                    _ => {}
+                }
+            }
+            LinkDetails::Vxlan(x)
+        }
+        InfoData::IpTunnel(v) => {
+            let mut x = IpIpInfo::default();
+            for a in v {
+                match a {
+                    InfoIpTunnel::Local(v) => x.local = Some(*v),
+                    InfoIpTunnel::Remote(v) => x.remote = Some(*v),
+                    InfoIpTunnel::Ttl(v) => x.ttl = Some(*v),
+                    InfoIpTunnel::PMtuDisc(v) => x.pmtudisc = Some(*v),
+                    InfoIpTunnel::Link(v) => x.link = Some(*v),
+                    _ => {}
+                }
+            }
+            LinkDetails::IpIp(x)
+        }
+        InfoData::Bridge(v) => {
+            let mut x = BridgeInfo::default();
+            for a in v {
+                match a {
+                    InfoBridge::StpState(s) => x.stp_state = Some(u32::from(*s)),
+                    InfoBridge::VlanFiltering(v) => x.vlan_filtering = Some(*v),
+                    InfoBridge::AgeingTime(v) => x.ageing_time = Some(*v),
+                    _ => {}
+                }
+            }
+            LinkDetails::Bridge(x)
+        }
+        _ => LinkDetails::None,
+    }
+}

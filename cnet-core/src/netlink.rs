@@ -1,0 +1,605 @@
+//! The transport: one synchronous rtnetlink socket.
+//!
+//! ```text
+//!  caller ──request()──▶ [seq n, NLM_F_ACK] ──▶ kernel
+//!         ◀──────────── NLMSG_ERROR(code, ext-ack TLVs) for seq n
+//!  caller ──dump()────▶ [seq n, NLM_F_DUMP] ──▶ kernel
+//!         ◀──────────── msg, msg, …, NLMSG_DONE (retried if NLM_F_DUMP_INTR)
+//!  caller ──batch()───▶ many requests packed into few datagrams, a bounded
+//!                       window in flight; each ACK matched back by seq
+//! ```
+//!
+//! Messages are encoded and decoded by `netlink-packet-route`; this module
+//! only frames them, numbers them and interprets `NLMSG_ERROR` / `NLMSG_DONE`,
+//! including the kernel's extended-ACK text (`NETLINK_EXT_ACK`).
+
+use std::os::fd::AsRawFd;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_MULTIPART, NLM_F_REQUEST,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket as RawSocket, SocketAddr};
+
+use crate::error::{Error, KernelError, Result};
+
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const HDR_LEN: usize = 16;
+
+/// How many times an interrupted dump is restarted before giving up.
+const DUMP_RETRIES: usize = 8;
+/// Receive buffer we ask the kernel for (bounded by rmem_max without
+/// CAP_NET_ADMIN; with it SO_RCVBUFFORCE is used).
+const RCVBUF: usize = 8 << 20;
+/// Largest datagram we pack pipelined requests into.
+const SEND_CHUNK: usize = 64 << 10;
+
+/// A synchronous rtnetlink socket with its own sequence counter.
+#[derive(Debug)]
+pub struct Socket {
+    sock: RawSocket,
+    seq: u32,
+    buf: Vec<u8>,
+    rcvbuf: usize,
+}
+
+/// A request in a batch: the message and its `NLM_F_*` flags (REQUEST and
+/// ACK are added).
+pub type BatchItem = (RouteNetlinkMessage, u16);
+
+impl Socket {
+    /// Open a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self> {
+        let ctx = "open rtnetlink socket";
+        let mut sock = RawSocket::new(NETLINK_ROUTE).map_err(|e| Error::io(ctx, e))?;
+        sock.bind_auto().map_err(|e| Error::io(ctx, e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| Error::io(ctx, e))?;
+        // Best effort: older kernels lack some of these; errors matter only
+        // in that messages get less precise.
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
+        let _ = sock.set_netlink_get_strict_chk(true);
+        let rcvbuf = set_rcvbuf(&sock, RCVBUF);
+        Ok(Self {
+            sock,
+            seq: 0,
+            buf: vec![0; 64 << 10],
+            rcvbuf,
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    fn frame(&mut self, msg: RouteNetlinkMessage, flags: u16) -> (u32, Vec<u8>) {
+        let seq = self.next_seq();
+        let mut nl = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
+        nl.header.flags = NLM_F_REQUEST | flags;
+        nl.header.sequence_number = seq;
+        nl.finalize();
+        let mut bytes = vec![0; nl.buffer_len()];
+        nl.serialize(&mut bytes);
+        (seq, bytes)
+    }
+
+    fn send(&self, bytes: &[u8], ctx: &dyn Fn() -> String) -> Result<()> {
+        let n = self.sock.send(bytes, 0).map_err(|e| Error::io(ctx(), e))?;
+        if n != bytes.len() {
+            return Err(Error::Protocol {
+                context: ctx(),
+                reason: format!("short netlink send: {n} of {} bytes", bytes.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Receive one datagram into `self.buf`, growing it so nothing is ever
+    /// truncated. Returns its length.
+    fn recv_full(&mut self, ctx: &dyn Fn() -> String) -> Result<usize> {
+        loop {
+            let want = peek_len(&self.sock).map_err(|e| recv_err(ctx, e))?;
+            if want > self.buf.len() {
+                self.buf.resize(want.next_power_of_two(), 0);
+            }
+            let n = recv_into(&self.sock, &mut self.buf, 0).map_err(|e| recv_err(ctx, e))?;
+            if n <= self.buf.len() {
+                return Ok(n);
+            }
+            // Raced with a bigger datagram than peeked (cannot happen on a
+            // connected unicast socket); grow and report.
+            return Err(Error::Protocol {
+                context: ctx(),
+                reason: format!("netlink datagram of {n} bytes truncated"),
+            });
+        }
+    }
+
+    /// One datagram without peeking (for small replies such as ACKs): a
+    /// datagram larger than the buffer is reported, never silently cut.
+    fn recv_fast(&mut self, ctx: &dyn Fn() -> String) -> Result<usize> {
+        let n = recv_into(&self.sock, &mut self.buf, libc::MSG_TRUNC)
+            .map_err(|e| recv_err(ctx, e))?;
+        if n > self.buf.len() {
+            return Err(Error::Protocol {
+                context: ctx(),
+                reason: format!("netlink datagram of {n} bytes truncated"),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Send one request with `NLM_F_ACK` and return the messages the kernel
+    /// answered with before its ACK (e.g. the link for `RTM_GETLINK` by name).
+    pub fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let (seq, bytes) = self.frame(msg, flags | NLM_F_ACK);
+        self.send(&bytes, ctx)?;
+        let mut out = Vec::new();
+        loop {
+            let n = self.recv_full(ctx)?;
+            let buf = std::mem::take(&mut self.buf);
+            let r = for_each_message(&buf[..n], |hdr, body| {
+                if hdr.sequence_number != seq {
+                    return Err(wrong_seq(ctx, seq, hdr.sequence_number));
+                }
+                match hdr.message_type {
+                    NLMSG_ERROR => {
+                        let code = parse_error(hdr, body);
+                        match code {
+                            None => Ok(Some(())),
+                            Some(k) => Err(Error::from_kernel(ctx(), k)),
+                        }
+                    }
+                    NLMSG_DONE => Ok(Some(())),
+                    _ => {
+                        out.push(decode(hdr, body, ctx)?);
+                        Ok(None)
+                    }
+                }
+            });
+            self.buf = buf;
+            if r?.is_some() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Send a request with `NLM_F_ACK` and expect nothing but the ACK.
+    pub fn ack(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<()> {
+        self.request(msg, flags, ctx).map(|_| ())
+    }
+
+    /// A dump (`NLM_F_DUMP`): every message up to `NLMSG_DONE`. A dump the
+    /// kernel marks interrupted (`NLM_F_DUMP_INTR`: the table changed while
+    /// it was read) is restarted, at most [`DUMP_RETRIES`] times.
+    pub fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        for _ in 0..DUMP_RETRIES {
+            let (seq, bytes) = self.frame(msg.clone(), NLM_F_DUMP);
+            self.send(&bytes, ctx)?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            loop {
+                let n = self.recv_full(ctx)?;
+                let buf = std::mem::take(&mut self.buf);
+                let r = for_each_message(&buf[..n], |hdr, body| {
+                    if hdr.sequence_number != seq {
+                        return Err(wrong_seq(ctx, seq, hdr.sequence_number));
+                    }
+                    if hdr.flags & NLM_F_DUMP_INTR != 0 {
+                        interrupted = true;
+                    }
+                    match hdr.message_type {
+                        NLMSG_DONE => {
+                            // DONE carries an error code (and ext-ack) when the
+                            // dump failed half-way, e.g. a strict-check refusal.
+                            if body.len() >= 4 {
+                                let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+                                if code < 0 {
+                                    let msg = ext_ack_msg(hdr.flags, &body[4..], false);
+                                    return Err(Error::from_kernel(
+                                        ctx(),
+                                        KernelError::new(-code, msg),
+                                    ));
+                                }
+                            }
+                            Ok(Some(()))
+                        }
+                        NLMSG_ERROR => match parse_error(hdr, body) {
+                            None => Ok(Some(())),
+                            Some(k) => Err(Error::from_kernel(ctx(), k)),
+                        },
+                        _ => {
+                            out.push(decode(hdr, body, ctx)?);
+                            Ok(None)
+                        }
+                    }
+                });
+                self.buf = buf;
+                if r?.is_some() {
+                    break;
+                }
+            }
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(Error::Busy {
+            context: ctx(),
+            kernel: Some(KernelError::new(
+                libc::EINTR,
+                Some(format!(
+                    "dump interrupted by concurrent changes {DUMP_RETRIES} times in a row"
+                )),
+            )),
+        })
+    }
+
+    /// Pipelined requests: requests are packed into datagrams of up to 64 KiB
+    /// and written while earlier ACKs are still outstanding; a window bounded
+    /// by the receive buffer keeps the kernel from dropping ACKs (ENOBUFS).
+    /// Each result is matched to its request by sequence number; one failure
+    /// does not stop the others. `ctx(i)` describes item `i` for its error.
+    pub fn batch(
+        &mut self,
+        items: Vec<BatchItem>,
+        ctx: &dyn Fn(usize) -> String,
+    ) -> Vec<Result<()>> {
+        let total = items.len();
+        let mut results: Vec<Option<Result<()>>> = (0..total).map(|_| None).collect();
+        if total == 0 {
+            return Vec::new();
+        }
+        // An ACK costs about 1 KiB of receive buffer (skb truesize); keep the
+        // window well inside what the kernel granted us.
+        let window = (self.rcvbuf / 2048).clamp(16, 4096);
+        let first_seq = self.seq.wrapping_add(1);
+        let mut pending = items.into_iter().enumerate().peekable();
+        let mut in_flight = 0usize;
+        let mut done = 0usize;
+        let mut out = Vec::with_capacity(SEND_CHUNK);
+        let batch_ctx = || "netlink batch".to_string();
+        while done < total {
+            // Fill the window.
+            out.clear();
+            while in_flight < window {
+                let Some((i, (msg, flags))) = pending.next() else { break };
+                let (seq, bytes) = self.frame(msg, flags | NLM_F_ACK);
+                debug_assert_eq!(seq, first_seq.wrapping_add(i as u32));
+                if out.len() + bytes.len() > SEND_CHUNK && !out.is_empty() {
+                    if let Err(e) = self.send(&out, &batch_ctx) {
+                        return fail_rest(results, e);
+                    }
+                    out.clear();
+                }
+                out.extend_from_slice(&bytes);
+                in_flight += 1;
+            }
+            if !out.is_empty() {
+                if let Err(e) = self.send(&out, &batch_ctx) {
+                    return fail_rest(results, e);
+                }
+            }
+            // Drain ACKs until the window has room again (or all are in).
+            let low = if pending.peek().is_some() { window / 2 } else { 0 };
+            while in_flight > low {
+                let n = match self.recv_fast(&batch_ctx) {
+                    Ok(n) => n,
+                    Err(e) => return fail_rest(results, e),
+                };
+                let buf = std::mem::take(&mut self.buf);
+                let r = for_each_message(&buf[..n], |hdr, body| {
+                    let idx = hdr.sequence_number.wrapping_sub(first_seq) as usize;
+                    if idx >= total || results[idx].is_some() {
+                        return Err(wrong_seq(&batch_ctx, first_seq, hdr.sequence_number));
+                    }
+                    if hdr.message_type == NLMSG_ERROR {
+                        results[idx] = Some(match parse_error(hdr, body) {
+                            None => Ok(()),
+                            Some(k) => Err(Error::from_kernel(ctx(idx), k)),
+                        });
+                        in_flight -= 1;
+                        done += 1;
+                    }
+                    Ok(None::<()>)
+                });
+                self.buf = buf;
+                if let Err(e) = r {
+                    return fail_rest(results, e);
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    }
+
+    /// The receive buffer size the kernel granted.
+    pub fn rcvbuf(&self) -> usize {
+        self.rcvbuf
+    }
+
+    /// Write prebuilt bytes and count ACKs: the raw loop benchmarks compare
+    /// against (no typing, no per-item results beyond the error count).
+    #[doc(hidden)]
+    pub fn raw_send_recv(&mut self, datagram: &[u8], expect_acks: usize) -> Result<usize> {
+        let ctx = || "raw netlink loop".to_string();
+        self.send(datagram, &ctx)?;
+        let mut acks = 0;
+        let mut errors = 0;
+        while acks < expect_acks {
+            let n = self.recv_fast(&ctx)?;
+            let mut off = 0;
+            while off + HDR_LEN <= n {
+                let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap_or([0; 4]))
+                    as usize;
+                let ty = u16::from_ne_bytes([self.buf[off + 4], self.buf[off + 5]]);
+                if ty == NLMSG_ERROR {
+                    acks += 1;
+                    if self.buf[off + 16..off + 20] != [0, 0, 0, 0] {
+                        errors += 1;
+                    }
+                }
+                if len < HDR_LEN {
+                    break;
+                }
+                off += (len + 3) & !3;
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Next sequence number (for callers that prebuild raw messages).
+    #[doc(hidden)]
+    pub fn take_seq(&mut self) -> u32 {
+        self.next_seq()
+    }
+}
+
+fn fail_rest(results: Vec<Option<Result<()>>>, e: Error) -> Vec<Result<()>> {
+    let text = e.to_string();
+    let mut first = Some(e);
+    results
+        .into_iter()
+        .map(|r| match r {
+            Some(r) => r,
+            None => Err(first.take().unwrap_or_else(|| Error::Protocol {
+                context: "netlink batch".into(),
+                reason: format!("not completed: {text}"),
+            })),
+        })
+        .collect()
+}
+
+fn wrong_seq(ctx: &dyn Fn() -> String, want: u32, got: u32) -> Error {
+    Error::Protocol {
+        context: ctx(),
+        reason: format!("reply with sequence number {got}, expected {want}"),
+    }
+}
+
+fn recv_err(ctx: &dyn Fn() -> String, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOBUFS) {
+        Error::Protocol {
+            context: ctx(),
+            reason: "kernel dropped replies (ENOBUFS): receive buffer overrun".into(),
+        }
+    } else {
+        Error::io(ctx(), e)
+    }
+}
+
+/// Walk the netlink messages of one datagram. `f` returns `Some` to say the
+/// exchange is complete.
+fn for_each_message<T>(
+    data: &[u8],
+    mut f: impl FnMut(&NetlinkHeader, &[u8]) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let mut off = 0;
+    let mut result = None;
+    while off + HDR_LEN <= data.len() {
+        let h = &data[off..off + HDR_LEN];
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if len < HDR_LEN || off + len > data.len() {
+            return Err(Error::Protocol {
+                context: "parse netlink reply".into(),
+                reason: format!("bad message length {len} at offset {off}"),
+            });
+        }
+        let mut hdr = NetlinkHeader::default();
+        hdr.length = len as u32;
+        hdr.message_type = u16::from_ne_bytes([h[4], h[5]]);
+        hdr.flags = u16::from_ne_bytes([h[6], h[7]]);
+        hdr.sequence_number = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+        hdr.port_number = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+        if let Some(r) = f(&hdr, &data[off + HDR_LEN..off + len])? {
+            result = Some(r);
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(result)
+}
+
+/// `NLMSG_ERROR`: `None` for an ACK, the errno and ext-ack text otherwise.
+fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
+    if body.len() < 4 {
+        return Some(KernelError::new(libc::EPROTO, Some("short NLMSG_ERROR".into())));
+    }
+    let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+    if code == 0 {
+        return None;
+    }
+    let msg = ext_ack_msg(hdr.flags, &body[4..], true);
+    Some(KernelError::new(-code, msg))
+}
+
+/// The `NLMSGERR_ATTR_MSG` text after the echoed request (which is just its
+/// header when the kernel capped it).
+fn ext_ack_msg(flags: u16, rest: &[u8], has_echo: bool) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let mut off = 0;
+    if has_echo {
+        if rest.len() < HDR_LEN {
+            return None;
+        }
+        off = if flags & NLM_F_CAPPED != 0 {
+            HDR_LEN
+        } else {
+            let l = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            (l + 3) & !3
+        };
+    }
+    while off + 4 <= rest.len() {
+        let len = u16::from_ne_bytes([rest[off], rest[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([rest[off + 2], rest[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > rest.len() {
+            break;
+        }
+        if ty == NLMSGERR_ATTR_MSG {
+            let s = &rest[off + 4..off + len];
+            let s = s.split(|b| *b == 0).next().unwrap_or(&[]);
+            return Some(String::from_utf8_lossy(s).into_owned());
+        }
+        off += (len + 3) & !3;
+    }
+    None
+}
+
+fn decode(
+    hdr: &NetlinkHeader,
+    body: &[u8],
+    ctx: &dyn Fn() -> String,
+) -> Result<RouteNetlinkMessage> {
+    use netlink_packet_core::NetlinkDeserializable;
+    RouteNetlinkMessage::deserialize(hdr, body).map_err(|e| Error::Protocol {
+        context: ctx(),
+        reason: format!(
+            "cannot decode message type {} (flags {:#x}{}): {e}",
+            hdr.message_type,
+            hdr.flags,
+            if hdr.flags & NLM_F_MULTIPART != 0 { ", multipart" } else { "" }
+        ),
+    })
+}
+
+fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {
+    let mut b = [0u8; 0];
+    // SAFETY: a zero-length buffer; MSG_PEEK|MSG_TRUNC makes recv return the
+    // datagram's real length without consuming or writing anything.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            0,
+            libc::MSG_PEEK | libc::MSG_TRUNC,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+fn recv_into(sock: &RawSocket, buf: &mut [u8], flags: libc::c_int) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for
+        // the duration of the call; recv writes at most that many.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n as usize);
+    }
+}
+
+fn set_rcvbuf(sock: &RawSocket, want: usize) -> usize {
+    let fd = sock.as_raw_fd();
+    let v = want as libc::c_int;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `v` is a c_int living across the call; its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `got` and `len` are valid out-parameters of the right size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 && got > 0 {
+        got as usize
+    } else {
+        212_992
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ext_ack_text_is_extracted_from_capped_error() {
+        // code -95, echoed 16-byte header, then NLMSGERR_ATTR_MSG "Unknown device type\0"
+        let mut body = (-95i32).to_ne_bytes().to_vec();
+        body.extend_from_slice(&[0u8; 16]);
+        let text = b"Unknown device type\0";
+        let len = (4 + text.len()) as u16;
+        body.extend_from_slice(&len.to_ne_bytes());
+        body.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend_from_slice(text);
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_CAPPED | NLM_F_ACK_TLVS;
+        let k = parse_error(&hdr, &body).expect("an error");
+        assert_eq!(k.errno, 95);
+        assert_eq!(k.message.as_deref(), Some("Unknown device type"));
+    }
+
+    #[test]
+    fn zero_code_is_an_ack() {
+        let body = [0u8; 20];
+        assert!(parse_error(&NetlinkHeader::default(), &body).is_none());
+    }
+}

@@ -1,0 +1,313 @@
+//! Network namespaces, compatible with `ip netns`.
+//!
+//! Named namespaces live as bind mounts under `/run/netns/NAME`, exactly
+//! where `ip netns add` puts them, so `ip netns list` and `ip -n NAME` see
+//! ours and we see theirs.
+//!
+//! The calling thread never changes namespace: work that must happen inside
+//! one (opening a netlink socket, creating the namespace, touching its
+//! `/proc/sys/net`) runs on a short-lived thread that enters it with
+//! `setns(2)` and exits. That is what makes the library safe to call from Go,
+//! whose goroutines hop between OS threads.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::error::{Error, Result};
+
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+static RUN_DIR_LOCK: Mutex<()> = Mutex::new(());
+
+/// An open network namespace (a file descriptor to it), cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NetNs {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    fd: OwnedFd,
+    name: Option<String>,
+    path: PathBuf,
+}
+
+/// Check a namespace name the way `ip netns` would accept it.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ctx = || format!("namespace name {name:?}");
+    if name.is_empty() {
+        return Err(Error::invalid(ctx(), "must not be empty"));
+    }
+    if name.len() > 255 {
+        return Err(Error::invalid(ctx(), "longer than 255 bytes"));
+    }
+    if name == "." || name == ".." || name.contains('/') {
+        return Err(Error::invalid(ctx(), "must not contain '/' or be '.' or '..'"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(ctx(), "must not contain whitespace"));
+    }
+    Ok(())
+}
+
+impl NetNs {
+    /// Create a named namespace, like `ip netns add NAME`. Fails with
+    /// `AlreadyExists` if the name is taken.
+    pub fn create(name: &str) -> Result<NetNs> {
+        validate_name(name)?;
+        let ctx = || format!("create namespace {name}");
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        prepare_run_dir().map_err(|e| e.with_context(ctx()))?;
+        // O_EXCL: the name is ours or it is someone else's.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists {
+                    context: ctx(),
+                    kernel: None,
+                })
+            }
+            Err(e) => return Err(Error::io(ctx(), e)),
+        }
+        let target = path.clone();
+        let made = std::thread::spawn(move || -> std::io::Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET)?;
+            mount(
+                Some(Path::new("/proc/thread-self/ns/net")),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| Error::Protocol {
+            context: ctx(),
+            reason: "namespace thread panicked".into(),
+        })?;
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&path);
+            return Err(io_to_error(ctx(), e));
+        }
+        Self::open_path_named(&path, Some(name.to_string())).map_err(|e| {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&path);
+            e
+        })
+    }
+
+    /// Open a named namespace (`/run/netns/NAME`).
+    pub fn open(name: &str) -> Result<NetNs> {
+        validate_name(name)?;
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        Self::open_path_named(&path, Some(name.to_string()))
+    }
+
+    /// Open a namespace by path: `/proc/PID/ns/net`, a bind mount, …
+    pub fn open_path(path: impl AsRef<Path>) -> Result<NetNs> {
+        Self::open_path_named(path.as_ref(), None)
+    }
+
+    /// Open the namespace of process `pid`.
+    pub fn open_pid(pid: u32) -> Result<NetNs> {
+        Self::open_path(format!("/proc/{pid}/ns/net"))
+    }
+
+    /// The process's namespace (`/proc/self/ns/net`): the same answer on
+    /// every thread, so a caller whose threads move (Go) gets a stable one.
+    pub fn current() -> Result<NetNs> {
+        Self::open_path("/proc/self/ns/net")
+    }
+
+    fn open_path_named(path: &Path, name: Option<String>) -> Result<NetNs> {
+        let ctx = || match &name {
+            Some(n) => format!("open namespace {n}"),
+            None => format!("open namespace {}", path.display()),
+        };
+        let file = File::open(path).map_err(|e| io_to_error(ctx(), e))?;
+        // A file under /run/netns that is not (yet) a bind mount is an empty
+        // regular file: not a namespace.
+        let fd: OwnedFd = file.into();
+        if !is_netns_fd(fd.as_fd()) {
+            return Err(Error::NotFound {
+                context: format!("{}: not a network namespace", ctx()),
+                kernel: None,
+            });
+        }
+        Ok(NetNs {
+            inner: Arc::new(Inner {
+                fd,
+                name,
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    /// Delete a named namespace, like `ip netns delete NAME`. Deleting one
+    /// that does not exist succeeds (CNI DEL semantics); returns whether it
+    /// existed.
+    pub fn delete(name: &str) -> Result<bool> {
+        validate_name(name)?;
+        let ctx = || format!("delete namespace {name}");
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        if !path.exists() {
+            return Ok(false);
+        }
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(io_to_error(ctx(), e.into())),
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(ctx(), e)),
+        }
+    }
+
+    /// Whether a named namespace exists.
+    pub fn exists(name: &str) -> bool {
+        validate_name(name).is_ok() && Self::open(name).is_ok()
+    }
+
+    /// Names under `/run/netns`, like `ip netns list`.
+    pub fn list() -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(NETNS_RUN_DIR) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("list namespaces", e)),
+        };
+        for ent in rd.flatten() {
+            if let Some(n) = ent.file_name().to_str() {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The name, for namespaces opened by name.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// A label for messages: the name, else the path.
+    pub fn label(&self) -> String {
+        match &self.inner.name {
+            Some(n) => n.clone(),
+            None => self.inner.path.display().to_string(),
+        }
+    }
+
+    /// The namespace's inode number (its identity: equal inodes, same namespace).
+    pub fn inode(&self) -> Result<u64> {
+        let f = File::from(
+            self.inner
+                .fd
+                .try_clone()
+                .map_err(|e| Error::io("dup namespace fd", e))?,
+        );
+        Ok(f.metadata().map_err(|e| Error::io("stat namespace", e))?.ino())
+    }
+
+    /// Run `f` on a short-lived thread inside this namespace and return its
+    /// result. The calling thread does not change namespace.
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let label = self.label();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(self.inner.fd.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| io_to_error(format!("enter namespace {label}"), e.into()))?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| Error::Protocol {
+                context: format!("run in namespace {label}"),
+                reason: "worker thread panicked".into(),
+            })?
+        })
+    }
+}
+
+impl AsFd for NetNs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+}
+
+impl AsRawFd for NetNs {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+}
+
+fn is_netns_fd(fd: BorrowedFd<'_>) -> bool {
+    // NS_GET_NSTYPE = _IO(0xb7, 0x3)
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: the ioctl takes no argument and only reads the fd's type.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    r == libc::CLONE_NEWNET
+}
+
+/// Make `/run/netns` a shared mount point, as `ip netns add` does, so that
+/// namespaces mounted there propagate to other mount namespaces.
+fn prepare_run_dir() -> Result<()> {
+    let _g = RUN_DIR_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = Path::new(NETNS_RUN_DIR);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create /run/netns", e))?;
+    let mut bound = false;
+    loop {
+        match mount(
+            Some("none"),
+            dir,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL) if !bound => {
+                mount(
+                    Some(dir),
+                    dir,
+                    Some("none"),
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| io_to_error("bind-mount /run/netns", e.into()))?;
+                bound = true;
+            }
+            Err(e) => return Err(io_to_error("make /run/netns shared", e.into())),
+        }
+    }
+}
+
+pub(crate) fn io_to_error(context: impl Into<String>, e: std::io::Error) -> Error {
+    use crate::error::KernelError;
+    match e.raw_os_error() {
+        Some(code @ (libc::ENOENT | libc::EPERM | libc::EACCES | libc::EEXIST | libc::EBUSY)) => {
+            Error::from_kernel(context, KernelError::new(code, None))
+        }
+        _ => Error::io(context, e),
+    }
+}
