@@ -130,7 +130,10 @@ impl AddressSpec {
         let ctx = || format!("address {} on {}", self.local, self.dev);
         if let Some(p) = self.peer {
             if p.is_ipv4() != self.local.addr().is_ipv4() {
-                return Err(Error::invalid(ctx(), format!("peer {p} is of another family")));
+                return Err(Error::invalid(
+                    ctx(),
+                    format!("peer {p} is of another family"),
+                ));
             }
         }
         if self.broadcast.is_some() && !self.local.addr().is_ipv4() {
@@ -162,7 +165,8 @@ impl AddressSpec {
         m.header.scope = self.scope.unwrap_or(Scope::Global).to_nl();
         let local = self.local.addr();
         m.attributes.push(AddressAttribute::Local(local));
-        m.attributes.push(AddressAttribute::Address(self.peer.unwrap_or(local)));
+        m.attributes
+            .push(AddressAttribute::Address(self.peer.unwrap_or(local)));
         if let Some(b) = self.broadcast {
             m.attributes.push(AddressAttribute::Broadcast(b));
         }
@@ -171,7 +175,8 @@ impl AddressSpec {
         }
         if self.nodad {
             use netlink_packet_route::address::AddressFlags;
-            m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         m
     }
@@ -236,11 +241,21 @@ impl<'a> Addrs<'a> {
         Self { h }
     }
 
-    fn send(&self, spec: &AddressSpec, verb: &str, msg: impl FnOnce(AddressMessage) -> RouteNetlinkMessage, flags: u16) -> Result<()> {
+    fn send(
+        &self,
+        spec: &AddressSpec,
+        verb: &str,
+        msg: impl FnOnce(AddressMessage) -> RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<()> {
         let ns = self.h.netns().label();
         let ctx = || format!("{verb} address {} on {} in {ns}", spec.local, spec.dev);
         spec.validate().map_err(|e| e.with_context(ctx()))?;
-        let idx = self.h.links().index_of(&spec.dev).map_err(|e| e.with_context(ctx()))?;
+        let idx = self
+            .h
+            .links()
+            .index_of(&spec.dev)
+            .map_err(|e| e.with_context(ctx()))?;
         self.h.sock()?.ack(msg(spec.message(idx)), flags, &ctx)
     }
 
@@ -251,7 +266,12 @@ impl<'a> Addrs<'a> {
 
     /// `ip addr add` with peer, broadcast, label, scope.
     pub fn add_spec(&self, spec: &AddressSpec) -> Result<()> {
-        self.send(spec, "add", RouteNetlinkMessage::NewAddress, NLM_F_CREATE | NLM_F_EXCL)
+        self.send(
+            spec,
+            "add",
+            RouteNetlinkMessage::NewAddress,
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// `ip addr replace ADDR/PLEN dev DEV`.
@@ -261,12 +281,22 @@ impl<'a> Addrs<'a> {
 
     /// `ip addr replace` with options.
     pub fn replace_spec(&self, spec: &AddressSpec) -> Result<()> {
-        self.send(spec, "replace", RouteNetlinkMessage::NewAddress, NLM_F_CREATE | NLM_F_REPLACE)
+        self.send(
+            spec,
+            "replace",
+            RouteNetlinkMessage::NewAddress,
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
     }
 
     /// `ip addr del ADDR/PLEN dev DEV`. `NotFound` if absent.
     pub fn delete(&self, dev: &str, addr: IpNet) -> Result<()> {
-        self.send(&AddressSpec::new(dev, addr), "delete", RouteNetlinkMessage::DelAddress, 0)
+        self.send(
+            &AddressSpec::new(dev, addr),
+            "delete",
+            RouteNetlinkMessage::DelAddress,
+            0,
+        )
     }
 
     /// Delete if present; returns whether it was.
@@ -290,9 +320,15 @@ impl<'a> Addrs<'a> {
             // Strict checking lets the kernel filter by index.
             req.header.index = i;
         }
-        let msgs = self.h.sock()?.dump(RouteNetlinkMessage::GetAddress(req), &|| {
-            format!("list addresses{} in {ns}", dev.map(|d| format!(" of {d}")).unwrap_or_default())
-        })?;
+        let msgs = self
+            .h
+            .sock()?
+            .dump(RouteNetlinkMessage::GetAddress(req), &|| {
+                format!(
+                    "list addresses{} in {ns}",
+                    dev.map(|d| format!(" of {d}")).unwrap_or_default()
+                )
+            })?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {

@@ -107,29 +107,27 @@ impl Socket {
     /// Receive one datagram into `self.buf`, growing it so nothing is ever
     /// truncated. Returns its length.
     fn recv_full(&mut self, ctx: &dyn Fn() -> String) -> Result<usize> {
-        loop {
-            let want = peek_len(&self.sock).map_err(|e| recv_err(ctx, e))?;
-            if want > self.buf.len() {
-                self.buf.resize(want.next_power_of_two(), 0);
-            }
-            let n = recv_into(&self.sock, &mut self.buf, 0).map_err(|e| recv_err(ctx, e))?;
-            if n <= self.buf.len() {
-                return Ok(n);
-            }
-            // Raced with a bigger datagram than peeked (cannot happen on a
-            // connected unicast socket); grow and report.
+        let want = peek_len(&self.sock).map_err(|e| recv_err(ctx, e))?;
+        if want > self.buf.len() {
+            self.buf.resize(want.next_power_of_two(), 0);
+        }
+        let n = recv_into(&self.sock, &mut self.buf, 0).map_err(|e| recv_err(ctx, e))?;
+        if n > self.buf.len() {
+            // Cannot happen on a connected unicast socket: the datagram
+            // peeked is the one read. Reported rather than trusted.
             return Err(Error::Protocol {
                 context: ctx(),
                 reason: format!("netlink datagram of {n} bytes truncated"),
             });
         }
+        Ok(n)
     }
 
     /// One datagram without peeking (for small replies such as ACKs): a
     /// datagram larger than the buffer is reported, never silently cut.
     fn recv_fast(&mut self, ctx: &dyn Fn() -> String) -> Result<usize> {
-        let n = recv_into(&self.sock, &mut self.buf, libc::MSG_TRUNC)
-            .map_err(|e| recv_err(ctx, e))?;
+        let n =
+            recv_into(&self.sock, &mut self.buf, libc::MSG_TRUNC).map_err(|e| recv_err(ctx, e))?;
         if n > self.buf.len() {
             return Err(Error::Protocol {
                 context: ctx(),
@@ -286,7 +284,9 @@ impl Socket {
             // Fill the window.
             out.clear();
             while in_flight < window {
-                let Some((i, (msg, flags))) = pending.next() else { break };
+                let Some((i, (msg, flags))) = pending.next() else {
+                    break;
+                };
                 let (seq, bytes) = self.frame(msg, flags | NLM_F_ACK);
                 debug_assert_eq!(seq, first_seq.wrapping_add(i as u32));
                 if out.len() + bytes.len() > SEND_CHUNK && !out.is_empty() {
@@ -304,7 +304,11 @@ impl Socket {
                 }
             }
             // Drain ACKs until the window has room again (or all are in).
-            let low = if pending.peek().is_some() { window / 2 } else { 0 };
+            let low = if pending.peek().is_some() {
+                window / 2
+            } else {
+                0
+            };
             while in_flight > low {
                 let n = match self.recv_fast(&batch_ctx) {
                     Ok(n) => n,
@@ -444,7 +448,10 @@ fn for_each_message<T>(
 /// `NLMSG_ERROR`: `None` for an ACK, the errno and ext-ack text otherwise.
 fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
     if body.len() < 4 {
-        return Some(KernelError::new(libc::EPROTO, Some("short NLMSG_ERROR".into())));
+        return Some(KernelError::new(
+            libc::EPROTO,
+            Some("short NLMSG_ERROR".into()),
+        ));
     }
     let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
     if code == 0 {
@@ -500,7 +507,11 @@ fn decode(
             "cannot decode message type {} (flags {:#x}{}): {e}",
             hdr.message_type,
             hdr.flags,
-            if hdr.flags & NLM_F_MULTIPART != 0 { ", multipart" } else { "" }
+            if hdr.flags & NLM_F_MULTIPART != 0 {
+                ", multipart"
+            } else {
+                ""
+            }
         ),
     })
 }

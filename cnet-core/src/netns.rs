@@ -49,7 +49,10 @@ pub fn validate_name(name: &str) -> Result<()> {
         return Err(Error::invalid(ctx(), "longer than 255 bytes"));
     }
     if name == "." || name == ".." || name.contains('/') {
-        return Err(Error::invalid(ctx(), "must not contain '/' or be '.' or '..'"));
+        return Err(Error::invalid(
+            ctx(),
+            "must not contain '/' or be '.' or '..'",
+        ));
     }
     if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Error::invalid(ctx(), "must not contain whitespace"));
@@ -101,10 +104,9 @@ impl NetNs {
             let _ = std::fs::remove_file(&path);
             return Err(io_to_error(ctx(), e));
         }
-        Self::open_path_named(&path, Some(name.to_string())).map_err(|e| {
+        Self::open_path_named(&path, Some(name.to_string())).inspect_err(|_| {
             let _ = umount2(&path, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&path);
-            e
         })
     }
 
@@ -224,7 +226,9 @@ impl NetNs {
                 .try_clone()
                 .map_err(|e| Error::io("dup namespace fd", e))?,
         );
-        Ok(f.metadata().map_err(|e| Error::io("stat namespace", e))?.ino())
+        Ok(f.metadata()
+            .map_err(|e| Error::io("stat namespace", e))?
+            .ino())
     }
 
     /// Run `f` on a short-lived thread inside this namespace and return its

@@ -18,7 +18,10 @@ pub struct Sysctl<'a> {
 fn key_path(segments: &[&str]) -> Result<PathBuf> {
     let ctx = || format!("sysctl {}", segments.join("."));
     if segments.first() != Some(&"net") {
-        return Err(Error::invalid(ctx(), "only net.* sysctls are per namespace"));
+        return Err(Error::invalid(
+            ctx(),
+            "only net.* sysctls are per namespace",
+        ));
     }
     let mut p = PathBuf::from("/proc/sys");
     for s in segments {
@@ -60,7 +63,11 @@ impl<'a> Sysctl<'a> {
     /// Write a sysctl by key segments.
     pub fn set_path(&self, segments: &[&str], value: &str) -> Result<()> {
         let path = key_path(segments)?;
-        let ctx = format!("write sysctl {}={value} in {}", segments.join("."), self.ns.label());
+        let ctx = format!(
+            "write sysctl {}={value} in {}",
+            segments.join("."),
+            self.ns.label()
+        );
         let v = value.to_string();
         let r = self.ns.run(move || std::fs::write(&path, v.as_bytes()))?;
         r.map_err(|e| io_to_error(ctx, e))

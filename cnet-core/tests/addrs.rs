@@ -21,10 +21,17 @@ fn ipv4_and_ipv6_with_options_read_back() {
     let h = t.handle();
     h.links().add(Bridge::new("br0").up()).unwrap();
     h.addrs()
-        .add_spec(&AddressSpec::new("br0", "10.244.1.1/24".parse().unwrap()).broadcast_auto().label("br0:gw"))
+        .add_spec(
+            &AddressSpec::new("br0", "10.244.1.1/24".parse().unwrap())
+                .broadcast_auto()
+                .label("br0:gw"),
+        )
         .unwrap();
     h.addrs()
-        .add_spec(&AddressSpec::new("br0", "203.0.113.1/32".parse().unwrap()).peer("203.0.113.2".parse().unwrap()))
+        .add_spec(
+            &AddressSpec::new("br0", "203.0.113.1/32".parse().unwrap())
+                .peer("203.0.113.2".parse().unwrap()),
+        )
         .unwrap();
     h.addrs()
         .add_spec(&AddressSpec::new("br0", "2001:db8::1/64".parse().unwrap()).nodad())
@@ -52,18 +59,29 @@ fn ipv4_and_ipv6_with_options_read_back() {
     assert_eq!(find("10.244.9.1")["scope"], "link");
 
     let lib = h.addrs().list(Some("br0")).unwrap();
-    let l = lib.iter().find(|a| a.local.to_string() == "10.244.1.1/24").unwrap();
+    let l = lib
+        .iter()
+        .find(|a| a.local.to_string() == "10.244.1.1/24")
+        .unwrap();
     assert_eq!(l.broadcast, Some("10.244.1.255".parse().unwrap()));
     assert_eq!(l.label.as_deref(), Some("br0:gw"));
-    let p = lib.iter().find(|a| a.local.to_string() == "203.0.113.1/32").unwrap();
+    let p = lib
+        .iter()
+        .find(|a| a.local.to_string() == "203.0.113.1/32")
+        .unwrap();
     assert_eq!(p.peer, Some("203.0.113.2".parse().unwrap()));
     assert!(lib.iter().any(|a| a.local.to_string() == "2001:db8::1/64"));
     assert_eq!(
-        lib.iter().find(|a| a.local.to_string() == "10.244.9.1/24").unwrap().scope,
+        lib.iter()
+            .find(|a| a.local.to_string() == "10.244.9.1/24")
+            .unwrap()
+            .scope,
         Scope::Link
     );
     // Filtered listing: lo's addresses are not in br0's list.
-    assert!(lib.iter().all(|a| a.index == h.links().index_of("br0").unwrap()));
+    assert!(lib
+        .iter()
+        .all(|a| a.index == h.links().index_of("br0").unwrap()));
 }
 
 #[test]
@@ -97,7 +115,10 @@ fn bad_address_input() {
     h.links().add(Bridge::new("br0")).unwrap();
     let e = h
         .addrs()
-        .add_spec(&AddressSpec::new("br0", "10.0.0.1/24".parse().unwrap()).peer("2001:db8::1".parse().unwrap()))
+        .add_spec(
+            &AddressSpec::new("br0", "10.0.0.1/24".parse().unwrap())
+                .peer("2001:db8::1".parse().unwrap()),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
     let e = h

@@ -19,7 +19,13 @@ fn veth_peer_is_born_in_other_namespace_and_reads_back() {
     let mac: MacAddr = "02:00:00:00:01:01".parse().unwrap();
     let pmac: MacAddr = "02:00:00:00:01:02".parse().unwrap();
     h.links()
-        .add(Veth::new("veth-a", "eth0").peer_netns(&pod.ns).mtu(1450).mac(mac).peer_mac(pmac))
+        .add(
+            Veth::new("veth-a", "eth0")
+                .peer_netns(&pod.ns)
+                .mtu(1450)
+                .mac(mac)
+                .peer_mac(pmac),
+        )
         .unwrap();
 
     let mine = h.links().get("veth-a").unwrap();
@@ -32,10 +38,18 @@ fn veth_peer_is_born_in_other_namespace_and_reads_back() {
     assert_eq!(mine.kind, LinkKind::Veth);
     assert_eq!(mine.mac, Some(mac));
     assert_eq!(mine.mtu, 1450);
-    assert!(mine.link_netnsid.is_some(), "peer lives in another namespace");
+    assert!(
+        mine.link_netnsid.is_some(),
+        "peer lives in another namespace"
+    );
 
     // The peer exists only in the pod namespace, and its index is our link.
-    assert!(host.ip_json(&["link", "show"]).as_array().unwrap().iter().all(|l| l["ifname"] != "eth0"));
+    assert!(host
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["ifname"] != "eth0"));
     let peer = pod.link_json("eth0");
     assert_eq!(peer["mtu"], 1450);
     assert_eq!(peer["address"], "02:00:00:00:01:02");
@@ -51,7 +65,15 @@ fn bridge_reads_back_and_veth_becomes_its_port() {
     }
     let t = TestNs::new("br");
     let h = t.handle();
-    h.links().add(Bridge::new("br0").mtu(1400).stp(false).ageing_time(20000).up()).unwrap();
+    h.links()
+        .add(
+            Bridge::new("br0")
+                .mtu(1400)
+                .stp(false)
+                .ageing_time(20000)
+                .up(),
+        )
+        .unwrap();
     h.links().add(Veth::new("v0", "v0p").mtu(1400)).unwrap();
     h.links().set_master("v0", "br0").unwrap();
     let j = t.link_json("br0");
@@ -59,7 +81,9 @@ fn bridge_reads_back_and_veth_becomes_its_port() {
     assert_eq!(j["mtu"], 1400);
     assert_eq!(j["linkinfo"]["info_data"]["stp_state"], 0);
     assert_eq!(j["linkinfo"]["info_data"]["ageing_time"], 20000);
-    let cnet_core::link::LinkDetails::Bridge(b) = h.links().get("br0").unwrap().details else { panic!() };
+    let cnet_core::link::LinkDetails::Bridge(b) = h.links().get("br0").unwrap().details else {
+        panic!()
+    };
     assert_eq!((b.stp_state, b.ageing_time), (Some(0), Some(20000)));
     assert!(j["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
     let port = t.link_json("v0");
@@ -80,7 +104,9 @@ fn vxlan_parameters_read_back() {
     let t = TestNs::new("vx");
     let h = t.handle();
     h.links().add(Veth::new("under0", "under0p")).unwrap();
-    h.addrs().add("under0", "192.0.2.1/24".parse().unwrap()).unwrap();
+    h.addrs()
+        .add("under0", "192.0.2.1/24".parse().unwrap())
+        .unwrap();
     let local: IpAddr = "192.0.2.1".parse().unwrap();
     h.links()
         .add(
@@ -107,7 +133,9 @@ fn vxlan_parameters_read_back() {
     assert_eq!(j["mtu"], 1450);
 
     let l = h.links().get("vx0").unwrap();
-    let cnet_core::link::LinkDetails::Vxlan(v) = &l.details else { panic!("{l:?}") };
+    let cnet_core::link::LinkDetails::Vxlan(v) = &l.details else {
+        panic!("{l:?}")
+    };
     assert_eq!(v.vni, Some(4242));
     assert_eq!(v.port, Some(8472));
     assert_eq!(v.local, Some(local));
@@ -154,7 +182,10 @@ fn ipip_is_created_or_unsupported_with_kernel_text() {
         assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
         assert_eq!(e.kernel_message(), Some("Unknown device type"), "{e}");
         assert!(e.to_string().contains("tun0"), "{e}");
-        assert!(h.links().find("tun0").unwrap().is_none(), "nothing half-made");
+        assert!(
+            h.links().find("tun0").unwrap().is_none(),
+            "nothing half-made"
+        );
         eprintln!("ipip: kernel lacks it, got: {e}");
     }
 }
@@ -171,7 +202,11 @@ fn change_up_down_mtu_mac_rename_and_move() {
     h.links().set_up("c0").unwrap();
     h.links().set_up("c0p").unwrap();
     assert!(h.links().get("c0").unwrap().is_up());
-    assert!(a.link_json("c0")["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert!(a.link_json("c0")["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "UP"));
     h.links().set_down("c0").unwrap();
     assert!(!h.links().get("c0").unwrap().is_up());
     assert_eq!(a.link_json("c0")["operstate"], "DOWN");
@@ -200,7 +235,12 @@ fn delete_and_delete_if_exists() {
     let h = t.handle();
     h.links().add(Bridge::new("brd")).unwrap();
     h.links().delete("brd").unwrap();
-    assert!(t.ip_json(&["link", "show"]).as_array().unwrap().iter().all(|l| l["ifname"] != "brd"));
+    assert!(t
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["ifname"] != "brd"));
     let e = h.links().delete("brd").unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
     assert!(!h.links().delete_if_exists("brd").unwrap());
@@ -216,20 +256,38 @@ fn ensure_creates_accepts_compatible_and_names_differences() {
     let t = TestNs::new("ens");
     let h = t.handle();
     h.links().add(Veth::new("u0", "u0p")).unwrap();
-    let spec = Vxlan::new("vx1", 7).port(8472).dev("u0").learning(false).mtu(1450);
+    let spec = Vxlan::new("vx1", 7)
+        .port(8472)
+        .dev("u0")
+        .learning(false)
+        .mtu(1450);
     let first = h.links().ensure(&spec).unwrap();
     let again = h.links().ensure(&spec).unwrap();
     assert_eq!(first.index, again.index, "ensure is idempotent");
     assert_eq!(t.link_json("vx1")["linkinfo"]["info_data"]["id"], 7);
 
-    let e = h.links().ensure(Vxlan::new("vx1", 8).port(4789).mtu(1450)).unwrap_err();
-    let Error::Mismatch { differences, .. } = &e else { panic!("{e:?}") };
-    assert!(differences.contains(&"vni: have 7, want 8".to_string()), "{differences:?}");
-    assert!(differences.contains(&"port: have 8472, want 4789".to_string()), "{differences:?}");
+    let e = h
+        .links()
+        .ensure(Vxlan::new("vx1", 8).port(4789).mtu(1450))
+        .unwrap_err();
+    let Error::Mismatch { differences, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        differences.contains(&"vni: have 7, want 8".to_string()),
+        "{differences:?}"
+    );
+    assert!(
+        differences.contains(&"port: have 8472, want 4789".to_string()),
+        "{differences:?}"
+    );
     assert_eq!(differences.len(), 2, "{differences:?}");
 
     let e = h.links().ensure(Bridge::new("vx1")).unwrap_err();
-    assert!(e.to_string().contains("kind: have vxlan, want bridge"), "{e}");
+    assert!(
+        e.to_string().contains("kind: have vxlan, want bridge"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -255,9 +313,15 @@ fn failed_veth_leaves_nothing_behind() {
     // The peer name is taken inside the pod: the request must fail whole.
     pod.ip(&["link", "add", "eth0", "type", "bridge"]);
     let h = host.handle();
-    let e = h.links().add(Veth::new("vf0", "eth0").peer_netns(&pod.ns)).unwrap_err();
+    let e = h
+        .links()
+        .add(Veth::new("vf0", "eth0").peer_netns(&pod.ns))
+        .unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
-    assert!(h.links().find("vf0").unwrap().is_none(), "host end must not exist");
+    assert!(
+        h.links().find("vf0").unwrap().is_none(),
+        "host end must not exist"
+    );
     assert_eq!(pod.link_json("eth0")["linkinfo"]["info_kind"], "bridge");
 }
 
@@ -270,14 +334,31 @@ fn bad_input_is_refused_before_sending() {
     let h = t.handle();
     let cases: Vec<(&str, Error)> = vec![
         ("empty name", h.links().add(Bridge::new("")).unwrap_err()),
-        ("16 bytes", h.links().add(Bridge::new("abcdefghijklmnop")).unwrap_err()),
+        (
+            "16 bytes",
+            h.links().add(Bridge::new("abcdefghijklmnop")).unwrap_err(),
+        ),
         ("slash", h.links().add(Bridge::new("a/b")).unwrap_err()),
         ("space", h.links().add(Bridge::new("a b")).unwrap_err()),
-        ("mtu low", h.links().add(Bridge::new("b").mtu(10)).unwrap_err()),
-        ("mtu high", h.links().add(Bridge::new("b").mtu(70000)).unwrap_err()),
+        (
+            "mtu low",
+            h.links().add(Bridge::new("b").mtu(10)).unwrap_err(),
+        ),
+        (
+            "mtu high",
+            h.links().add(Bridge::new("b").mtu(70000)).unwrap_err(),
+        ),
         ("vni", h.links().add(Vxlan::new("vx", 1 << 24)).unwrap_err()),
-        ("bad peer", h.links().add(Veth::new("ok0", "bad peer")).unwrap_err()),
-        ("multicast mac", h.links().add(Bridge::new("b").mac(MacAddr([1, 0, 0x5e, 0, 0, 1]))).unwrap_err()),
+        (
+            "bad peer",
+            h.links().add(Veth::new("ok0", "bad peer")).unwrap_err(),
+        ),
+        (
+            "multicast mac",
+            h.links()
+                .add(Bridge::new("b").mac(MacAddr([1, 0, 0x5e, 0, 0, 1])))
+                .unwrap_err(),
+        ),
         ("mtu set", h.links().set_mtu("lo", 1).unwrap_err()),
     ];
     for (what, e) in cases {
@@ -300,8 +381,12 @@ fn missing_links_and_namespaces_are_not_found() {
         h.links().get("nope0").unwrap_err(),
         h.links().set_up("nope0").unwrap_err(),
         h.links().set_master("lo", "nope0").unwrap_err(),
-        h.addrs().add("nope0", "10.244.1.2/24".parse().unwrap()).unwrap_err(),
-        h.links().add(Vxlan::new("vx2", 1).dev("nope0")).unwrap_err(),
+        h.addrs()
+            .add("nope0", "10.244.1.2/24".parse().unwrap())
+            .unwrap_err(),
+        h.links()
+            .add(Vxlan::new("vx2", 1).dev("nope0"))
+            .unwrap_err(),
         NetNs::open("cn-does-not-exist").unwrap_err(),
         NetNs::open_path("/proc/999999999/ns/net").unwrap_err(),
     ] {

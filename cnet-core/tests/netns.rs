@@ -13,17 +13,28 @@ fn create_is_visible_to_ip_netns_and_delete_is_idempotent() {
     }
     let name = format!("cn-nscreate-{}", std::process::id());
     let ns = NetNs::create(&name).unwrap();
-    assert!(run("ip", &["netns", "list"]).lines().any(|l| l.split_whitespace().next() == Some(&name)));
+    assert!(run("ip", &["netns", "list"])
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(&name)));
     assert!(NetNs::list().unwrap().contains(&name));
     // `ip -n NAME` works in it.
     run("ip", &["-n", &name, "link", "set", "lo", "up"]);
     let again = NetNs::create(&name).unwrap_err();
     assert!(matches!(again, Error::AlreadyExists { .. }), "{again:?}");
-    assert_eq!(ns.inode().unwrap(), NetNs::open(&name).unwrap().inode().unwrap());
-    assert_ne!(ns.inode().unwrap(), NetNs::current().unwrap().inode().unwrap());
+    assert_eq!(
+        ns.inode().unwrap(),
+        NetNs::open(&name).unwrap().inode().unwrap()
+    );
+    assert_ne!(
+        ns.inode().unwrap(),
+        NetNs::current().unwrap().inode().unwrap()
+    );
     drop(ns);
     assert!(NetNs::delete(&name).unwrap());
-    assert!(!NetNs::delete(&name).unwrap(), "deleting a gone namespace succeeds");
+    assert!(
+        !NetNs::delete(&name).unwrap(),
+        "deleting a gone namespace succeeds"
+    );
     assert!(!run("ip", &["netns", "list"]).contains(&name));
     assert!(NetNs::open(&name).unwrap_err().is_not_found());
 }
@@ -42,7 +53,10 @@ fn namespaces_made_by_ip_are_opened_by_name_and_by_path() {
         }
     }
     let _g = Gone(name.clone());
-    run("ip", &["-n", &name, "link", "add", "seen0", "type", "bridge"]);
+    run(
+        "ip",
+        &["-n", &name, "link", "add", "seen0", "type", "bridge"],
+    );
     let h = Handle::named(&name).unwrap();
     assert!(h.links().find("seen0").unwrap().is_some());
     let by_path = Handle::at(&NetNs::open_path(format!("/run/netns/{name}")).unwrap()).unwrap();
@@ -67,7 +81,12 @@ fn open_by_pid_sees_that_process_namespace() {
     for _ in 0..100 {
         if let Ok(ns) = NetNs::open_pid(pid) {
             if ns.inode().unwrap() == want {
-                ok = Handle::at(&ns).unwrap().links().find("pidbr0").unwrap().is_some();
+                ok = Handle::at(&ns)
+                    .unwrap()
+                    .links()
+                    .find("pidbr0")
+                    .unwrap()
+                    .is_some();
                 break;
             }
         }
@@ -96,19 +115,41 @@ fn sysctls_are_per_namespace() {
     let h = t.handle();
     h.sysctl().set_ip_forward(true).unwrap();
     assert!(h.sysctl().ip_forward().unwrap());
-    let seen = run("ip", &["netns", "exec", &t.name, "sysctl", "-n", "net.ipv4.ip_forward"]);
+    let seen = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &t.name,
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+        ],
+    );
     assert_eq!(seen.trim(), "1");
     h.links().add(cnet_core::link::Bridge::new("br.0")).unwrap();
     h.sysctl().set_rp_filter("br.0", 2).unwrap();
     h.sysctl().set_proxy_arp("br.0", true).unwrap();
     h.sysctl().set_accept_dad("br.0", 0).unwrap();
     assert_eq!(h.sysctl().rp_filter("br.0").unwrap(), 2);
-    let seen = run("ip", &["netns", "exec", &t.name, "cat", "/proc/sys/net/ipv4/conf/br.0/proxy_arp"]);
+    let seen = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &t.name,
+            "cat",
+            "/proc/sys/net/ipv4/conf/br.0/proxy_arp",
+        ],
+    );
     assert_eq!(seen.trim(), "1");
     h.sysctl().set_ip_forward(false).unwrap();
     assert!(!h.sysctl().ip_forward().unwrap());
     // The root namespace is untouched.
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), root_fwd);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        root_fwd
+    );
     let e = h.sysctl().set_rp_filter("br.0", 7).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }));
     let e = h.sysctl().get("kernel.hostname").unwrap_err();

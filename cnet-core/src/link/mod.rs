@@ -8,7 +8,7 @@
 mod model;
 mod spec;
 
-pub use model::{Link, LinkDetails, LinkKind, OperState, VxlanInfo, IpIpInfo, BridgeInfo};
+pub use model::{BridgeInfo, IpIpInfo, Link, LinkDetails, LinkKind, OperState, VxlanInfo};
 pub use spec::{Bridge, IpIp, LinkRef, LinkSpec, Veth, Vxlan};
 
 use std::fmt;
@@ -35,7 +35,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::invalid(
             ctx(),
-            format!("{} bytes, longer than the kernel's limit of {MAX_NAME_LEN}", name.len()),
+            format!(
+                "{} bytes, longer than the kernel's limit of {MAX_NAME_LEN}",
+                name.len()
+            ),
         ));
     }
     if name == "." || name == ".." {
@@ -241,7 +244,19 @@ impl<'a> Links<'a> {
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
             &ctx,
-        )
+        )?;
+        if let Some((ns, peer)) = spec.peer_to_bring_up() {
+            let r = match ns {
+                Some(ns) => Handle::at(&ns).and_then(|h| h.links().set_up(&peer)),
+                None => self.set_up(&peer),
+            };
+            if let Err(e) = r {
+                // Nothing half-made: deleting one end removes both.
+                let _ = self.delete(spec.name());
+                return Err(e.with_context(ctx()));
+            }
+        }
+        Ok(())
     }
 
     /// Create the link if it is missing; if a link of that name exists,
@@ -279,11 +294,11 @@ impl<'a> Links<'a> {
     pub fn delete(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let ns = self.h.netns().label();
-        self.h.sock()?.ack(
-            RouteNetlinkMessage::DelLink(named(name)),
-            0,
-            &|| format!("delete link {name} in {ns}"),
-        )
+        self.h
+            .sock()?
+            .ack(RouteNetlinkMessage::DelLink(named(name)), 0, &|| {
+                format!("delete link {name} in {ns}")
+            })
     }
 
     /// Delete a link if it exists; a missing link is success. Returns
@@ -301,11 +316,9 @@ impl<'a> Links<'a> {
         let ns = self.h.netns().label();
         let mut m = named(name);
         f(&mut m);
-        self.h.sock()?.ack(
-            RouteNetlinkMessage::SetLink(m),
-            0,
-            &|| format!("{what} of link {name} in {ns}"),
-        )
+        self.h.sock()?.ack(RouteNetlinkMessage::SetLink(m), 0, &|| {
+            format!("{what} of link {name} in {ns}")
+        })
     }
 
     fn set_flag(&self, name: &str, up: bool) -> Result<()> {
@@ -330,7 +343,9 @@ impl<'a> Links<'a> {
     /// `ip link set NAME mtu MTU`.
     pub fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
         validate_mtu(name, mtu)?;
-        self.set(name, "set MTU", |m| m.attributes.push(LinkAttribute::Mtu(mtu)))
+        self.set(name, "set MTU", |m| {
+            m.attributes.push(LinkAttribute::Mtu(mtu))
+        })
     }
 
     /// `ip link set NAME address MAC`.
@@ -378,11 +393,9 @@ impl<'a> Links<'a> {
         let ns = self.h.netns().label();
         let mut m = named(new_name);
         m.header.index = idx;
-        self.h.sock()?.ack(
-            RouteNetlinkMessage::SetLink(m),
-            0,
-            &|| format!("rename link {name} to {new_name} in {ns}"),
-        )
+        self.h.sock()?.ack(RouteNetlinkMessage::SetLink(m), 0, &|| {
+            format!("rename link {name} to {new_name} in {ns}")
+        })
     }
 }
 
@@ -394,7 +407,16 @@ mod tests {
     fn names() {
         assert!(validate_name("eth0").is_ok());
         assert!(validate_name("a23456789012345").is_ok());
-        for bad in ["", "a234567890123456", "a/b", "a b", "a\tb", ".", "..", "a:b"] {
+        for bad in [
+            "",
+            "a234567890123456",
+            "a/b",
+            "a b",
+            "a\tb",
+            ".",
+            "..",
+            "a:b",
+        ] {
             let e = validate_name(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument { .. }), "{bad:?}: {e}");
         }
@@ -404,7 +426,13 @@ mod tests {
     fn macs() {
         let m: MacAddr = "02:42:AC:11:00:02".parse().unwrap();
         assert_eq!(m.to_string(), "02:42:ac:11:00:02");
-        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "002:42:ac:11:00:0"] {
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "zz:42:ac:11:00:02",
+            "002:42:ac:11:00:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert!(validate_mac("x", &"01:00:5e:00:00:01".parse().unwrap()).is_err());

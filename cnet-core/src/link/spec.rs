@@ -54,6 +54,12 @@ pub trait LinkSpec {
     /// How an existing link differs from this spec ("field: have X, want Y"),
     /// empty when compatible.
     fn differences(&self, existing: &Link, resolve: Resolver<'_>) -> Vec<String>;
+    /// A veth peer to bring up after creation (the kernel refuses `IFF_UP`
+    /// on a peer in the creating request: it has no partner yet, ENOTCONN):
+    /// its namespace (None: the same) and name.
+    fn peer_to_bring_up(&self) -> Option<(Option<NetNs>, String)> {
+        None
+    }
 }
 
 impl<T: LinkSpec + ?Sized> LinkSpec for &T {
@@ -71,6 +77,9 @@ impl<T: LinkSpec + ?Sized> LinkSpec for &T {
     }
     fn differences(&self, existing: &Link, resolve: Resolver<'_>) -> Vec<String> {
         (**self).differences(existing, resolve)
+    }
+    fn peer_to_bring_up(&self) -> Option<(Option<NetNs>, String)> {
+        (**self).peer_to_bring_up()
     }
 }
 
@@ -106,7 +115,12 @@ impl Common {
         Ok(())
     }
 
-    fn message(&self, kind: InfoKind, data: Option<InfoData>, resolve: Resolver<'_>) -> Result<LinkMessage> {
+    fn message(
+        &self,
+        kind: InfoKind,
+        data: Option<InfoData>,
+        resolve: Resolver<'_>,
+    ) -> Result<LinkMessage> {
         let mut m = LinkMessage::default();
         if self.up {
             m.header.flags = LinkFlags::Up;
@@ -120,7 +134,8 @@ impl Common {
             m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
         }
         if let Some(master) = &self.master {
-            m.attributes.push(LinkAttribute::Controller(resolve(master)?));
+            m.attributes
+                .push(LinkAttribute::Controller(resolve(master)?));
         }
         let mut info = vec![LinkInfo::Kind(kind)];
         if let Some(d) = data {
@@ -130,11 +145,21 @@ impl Common {
         Ok(m)
     }
 
-    fn differences(&self, want_kind: &LinkKind, l: &Link, resolve: Resolver<'_>, out: &mut Vec<String>) {
+    fn differences(
+        &self,
+        want_kind: &LinkKind,
+        l: &Link,
+        resolve: Resolver<'_>,
+        out: &mut Vec<String>,
+    ) {
         if &l.kind != want_kind {
             out.push(format!(
                 "kind: have {}, want {}",
-                if l.kind.as_str().is_empty() { "device" } else { l.kind.as_str() },
+                if l.kind.as_str().is_empty() {
+                    "device"
+                } else {
+                    l.kind.as_str()
+                },
                 want_kind.as_str()
             ));
             return;
@@ -166,7 +191,12 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     }
 }
 
-fn cmp<T: PartialEq + std::fmt::Display>(out: &mut Vec<String>, field: &str, have: Option<T>, want: Option<T>) {
+fn cmp<T: PartialEq + std::fmt::Display>(
+    out: &mut Vec<String>,
+    field: &str,
+    have: Option<T>,
+    want: Option<T>,
+) {
     if let Some(w) = want {
         if have.as_ref() != Some(&w) {
             out.push(format!("{field}: have {}, want {w}", opt(&have)));
@@ -280,11 +310,8 @@ impl LinkSpec for Veth {
     }
     fn message(&self, resolve: Resolver<'_>) -> Result<LinkMessage> {
         let mut peer = LinkMessage::default();
-        if self.peer_up {
-            peer.header.flags = LinkFlags::Up;
-            peer.header.change_mask = LinkFlags::Up;
-        }
-        peer.attributes.push(LinkAttribute::IfName(self.peer.clone()));
+        peer.attributes
+            .push(LinkAttribute::IfName(self.peer.clone()));
         if let Some(mtu) = self.peer_mtu.or(self.common.mtu) {
             peer.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -302,8 +329,13 @@ impl LinkSpec for Veth {
     }
     fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
         let mut out = Vec::new();
-        self.common.differences(&LinkKind::Veth, l, resolve, &mut out);
+        self.common
+            .differences(&LinkKind::Veth, l, resolve, &mut out);
         out
+    }
+    fn peer_to_bring_up(&self) -> Option<(Option<NetNs>, String)> {
+        self.peer_up
+            .then(|| (self.peer_netns.clone(), self.peer.clone()))
     }
 }
 
@@ -382,10 +414,16 @@ impl LinkSpec for Bridge {
     }
     fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
         let mut out = Vec::new();
-        self.common.differences(&LinkKind::Bridge, l, resolve, &mut out);
+        self.common
+            .differences(&LinkKind::Bridge, l, resolve, &mut out);
         if let LinkDetails::Bridge(b) = &l.details {
             cmp(&mut out, "stp_state", b.stp_state.map(|s| s != 0), self.stp);
-            cmp(&mut out, "vlan_filtering", b.vlan_filtering, self.vlan_filtering);
+            cmp(
+                &mut out,
+                "vlan_filtering",
+                b.vlan_filtering,
+                self.vlan_filtering,
+            );
             cmp(&mut out, "ageing_time", b.ageing_time, self.ageing_time);
         }
         out
@@ -496,14 +534,20 @@ impl LinkSpec for Vxlan {
         self.common.validate()?;
         let ctx = || format!("vxlan {}", self.common.name);
         if self.vni > MAX_VNI {
-            return Err(Error::invalid(ctx(), format!("VNI {} is over 2^24-1 ({MAX_VNI})", self.vni)));
+            return Err(Error::invalid(
+                ctx(),
+                format!("VNI {} is over 2^24-1 ({MAX_VNI})", self.vni),
+            ));
         }
         if self.port == 0 {
             return Err(Error::invalid(ctx(), "UDP port 0"));
         }
         if let (Some(l), Some(r)) = (self.local, self.remote) {
             if l.is_ipv4() != r.is_ipv4() {
-                return Err(Error::invalid(ctx(), format!("local {l} and remote {r} are of different families")));
+                return Err(Error::invalid(
+                    ctx(),
+                    format!("local {l} and remote {r} are of different families"),
+                ));
             }
         }
         if let Some(LinkRef::Name(n)) = &self.dev {
@@ -544,17 +588,24 @@ impl LinkSpec for Vxlan {
         if let Some(v) = self.udp_csum {
             d.push(InfoVxlan::UDPCsum(v));
         }
-        self.common.message(InfoKind::Vxlan, Some(InfoData::Vxlan(d)), resolve)
+        self.common
+            .message(InfoKind::Vxlan, Some(InfoData::Vxlan(d)), resolve)
     }
     fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
         let mut out = Vec::new();
-        self.common.differences(&LinkKind::Vxlan, l, resolve, &mut out);
+        self.common
+            .differences(&LinkKind::Vxlan, l, resolve, &mut out);
         if let LinkDetails::Vxlan(v) = &l.details {
             cmp(&mut out, "vni", v.vni, Some(self.vni));
             cmp(&mut out, "port", v.port, Some(self.port));
             cmp(&mut out, "local", v.local, self.local);
             cmp(&mut out, "remote", v.group, self.remote);
-            cmp(&mut out, "dev", v.link, self.dev.as_ref().and_then(|d| resolve(d).ok()));
+            cmp(
+                &mut out,
+                "dev",
+                v.link,
+                self.dev.as_ref().and_then(|d| resolve(d).ok()),
+            );
             cmp(&mut out, "learning", v.learning, self.learning);
             cmp(&mut out, "ttl", v.ttl, self.ttl);
             cmp(&mut out, "udp_csum", v.udp_csum, self.udp_csum);
@@ -632,11 +683,17 @@ impl LinkSpec for IpIp {
         let ctx = || format!("ipip {}", self.common.name);
         for (what, a) in [("local", self.local), ("remote", self.remote)] {
             if let Some(IpAddr::V6(a)) = a {
-                return Err(Error::invalid(ctx(), format!("{what} {a} is IPv6; ipip carries IPv4 over IPv4")));
+                return Err(Error::invalid(
+                    ctx(),
+                    format!("{what} {a} is IPv6; ipip carries IPv4 over IPv4"),
+                ));
             }
         }
         if self.pmtudisc == Some(false) && self.ttl.is_some_and(|t| t != 0) {
-            return Err(Error::invalid(ctx(), "a fixed ttl requires pmtudisc (the kernel refuses nopmtudisc with ttl)"));
+            return Err(Error::invalid(
+                ctx(),
+                "a fixed ttl requires pmtudisc (the kernel refuses nopmtudisc with ttl)",
+            ));
         }
         if let Some(LinkRef::Name(n)) = &self.dev {
             validate_name(n)?;
@@ -660,17 +717,24 @@ impl LinkSpec for IpIp {
         if let Some(p) = self.pmtudisc {
             d.push(InfoIpTunnel::PMtuDisc(p));
         }
-        self.common.message(InfoKind::IpIp, Some(InfoData::IpTunnel(d)), resolve)
+        self.common
+            .message(InfoKind::IpIp, Some(InfoData::IpTunnel(d)), resolve)
     }
     fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
         let mut out = Vec::new();
-        self.common.differences(&LinkKind::IpIp, l, resolve, &mut out);
+        self.common
+            .differences(&LinkKind::IpIp, l, resolve, &mut out);
         if let LinkDetails::IpIp(v) = &l.details {
             cmp(&mut out, "local", v.local, self.local);
             cmp(&mut out, "remote", v.remote, self.remote);
             cmp(&mut out, "ttl", v.ttl, self.ttl);
             cmp(&mut out, "pmtudisc", v.pmtudisc, self.pmtudisc);
-            cmp(&mut out, "dev", v.link, self.dev.as_ref().and_then(|d| resolve(d).ok()));
+            cmp(
+                &mut out,
+                "dev",
+                v.link,
+                self.dev.as_ref().and_then(|d| resolve(d).ok()),
+            );
         }
         out
     }
