@@ -266,6 +266,18 @@ impl Error {
     }
 }
 
+impl From<ipnet::AddrParseError> for Error {
+    fn from(e: ipnet::AddrParseError) -> Self {
+        Error::invalid("parse IP prefix", e.to_string())
+    }
+}
+
+impl From<std::net::AddrParseError> for Error {
+    fn from(e: std::net::AddrParseError) -> Self {
+        Error::invalid("parse IP address", e.to_string())
+    }
+}
+
 /// `.context("create veth pair")` on any `Result<_, Error>`.
 pub trait ResultExt<T> {
     /// Prefix the error's context with `outer`.

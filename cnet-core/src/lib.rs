@@ -23,3 +23,8 @@ pub use handle::Handle;
 pub use netns::NetNs;
 
 pub use ipnet::IpNet;
+
+/// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

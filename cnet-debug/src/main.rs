@@ -1,2 +1,146 @@
-//! cnet-debug: explain the path to an IP.
-fn main() {}
+//! `cnet-debug`: see what container networking built, namespace by namespace.
+//!
+//! Exit codes: 0 success, 2 error (bad arguments, no such namespace, not
+//! permitted). `trace` (path explanation and live capture) comes next.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cnet_core::link::LinkDetails;
+use cnet_core::{Handle, NetNs};
+
+/// Explain and prove the path packets take through container networking.
+#[derive(Debug, Parser)]
+#[command(name = "cnet-debug", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The topology at a glance: namespaces, bridges and ports, veth pairs, tunnels.
+    Show {
+        /// Only this namespace (a name under /run/netns or a path such as /proc/PID/ns/net).
+        #[arg(long)]
+        netns: Option<String>,
+        /// JSON Lines output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(spec: &str) -> cnet_core::Result<NetNs> {
+    if spec.contains('/') {
+        NetNs::open_path(spec)
+    } else {
+        NetNs::open(spec)
+    }
+}
+
+fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
+    let mut targets: Vec<(String, NetNs)> = Vec::new();
+    match netns {
+        Some(n) => targets.push((n.clone(), open(&n)?)),
+        None => {
+            targets.push(("(current)".into(), NetNs::current()?));
+            for n in NetNs::list()? {
+                if let Ok(ns) = NetNs::open(&n) {
+                    targets.push((n, ns));
+                }
+            }
+        }
+    }
+    for (label, ns) in targets {
+        let h = Handle::at(&ns)?;
+        let links = h.links().list()?;
+        let addrs = h.addrs().list(None)?;
+        if json {
+            for l in &links {
+                let a: Vec<String> = addrs
+                    .iter()
+                    .filter(|a| a.index == l.index)
+                    .map(|a| a.local.to_string())
+                    .collect();
+                let v = serde_json::json!({"type": "link", "data": {
+                    "netns": label, "index": l.index, "name": l.name, "kind": l.kind.as_str(),
+                    "mtu": l.mtu, "up": l.is_up(), "master": l.master, "link": l.link,
+                    "link_netnsid": l.link_netnsid, "addresses": a,
+                }});
+                println!("{v}");
+            }
+            continue;
+        }
+        println!("netns {label}");
+        for l in &links {
+            let master = l
+                .master
+                .and_then(|m| links.iter().find(|x| x.index == m))
+                .map(|m| format!(" master {}", m.name))
+                .unwrap_or_default();
+            let peer = match (l.kind.as_str(), l.link, l.link_netnsid) {
+                ("veth", Some(p), Some(id)) => format!(" peer #{p} in netnsid {id}"),
+                ("veth", Some(p), None) => format!(" peer #{p}"),
+                _ => String::new(),
+            };
+            let extra = match &l.details {
+                LinkDetails::Vxlan(v) => format!(
+                    " vni {} port {} local {}",
+                    v.vni.unwrap_or(0),
+                    v.port.unwrap_or(0),
+                    v.local.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+                ),
+                LinkDetails::IpIp(v) => format!(
+                    " local {} remote {}",
+                    v.local
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "any".into()),
+                    v.remote
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "any".into())
+                ),
+                _ => String::new(),
+            };
+            let a: Vec<String> = addrs
+                .iter()
+                .filter(|a| a.index == l.index)
+                .map(|a| a.local.to_string())
+                .collect();
+            println!(
+                "  {:>3}: {:<15} {:<7} mtu {:<5} {}{}{}{}{}",
+                l.index,
+                l.name,
+                if l.kind.as_str().is_empty() {
+                    "device"
+                } else {
+                    l.kind.as_str()
+                },
+                l.mtu,
+                if l.is_up() { "up" } else { "down" },
+                master,
+                peer,
+                extra,
+                if a.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", a.join(", "))
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Show { netns, json } => show(netns, json),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cnet-debug: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
