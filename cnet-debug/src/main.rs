@@ -3,6 +3,10 @@
 //! Exit codes: 0 success, 2 error (bad arguments, no such namespace, not
 //! permitted). `trace` (path explanation and live capture) comes next.
 
+mod capture;
+mod probe;
+mod wire;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

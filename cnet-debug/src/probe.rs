@@ -1,0 +1,235 @@
+//! The probe: one ICMP echo (or UDP datagram) carrying a unique token, sent
+//! from a thread inside the source namespace.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use cnet_core::{Error, NetNs, Result};
+use nix::sched::{setns, CloneFlags};
+
+/// Probe protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// ICMP echo request.
+    Icmp,
+    /// UDP datagram (no reply expected unless something listens).
+    Udp,
+}
+
+/// What happened to the probe at the source.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// An echo reply carrying the token came back.
+    pub replied: bool,
+    /// Round trip, if replied.
+    pub rtt: Option<Duration>,
+}
+
+/// A token unique to this run.
+pub fn token() -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("cnet-probe-{}-{nanos:x}", std::process::id()).into_bytes()
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Send one probe from `ns` to `dst` and wait up to `timeout` for the
+/// echo reply (ICMP).
+pub fn send(
+    ns: &NetNs,
+    src: Option<Ipv4Addr>,
+    dst: Ipv4Addr,
+    proto: Proto,
+    port: u16,
+    token: &[u8],
+    timeout: Duration,
+) -> Result<Outcome> {
+    let ctx = format!("send probe to {dst}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::io(ctx.clone(), std::io::Error::from(e)))?;
+            match proto {
+                Proto::Udp => {
+                    let bind = SocketAddrV4::new(src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+                    let sock = UdpSocket::bind(bind).map_err(|e| Error::io(ctx.clone(), e))?;
+                    sock.send_to(token, SocketAddrV4::new(dst, port))
+                        .map_err(|e| Error::io(ctx.clone(), e))?;
+                    Ok(Outcome {
+                        replied: false,
+                        rtt: None,
+                    })
+                }
+                Proto::Icmp => icmp(src, dst, token, timeout).map_err(|e| Error::io(ctx.clone(), e)),
+            }
+        })
+        .join()
+        .map_err(|_| Error::Protocol {
+            context: ctx.clone(),
+            reason: "probe thread panicked".into(),
+        })?
+    })
+}
+
+fn icmp(src: Option<Ipv4Addr>, dst: Ipv4Addr, token: &[u8], timeout: Duration) -> std::io::Result<Outcome> {
+    // SAFETY: plain socket(2); the result is checked before use and owned
+    // by an OwnedFd that closes it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = socket2_like::Raw(fd);
+    if let Some(s) = src {
+        sock.bind(s)?;
+    }
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut pkt = vec![8u8, 0, 0, 0];
+    pkt.extend_from_slice(&id.to_be_bytes());
+    pkt.extend_from_slice(&1u16.to_be_bytes());
+    pkt.extend_from_slice(token);
+    let c = checksum(&pkt);
+    pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    let t0 = Instant::now();
+    sock.send_to(&pkt, dst)?;
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < timeout {
+        let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+        sock.set_timeout(left)?;
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => return Err(e),
+        };
+        let d = crate::wire::decode_ipv4(&buf[..n]);
+        let is_reply = d
+            .layers
+            .iter()
+            .any(|l| matches!(l, crate::wire::Layer::Icmp { icmp_type: 0, .. }));
+        if is_reply && d.carries(token) {
+            return Ok(Outcome {
+                replied: true,
+                rtt: Some(t0.elapsed()),
+            });
+        }
+    }
+    Ok(Outcome {
+        replied: false,
+        rtt: None,
+    })
+}
+
+/// Minimal raw-socket helpers (what the socket2 crate would give).
+mod socket2_like {
+    use super::*;
+
+    pub struct Raw(pub OwnedFd);
+
+    fn sin(a: Ipv4Addr) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.octets()),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+
+    fn check(r: libc::c_int) -> std::io::Result<()> {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    impl Raw {
+        pub fn bind(&self, a: Ipv4Addr) -> std::io::Result<()> {
+            let sa = sin(a);
+            // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
+            check(unsafe {
+                libc::bind(
+                    self.0.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            })
+        }
+
+        pub fn send_to(&self, b: &[u8], a: Ipv4Addr) -> std::io::Result<()> {
+            let sa = sin(a);
+            // SAFETY: `b` and `sa` are valid for the call; sizes passed.
+            let n = unsafe {
+                libc::sendto(
+                    self.0.as_raw_fd(),
+                    b.as_ptr().cast(),
+                    b.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+
+        pub fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+            let tv = libc::timeval {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_usec: d.subsec_micros() as libc::suseconds_t,
+            };
+            // SAFETY: `tv` is a valid timeval and its size is passed.
+            check(unsafe {
+                libc::setsockopt(
+                    self.0.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            })
+        }
+
+        pub fn recv(&self, b: &mut [u8]) -> std::io::Result<usize> {
+            // SAFETY: `b` is writable for b.len() bytes.
+            let n = unsafe { libc::recv(self.0.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checksum_of_known_header() {
+        // RFC 1071 example words.
+        let b = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(super::checksum(&b), !0xddf2);
+    }
+}
