@@ -4,7 +4,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use cnet_core::link::{Bridge, IpIp, LinkKind, MacAddr, Veth, Vxlan};
+use cnet_core::link::{Bridge, LinkKind, MacAddr, Veth, Vxlan};
 use cnet_core::{Error, NetNs};
 use common::{privileged, TestNs};
 
@@ -143,51 +143,6 @@ fn vxlan_parameters_read_back() {
     assert_eq!(v.learning, Some(false));
     assert_eq!(v.ttl, Some(17));
     assert_eq!(v.udp_csum, Some(true));
-}
-
-#[test]
-fn ipip_is_created_or_unsupported_with_kernel_text() {
-    if !privileged() {
-        return;
-    }
-    let has_ipip = common::kernel_has("ipip");
-    let t = TestNs::new("ipip");
-    let h = t.handle();
-    h.links().add(Veth::new("under0", "under0p")).unwrap();
-    let r = h.links().add(
-        IpIp::new("tun0")
-            .local("192.0.2.1".parse().unwrap())
-            .remote("192.0.2.2".parse().unwrap())
-            .ttl(64)
-            .pmtudisc(true)
-            .dev("under0")
-            .mtu(1480),
-    );
-    if has_ipip {
-        r.unwrap();
-        let j = t.link_json("tun0");
-        let d = &j["linkinfo"]["info_data"];
-        assert_eq!(j["linkinfo"]["info_kind"], "ipip");
-        assert_eq!(d["local"], "192.0.2.1");
-        assert_eq!(d["remote"], "192.0.2.2");
-        assert_eq!(d["ttl"], 64);
-        assert_eq!(d["pmtudisc"], true);
-        assert_eq!(d["link"], "under0");
-        assert_eq!(j["mtu"], 1480);
-        let l = h.links().get("tun0").unwrap();
-        assert_eq!(l.kind, LinkKind::IpIp);
-        eprintln!("ipip: created and read back (kernel has ipip)");
-    } else {
-        let e = r.unwrap_err();
-        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
-        assert_eq!(e.kernel_message(), Some("Unknown device type"), "{e}");
-        assert!(e.to_string().contains("tun0"), "{e}");
-        assert!(
-            h.links().find("tun0").unwrap().is_none(),
-            "nothing half-made"
-        );
-        eprintln!("ipip: kernel lacks it, got: {e}");
-    }
 }
 
 #[test]

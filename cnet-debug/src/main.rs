@@ -32,6 +32,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Send one probe and report on which interfaces it was seen (live capture).
+    Probe {
+        /// Destination IPv4 address.
+        dst: std::net::Ipv4Addr,
+        /// Source namespace (name, /proc/PID/ns/net or a path); default: current.
+        #[arg(long)]
+        from: Option<String>,
+        /// Interfaces to watch, as NETNS:IFNAME (repeatable; `-` for the current namespace).
+        #[arg(long = "on", value_name = "NETNS:IFNAME")]
+        on: Vec<String>,
+        /// Probe protocol.
+        #[arg(long, value_enum, default_value = "icmp")]
+        proto: probe::Proto,
+        /// UDP destination port.
+        #[arg(long, default_value_t = 33434)]
+        port: u16,
+        /// How long to wait for the probe, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout: u64,
+    },
 }
 
 fn open(spec: &str) -> cnet_core::Result<NetNs> {
@@ -135,13 +155,76 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
     Ok(())
 }
 
+fn run_probe(
+    dst: std::net::Ipv4Addr,
+    from: Option<String>,
+    on: Vec<String>,
+    proto: probe::Proto,
+    port: u16,
+    timeout: u64,
+) -> cnet_core::Result<bool> {
+    let src_ns = match &from {
+        Some(f) => open(f)?,
+        None => NetNs::current()?,
+    };
+    let mut targets = Vec::new();
+    for o in &on {
+        let (ns, ifname) = o.rsplit_once(':').ok_or_else(|| {
+            cnet_core::Error::invalid(format!("--on {o}"), "expected NETNS:IFNAME")
+        })?;
+        let nsh = if ns == "-" {
+            NetNs::current()?
+        } else {
+            open(ns)?
+        };
+        let l3 = Handle::at(&nsh)?.links().get(ifname)?.kind == cnet_core::link::LinkKind::IpIp;
+        targets.push(capture::Target {
+            ns: nsh,
+            ns_label: ns.to_string(),
+            ifname: ifname.to_string(),
+            l3,
+        });
+    }
+    let timeout = std::time::Duration::from_millis(timeout);
+    let token = probe::token();
+    let cap = capture::Capture::start(&targets, &token, timeout * 2)?;
+    let outcome = probe::send(&src_ns, None, dst, proto, port, &token, timeout)?;
+    // Let the last hops' frames arrive before stopping.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let seen = cap.finish();
+    for (i, t) in targets.iter().enumerate() {
+        let hits: Vec<&capture::Sighting> = seen.iter().filter(|s| s.target == i).collect();
+        let mark = if hits.is_empty() { "✗" } else { "✓" };
+        println!("{mark} {}:{} ({} frames)", t.ns_label, t.ifname, hits.len());
+        for h in hits {
+            let layers: Vec<String> = h.frame.layers.iter().map(|l| l.to_string()).collect();
+            println!("    +{}µs {}", h.at_us, layers.join(" | "));
+        }
+    }
+    match (proto, outcome.rtt) {
+        (probe::Proto::Icmp, Some(rtt)) => println!("reply after {rtt:?}"),
+        (probe::Proto::Icmp, None) => println!("no reply"),
+        _ => {}
+    }
+    Ok(proto == probe::Proto::Udp || outcome.replied)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Show { netns, json } => show(netns, json),
+        Cmd::Show { netns, json } => show(netns, json).map(|()| true),
+        Cmd::Probe {
+            dst,
+            from,
+            on,
+            proto,
+            port,
+            timeout,
+        } => run_probe(dst, from, on, proto, port, timeout),
     };
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("cnet-debug: {e}");
             ExitCode::from(2)

@@ -79,7 +79,9 @@ pub fn send(
                         rtt: None,
                     })
                 }
-                Proto::Icmp => icmp(src, dst, token, timeout).map_err(|e| Error::io(ctx.clone(), e)),
+                Proto::Icmp => {
+                    icmp(src, dst, token, timeout).map_err(|e| Error::io(ctx.clone(), e))
+                }
             }
         })
         .join()
@@ -90,7 +92,12 @@ pub fn send(
     })
 }
 
-fn icmp(src: Option<Ipv4Addr>, dst: Ipv4Addr, token: &[u8], timeout: Duration) -> std::io::Result<Outcome> {
+fn icmp(
+    src: Option<Ipv4Addr>,
+    dst: Ipv4Addr,
+    token: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Outcome> {
     // SAFETY: plain socket(2); the result is checked before use and owned
     // by an OwnedFd that closes it.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
@@ -114,11 +121,20 @@ fn icmp(src: Option<Ipv4Addr>, dst: Ipv4Addr, token: &[u8], timeout: Duration) -
     sock.send_to(&pkt, dst)?;
     let mut buf = [0u8; 2048];
     while t0.elapsed() < timeout {
-        let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+        let left = timeout
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_millis(1));
         sock.set_timeout(left)?;
         let n = match sock.recv(&mut buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
             Err(e) => return Err(e),
         };
         let d = crate::wire::decode_ipv4(&buf[..n]);

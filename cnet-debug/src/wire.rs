@@ -100,6 +100,8 @@ pub struct Decoded {
     pub payload: Vec<u8>,
 }
 
+// `encapsulated` / `inner_ipv4` serve `trace`'s per-hop capture report.
+#[allow(dead_code)]
 impl Decoded {
     /// Whether the innermost payload contains `token`.
     pub fn carries(&self, token: &[u8]) -> bool {
@@ -120,14 +122,19 @@ impl Decoded {
     /// The innermost IPv4 layer.
     pub fn inner_ipv4(&self) -> Option<(Ipv4Addr, Ipv4Addr, u8)> {
         self.layers.iter().rev().find_map(|l| match l {
-            Layer::Ipv4 { src, dst, proto, .. } => Some((*src, *dst, *proto)),
+            Layer::Ipv4 {
+                src, dst, proto, ..
+            } => Some((*src, *dst, *proto)),
             _ => None,
         })
     }
 }
 
 fn mac(b: [u8; 6]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Decode an Ethernet frame (as captured on an Ethernet-like device).
@@ -148,7 +155,8 @@ pub fn decode_ipv4(packet: &[u8]) -> Decoded {
 const MAX_DEPTH: usize = 4;
 
 fn ethernet(b: &[u8], d: &mut Decoded, depth: usize) {
-    let (Some(dst), Some(src), Some(mut et)) = (get::<6>(b, 0), get::<6>(b, 6), u16_at(b, 12)) else {
+    let (Some(dst), Some(src), Some(mut et)) = (get::<6>(b, 0), get::<6>(b, 6), u16_at(b, 12))
+    else {
         return;
     };
     let mut off = 14;
@@ -263,14 +271,26 @@ impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Layer::Ethernet { src, dst, .. } => write!(f, "eth {src} > {dst}"),
-            Layer::Ipv4 { src, dst, proto, ttl, .. } => {
+            Layer::Ipv4 {
+                src,
+                dst,
+                proto,
+                ttl,
+                ..
+            } => {
                 write!(f, "ip {src} > {dst} proto {proto} ttl {ttl}")
             }
-            Layer::Udp { src_port, dst_port, checksum } => {
+            Layer::Udp {
+                src_port,
+                dst_port,
+                checksum,
+            } => {
                 write!(f, "udp {src_port} > {dst_port} csum {checksum:#06x}")
             }
             Layer::Vxlan { vni } => write!(f, "vxlan vni {vni}"),
-            Layer::Icmp { icmp_type, id, seq, .. } => {
+            Layer::Icmp {
+                icmp_type, id, seq, ..
+            } => {
                 let what = match icmp_type {
                     8 => "echo request".to_string(),
                     0 => "echo reply".to_string(),
@@ -336,8 +356,14 @@ mod tests {
         let d = decode_ethernet(&frame);
         assert!(d.encapsulated());
         assert!(d.carries(b"cnet-probe-42"));
-        assert_eq!(d.layers.iter().find(|l| matches!(l, Layer::Vxlan { .. })), Some(&Layer::Vxlan { vni: 1 }));
-        assert_eq!(d.inner_ipv4(), Some(([10, 244, 1, 2].into(), [10, 244, 2, 3].into(), 1)));
+        assert_eq!(
+            d.layers.iter().find(|l| matches!(l, Layer::Vxlan { .. })),
+            Some(&Layer::Vxlan { vni: 1 })
+        );
+        assert_eq!(
+            d.inner_ipv4(),
+            Some(([10, 244, 1, 2].into(), [10, 244, 2, 3].into(), 1))
+        );
         let text: Vec<String> = d.layers.iter().map(|l| l.to_string()).collect();
         assert_eq!(text[1], "ip 192.0.2.11 > 192.0.2.12 proto 17 ttl 64");
         assert_eq!(text[2], "udp 40000 > 8472 csum 0x0000");

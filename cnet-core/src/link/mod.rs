@@ -240,11 +240,25 @@ impl<'a> Links<'a> {
             )
         };
         let msg = self.message_for(spec).map_err(|e| e.with_context(ctx()))?;
-        self.h.sock()?.ack(
+        let r = self.h.sock()?.ack(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
             &ctx,
-        )?;
+        );
+        if let Err(Error::AlreadyExists { .. }) = &r {
+            if spec.kind() == LinkKind::IpIp && matches!(self.find(spec.name()), Ok(None)) {
+                // The name is free: the kernel keys ipip tunnels by their
+                // endpoints, and one with these (e.g. any/any: the fallback
+                // tunl0) exists already.
+                return Err(Error::Conflict {
+                    context: ctx(),
+                    reason: "an ipip tunnel with the same local/remote endpoints exists \
+                             (any/any is the kernel's fallback tunl0): use it, or set local/remote"
+                        .into(),
+                });
+            }
+        }
+        r?;
         if let Some((ns, peer)) = spec.peer_to_bring_up() {
             let r = match ns {
                 Some(ns) => Handle::at(&ns).and_then(|h| h.links().set_up(&peer)),

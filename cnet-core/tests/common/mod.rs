@@ -128,6 +128,13 @@ pub fn kernel_has(kind: &str) -> bool {
     let t = TestNs::new("probe");
     let ok = Command::new("ip")
         .args(["-n", &t.name, "link", "add", "probe0", "type", kind])
+        // Tunnels need distinct endpoints: a second any/any ipip would clash
+        // with the kernel's fallback tunl0 ("File exists").
+        .args(if kind == "ipip" {
+            &["remote", "198.51.100.254", "local", "198.51.100.253"][..]
+        } else {
+            &[][..]
+        })
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
