@@ -51,6 +51,28 @@ impl Scope {
             _ => Scope::Other(255),
         }
     }
+    /// The kernel's number (`RT_SCOPE_*`).
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Scope::Global => 0,
+            Scope::Site => 200,
+            Scope::Link => 253,
+            Scope::Host => 254,
+            Scope::Nowhere => 255,
+            Scope::Other(v) => v,
+        }
+    }
+    /// From the kernel's number (`RT_SCOPE_*`).
+    pub fn from_u8(v: u8) -> Scope {
+        match v {
+            0 => Scope::Global,
+            200 => Scope::Site,
+            253 => Scope::Link,
+            254 => Scope::Host,
+            255 => Scope::Nowhere,
+            v => Scope::Other(v),
+        }
+    }
     /// As `ip` prints it.
     pub fn as_str(&self) -> &'static str {
         match self {

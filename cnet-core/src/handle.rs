@@ -4,15 +4,19 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::addr::Addrs;
 use crate::error::{Error, Result};
+use crate::fdb::Fdb;
 use crate::link::Links;
+use crate::neigh::Neighbours;
 use crate::netlink::Socket;
 use crate::netns::NetNs;
+use crate::route::Routes;
 use crate::sysctl::Sysctl;
 
 /// One rtnetlink socket bound to one network namespace, plus that
 /// namespace. Every typed operation hangs off a handle:
 /// [`links`](Handle::links), [`addrs`](Handle::addrs),
-/// [`sysctl`](Handle::sysctl), …
+/// [`routes`](Handle::routes), [`neighbours`](Handle::neighbours),
+/// [`fdb`](Handle::fdb), [`sysctl`](Handle::sysctl), …
 ///
 /// The socket is opened by a short-lived thread that enters the namespace;
 /// a socket stays bound to the namespace it was created in, so calls made
@@ -59,6 +63,21 @@ impl Handle {
     /// Addresses: `ip addr`.
     pub fn addrs(&self) -> Addrs<'_> {
         Addrs::new(self)
+    }
+
+    /// Routes: `ip route`.
+    pub fn routes(&self) -> Routes<'_> {
+        Routes::new(self)
+    }
+
+    /// Neighbours (ARP / NDP): `ip neigh`.
+    pub fn neighbours(&self) -> Neighbours<'_> {
+        Neighbours::new(self)
+    }
+
+    /// Bridge forwarding database: `bridge fdb`.
+    pub fn fdb(&self) -> Fdb<'_> {
+        Fdb::new(self)
     }
 
     /// Per-namespace sysctls: `ip netns exec NS sysctl`.

@@ -1,9 +1,9 @@
 //! cnet-core: container networking over netlink.
 //!
 //! ```text
-//!  recipes (attach a container, program a node)       ── later layers
-//!  typed objects: link · addr · sysctl                 ── builders + read models
-//!  Handle: one rtnetlink socket bound to one NetNs     ── netlink, netns
+//!  recipes (attach a container, program a node)              ── later layers
+//!  typed objects: link · addr · route · neigh · fdb · sysctl  ── builders + read models
+//!  Handle: one rtnetlink socket bound to one NetNs            ── netlink, netns
 //! ```
 //!
 //! Everything is synchronous. A [`Handle`] owns one netlink socket that was
@@ -12,10 +12,13 @@
 
 pub mod addr;
 pub mod error;
+pub mod fdb;
 pub mod handle;
 pub mod link;
+pub mod neigh;
 pub mod netlink;
 pub mod netns;
+pub mod route;
 pub mod sysctl;
 
 pub use error::{Error, KernelError, Result, ResultExt};

@@ -9,7 +9,7 @@ mod model;
 mod spec;
 
 pub use model::{BridgeInfo, IpIpInfo, Link, LinkDetails, LinkKind, OperState, VxlanInfo};
-pub use spec::{Bridge, IpIp, LinkRef, LinkSpec, Veth, Vxlan};
+pub use spec::{Bridge, IpIp, LinkRef, LinkSpec, Resolver, Veth, Vxlan};
 
 use std::fmt;
 use std::str::FromStr;
