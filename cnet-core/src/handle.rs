@@ -85,6 +85,35 @@ impl Handle {
         Sysctl::new(&self.netns)
     }
 
+    /// The id this handle's namespace uses for `other` (`ip netns list-id`;
+    /// what `IFLA_LINK_NETNSID` of a veth refers to), or `None` when none is
+    /// assigned. Equivalent to `ip -n THIS netns identify`-style lookups by fd.
+    pub fn nsid_of(&self, other: &NetNs) -> Result<Option<i32>> {
+        use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+        use netlink_packet_route::RouteNetlinkMessage;
+        use std::os::fd::AsRawFd;
+        let mut m = NsidMessage::default();
+        m.attributes
+            .push(NsidAttribute::Fd(other.as_raw_fd() as u32));
+        let ctx = || {
+            format!(
+                "get id of namespace {} in {}",
+                other.label(),
+                self.netns.label()
+            )
+        };
+        let replies = self
+            .sock()?
+            .request(RouteNetlinkMessage::GetNsId(m), 0, &ctx)?;
+        Ok(replies.iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewNsId(n) => n.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
     /// The socket, for the typed modules.
     pub(crate) fn sock(&self) -> Result<MutexGuard<'_, Socket>> {
         self.sock.lock().map_err(|_| Error::Protocol {

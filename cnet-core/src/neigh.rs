@@ -290,7 +290,9 @@ impl<'a> Neighbours<'a> {
             req.header.family = f.to_nl();
         }
         if let Some(i) = idx {
-            req.header.ifindex = i;
+            // Strict dump checking wants the header's ifindex zero; the
+            // device filter goes in NDA_IFINDEX.
+            req.attributes.push(NeighbourAttribute::IfIndex(i));
         }
         let msgs = self
             .h

@@ -3,9 +3,7 @@
 //! Exit codes: 0 success, 2 error (bad arguments, no such namespace, not
 //! permitted). `trace` (path explanation and live capture) comes next.
 
-mod capture;
-mod probe;
-mod wire;
+use cnet_debug::{capture, probe, report, trace};
 
 use std::process::ExitCode;
 
@@ -23,6 +21,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Explain the path to an IP hop by hop, and prove it with live capture.
+    ///
+    /// Starting in the source namespace, follows the kernel's own decisions
+    /// (route lookup, neighbour, veth peer, bridge FDB, vxlan/ipip
+    /// encapsulation) across namespaces until the destination is delivered,
+    /// leaves the machine, or the path breaks; then (with --capture, the
+    /// default as root) sends a probe and watches every interface on the path.
+    /// Exit status: 0 path works, 1 path broken, 2 error.
+    Trace {
+        /// Destination IP.
+        dst: std::net::IpAddr,
+        /// Source namespace: a name under /run/netns, a path (/proc/PID/ns/net), or a PID.
+        #[arg(long)]
+        from: Option<String>,
+        /// Source address (default: the kernel's choice).
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        /// Probe protocol.
+        #[arg(long, value_enum, default_value = "icmp")]
+        proto: probe::Proto,
+        /// Destination port for udp.
+        #[arg(long, default_value_t = 33434)]
+        port: u16,
+        /// Prove the path with live capture (default when running as root).
+        #[arg(long, overrides_with = "no_capture")]
+        capture: bool,
+        /// Explain only; send nothing.
+        #[arg(long)]
+        no_capture: bool,
+        /// Capture timeout in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout: u64,
+        /// JSON Lines output (see the schema in `cnet_debug::report`).
+        #[arg(long)]
+        json: bool,
+    },
     /// The topology at a glance: namespaces, bridges and ports, veth pairs, tunnels.
     Show {
         /// Only this namespace (a name under /run/netns or a path such as /proc/PID/ns/net).
@@ -55,7 +89,12 @@ enum Cmd {
 }
 
 fn open(spec: &str) -> cnet_core::Result<NetNs> {
-    if spec.contains('/') {
+    if !spec.is_empty() && spec.chars().all(|c| c.is_ascii_digit()) {
+        let pid = spec
+            .parse()
+            .map_err(|_| cnet_core::Error::invalid(format!("pid {spec}"), "not a number"))?;
+        NetNs::open_pid(pid)
+    } else if spec.contains('/') {
         NetNs::open_path(spec)
     } else {
         NetNs::open(spec)
@@ -209,9 +248,83 @@ fn run_probe(
     Ok(proto == probe::Proto::Udp || outcome.replied)
 }
 
+#[allow(clippy::too_many_arguments)] // one per CLI option, validated here
+fn run_trace(
+    dst: std::net::IpAddr,
+    from: Option<String>,
+    src: Option<std::net::IpAddr>,
+    proto: probe::Proto,
+    port: u16,
+    capture: bool,
+    no_capture: bool,
+    timeout: u64,
+    json: bool,
+) -> cnet_core::Result<bool> {
+    let (ns, label) = match &from {
+        Some(f) => (open(f)?, f.clone()),
+        None => (NetNs::current()?, "(current)".to_string()),
+    };
+    if let (Some(s), true) = (src, src.is_some_and(|s| s.is_ipv4() != dst.is_ipv4())) {
+        return Err(cnet_core::Error::invalid(
+            format!("--src {s}"),
+            "not of the destination's family",
+        ));
+    }
+    let req = trace::Request {
+        from: ns,
+        from_label: label,
+        dst,
+        src,
+        proto,
+        port,
+    };
+    let t = trace::explain(&req)?;
+    let root = nix::unistd::geteuid().is_root();
+    let do_capture = !no_capture && (capture || root) && dst.is_ipv4();
+    let proof = if do_capture {
+        Some(trace::prove(
+            &req,
+            &t,
+            std::time::Duration::from_millis(timeout),
+        )?)
+    } else {
+        None
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let r = if json {
+        report::json_lines(&t, proof.as_ref(), &mut out)
+    } else {
+        report::human(&t, proof.as_ref(), &mut out)
+    };
+    if let Err(e) = r {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(cnet_core::Error::io("write report", e));
+        }
+    }
+    let works = t.verdict.ok
+        && proof
+            .as_ref()
+            .is_none_or(|p| p.replied || proto == probe::Proto::Udp);
+    Ok(works)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
+        Cmd::Trace {
+            dst,
+            from,
+            src,
+            proto,
+            port,
+            capture,
+            no_capture,
+            timeout,
+            json,
+        } => run_trace(
+            dst, from, src, proto, port, capture, no_capture, timeout, json,
+        ),
         Cmd::Show { netns, json } => show(netns, json).map(|()| true),
         Cmd::Probe {
             dst,

@@ -100,8 +100,6 @@ pub struct Decoded {
     pub payload: Vec<u8>,
 }
 
-// `encapsulated` / `inner_ipv4` serve `trace`'s per-hop capture report.
-#[allow(dead_code)]
 impl Decoded {
     /// Whether the innermost payload contains `token`.
     pub fn carries(&self, token: &[u8]) -> bool {

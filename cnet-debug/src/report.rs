@@ -1,0 +1,131 @@
+//! Rendering a trace: human text (a numbered list of hops, ✓ / ✗ from
+//! capture, a final verdict; no colour) and JSON Lines.
+//!
+//! ## JSON Lines schema (stable)
+//! One object per line, `{"type": T, "data": D}`:
+//! - `"hop"`: `{n, netns, kind, summary, details[], iface: {netns, ifname} | null, packet}`;
+//!   `kind` ∈ route, veth, bridge, vxlan_encap, ipip_encap, decap, deliver, exit.
+//! - `"finding"`: `{hop, severity: error|warning|info, code, message}`; codes:
+//!   no_route, blackhole, unreachable, prohibit, route_type, ip_forward_off,
+//!   rp_filter_strict, link_down, peer_down, veth_peer_missing, neigh_missing,
+//!   neigh_failed, fdb_missing, bridge_no_port, no_decap, mtu, mtu_encap, loop.
+//! - `"capture"`: `{hop, netns, ifname, seen, reply_seen, frame: [layer…]}`, one per
+//!   hop with an interface, when capture ran.
+//! - `"verdict"`: `{ok, outcome: delivered|leaves_machine|broken, netns, hop, message,
+//!   dst, src, from, elapsed_us, capture: {replied, rtt_us, last_seen_hop, elapsed_us} | null}`.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::trace::{Proof, Severity, Trace};
+
+/// Human-readable report.
+pub fn human(t: &Trace, proof: Option<&Proof>, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "trace to {} from {} (source {})",
+        t.dst,
+        t.from,
+        t.src.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+    )?;
+    for h in &t.hops {
+        let mark = match (proof, &h.iface) {
+            (Some(p), Some(_)) => match p.hops.iter().find(|c| c.hop == h.n) {
+                Some(c) if c.seen => "✓",
+                Some(_) => "✗",
+                None => " ",
+            },
+            _ => " ",
+        };
+        writeln!(out, "{:>3}. {mark} [{}] {}", h.n, h.netns, h.summary)?;
+        writeln!(out, "         packet {}", h.packet)?;
+        for d in &h.details {
+            writeln!(out, "         {d}")?;
+        }
+        if let (Some(p), Some(i)) = (proof, &h.iface) {
+            if let Some(c) = p.hops.iter().find(|c| c.hop == h.n) {
+                let what = if c.seen {
+                    let layers: Vec<String> = c.frame.iter().map(|l| l.to_string()).collect();
+                    format!("seen on {}: {}", i.ifname, layers.join(" | "))
+                } else {
+                    format!("NOT seen on {}", i.ifname)
+                };
+                writeln!(out, "         capture: {what}")?;
+            }
+        }
+        for f in t.findings.iter().filter(|f| f.hop == h.n) {
+            let sev = match f.severity {
+                Severity::Error => "ERROR",
+                Severity::Warning => "WARNING",
+                Severity::Info => "note",
+            };
+            writeln!(out, "         {sev} [{}]: {}", f.code, f.message)?;
+        }
+    }
+    let v = &t.verdict;
+    writeln!(
+        out,
+        "verdict: {} — {}",
+        if v.ok { "OK" } else { "BROKEN" },
+        v.message
+    )?;
+    if let Some(p) = proof {
+        let last = p
+            .last_seen_hop
+            .map(|h| format!("last seen at hop {h}"))
+            .unwrap_or_else(|| "never seen".into());
+        let reply = match (p.replied, p.rtt_us) {
+            (true, Some(us)) => format!("reply received after {us} µs"),
+            (true, None) => "reply received".into(),
+            (false, _) => "no reply".into(),
+        };
+        writeln!(out, "capture: probe {last}; {reply}")?;
+        if !v.ok || !p.replied {
+            if let Some(h) = p.last_seen_hop {
+                if let Some(next) = p.hops.iter().find(|c| c.hop > h && !c.seen) {
+                    writeln!(
+                        out,
+                        "capture: the probe vanished between hop {h} and hop {} ({} in {})",
+                        next.hop, next.ifname, next.netns
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn line(out: &mut dyn Write, ty: &str, data: serde_json::Value) -> std::io::Result<()> {
+    writeln!(out, "{}", json!({"type": ty, "data": data}))
+}
+
+/// JSON Lines report (see the module docs for the schema).
+pub fn json_lines(t: &Trace, proof: Option<&Proof>, out: &mut dyn Write) -> std::io::Result<()> {
+    for h in &t.hops {
+        line(out, "hop", serde_json::to_value(h).unwrap_or_default())?;
+    }
+    for f in &t.findings {
+        line(out, "finding", serde_json::to_value(f).unwrap_or_default())?;
+    }
+    if let Some(p) = proof {
+        for c in &p.hops {
+            line(out, "capture", serde_json::to_value(c).unwrap_or_default())?;
+        }
+    }
+    let mut v = serde_json::to_value(&t.verdict).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("dst".into(), json!(t.dst));
+        o.insert("src".into(), json!(t.src));
+        o.insert("from".into(), json!(t.from));
+        o.insert("elapsed_us".into(), json!(t.elapsed_us));
+        o.insert(
+            "capture".into(),
+            match proof {
+                Some(p) => json!({"replied": p.replied, "rtt_us": p.rtt_us, "last_seen_hop": p.last_seen_hop, "elapsed_us": p.elapsed_us}),
+                None => serde_json::Value::Null,
+            },
+        );
+    }
+    line(out, "verdict", v)
+}
