@@ -1,5 +1,6 @@
 //! cnet-core: container networking over netlink.
 
 pub mod error;
+pub mod ipam;
 
 pub use error::{Error, KernelError, Result, ResultExt};
