@@ -92,7 +92,10 @@ pub enum Error {
 
     /// Any other kernel refusal.
     #[error("{context}: {kernel}")]
-    Netlink { context: String, kernel: KernelError },
+    Netlink {
+        context: String,
+        kernel: KernelError,
+    },
 
     /// An existing object is not compatible with what `ensure` asked for;
     /// `differences` lists each field as "field: have X, want Y".
@@ -300,6 +303,9 @@ mod tests {
         let r: Result<()> = Err(Error::invalid("link name", "empty"));
         let e = r.context("attach pod-a").unwrap_err();
         assert_eq!(e.context(), "attach pod-a: link name");
-        assert_eq!(e.to_string(), "attach pod-a: link name: invalid argument: empty");
+        assert_eq!(
+            e.to_string(),
+            "attach pod-a: link name: invalid argument: empty"
+        );
     }
 }
