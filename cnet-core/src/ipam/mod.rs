@@ -48,10 +48,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 mod pool;
 mod subnet;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdLeases, EtcdPool, EtcdStore};
 pub use file::{FileLeases, FileOptions, FilePool, FileStore};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
 pub use subnet::{SubnetAllocator, SubnetConfig};
