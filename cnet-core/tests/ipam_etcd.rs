@@ -120,8 +120,8 @@ fn net16() -> SubnetConfig {
 }
 
 #[test]
-fn etcd_leases_lifecycle_and_restarted_node() {
-    let Some(etcd) = start_etcd("etcd_leases_lifecycle_and_restarted_node") else {
+fn ipam_etcd_leases_lifecycle_and_restarted_node() {
+    let Some(etcd) = start_etcd("ipam_etcd_leases_lifecycle_and_restarted_node") else {
         return;
     };
     let s = store(&etcd, "/cnet");
@@ -182,8 +182,8 @@ fn etcd_leases_lifecycle_and_restarted_node() {
 }
 
 #[test]
-fn etcd_lease_expiry_frees_the_subnet() {
-    let Some(etcd) = start_etcd("etcd_lease_expiry_frees_the_subnet") else {
+fn ipam_etcd_lease_expiry_frees_the_subnet() {
+    let Some(etcd) = start_etcd("ipam_etcd_lease_expiry_frees_the_subnet") else {
         return;
     };
     let s = store(&etcd, "/cnet");
@@ -216,8 +216,8 @@ fn etcd_lease_expiry_frees_the_subnet() {
 }
 
 #[test]
-fn etcd_pool_semantics() {
-    let Some(etcd) = start_etcd("etcd_pool_semantics") else {
+fn ipam_etcd_pool_semantics() {
+    let Some(etcd) = start_etcd("ipam_etcd_pool_semantics") else {
         return;
     };
     let s = store(&etcd, "/cnet");
@@ -266,8 +266,8 @@ fn etcd_pool_semantics() {
 }
 
 #[test]
-fn etcd_three_nodes_1000_allocations_each() {
-    let Some(etcd) = start_etcd("etcd_three_nodes_1000_allocations_each") else {
+fn ipam_etcd_three_nodes_1000_allocations_each() {
+    let Some(etcd) = start_etcd("ipam_etcd_three_nodes_1000_allocations_each") else {
         return;
     };
     let url = etcd.url.clone();
@@ -315,7 +315,7 @@ fn etcd_three_nodes_1000_allocations_each() {
 }
 
 #[test]
-fn etcd_down_is_a_clear_error_not_a_hang() {
+fn ipam_etcd_down_is_a_clear_error_not_a_hang() {
     // A port that accepts connections but never answers: a bounded timeout.
     let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", blackhole.local_addr().unwrap());
@@ -329,7 +329,7 @@ fn etcd_down_is_a_clear_error_not_a_hang() {
     );
     assert!(e.to_string().contains(&url), "{e}");
 
-    let Some(etcd) = start_etcd("etcd_down_is_a_clear_error_not_a_hang") else {
+    let Some(etcd) = start_etcd("ipam_etcd_down_is_a_clear_error_not_a_hang") else {
         return;
     };
     let s = store(&etcd, "/cnet");

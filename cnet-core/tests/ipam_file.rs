@@ -34,7 +34,7 @@ fn open_pool(dir: &Path, subnet: &str, compact_after: u64) -> FilePool {
 }
 
 #[test]
-fn file_pool_persists_across_reopen() {
+fn ipam_file_pool_persists_across_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
     let a = p.allocate("c1", "eth0").unwrap();
@@ -62,7 +62,7 @@ fn file_pool_persists_across_reopen() {
 }
 
 #[test]
-fn file_pool_two_handles_see_each_other() {
+fn ipam_file_pool_two_handles_see_each_other() {
     let tmp = tempfile::tempdir().unwrap();
     let mut p1 = open_pool(tmp.path(), "10.244.1.0/24", 8);
     let mut p2 = open_pool(tmp.path(), "10.244.1.0/24", 8);
@@ -82,7 +82,7 @@ fn file_pool_two_handles_see_each_other() {
 }
 
 #[test]
-fn file_pool_late_release_and_gc() {
+fn ipam_file_pool_late_release_and_gc() {
     let tmp = tempfile::tempdir().unwrap();
     let mut p = open_pool(tmp.path(), "10.244.1.0/30", 4096); // only .2 usable
     let old = p.allocate("c1", "eth0").unwrap();
@@ -103,7 +103,7 @@ fn file_pool_late_release_and_gc() {
 }
 
 #[test]
-fn file_pool_compaction_keeps_state() {
+fn ipam_file_pool_compaction_keeps_state() {
     let tmp = tempfile::tempdir().unwrap();
     let mut p = open_pool(tmp.path(), "10.244.0.0/22", 16);
     let mut live = BTreeMap::new();
@@ -130,7 +130,7 @@ fn file_pool_compaction_keeps_state() {
 }
 
 #[test]
-fn file_pool_torn_tail_is_cut_but_bad_middle_is_corrupt() {
+fn ipam_file_pool_torn_tail_is_cut_but_bad_middle_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
     p.allocate("c1", "eth0").unwrap();
@@ -162,7 +162,7 @@ fn file_pool_torn_tail_is_cut_but_bad_middle_is_corrupt() {
 }
 
 #[test]
-fn file_store_foreign_files_are_corrupt_not_reset() {
+fn ipam_file_store_foreign_files_are_corrupt_not_reset() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::open(tmp.path()).unwrap();
     let dir = tmp.path().join("pools/10.244.1.0_24");
@@ -188,7 +188,7 @@ fn file_store_foreign_files_are_corrupt_not_reset() {
 }
 
 #[test]
-fn file_store_refuses_overlaps_and_changed_config() {
+fn ipam_file_store_refuses_overlaps_and_changed_config() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::open(tmp.path()).unwrap();
     store.pool(pool_cfg("10.244.1.0/24")).unwrap();
@@ -212,7 +212,7 @@ fn file_store_refuses_overlaps_and_changed_config() {
 }
 
 #[test]
-fn file_leases_lifecycle() {
+fn ipam_file_leases_lifecycle() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::open(tmp.path()).unwrap();
     let cfg = SubnetConfig::new("10.244.0.0/16".parse().unwrap());
@@ -273,7 +273,7 @@ fn file_leases_lifecycle() {
 }
 
 #[test]
-fn file_leases_exhaustion_is_typed() {
+fn ipam_file_leases_exhaustion_is_typed() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::open(tmp.path()).unwrap();
     let cfg = SubnetConfig::new("10.244.0.0/22".parse().unwrap());
@@ -399,7 +399,7 @@ fn verify(dir: &Path, subnet: &str, acks: &Acks) -> Vec<cnet_core::ipam::Allocat
 }
 
 #[test]
-fn file_pool_eight_processes_at_once() {
+fn ipam_file_pool_eight_processes_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let subnet = "10.244.0.0/20";
@@ -449,7 +449,7 @@ impl Rng {
 }
 
 #[test]
-fn file_pool_survives_sigkill_200_times() {
+fn ipam_file_pool_survives_sigkill_200_times() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let ack = tmp.path().join("ack");

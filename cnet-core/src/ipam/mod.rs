@@ -17,7 +17,7 @@
 //!   I/O, unit- and property-tested beside the code.
 //! * **Stores** persist it. [`FileStore`] (the default) needs nothing but a
 //!   directory and is safe between processes and against crashes (see
-//!   [`file`] for the on-disk layout and why each allocation is O(1)).
+//!   [the `file` module](self::file) for the on-disk layout and why each allocation is O(1)).
 //!   `EtcdStore` (cargo feature `etcd`) runs the same traits against an etcd
 //!   v3 cluster, so many hosts allocate at once with no duplicates.
 //!
