@@ -14,6 +14,7 @@ pub mod addr;
 pub mod error;
 pub mod fdb;
 pub mod handle;
+pub mod ipam;
 pub mod link;
 pub mod neigh;
 pub mod netlink;

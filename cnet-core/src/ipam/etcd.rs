@@ -1,0 +1,1025 @@
+//! The etcd store (cargo feature `etcd`): the same [`LeaseStore`] and
+//! [`PoolStore`] against an etcd v3 cluster, so many hosts allocate at once
+//! with no duplicates.
+//!
+//! It speaks etcd's v3 JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
+//! `/v3/lease/grant`, base64 keys and values) over a blocking HTTP client
+//! with bounded connect and request timeouts, so the API stays synchronous
+//! and a dead etcd gives [`Error::Timeout`] or an I/O error naming the
+//! endpoint, never a hang. Every change is one compare-and-swap transaction;
+//! a lost race is retried a bounded number of times.
+//!
+//! # Keys (under the caller's prefix)
+//!
+//! ```text
+//! networks/<net>/config           SubnetConfig (JSON)
+//! networks/<net>/leases/<subnet>  NodeLease (JSON), attached to an etcd lease
+//!                                 with the TTL; no etcd lease = reservation
+//! networks/<net>/nodes/<node>     the node's subnet, same etcd lease: one
+//!                                 subnet per node even when it races itself
+//! networks/<net>/history/<node>   the node's last subnet (no TTL): a node
+//!                                 whose lease expired gets it back if free
+//! pools/<subnet>/config           PoolConfig (JSON)
+//! pools/<subnet>/ips/<index>      {addr, container_id, ifname}; index as 8
+//!                                 hex digits so keys sort like addresses;
+//!                                 the key's create revision is the generation
+//! pools/<subnet>/owners/<cid>/<if> the index held by (container, interface)
+//! pools/<subnet>/cursor           where the last allocation ended (a hint)
+//! ```
+//!
+//! Finding a free address reads one page of `ips/` keys from the cursor
+//! (`keys_only`, 256 per page) and picks the first gap, then one
+//! transaction claims it (`create_revision == 0` on the address and the
+//! owner key): two round trips per allocation, whatever the pool holds.
+//! Lease expiry is etcd's own: when the TTL runs out etcd deletes the lease
+//! keys, and the subnet is free. `NodeLease::expires` is the wall-clock
+//! estimate written at grant or renewal.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::file::check_node;
+use super::pool::{check_owner, Layout};
+use super::subnet::overlaps;
+use super::{
+    net_key, Allocation, LeaseStore, NodeAttrs, NodeLease, PoolConfig, PoolStore, SubnetAllocator,
+    SubnetConfig,
+};
+use crate::{Error, Result};
+
+/// How often a transaction that lost a race is retried before `Conflict`.
+const MAX_ATTEMPTS: usize = 200;
+/// Keys read per page when looking for a free address.
+const PAGE: u64 = 256;
+
+/// A key-value pair as etcd returns it.
+#[derive(Debug, Clone)]
+struct Kv {
+    key: String,
+    value: Vec<u8>,
+    create_revision: u64,
+    mod_revision: u64,
+    lease: i64,
+}
+
+/// The blocking HTTP client: endpoints tried in order.
+#[derive(Debug, Clone)]
+struct Client {
+    agent: ureq::Agent,
+    endpoints: Vec<String>,
+}
+
+fn num(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn inum(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn b64(s: &str) -> String {
+    B64.encode(s.as_bytes())
+}
+
+/// The key just past every key starting with `prefix` (etcd's prefix end).
+fn prefix_end(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    while let Some(last) = b.pop() {
+        if last < 0xff {
+            b.push(last + 1);
+            return B64.encode(&b);
+        }
+    }
+    B64.encode([0u8])
+}
+
+/// Escape a container id or interface name for use as one key segment.
+fn esc(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F")
+}
+
+impl Client {
+    fn post(&self, path: &str, body: &Value, ctx: &str) -> Result<Value> {
+        let mut last = None;
+        for ep in &self.endpoints {
+            let url = format!("{}{}", ep.trim_end_matches('/'), path);
+            match self.agent.post(&url).send_json(body) {
+                Ok(resp) => {
+                    return resp.into_json::<Value>().map_err(|e| Error::Protocol {
+                        context: format!("{ctx}: etcd {url}"),
+                        reason: format!("bad JSON reply: {e}"),
+                    })
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    let text = resp.into_string().unwrap_or_default();
+                    return Err(Error::Protocol {
+                        context: format!("{ctx}: etcd {url}"),
+                        reason: format!("HTTP {code}: {}", text.trim()),
+                    });
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    last = Some(transport_error(format!("{ctx}: etcd {url}"), t));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid(ctx.to_string(), "no etcd endpoints")))
+    }
+
+    fn range(
+        &self,
+        key: &str,
+        end: Option<String>,
+        limit: u64,
+        keys_only: bool,
+        ctx: &str,
+    ) -> Result<(Vec<Kv>, bool)> {
+        let mut body = json!({ "key": b64(key) });
+        if let Some(end) = end {
+            body["range_end"] = json!(end);
+        }
+        if limit > 0 {
+            body["limit"] = json!(limit);
+        }
+        if keys_only {
+            body["keys_only"] = json!(true);
+        }
+        let v = self.post("/v3/kv/range", &body, ctx)?;
+        Ok((
+            parse_kvs(&v["kvs"], ctx)?,
+            v["more"].as_bool().unwrap_or(false),
+        ))
+    }
+
+    fn get(&self, key: &str, ctx: &str) -> Result<Option<Kv>> {
+        Ok(self.range(key, None, 1, false, ctx)?.0.into_iter().next())
+    }
+
+    fn list(&self, prefix: &str, ctx: &str) -> Result<Vec<Kv>> {
+        Ok(self
+            .range(prefix, Some(prefix_end(prefix)), 0, false, ctx)?
+            .0)
+    }
+
+    /// One transaction; returns (succeeded, revision, responses).
+    fn txn(
+        &self,
+        compare: Vec<Value>,
+        success: Vec<Value>,
+        failure: Vec<Value>,
+        ctx: &str,
+    ) -> Result<(bool, u64, Value)> {
+        let body = json!({ "compare": compare, "success": success, "failure": failure });
+        let v = self.post("/v3/kv/txn", &body, ctx)?;
+        Ok((
+            v["succeeded"].as_bool().unwrap_or(false),
+            num(&v["header"]["revision"]),
+            v["responses"].clone(),
+        ))
+    }
+
+    fn grant(&self, ttl: Duration, ctx: &str) -> Result<i64> {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let v = self.post(
+            "/v3/lease/grant",
+            &json!({ "TTL": secs.max(1), "ID": 0 }),
+            ctx,
+        )?;
+        let id = inum(&v["ID"]);
+        if id == 0 {
+            return Err(Error::Protocol {
+                context: ctx.to_string(),
+                reason: format!("etcd lease grant returned no ID: {v}"),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Revoke an etcd lease, best effort (it expires anyway).
+    fn revoke(&self, id: i64, ctx: &str) {
+        if id != 0 {
+            let _ = self.post("/v3/lease/revoke", &json!({ "ID": id.to_string() }), ctx);
+        }
+    }
+}
+
+fn transport_error(context: String, t: ureq::Transport) -> Error {
+    let text = t.to_string();
+    let io_kind = std::error::Error::source(&t)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(|e| e.kind());
+    let timed_out = matches!(
+        io_kind,
+        Some(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+    ) || text.contains("timed out");
+    if timed_out {
+        return Error::Timeout {
+            context,
+            reason: text,
+        };
+    }
+    let kind = match t.kind() {
+        ureq::ErrorKind::ConnectionFailed => std::io::ErrorKind::ConnectionRefused,
+        _ => io_kind.unwrap_or(std::io::ErrorKind::Other),
+    };
+    Error::Io {
+        context,
+        source: std::io::Error::new(kind, text),
+    }
+}
+
+fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
+    let Some(arr) = v.as_array() else {
+        return Ok(Vec::new());
+    };
+    arr.iter()
+        .map(|kv| {
+            let dec = |f: &str| -> Result<Vec<u8>> {
+                B64.decode(kv[f].as_str().unwrap_or(""))
+                    .map_err(|e| Error::Protocol {
+                        context: ctx.to_string(),
+                        reason: format!("etcd {f} is not base64: {e}"),
+                    })
+            };
+            Ok(Kv {
+                key: String::from_utf8_lossy(&dec("key")?).into_owned(),
+                value: dec("value")?,
+                create_revision: num(&kv["create_revision"]),
+                mod_revision: num(&kv["mod_revision"]),
+                lease: inum(&kv["lease"]),
+            })
+        })
+        .collect()
+}
+
+fn cmp_create(key: &str, rev: u64) -> Value {
+    json!({ "key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": rev.to_string() })
+}
+
+fn cmp_mod(key: &str, rev: u64) -> Value {
+    json!({ "key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string() })
+}
+
+fn put(key: &str, value: &[u8], lease: i64) -> Value {
+    let mut p = json!({ "key": b64(key), "value": B64.encode(value) });
+    if lease != 0 {
+        p["lease"] = json!(lease.to_string());
+    }
+    json!({ "request_put": p })
+}
+
+fn del(key: &str) -> Value {
+    json!({ "request_delete_range": { "key": b64(key) } })
+}
+
+fn get_op(key: &str) -> Value {
+    json!({ "request_range": { "key": b64(key) } })
+}
+
+fn to_json<T: Serialize>(v: &T, ctx: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Protocol {
+        context: ctx.to_string(),
+        reason: format!("encode: {e}"),
+    })
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(kv: &Kv, ctx: &str) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|e| Error::Corrupt {
+        context: format!("{ctx}: etcd key {}", kv.key),
+        reason: e.to_string(),
+    })
+}
+
+/// A connection to etcd under a key prefix; hands out [`EtcdLeases`] and
+/// [`EtcdPool`]s.
+#[derive(Debug, Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+}
+
+impl EtcdStore {
+    /// Connect to etcd at `endpoints` (`http://127.0.0.1:2379`, tried in
+    /// order), keeping keys under `prefix` (`/cnet/ipam`). Every request is
+    /// bounded by `timeout` (connect and whole request). Checks etcd answers.
+    pub fn connect(endpoints: &[&str], prefix: &str, timeout: Duration) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::invalid("etcd connect", "no endpoints"));
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout)
+            .timeout(timeout)
+            .build();
+        let store = EtcdStore {
+            client: Client {
+                agent,
+                endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            },
+            prefix: prefix.trim_end_matches('/').to_string(),
+        };
+        store
+            .client
+            .post("/v3/maintenance/status", &json!({}), "etcd connect")?;
+        Ok(store)
+    }
+
+    /// Create `kind/<net>/config` or check it holds `config`; refuse a
+    /// network overlapping one already registered.
+    fn register<T>(&self, kind: &str, net: &IpNet, config: &T, ctx: &str) -> Result<String>
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let base = format!("{}/{kind}/{}", self.prefix, net_key(net));
+        let cfg_key = format!("{base}/config");
+        let index = format!("{}/index/{kind}/", self.prefix);
+        for kv in self.client.list(&index, ctx)? {
+            let other = kv.key.trim_start_matches(&index);
+            let other: Option<IpNet> = other.replace('-', ":").replace('_', "/").parse().ok();
+            if let Some(other) = other {
+                if other != *net && overlaps(&other, net) {
+                    return Err(Error::Conflict {
+                        context: ctx.to_string(),
+                        reason: format!("overlaps {other}, already in this etcd prefix"),
+                    });
+                }
+            }
+        }
+        let value = to_json(config, ctx)?;
+        let (ok, _, resp) = self.client.txn(
+            vec![cmp_create(&cfg_key, 0)],
+            vec![
+                put(&cfg_key, &value, 0),
+                put(&format!("{index}{}", net_key(net)), b"", 0),
+            ],
+            vec![get_op(&cfg_key)],
+            ctx,
+        )?;
+        if !ok {
+            let kvs = parse_kvs(&resp[0]["response_range"]["kvs"], ctx)?;
+            let stored: T = match kvs.first() {
+                Some(kv) => from_json(kv, ctx)?,
+                None => {
+                    return Err(Error::Conflict {
+                        context: ctx.to_string(),
+                        reason: "config key vanished while registering".into(),
+                    })
+                }
+            };
+            if stored != *config {
+                return Err(Error::Conflict {
+                    context: ctx.to_string(),
+                    reason: format!("etcd holds this network with another config: {stored:?}"),
+                });
+            }
+        }
+        Ok(base)
+    }
+
+    /// The node subnet leases of `config.network` (registered on first use;
+    /// later users must pass the same config).
+    pub fn subnets(&self, config: SubnetConfig) -> Result<EtcdLeases> {
+        config.validate()?;
+        let ctx = format!("etcd store: network {}", config.network);
+        let base = self.register("networks", &config.network, &config, &ctx)?;
+        Ok(EtcdLeases {
+            client: self.client.clone(),
+            alloc: SubnetAllocator::new(config.clone())?,
+            config,
+            base,
+            ctx,
+        })
+    }
+
+    /// The address pool of `config.subnet` (registered on first use).
+    pub fn pool(&self, config: PoolConfig) -> Result<EtcdPool> {
+        let layout = Layout::new(&config)?;
+        let ctx = format!("etcd store: pool {}", config.subnet);
+        let base = self.register("pools", &config.subnet, &config, &ctx)?;
+        let cursor = match self.client.get(&format!("{base}/cursor"), &ctx)? {
+            Some(kv) => u32::from_str_radix(&String::from_utf8_lossy(&kv.value), 16).unwrap_or(0),
+            None => 0,
+        };
+        Ok(EtcdPool {
+            client: self.client.clone(),
+            config,
+            layout,
+            base,
+            ctx,
+            cursor,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Leases
+
+/// Node subnet leases in etcd; TTLs are etcd leases.
+#[derive(Debug)]
+pub struct EtcdLeases {
+    client: Client,
+    config: SubnetConfig,
+    alloc: SubnetAllocator,
+    base: String,
+    ctx: String,
+}
+
+impl EtcdLeases {
+    fn lease_key(&self, subnet: &IpNet) -> String {
+        format!("{}/leases/{}", self.base, net_key(subnet))
+    }
+    fn node_key(&self, node: &str) -> String {
+        format!("{}/nodes/{node}", self.base)
+    }
+    fn history_key(&self, node: &str) -> String {
+        format!("{}/history/{node}", self.base)
+    }
+
+    fn all(&self) -> Result<Vec<(NodeLease, Kv)>> {
+        let kvs = self
+            .client
+            .list(&format!("{}/leases/", self.base), &self.ctx)?;
+        kvs.into_iter()
+            .map(|kv| Ok((from_json::<NodeLease>(&kv, &self.ctx)?, kv)))
+            .collect()
+    }
+
+    fn conflict(&self, reason: String) -> Error {
+        Error::Conflict {
+            context: self.ctx.clone(),
+            reason,
+        }
+    }
+
+    fn contention(&self) -> Error {
+        self.conflict(format!("gave up after {MAX_ATTEMPTS} lost races"))
+    }
+
+    /// Rewrite an existing lease in place (new attrs and/or etcd lease).
+    fn rewrite(&self, old: &Kv, lease: &NodeLease, etcd_lease: i64) -> Result<bool> {
+        let value = to_json(lease, &self.ctx)?;
+        let (ok, _, _) = self.client.txn(
+            vec![cmp_mod(&old.key, old.mod_revision)],
+            vec![
+                put(&old.key, &value, etcd_lease),
+                put(
+                    &self.node_key(&lease.node),
+                    lease.subnet.to_string().as_bytes(),
+                    etcd_lease,
+                ),
+            ],
+            vec![],
+            &self.ctx,
+        )?;
+        if ok {
+            if old.lease != etcd_lease {
+                self.client.revoke(old.lease, &self.ctx);
+            }
+        } else {
+            self.client.revoke(etcd_lease, &self.ctx);
+        }
+        Ok(ok)
+    }
+}
+
+impl LeaseStore for EtcdLeases {
+    fn config(&self) -> &SubnetConfig {
+        &self.config
+    }
+
+    fn acquire(&mut self, node: &str, attrs: &NodeAttrs, ttl: Duration) -> Result<NodeLease> {
+        check_node(&self.ctx, node)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let all = self.all()?;
+            if let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) {
+                let mut l = l.clone();
+                l.attrs = attrs.clone();
+                let id = if l.is_reservation() {
+                    0
+                } else {
+                    l.expires = Some(SystemTime::now() + ttl);
+                    self.client.grant(ttl, &self.ctx)?
+                };
+                if self.rewrite(kv, &l, id)? {
+                    return Ok(l);
+                }
+                continue;
+            }
+            let mut a = self.alloc.clone();
+            for (l, _) in &all {
+                a.mark_taken(&l.subnet).map_err(|e| Error::Corrupt {
+                    context: self.ctx.clone(),
+                    reason: format!("lease of {}: {e}", l.node),
+                })?;
+            }
+            let previous = self
+                .client
+                .get(&self.history_key(node), &self.ctx)?
+                .and_then(|kv| String::from_utf8_lossy(&kv.value).parse::<IpNet>().ok());
+            let subnet = a.next_free(previous.as_ref())?;
+            let l = NodeLease {
+                node: node.to_string(),
+                subnet,
+                attrs: attrs.clone(),
+                expires: Some(SystemTime::now() + ttl),
+            };
+            let id = self.client.grant(ttl, &self.ctx)?;
+            let lk = self.lease_key(&subnet);
+            let nk = self.node_key(node);
+            let (ok, _, _) = self.client.txn(
+                vec![cmp_create(&lk, 0), cmp_create(&nk, 0)],
+                vec![
+                    put(&lk, &to_json(&l, &self.ctx)?, id),
+                    put(&nk, subnet.to_string().as_bytes(), id),
+                    put(&self.history_key(node), subnet.to_string().as_bytes(), 0),
+                ],
+                vec![],
+                &self.ctx,
+            )?;
+            if ok {
+                return Ok(l);
+            }
+            self.client.revoke(id, &self.ctx);
+        }
+        Err(self.contention())
+    }
+
+    fn renew(&mut self, node: &str, ttl: Duration) -> Result<NodeLease> {
+        for _ in 0..MAX_ATTEMPTS {
+            let all = self.all()?;
+            let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) else {
+                return Err(Error::NotFound {
+                    context: format!("{}: lease of node {node}", self.ctx),
+                    kernel: None,
+                });
+            };
+            if l.is_reservation() {
+                return Ok(l.clone());
+            }
+            let mut l = l.clone();
+            l.expires = Some(SystemTime::now() + ttl);
+            let id = self.client.grant(ttl, &self.ctx)?;
+            if self.rewrite(kv, &l, id)? {
+                return Ok(l);
+            }
+        }
+        Err(self.contention())
+    }
+
+    fn release(&mut self, node: &str) -> Result<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let all = self.all()?;
+            let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) else {
+                return Ok(());
+            };
+            let (ok, _, _) = self.client.txn(
+                vec![cmp_mod(&kv.key, kv.mod_revision)],
+                vec![del(&kv.key), del(&self.node_key(&l.node))],
+                vec![],
+                &self.ctx,
+            )?;
+            if ok {
+                self.client.revoke(kv.lease, &self.ctx);
+                return Ok(());
+            }
+        }
+        Err(self.contention())
+    }
+
+    fn reserve(&mut self, node: &str, subnet: IpNet, attrs: &NodeAttrs) -> Result<NodeLease> {
+        check_node(&self.ctx, node)?;
+        if self.config.index_of(&subnet).is_none() {
+            return Err(Error::invalid(
+                self.ctx.clone(),
+                format!(
+                    "{subnet} is not a /{} subnet of {}",
+                    self.config.subnet_len, self.config.network
+                ),
+            ));
+        }
+        let l = NodeLease {
+            node: node.to_string(),
+            subnet,
+            attrs: attrs.clone(),
+            expires: None,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let all = self.all()?;
+            if let Some((other, _)) = all
+                .iter()
+                .find(|(o, _)| (o.subnet == subnet) != (o.node == node))
+            {
+                return Err(self.conflict(format!("node {} holds {}", other.node, other.subnet)));
+            }
+            if let Some((_, kv)) = all.iter().find(|(o, _)| o.node == node) {
+                if self.rewrite(kv, &l, 0)? {
+                    return Ok(l);
+                }
+                continue;
+            }
+            let lk = self.lease_key(&subnet);
+            let nk = self.node_key(node);
+            let (ok, _, _) = self.client.txn(
+                vec![cmp_create(&lk, 0), cmp_create(&nk, 0)],
+                vec![
+                    put(&lk, &to_json(&l, &self.ctx)?, 0),
+                    put(&nk, subnet.to_string().as_bytes(), 0),
+                    put(&self.history_key(node), subnet.to_string().as_bytes(), 0),
+                ],
+                vec![],
+                &self.ctx,
+            )?;
+            if ok {
+                return Ok(l);
+            }
+        }
+        Err(self.contention())
+    }
+
+    fn get(&mut self, node: &str) -> Result<Option<NodeLease>> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .map(|(l, _)| l)
+            .find(|l| l.node == node))
+    }
+
+    fn list(&mut self) -> Result<Vec<NodeLease>> {
+        let mut v: Vec<NodeLease> = self.all()?.into_iter().map(|(l, _)| l).collect();
+        v.sort_by_key(|l| super::addr_to_u128(l.subnet.network()));
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pools
+
+/// What an `ips/<index>` key holds (the generation is its create revision).
+#[derive(Debug, Serialize, Deserialize)]
+struct IpValue {
+    addr: IpAddr,
+    container_id: String,
+    ifname: String,
+}
+
+/// An address pool in etcd.
+#[derive(Debug)]
+pub struct EtcdPool {
+    client: Client,
+    config: PoolConfig,
+    layout: Layout,
+    base: String,
+    ctx: String,
+    /// Where to start looking (shared as a hint through `cursor`).
+    cursor: u32,
+}
+
+impl EtcdPool {
+    fn ip_key(&self, idx: u32) -> String {
+        format!("{}/ips/{idx:08x}", self.base)
+    }
+    fn owner_key(&self, cid: &str, ifname: &str) -> String {
+        format!("{}/owners/{}/{}", self.base, esc(cid), esc(ifname))
+    }
+
+    fn alloc_of(&self, kv: &Kv) -> Result<Allocation> {
+        let v: IpValue = from_json(kv, &self.ctx)?;
+        Ok(Allocation {
+            addr: v.addr,
+            container_id: v.container_id,
+            ifname: v.ifname,
+            generation: kv.create_revision,
+        })
+    }
+
+    fn idx_of_key(&self, key: &str) -> Option<u32> {
+        let hex = key.rsplit('/').next()?;
+        u32::from_str_radix(hex, 16).ok()
+    }
+
+    /// The first free index at or after `from` (wrapping), reading the
+    /// taken ones a page at a time.
+    fn find_free(&self) -> Result<u32> {
+        let size = self.layout.size();
+        let start = if self.cursor >= size { 0 } else { self.cursor };
+        for (lo, hi) in [(start, size), (0, start)] {
+            let mut i = lo;
+            while i < hi {
+                let (kvs, more) = self.client.range(
+                    &self.ip_key(i),
+                    Some(b64(&self.ip_key(hi))),
+                    PAGE,
+                    true,
+                    &self.ctx,
+                )?;
+                for kv in &kvs {
+                    let Some(k) = self.idx_of_key(&kv.key) else {
+                        continue;
+                    };
+                    while i < k {
+                        if !self.layout.is_excluded(i) {
+                            return Ok(i);
+                        }
+                        i += 1;
+                    }
+                    i = k + 1;
+                }
+                if !more {
+                    while i < hi {
+                        if !self.layout.is_excluded(i) {
+                            return Ok(i);
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+        Err(Error::Exhausted {
+            context: self.ctx.clone(),
+            reason: "every address is allocated".into(),
+        })
+    }
+
+    /// Claim `idx` for the owner in one transaction. `Ok(Err(existing))` if
+    /// the owner already holds an address, `Ok(Ok(None))` if `idx` was taken.
+    #[allow(clippy::type_complexity)]
+    fn claim(
+        &mut self,
+        idx: u32,
+        cid: &str,
+        ifname: &str,
+    ) -> Result<std::result::Result<Option<Allocation>, Allocation>> {
+        let addr = self
+            .layout
+            .addr_at(idx)
+            .ok_or_else(|| Error::invalid(self.ctx.clone(), "index out of range"))?;
+        let ik = self.ip_key(idx);
+        let ok_key = self.owner_key(cid, ifname);
+        let value = to_json(
+            &IpValue {
+                addr,
+                container_id: cid.to_string(),
+                ifname: ifname.to_string(),
+            },
+            &self.ctx,
+        )?;
+        let next = if idx + 1 >= self.layout.size() {
+            0
+        } else {
+            idx + 1
+        };
+        let (ok, rev, resp) = self.client.txn(
+            vec![cmp_create(&ok_key, 0), cmp_create(&ik, 0)],
+            vec![
+                put(&ik, &value, 0),
+                put(&ok_key, format!("{idx:08x}").as_bytes(), 0),
+                put(
+                    &format!("{}/cursor", self.base),
+                    format!("{next:08x}").as_bytes(),
+                    0,
+                ),
+            ],
+            vec![get_op(&ok_key)],
+            &self.ctx,
+        )?;
+        if ok {
+            self.cursor = next;
+            return Ok(Ok(Some(Allocation {
+                addr,
+                container_id: cid.to_string(),
+                ifname: ifname.to_string(),
+                generation: rev,
+            })));
+        }
+        let owner = parse_kvs(&resp[0]["response_range"]["kvs"], &self.ctx)?;
+        if let Some(o) = owner.first() {
+            if let Some(a) = self.owned(o, cid, ifname)? {
+                return Ok(Err(a));
+            }
+            // An owner key without its address: a release in flight; retry.
+            return Ok(Ok(None));
+        }
+        self.cursor = next;
+        Ok(Ok(None))
+    }
+
+    /// The allocation an owner key points to, if it really is the owner's.
+    fn owned(&self, owner: &Kv, cid: &str, ifname: &str) -> Result<Option<Allocation>> {
+        let Some(idx) = u32::from_str_radix(&String::from_utf8_lossy(&owner.value), 16).ok() else {
+            return Err(Error::Corrupt {
+                context: format!("{}: etcd key {}", self.ctx, owner.key),
+                reason: "not an address index".into(),
+            });
+        };
+        let Some(kv) = self.client.get(&self.ip_key(idx), &self.ctx)? else {
+            return Ok(None);
+        };
+        let a = self.alloc_of(&kv)?;
+        Ok((a.container_id == cid && a.ifname == ifname).then_some(a))
+    }
+
+    /// Delete an allocation if its key still has `generation`.
+    fn delete(&self, a: &Allocation, generation: u64) -> Result<bool> {
+        let idx = self
+            .layout
+            .index_of(a.addr)
+            .ok_or_else(|| Error::invalid(self.ctx.clone(), "address outside pool"))?;
+        let ik = self.ip_key(idx);
+        let (ok, _, _) = self.client.txn(
+            vec![cmp_create(&ik, generation)],
+            vec![del(&ik), del(&self.owner_key(&a.container_id, &a.ifname))],
+            vec![],
+            &self.ctx,
+        )?;
+        Ok(ok)
+    }
+}
+
+impl PoolStore for EtcdPool {
+    fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    fn allocate(&mut self, container_id: &str, ifname: &str) -> Result<Allocation> {
+        check_owner(&self.config, container_id, ifname)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let idx = match self.find_free() {
+                Ok(i) => i,
+                Err(e @ Error::Exhausted { .. }) => {
+                    // Full, unless the owner already holds one.
+                    if let Some(o) = self
+                        .client
+                        .get(&self.owner_key(container_id, ifname), &self.ctx)?
+                    {
+                        if let Some(a) = self.owned(&o, container_id, ifname)? {
+                            return Ok(a);
+                        }
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            match self.claim(idx, container_id, ifname)? {
+                Ok(Some(a)) | Err(a) => return Ok(a),
+                Ok(None) => continue,
+            }
+        }
+        Err(Error::Conflict {
+            context: self.ctx.clone(),
+            reason: format!("gave up after {MAX_ATTEMPTS} lost races"),
+        })
+    }
+
+    fn allocate_addr(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        addr: IpAddr,
+    ) -> Result<Allocation> {
+        check_owner(&self.config, container_id, ifname)?;
+        let idx = self.layout.index_of(addr).ok_or_else(|| {
+            Error::invalid(
+                self.ctx.clone(),
+                format!("{addr} is outside the pool's ranges"),
+            )
+        })?;
+        if self.layout.is_excluded(idx) {
+            return Err(Error::invalid(
+                self.ctx.clone(),
+                format!("{addr} is the network, gateway or broadcast address"),
+            ));
+        }
+        let cursor = self.cursor;
+        let r = self.claim(idx, container_id, ifname);
+        self.cursor = cursor;
+        match r? {
+            Ok(Some(a)) => Ok(a),
+            Err(a) if a.addr == addr => Ok(a),
+            Err(a) => Err(Error::Conflict {
+                context: self.ctx.clone(),
+                reason: format!(
+                    "{container_id}/{ifname} already holds {}, not {addr}",
+                    a.addr
+                ),
+            }),
+            Ok(None) => {
+                let holder = self.client.get(&self.ip_key(idx), &self.ctx)?;
+                let who = match holder {
+                    Some(kv) => {
+                        let a = self.alloc_of(&kv)?;
+                        format!("{}/{}", a.container_id, a.ifname)
+                    }
+                    None => "a release in flight".into(),
+                };
+                Err(Error::Conflict {
+                    context: self.ctx.clone(),
+                    reason: format!("{addr} is held by {who}"),
+                })
+            }
+        }
+    }
+
+    fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<Allocation>> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(o) = self
+                .client
+                .get(&self.owner_key(container_id, ifname), &self.ctx)?
+            else {
+                return Ok(None);
+            };
+            match self.owned(&o, container_id, ifname)? {
+                Some(a) => {
+                    if self.delete(&a, a.generation)? {
+                        return Ok(Some(a));
+                    }
+                }
+                None => {
+                    // A dangling owner key: remove it if unchanged.
+                    let (ok, _, _) = self.client.txn(
+                        vec![cmp_mod(&o.key, o.mod_revision)],
+                        vec![del(&o.key)],
+                        vec![],
+                        &self.ctx,
+                    )?;
+                    if ok {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(Error::Conflict {
+            context: self.ctx.clone(),
+            reason: format!("gave up after {MAX_ATTEMPTS} lost races"),
+        })
+    }
+
+    fn release_generation(&mut self, addr: IpAddr, generation: u64) -> Result<Option<Allocation>> {
+        let Some(idx) = self.layout.index_of(addr) else {
+            return Ok(None);
+        };
+        let Some(kv) = self.client.get(&self.ip_key(idx), &self.ctx)? else {
+            return Ok(None);
+        };
+        let a = self.alloc_of(&kv)?;
+        let stale = || Error::Conflict {
+            context: self.ctx.clone(),
+            reason: format!(
+                "{addr} now belongs to a later allocation (generation {}, not {generation})",
+                kv.create_revision
+            ),
+        };
+        if a.generation != generation {
+            return Err(stale());
+        }
+        if self.delete(&a, generation)? {
+            Ok(Some(a))
+        } else {
+            // Released (and perhaps re-allocated) meanwhile.
+            match self.client.get(&self.ip_key(idx), &self.ctx)? {
+                None => Ok(None),
+                Some(_) => Err(stale()),
+            }
+        }
+    }
+
+    fn list(&mut self) -> Result<Vec<Allocation>> {
+        let kvs = self
+            .client
+            .list(&format!("{}/ips/", self.base), &self.ctx)?;
+        kvs.iter().map(|kv| self.alloc_of(kv)).collect()
+    }
+
+    fn gc(&mut self, alive: &HashSet<String>) -> Result<Vec<Allocation>> {
+        let mut gone = Vec::new();
+        for a in self.list()? {
+            if !alive.contains(&a.container_id) && self.delete(&a, a.generation)? {
+                gone.push(a);
+            }
+        }
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end("a/"), B64.encode("a0"));
+        assert_eq!(esc("a/b%c"), "a%2Fb%25c");
+    }
+}

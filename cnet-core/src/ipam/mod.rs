@@ -1,0 +1,200 @@
+//! IP address management: node subnets from a cluster network, container
+//! addresses from a node subnet.
+//!
+//! ```text
+//!   cluster network 10.244.0.0/16 ── SubnetConfig / SubnetAllocator (pure)
+//!        │  one /24 per node, leased with a TTL: LeaseStore
+//!        ▼
+//!   node subnet 10.244.1.0/24 ──── PoolConfig / AddressPool (pure)
+//!        │  one address per (container id, interface): PoolStore
+//!        ▼
+//!   10.244.1.2  container c1, eth0, generation 7
+//! ```
+//!
+//! Two layers:
+//!
+//! * **Pure allocation logic** ([`SubnetAllocator`], [`AddressPool`]): no
+//!   I/O, unit- and property-tested beside the code.
+//! * **Stores** persist it. [`FileStore`] (the default) needs nothing but a
+//!   directory and is safe between processes and against crashes (see
+//!   [the `file` module](self::file) for the on-disk layout and why each allocation is O(1)).
+//!   `EtcdStore` (cargo feature `etcd`) runs the same traits against an etcd
+//!   v3 cluster, so many hosts allocate at once with no duplicates.
+//!
+//! ```no_run
+//! use cnet_core::ipam::{FileStore, LeaseStore, NodeAttrs, PoolConfig, PoolStore, SubnetConfig};
+//! use std::time::Duration;
+//!
+//! let store = FileStore::open("/var/lib/cnet/ipam")?;
+//! let mut leases = store.subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))?;
+//! let lease = leases.acquire("node-a", &NodeAttrs::default(), Duration::from_secs(86400))?;
+//! let mut pool = store.pool(PoolConfig::new(lease.subnet))?;
+//! let a = pool.allocate("c1", "eth0")?;          // 10.244.1.2
+//! pool.release("c1", "eth0")?;
+//! # Ok::<(), cnet_core::Error>(())
+//! ```
+//!
+//! Every allocation carries a `generation`, unique within its pool and never
+//! reused: [`PoolStore::release_generation`] frees an address only if it is
+//! still held under that generation, so a late release cannot free an
+//! address that has since been handed to another container.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod file;
+mod pool;
+mod subnet;
+
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdLeases, EtcdPool, EtcdStore};
+pub use file::{FileLeases, FileOptions, FilePool, FileStore};
+pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
+pub use subnet::{SubnetAllocator, SubnetConfig};
+
+/// One container address: who holds it and under which generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The address handed out.
+    pub addr: IpAddr,
+    /// The container that holds it.
+    pub container_id: String,
+    /// The interface inside the container (`eth0`).
+    pub ifname: String,
+    /// Unique per allocation within a pool, never reused; see
+    /// [`PoolStore::release_generation`].
+    pub generation: u64,
+}
+
+/// What a node publishes with its lease: what its peers need to route to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAttrs {
+    /// The node's underlay (public) address, the next hop or VTEP endpoint.
+    pub underlay_ip: Option<IpAddr>,
+    /// Backend type: `host-gw`, `vxlan`, `ipip`, …
+    pub backend: Option<String>,
+    /// MAC address of the node's VTEP device (vxlan).
+    pub vtep_mac: Option<String>,
+    /// Anything else the caller adds.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// A node's subnet lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    /// Node name.
+    pub node: String,
+    /// The node's subnet.
+    pub subnet: IpNet,
+    /// What the node published.
+    pub attrs: NodeAttrs,
+    /// When the lease runs out unless renewed; `None` for a reservation,
+    /// which never expires.
+    pub expires: Option<SystemTime>,
+}
+
+impl NodeLease {
+    /// Whether this is a reservation (never expires).
+    pub fn is_reservation(&self) -> bool {
+        self.expires.is_none()
+    }
+
+    /// Whether the lease has run out at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
+/// Node subnet leases over one cluster network ([`SubnetConfig`]).
+pub trait LeaseStore {
+    /// The network this store leases from.
+    fn config(&self) -> &SubnetConfig;
+
+    /// Lease a subnet for `node` for `ttl`. A node that holds a lease or a
+    /// reservation gets it back (attributes updated, TTL renewed); a node
+    /// whose lease expired gets its previous subnet back if it is still
+    /// free; otherwise the lowest free subnet. `Exhausted` when none is free.
+    fn acquire(&mut self, node: &str, attrs: &NodeAttrs, ttl: Duration) -> Result<NodeLease>;
+
+    /// Extend `node`'s lease to `ttl` from now. `NotFound` if it has none
+    /// (it expired or was released: call [`LeaseStore::acquire`]).
+    fn renew(&mut self, node: &str, ttl: Duration) -> Result<NodeLease>;
+
+    /// Give up `node`'s lease or reservation. Releasing what is gone succeeds.
+    fn release(&mut self, node: &str) -> Result<()>;
+
+    /// Reserve `subnet` for `node`, forever. `Conflict` if another node
+    /// holds it (or `node` holds another subnet), `InvalidArgument` if it is
+    /// not a subnet of the network.
+    fn reserve(&mut self, node: &str, subnet: IpNet, attrs: &NodeAttrs) -> Result<NodeLease>;
+
+    /// `node`'s current lease, if any.
+    fn get(&mut self, node: &str) -> Result<Option<NodeLease>>;
+
+    /// Every live lease and reservation, sorted by subnet: the peer list that
+    /// routing needs.
+    fn list(&mut self) -> Result<Vec<NodeLease>>;
+}
+
+/// Container addresses from one node subnet ([`PoolConfig`]).
+pub trait PoolStore {
+    /// The pool's configuration.
+    fn config(&self) -> &PoolConfig;
+
+    /// Allocate an address for `(container_id, ifname)`; asking twice returns
+    /// the same allocation. `Exhausted` when the pool is full.
+    fn allocate(&mut self, container_id: &str, ifname: &str) -> Result<Allocation>;
+
+    /// Allocate exactly `addr`; see [`AddressPool::allocate_addr`].
+    fn allocate_addr(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        addr: IpAddr,
+    ) -> Result<Allocation>;
+
+    /// Release the address of `(container_id, ifname)`; `Ok(None)` if it
+    /// held none.
+    fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<Allocation>>;
+
+    /// Release `addr` only if it is still held under `generation`;
+    /// `Conflict` if it now belongs to a later allocation, `Ok(None)` if free.
+    fn release_generation(&mut self, addr: IpAddr, generation: u64) -> Result<Option<Allocation>>;
+
+    /// All allocations, sorted by address.
+    fn list(&mut self) -> Result<Vec<Allocation>>;
+
+    /// Release every allocation whose container id is not in `alive`;
+    /// returns what was released.
+    fn gc(&mut self, alive: &HashSet<String>) -> Result<Vec<Allocation>>;
+}
+
+/// An address as a number (IPv4 in the low 32 bits).
+pub(crate) fn addr_to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+/// The inverse of [`addr_to_u128`].
+pub(crate) fn addr_from_u128(v: u128, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(v))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(v as u32))
+    }
+}
+
+/// A name safe for a file or key: `10.244.0.0_16`, `fd00-10-244--_56`.
+pub(crate) fn net_key(net: &IpNet) -> String {
+    net.to_string().replace(':', "-").replace('/', "_")
+}

@@ -1,0 +1,512 @@
+//! The IPAM file store: persistence, leases, corruption, many processes at
+//! once, and SIGKILL at random points.
+//!
+//! The multi-process tests re-run this test binary as children: the ignored
+//! test `ipam_file_child` does the child's work when `CNET_IPAM_CHILD` is set.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cnet_core::ipam::{
+    FileOptions, FilePool, FileStore, LeaseStore, NodeAttrs, PoolConfig, PoolStore, SubnetConfig,
+};
+use cnet_core::Error;
+
+fn pool_cfg(s: &str) -> PoolConfig {
+    PoolConfig::new(s.parse().unwrap())
+}
+
+fn open_pool(dir: &Path, subnet: &str, compact_after: u64) -> FilePool {
+    let store = FileStore::open_with(
+        dir,
+        FileOptions {
+            compact_after,
+            ..FileOptions::default()
+        },
+    )
+    .unwrap();
+    store.pool(pool_cfg(subnet)).unwrap()
+}
+
+#[test]
+fn ipam_file_pool_persists_across_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    let a = p.allocate("c1", "eth0").unwrap();
+    assert_eq!(a.addr, "10.244.1.2".parse::<IpAddr>().unwrap());
+    let b = p.allocate("c2", "eth0").unwrap();
+    drop(p);
+
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    assert_eq!(
+        p.allocate("c1", "eth0").unwrap(),
+        a,
+        "idempotent across processes"
+    );
+    assert_eq!(p.list().unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(p.release("c1", "eth0").unwrap(), Some(a.clone()));
+    assert_eq!(
+        p.release("c1", "eth0").unwrap(),
+        None,
+        "second release is a no-op"
+    );
+    // The cursor survives: the next address is .4, not the just-released .2.
+    let c = p.allocate("c3", "eth0").unwrap();
+    assert_eq!(c.addr, "10.244.1.4".parse::<IpAddr>().unwrap());
+    assert!(c.generation > b.generation);
+}
+
+#[test]
+fn ipam_file_pool_two_handles_see_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p1 = open_pool(tmp.path(), "10.244.1.0/24", 8);
+    let mut p2 = open_pool(tmp.path(), "10.244.1.0/24", 8);
+    let mut seen = HashSet::new();
+    for i in 0..50 {
+        let (p, q) = if i % 2 == 0 {
+            (&mut p1, &mut p2)
+        } else {
+            (&mut p2, &mut p1)
+        };
+        let a = p.allocate(&format!("c{i}"), "eth0").unwrap();
+        assert!(seen.insert(a.addr), "duplicate {}", a.addr);
+        // The other handle sees it at once (also across compactions).
+        assert_eq!(q.allocate(&format!("c{i}"), "eth0").unwrap(), a);
+    }
+    assert_eq!(p1.list().unwrap().len(), 50);
+}
+
+#[test]
+fn ipam_file_pool_late_release_and_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = open_pool(tmp.path(), "10.244.1.0/30", 4096); // only .2 usable
+    let old = p.allocate("c1", "eth0").unwrap();
+    p.release("c1", "eth0").unwrap();
+    let new = p.allocate("c2", "eth0").unwrap();
+    assert_eq!(old.addr, new.addr);
+    assert!(matches!(
+        p.release_generation(old.addr, old.generation),
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        p.allocate("c3", "eth0"),
+        Err(Error::Exhausted { .. })
+    ));
+    let gone = p.gc(&HashSet::new()).unwrap();
+    assert_eq!(gone, vec![new]);
+    assert!(p.list().unwrap().is_empty());
+}
+
+#[test]
+fn ipam_file_pool_compaction_keeps_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = open_pool(tmp.path(), "10.244.0.0/22", 16);
+    let mut live = BTreeMap::new();
+    for i in 0..300 {
+        let a = p.allocate(&format!("c{i}"), "eth0").unwrap();
+        live.insert(a.addr, a);
+        if i % 3 == 0 {
+            let r = p.release(&format!("c{}", i / 2), "eth0").unwrap();
+            if let Some(r) = r {
+                live.remove(&r.addr);
+            }
+        }
+    }
+    assert!(p.journal_records() < 1000, "journal was compacted");
+    let journals: Vec<_> = fs::read_dir(tmp.path().join("pools/10.244.0.0_22"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("journal."))
+        .collect();
+    assert_eq!(journals.len(), 1, "old journals are removed");
+    let mut q = open_pool(tmp.path(), "10.244.0.0/22", 16);
+    let got: Vec<_> = q.list().unwrap();
+    assert_eq!(got, live.into_values().collect::<Vec<_>>());
+}
+
+#[test]
+fn ipam_file_pool_torn_tail_is_cut_but_bad_middle_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    p.allocate("c1", "eth0").unwrap();
+    p.allocate("c2", "eth0").unwrap();
+    drop(p);
+    let jpath = tmp.path().join("pools/10.244.1.0_24/journal.1");
+    let good = fs::read(&jpath).unwrap();
+
+    // A half-written record at the end: never acknowledged, cut off.
+    let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
+    f.write_all(b"1234abcd {\"op\":\"al").unwrap();
+    drop(f);
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    assert_eq!(p.list().unwrap().len(), 2);
+    assert_eq!(fs::read(&jpath).unwrap(), good, "torn tail truncated");
+    p.allocate("c3", "eth0").unwrap();
+    drop(p);
+
+    // A damaged record followed by good ones is corruption, and stays on disk.
+    let mut data = fs::read(&jpath).unwrap();
+    let first_nl = data.iter().position(|&b| b == b'\n').unwrap();
+    data[first_nl + 12] ^= 0x20;
+    fs::write(&jpath, &data).unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("bad record"), "{e}");
+    assert_eq!(fs::read(&jpath).unwrap(), data, "never reset");
+}
+
+#[test]
+fn ipam_file_store_foreign_files_are_corrupt_not_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let dir = tmp.path().join("pools/10.244.1.0_24");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("snapshot"), b"{\"hello\": \"world\"}\n").unwrap();
+    let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("not a cnet-ipam pool file"), "{e}");
+    assert_eq!(
+        fs::read(dir.join("snapshot")).unwrap(),
+        b"{\"hello\": \"world\"}\n"
+    );
+
+    let cfg = SubnetConfig::new("10.244.0.0/16".parse().unwrap());
+    store.subnets(cfg.clone()).unwrap();
+    let lf = tmp.path().join("networks/10.244.0.0_16/leases");
+    let mut data = fs::read(&lf).unwrap();
+    let n = data.len() - 3;
+    data[n] ^= 0x01;
+    fs::write(&lf, &data).unwrap();
+    let e = store.subnets(cfg).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+#[test]
+fn ipam_file_store_refuses_overlaps_and_changed_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    store.pool(pool_cfg("10.244.1.0/24")).unwrap();
+    let e = store.pool(pool_cfg("10.244.0.0/16")).unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let changed = pool_cfg("10.244.1.0/24").with_gateway(None);
+    let e = store.pool(changed).unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+
+    store
+        .subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))
+        .unwrap();
+    let e = store
+        .subnets(SubnetConfig::new("10.0.0.0/8".parse().unwrap()))
+        .unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let e = store
+        .subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()).with_subnet_len(25))
+        .unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+}
+
+#[test]
+fn ipam_file_leases_lifecycle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let cfg = SubnetConfig::new("10.244.0.0/16".parse().unwrap());
+    let mut l = store.subnets(cfg).unwrap();
+    let attrs = NodeAttrs {
+        underlay_ip: Some("192.0.2.1".parse().unwrap()),
+        backend: Some("vxlan".into()),
+        vtep_mac: Some("02:00:00:00:00:01".into()),
+        ..Default::default()
+    };
+    let day = Duration::from_secs(86400);
+    let a = l.acquire("node-a", &attrs, day).unwrap();
+    assert_eq!(a.subnet, "10.244.1.0/24".parse().unwrap());
+    let b = l.acquire("node-b", &NodeAttrs::default(), day).unwrap();
+    assert_eq!(b.subnet, "10.244.2.0/24".parse().unwrap());
+    assert_eq!(l.acquire("node-a", &attrs, day).unwrap().subnet, a.subnet);
+    let r = l
+        .reserve(
+            "node-r",
+            "10.244.9.0/24".parse().unwrap(),
+            &NodeAttrs::default(),
+        )
+        .unwrap();
+    assert!(r.is_reservation());
+
+    // Expiry: a short lease runs out, its subnet is free, but the node gets
+    // it back when it comes again (unless someone took it meanwhile).
+    l.renew("node-b", Duration::from_millis(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(l.get("node-b").unwrap().is_none());
+    assert!(matches!(
+        l.renew("node-b", day),
+        Err(Error::NotFound { .. })
+    ));
+    let peers: Vec<String> = l.list().unwrap().into_iter().map(|l| l.node).collect();
+    assert_eq!(peers, ["node-a", "node-r"]);
+    assert_eq!(
+        l.acquire("node-b", &NodeAttrs::default(), day)
+            .unwrap()
+            .subnet,
+        b.subnet
+    );
+    l.release("node-b").unwrap();
+    l.release("node-b").unwrap();
+    let c = l.acquire("node-c", &NodeAttrs::default(), day).unwrap();
+    assert_eq!(c.subnet, b.subnet, "lowest free subnet");
+
+    // A reservation of a held subnet conflicts.
+    assert!(matches!(
+        l.reserve("node-x", a.subnet, &NodeAttrs::default()),
+        Err(Error::Conflict { .. })
+    ));
+    // The attributes survive a reopen.
+    let mut l2 = store
+        .subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))
+        .unwrap();
+    assert_eq!(l2.get("node-a").unwrap().unwrap().attrs, attrs);
+}
+
+#[test]
+fn ipam_file_leases_exhaustion_is_typed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let cfg = SubnetConfig::new("10.244.0.0/22".parse().unwrap());
+    let mut l = store.subnets(cfg).unwrap();
+    let day = Duration::from_secs(86400);
+    for n in ["a", "b", "c"] {
+        l.acquire(n, &NodeAttrs::default(), day).unwrap();
+    }
+    let e = l.acquire("d", &NodeAttrs::default(), day).unwrap_err();
+    assert!(matches!(e, Error::Exhausted { .. }), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+const CHILD_ENV: &str = "CNET_IPAM_CHILD";
+
+fn spawn_child(mode: &str, envs: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        "ipam_file_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, mode)
+    .stdout(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("child needs {k}"))
+}
+
+/// The child side of the multi-process tests (run only as a child).
+#[test]
+#[ignore = "run by the multi-process tests as a child process"]
+fn ipam_file_child() {
+    let Ok(mode) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(env("CNET_DIR"));
+    let compact: u64 = env("CNET_COMPACT").parse().unwrap();
+    let mut pool = open_pool(&dir, &env("CNET_SUBNET"), compact);
+    let mut ack = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env("CNET_ACK"))
+        .unwrap();
+    let tag = env("CNET_TAG");
+    let count: usize = env("CNET_COUNT").parse().unwrap();
+    for i in 0..count {
+        let cid = format!("{tag}-{i}");
+        let a = pool.allocate(&cid, "eth0").unwrap();
+        // Acknowledged: written (one write call) only after allocate returned.
+        ack.write_all(format!("A {cid} {} {}\n", a.addr, a.generation).as_bytes())
+            .unwrap();
+        if mode == "crash" && i % 3 == 2 {
+            let victim = format!("{tag}-{}", i - 1);
+            ack.write_all(format!("RS {victim}\n").as_bytes()).unwrap();
+            pool.release(&victim, "eth0").unwrap();
+            ack.write_all(format!("RD {victim}\n").as_bytes()).unwrap();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Acks {
+    allocs: HashMap<String, (IpAddr, u64)>,
+    release_started: HashSet<String>,
+    released: HashSet<String>,
+}
+
+fn read_acks(path: &Path) -> Acks {
+    let mut acks = Acks::default();
+    let text = fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f.as_slice() {
+            ["A", cid, addr, gen] => {
+                acks.allocs.insert(
+                    cid.to_string(),
+                    (addr.parse().unwrap(), gen.parse().unwrap()),
+                );
+            }
+            ["RS", cid] => {
+                acks.release_started.insert(cid.to_string());
+            }
+            ["RD", cid] => {
+                acks.released.insert(cid.to_string());
+            }
+            _ => {} // the last line may be torn by the kill
+        }
+    }
+    acks
+}
+
+/// Open the store afresh; check no duplicates and that it agrees with acks.
+fn verify(dir: &Path, subnet: &str, acks: &Acks) -> Vec<cnet_core::ipam::Allocation> {
+    let mut pool = open_pool(dir, subnet, 4096);
+    let list = pool.list().unwrap();
+    let addrs: HashSet<IpAddr> = list.iter().map(|a| a.addr).collect();
+    assert_eq!(addrs.len(), list.len(), "duplicate addresses");
+    let owners: HashSet<&str> = list.iter().map(|a| a.container_id.as_str()).collect();
+    assert_eq!(owners.len(), list.len(), "an owner holds two addresses");
+    let by_cid: HashMap<&str, &cnet_core::ipam::Allocation> =
+        list.iter().map(|a| (a.container_id.as_str(), a)).collect();
+    for (cid, (addr, gen)) in &acks.allocs {
+        let got = by_cid.get(cid.as_str());
+        if acks.released.contains(cid) {
+            assert!(got.is_none(), "{cid} was released but is still there");
+        } else if !acks.release_started.contains(cid) {
+            let got = got.unwrap_or_else(|| panic!("acknowledged {cid} {addr} was lost"));
+            assert_eq!((got.addr, got.generation), (*addr, *gen), "{cid} changed");
+        }
+    }
+    list
+}
+
+#[test]
+fn ipam_file_pool_eight_processes_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let subnet = "10.244.0.0/20";
+    let per_child = 150;
+    let children: Vec<(Child, PathBuf)> = (0..8)
+        .map(|k| {
+            let ack = tmp.path().join(format!("ack{k}"));
+            let c = spawn_child(
+                "concurrent",
+                &[
+                    ("CNET_DIR", dir.display().to_string()),
+                    ("CNET_SUBNET", subnet.into()),
+                    ("CNET_COMPACT", "64".into()),
+                    ("CNET_ACK", ack.display().to_string()),
+                    ("CNET_TAG", format!("p{k}")),
+                    ("CNET_COUNT", per_child.to_string()),
+                ],
+            );
+            (c, ack)
+        })
+        .collect();
+    let mut all = Acks::default();
+    for (mut c, ack) in children {
+        assert!(c.wait().unwrap().success(), "a child failed");
+        all.allocs.extend(read_acks(&ack).allocs);
+    }
+    assert_eq!(all.allocs.len(), 8 * per_child);
+    let ack_addrs: HashSet<IpAddr> = all.allocs.values().map(|(a, _)| *a).collect();
+    assert_eq!(
+        ack_addrs.len(),
+        8 * per_child,
+        "two processes got one address"
+    );
+    let list = verify(&dir, subnet, &all);
+    assert_eq!(list.len(), 8 * per_child, "nothing lost, nothing extra");
+}
+
+/// A small xorshift: random kill points without a rand dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn ipam_file_pool_survives_sigkill_200_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let ack = tmp.path().join("ack");
+    let subnet = "10.244.0.0/16";
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut killed_mid_run = 0;
+    let mut acked = 0;
+    for run in 0..200 {
+        let mut child = spawn_child(
+            "crash",
+            &[
+                ("CNET_DIR", dir.display().to_string()),
+                ("CNET_SUBNET", subnet.into()),
+                // Compact often so kills land inside compactions too.
+                ("CNET_COMPACT", "16".into()),
+                ("CNET_ACK", ack.display().to_string()),
+                ("CNET_TAG", format!("r{run}")),
+                ("CNET_COUNT", "100000".into()),
+            ],
+        );
+        std::thread::sleep(Duration::from_micros(2_000 + rng.next() % 25_000));
+        child.kill().unwrap(); // SIGKILL
+        let st = child.wait().unwrap();
+        if st.code().is_none() {
+            killed_mid_run += 1;
+        }
+        let acks = read_acks(&ack);
+        let list = verify(&dir, subnet, &acks);
+        if run % 10 == 9 {
+            acked += acks.allocs.len();
+        }
+        // Keep the pool small so compaction stays frequent: every 10 runs,
+        // release everything and start a new acknowledgement file.
+        if run % 10 == 9 {
+            let mut pool = open_pool(&dir, subnet, 16);
+            let gone = pool.gc(&HashSet::new()).unwrap();
+            assert_eq!(gone.len(), list.len());
+            fs::remove_file(&ack).ok();
+        }
+    }
+    println!(
+        "200 SIGKILLs ({killed_mid_run} mid-run, {acked} acknowledged allocations) in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        killed_mid_run > 150,
+        "children should be killed while working"
+    );
+    assert!(
+        acked > 400,
+        "children should acknowledge allocations before the kill"
+    );
+}
