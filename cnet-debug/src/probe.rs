@@ -25,6 +25,18 @@ pub struct Outcome {
     pub replied: bool,
     /// Round trip, if replied.
     pub rtt: Option<Duration>,
+    /// The source's kernel refused to send it (e.g. "Network is unreachable").
+    pub send_error: Option<String>,
+}
+
+impl Outcome {
+    fn refused(e: std::io::Error) -> Outcome {
+        Outcome {
+            replied: false,
+            rtt: None,
+            send_error: Some(e.to_string()),
+        }
+    }
 }
 
 /// A token unique to this run.
@@ -72,11 +84,13 @@ pub fn send(
                 Proto::Udp => {
                     let bind = SocketAddrV4::new(src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
                     let sock = UdpSocket::bind(bind).map_err(|e| Error::io(ctx.clone(), e))?;
-                    sock.send_to(token, SocketAddrV4::new(dst, port))
-                        .map_err(|e| Error::io(ctx.clone(), e))?;
+                    if let Err(e) = sock.send_to(token, SocketAddrV4::new(dst, port)) {
+                        return Ok(Outcome::refused(e));
+                    }
                     Ok(Outcome {
                         replied: false,
                         rtt: None,
+                        send_error: None,
                     })
                 }
                 Proto::Icmp => {
@@ -118,7 +132,9 @@ fn icmp(
     let c = checksum(&pkt);
     pkt[2..4].copy_from_slice(&c.to_be_bytes());
     let t0 = Instant::now();
-    sock.send_to(&pkt, dst)?;
+    if let Err(e) = sock.send_to(&pkt, dst) {
+        return Ok(Outcome::refused(e));
+    }
     let mut buf = [0u8; 2048];
     while t0.elapsed() < timeout {
         let left = timeout
@@ -146,12 +162,14 @@ fn icmp(
             return Ok(Outcome {
                 replied: true,
                 rtt: Some(t0.elapsed()),
+                send_error: None,
             });
         }
     }
     Ok(Outcome {
         replied: false,
         rtt: None,
+        send_error: None,
     })
 }
 

@@ -12,7 +12,7 @@
 //! - `"capture"`: `{hop, netns, ifname, seen, reply_seen, frame: [layer…]}`, one per
 //!   hop with an interface, when capture ran.
 //! - `"verdict"`: `{ok, outcome: delivered|leaves_machine|broken, netns, hop, message,
-//!   dst, src, from, elapsed_us, capture: {replied, rtt_us, last_seen_hop, elapsed_us} | null}`.
+//!   dst, src, from, elapsed_us, capture: {replied, rtt_us, last_seen_hop, elapsed_us, send_error} | null}`.
 
 use std::io::Write;
 
@@ -81,6 +81,9 @@ pub fn human(t: &Trace, proof: Option<&Proof>, out: &mut dyn Write) -> std::io::
             (false, _) => "no reply".into(),
         };
         writeln!(out, "capture: probe {last}; {reply}")?;
+        if let Some(e) = &p.send_error {
+            writeln!(out, "capture: the source refused to send the probe: {e}")?;
+        }
         if !v.ok || !p.replied {
             if let Some(h) = p.last_seen_hop {
                 if let Some(next) = p.hops.iter().find(|c| c.hop > h && !c.seen) {
@@ -122,7 +125,7 @@ pub fn json_lines(t: &Trace, proof: Option<&Proof>, out: &mut dyn Write) -> std:
         o.insert(
             "capture".into(),
             match proof {
-                Some(p) => json!({"replied": p.replied, "rtt_us": p.rtt_us, "last_seen_hop": p.last_seen_hop, "elapsed_us": p.elapsed_us}),
+                Some(p) => json!({"replied": p.replied, "rtt_us": p.rtt_us, "last_seen_hop": p.last_seen_hop, "elapsed_us": p.elapsed_us, "send_error": p.send_error}),
                 None => serde_json::Value::Null,
             },
         );

@@ -1273,6 +1273,8 @@ pub struct Proof {
     pub last_seen_hop: Option<usize>,
     /// Time spent, in microseconds.
     pub elapsed_us: u128,
+    /// The source refused to send the probe (its kernel's words).
+    pub send_error: Option<String>,
 }
 
 /// Send a probe along an explained path and watch every interface on it.
@@ -1353,5 +1355,6 @@ pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<P
         rtt_us: outcome.rtt.map(|d| d.as_micros()),
         last_seen_hop,
         elapsed_us: t0.elapsed().as_micros(),
+        send_error: outcome.send_error,
     })
 }

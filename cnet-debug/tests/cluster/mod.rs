@@ -227,3 +227,61 @@ impl Cluster {
         c
     }
 }
+
+impl Cluster {
+    /// `bridge -n ROLE ARGS` must succeed.
+    pub fn bridge(&self, role: &str, args: &[&str]) {
+        let ns = self.ns(role);
+        let mut full = vec!["-n", ns.as_str()];
+        full.extend_from_slice(args);
+        let o = Command::new("bridge").args(&full).output().unwrap();
+        assert!(o.status.success(), "bridge {full:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// Namespaces for a topology built with plain `ip` commands (not by cnet).
+pub struct Plain {
+    names: Vec<(String, String)>,
+}
+
+impl Plain {
+    pub fn new(tag: &str, roles: &[&str]) -> Plain {
+        let k = N.fetch_add(1, Ordering::SeqCst);
+        let names: Vec<(String, String)> = roles
+            .iter()
+            .map(|r| (r.to_string(), format!("cn-{tag}{k}-{r}-{}", std::process::id())))
+            .collect();
+        let p = Plain { names };
+        for (_, n) in &p.names {
+            let o = Command::new("ip").args(["netns", "add", n]).output().unwrap();
+            assert!(o.status.success());
+            Command::new("ip").args(["-n", n, "link", "set", "lo", "up"]).output().unwrap();
+        }
+        p
+    }
+
+    pub fn ns(&self, role: &str) -> String {
+        self.names.iter().find(|(r, _)| r == role).map(|(_, n)| n.clone()).unwrap()
+    }
+
+    /// Run each command line with `{role}` replaced by its namespace name.
+    pub fn sh(&self, lines: &[&str]) {
+        for l in lines {
+            let mut cmd = l.to_string();
+            for (r, n) in &self.names {
+                cmd = cmd.replace(&format!("{{{r}}}"), n);
+            }
+            let parts: Vec<&str> = cmd.split_whitespace().collect();
+            let o = Command::new(parts[0]).args(&parts[1..]).output().unwrap();
+            assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+}
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        for (_, n) in &self.names {
+            let _ = NetNs::delete(n);
+        }
+    }
+}
