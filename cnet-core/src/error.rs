@@ -272,6 +272,12 @@ impl From<ipnet::AddrParseError> for Error {
     }
 }
 
+impl From<ipnet::PrefixLenError> for Error {
+    fn from(e: ipnet::PrefixLenError) -> Self {
+        Error::invalid("IP prefix length", e.to_string())
+    }
+}
+
 impl From<std::net::AddrParseError> for Error {
     fn from(e: std::net::AddrParseError) -> Self {
         Error::invalid("parse IP address", e.to_string())

@@ -46,7 +46,14 @@ fn trace_and_prove(ns: &str, dst: &str) -> (Trace, Proof) {
 fn assert_all_seen(t: &Trace, p: &Proof) {
     assert!(p.replied, "no reply:\n{}", text(t, Some(p)));
     for c in &p.hops {
-        assert!(c.seen, "hop {} ({} in {}) did not see the probe:\n{}", c.hop, c.ifname, c.netns, text(t, Some(p)));
+        assert!(
+            c.seen,
+            "hop {} ({} in {}) did not see the probe:\n{}",
+            c.hop,
+            c.ifname,
+            c.netns,
+            text(t, Some(p))
+        );
     }
 }
 
@@ -59,11 +66,27 @@ fn container_to_container_on_the_same_host() {
     let (t, p) = trace_and_prove(&c.ns("c1a"), "10.244.1.3");
     assert!(t.verdict.ok, "{}", text(&t, None));
     assert_eq!(t.verdict.netns, c.ns("c1b"));
-    assert_eq!(kinds(&t), vec![HopKind::Route, HopKind::Veth, HopKind::Bridge, HopKind::Veth, HopKind::Deliver]);
+    assert_eq!(
+        kinds(&t),
+        vec![
+            HopKind::Route,
+            HopKind::Veth,
+            HopKind::Bridge,
+            HopKind::Veth,
+            HopKind::Deliver
+        ]
+    );
     assert_eq!(t.hops[2].netns, c.ns("h1"));
-    assert!(t.hops[2].summary.contains("cni0 → port veth-c1b"), "{}", t.hops[2].summary);
+    assert!(
+        t.hops[2].summary.contains("cni0 → port veth-c1b"),
+        "{}",
+        t.hops[2].summary
+    );
     assert_all_seen(&t, &p);
-    eprintln!("explain took {} µs, capture {} µs", t.elapsed_us, p.elapsed_us);
+    eprintln!(
+        "explain took {} µs, capture {} µs",
+        t.elapsed_us, p.elapsed_us
+    );
 }
 
 #[test]
@@ -76,19 +99,39 @@ fn container_to_other_host_by_host_gw_and_by_vxlan() {
     let (t, p) = trace_and_prove(&c.ns("c1a"), "10.244.2.2");
     assert!(t.verdict.ok, "{}", text(&t, None));
     assert_eq!(t.verdict.netns, c.ns("c2"));
-    assert!(t.hops.iter().any(|h| h.summary == "route to 10.244.2.2 via 192.0.2.12 dev eth0"), "{}", text(&t, None));
+    assert!(
+        t.hops
+            .iter()
+            .any(|h| h.summary == "route to 10.244.2.2 via 192.0.2.12 dev eth0"),
+        "{}",
+        text(&t, None)
+    );
     assert!(!kinds(&t).contains(&HopKind::VxlanEncap));
-    assert!(t.hops.iter().any(|h| h.netns == c.ns("ul") && h.kind == HopKind::Bridge));
+    assert!(t
+        .hops
+        .iter()
+        .any(|h| h.netns == c.ns("ul") && h.kind == HopKind::Bridge));
     assert_all_seen(&t, &p);
 
     // vxlan: neighbour + FDB → VTEP, outer lookup, decap on h3.
     let (t, p) = trace_and_prove(&c.ns("c1a"), "10.244.3.2");
     assert!(t.verdict.ok, "{}", text(&t, None));
     assert_eq!(t.verdict.netns, c.ns("c3"));
-    let enc = t.hops.iter().find(|h| h.kind == HopKind::VxlanEncap).expect("encap hop");
+    let enc = t
+        .hops
+        .iter()
+        .find(|h| h.kind == HopKind::VxlanEncap)
+        .expect("encap hop");
     assert_eq!(enc.netns, c.ns("h1"));
-    assert_eq!(enc.summary, "vxlan flannel.1 vni 1 → VTEP 192.0.2.13 udp/8472");
-    let dec = t.hops.iter().find(|h| h.kind == HopKind::Decap).expect("decap hop");
+    assert_eq!(
+        enc.summary,
+        "vxlan flannel.1 vni 1 → VTEP 192.0.2.13 udp/8472"
+    );
+    let dec = t
+        .hops
+        .iter()
+        .find(|h| h.kind == HopKind::Decap)
+        .expect("decap hop");
     assert_eq!(dec.netns, c.ns("h3"));
     assert_all_seen(&t, &p);
     // On the underlay the probe travels inside VXLAN, VNI 1, outer 192.0.2.11 → .13.
@@ -97,10 +140,20 @@ fn container_to_other_host_by_host_gw_and_by_vxlan() {
         .iter()
         .find(|h| h.netns == c.ns("ul"))
         .expect("capture in the underlay namespace");
-    assert!(outer.frame.contains(&Layer::Vxlan { vni: 1 }), "{:?}", outer.frame);
-    assert!(outer.frame.iter().any(|l| matches!(l, Layer::Ipv4 { src, dst, .. }
+    assert!(
+        outer.frame.contains(&Layer::Vxlan { vni: 1 }),
+        "{:?}",
+        outer.frame
+    );
+    assert!(outer
+        .frame
+        .iter()
+        .any(|l| matches!(l, Layer::Ipv4 { src, dst, .. }
         if src.to_string() == "192.0.2.11" && dst.to_string() == "192.0.2.13")));
-    eprintln!("vxlan trace: explain {} µs, with capture {} µs", t.elapsed_us, p.elapsed_us);
+    eprintln!(
+        "vxlan trace: explain {} µs, with capture {} µs",
+        t.elapsed_us, p.elapsed_us
+    );
 }
 
 #[test]
@@ -121,7 +174,10 @@ fn container_to_host_address_and_to_nobody() {
     assert_eq!(f.code, "no_route");
     assert_eq!(t.hops[f.hop - 1].netns, c.ns("h1"));
     assert!(!p.replied);
-    assert!(p.last_seen_hop.unwrap() < f.hop, "not seen past the broken hop");
+    assert!(
+        p.last_seen_hop.unwrap() < f.hop,
+        "not seen past the broken hop"
+    );
 }
 
 /// Inject one fault, trace c1a → c3 (the vxlan path), and return the
@@ -148,46 +204,117 @@ fn faults_are_pinpointed_at_the_right_hop() {
     let vtep3 = cluster::vtep_mac(3).to_string();
 
     // FDB entry for h3's VTEP deleted on h1.
-    c.bridge("h1", &["fdb", "del", &vtep3, "dev", "flannel.1", "dst", "192.0.2.13", "self"]);
+    c.bridge(
+        "h1",
+        &[
+            "fdb",
+            "del",
+            &vtep3,
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.13",
+            "self",
+        ],
+    );
     let (code, ns, t, p) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("fdb_missing", c.ns("h1").as_str()));
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("fdb_missing", c.ns("h1").as_str())
+    );
     assert!(!t.verdict.ok);
     assert!(!p.replied);
-    assert!(p.hops.iter().filter(|h| h.netns == c.ns("ul") || h.netns == c.ns("h3")).all(|h| !h.seen), "not seen past the break");
-    c.bridge("h1", &["fdb", "add", &vtep3, "dev", "flannel.1", "dst", "192.0.2.13", "self", "permanent"]);
+    assert!(
+        p.hops
+            .iter()
+            .filter(|h| h.netns == c.ns("ul") || h.netns == c.ns("h3"))
+            .all(|h| !h.seen),
+        "not seen past the break"
+    );
+    c.bridge(
+        "h1",
+        &[
+            "fdb",
+            "add",
+            &vtep3,
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.13",
+            "self",
+            "permanent",
+        ],
+    );
 
     // Neighbour entry of h3's VTEP deleted on h1.
     c.ip("h1", &["neigh", "del", "10.244.3.0", "dev", "flannel.1"]);
     let (code, ns, ..) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("neigh_missing", c.ns("h1").as_str()));
-    c.ip("h1", &["neigh", "replace", "10.244.3.0", "lladdr", &vtep3, "dev", "flannel.1", "nud", "permanent"]);
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("neigh_missing", c.ns("h1").as_str())
+    );
+    c.ip(
+        "h1",
+        &[
+            "neigh",
+            "replace",
+            "10.244.3.0",
+            "lladdr",
+            &vtep3,
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    );
 
     // ip_forward off on h3: the decapsulated packet is not forwarded.
     c.handle("h3").sysctl().set_ip_forward(false).unwrap();
     let (code, ns, _, p) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("ip_forward_off", c.ns("h3").as_str()));
-    assert!(p.hops.iter().filter(|h| h.netns == c.ns("c3")).all(|h| !h.seen));
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("ip_forward_off", c.ns("h3").as_str())
+    );
+    assert!(p
+        .hops
+        .iter()
+        .filter(|h| h.netns == c.ns("c3"))
+        .all(|h| !h.seen));
     c.handle("h3").sysctl().set_ip_forward(true).unwrap();
 
     // The container's end of the veth down.
     c.ip("c3", &["link", "set", "eth0", "down"]);
     let (code, ns, ..) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("peer_down", c.ns("h3").as_str()), "the veth hop leaving h3");
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("peer_down", c.ns("h3").as_str()),
+        "the veth hop leaving h3"
+    );
     c.ip("c3", &["link", "set", "eth0", "up"]);
     c.ip("c3", &["route", "add", "default", "via", "10.244.3.1"]);
 
     // A blackhole route in h1 shadows the vxlan route.
     c.ip("h1", &["route", "add", "blackhole", "10.244.3.0/25"]);
     let (code, ns, t, _) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("blackhole", c.ns("h1").as_str()));
-    assert!(text(&t, None).contains("blackhole 10.244.3.0/25"), "{}", text(&t, None));
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("blackhole", c.ns("h1").as_str())
+    );
+    assert!(
+        text(&t, None).contains("blackhole 10.244.3.0/25"),
+        "{}",
+        text(&t, None)
+    );
     c.ip("h1", &["route", "del", "blackhole", "10.244.3.0/25"]);
 
     // vxlan MTU above underlay − 50. The kernel refuses to raise a vxlan
     // bound to a device above that, so shrink the underlay under it instead.
     c.ip("h1", &["link", "set", "eth0", "mtu", "1480"]);
     let (code, ns, t, _) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("mtu_encap", c.ns("h1").as_str()));
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("mtu_encap", c.ns("h1").as_str())
+    );
     let f = t.findings.iter().find(|f| f.code == "mtu_encap").unwrap();
     assert_eq!(t.hops[f.hop - 1].kind, HopKind::VxlanEncap);
     assert!(f.message.contains("1500 > 1480"), "{}", f.message);
@@ -196,7 +323,10 @@ fn faults_are_pinpointed_at_the_right_hop() {
     // The container's default route removed.
     c.ip("c1a", &["route", "del", "default"]);
     let (code, ns, t, _) = fault(&c, "10.244.3.2");
-    assert_eq!((code.as_str(), ns.as_str()), ("no_route", c.ns("c1a").as_str()));
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("no_route", c.ns("c1a").as_str())
+    );
     assert_eq!(t.findings[0].hop, 1);
     c.ip("c1a", &["route", "add", "default", "via", "10.244.1.1"]);
 
@@ -229,7 +359,13 @@ fn docker_style_bridge_made_by_ip() {
     let (tr, p) = trace_and_prove(&t.ns("web"), "172.17.0.3");
     assert!(tr.verdict.ok);
     assert_eq!(tr.verdict.netns, t.ns("db"));
-    assert!(tr.hops.iter().any(|h| h.summary == "bridge docker0 → port veth3c4d"), "{}", text(&tr, None));
+    assert!(
+        tr.hops
+            .iter()
+            .any(|h| h.summary == "bridge docker0 → port veth3c4d"),
+        "{}",
+        text(&tr, None)
+    );
     assert_all_seen(&tr, &p);
     let (tr, _) = trace_and_prove(&t.ns("web"), "172.17.0.1");
     assert!(tr.verdict.ok);
@@ -276,9 +412,23 @@ fn calico_style_routed_veth_made_by_ip() {
     assert_eq!(tr.verdict.netns, t.ns("pb"));
     assert_eq!(
         kinds(&tr),
-        vec![HopKind::Route, HopKind::Veth, HopKind::Route, HopKind::Veth, HopKind::Deliver]
+        vec![
+            HopKind::Route,
+            HopKind::Veth,
+            HopKind::Route,
+            HopKind::Veth,
+            HopKind::Deliver
+        ]
     );
-    assert!(tr.hops[0].summary.contains("via 169.254.1.1 dev eth0"), "{}", tr.hops[0].summary);
-    assert!(tr.hops[2].summary.contains("dev cali2222"), "{}", tr.hops[2].summary);
+    assert!(
+        tr.hops[0].summary.contains("via 169.254.1.1 dev eth0"),
+        "{}",
+        tr.hops[0].summary
+    );
+    assert!(
+        tr.hops[2].summary.contains("dev cali2222"),
+        "{}",
+        tr.hops[2].summary
+    );
     assert_all_seen(&tr, &p);
 }

@@ -235,7 +235,11 @@ impl Cluster {
         let mut full = vec!["-n", ns.as_str()];
         full.extend_from_slice(args);
         let o = Command::new("bridge").args(&full).output().unwrap();
-        assert!(o.status.success(), "bridge {full:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "bridge {full:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -249,19 +253,34 @@ impl Plain {
         let k = N.fetch_add(1, Ordering::SeqCst);
         let names: Vec<(String, String)> = roles
             .iter()
-            .map(|r| (r.to_string(), format!("cn-{tag}{k}-{r}-{}", std::process::id())))
+            .map(|r| {
+                (
+                    r.to_string(),
+                    format!("cn-{tag}{k}-{r}-{}", std::process::id()),
+                )
+            })
             .collect();
         let p = Plain { names };
         for (_, n) in &p.names {
-            let o = Command::new("ip").args(["netns", "add", n]).output().unwrap();
+            let o = Command::new("ip")
+                .args(["netns", "add", n])
+                .output()
+                .unwrap();
             assert!(o.status.success());
-            Command::new("ip").args(["-n", n, "link", "set", "lo", "up"]).output().unwrap();
+            Command::new("ip")
+                .args(["-n", n, "link", "set", "lo", "up"])
+                .output()
+                .unwrap();
         }
         p
     }
 
     pub fn ns(&self, role: &str) -> String {
-        self.names.iter().find(|(r, _)| r == role).map(|(_, n)| n.clone()).unwrap()
+        self.names
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, n)| n.clone())
+            .unwrap()
     }
 
     /// Run each command line with `{role}` replaced by its namespace name.
@@ -273,7 +292,11 @@ impl Plain {
             }
             let parts: Vec<&str> = cmd.split_whitespace().collect();
             let o = Command::new(parts[0]).args(&parts[1..]).output().unwrap();
-            assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
 }
