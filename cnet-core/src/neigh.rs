@@ -290,7 +290,9 @@ impl<'a> Neighbours<'a> {
             req.header.family = f.to_nl();
         }
         if let Some(i) = idx {
-            req.header.ifindex = i;
+            // The kernel takes the device filter as NDA_IFINDEX; a non-zero
+            // ndm_ifindex in a dump request is refused under strict checking.
+            req.attributes.push(NeighbourAttribute::IfIndex(i));
         }
         let msgs = self
             .h
