@@ -161,9 +161,10 @@ pub struct FdbRecord {
     pub mac: MacAddr,
     /// Remote VTEP.
     pub dst: Option<IpAddr>,
-    /// VNI.
+    /// VNI, when it differs from the VXLAN device's own (the kernel omits
+    /// it otherwise).
     pub vni: Option<u32>,
-    /// Remote UDP port.
+    /// Remote UDP port, when it differs from the device's own.
     pub port: Option<u16>,
     /// VLAN.
     pub vlan: Option<u16>,
@@ -299,11 +300,14 @@ impl<'a> Fdb<'a> {
     pub fn reconcile(&self, dev: &str, desired: &[FdbEntry]) -> Result<ReconcileReport> {
         let ns = self.h.netns().label();
         let ctx = format!("reconcile fdb of {dev} in {ns}");
-        let idx = self
-            .h
-            .links()
-            .index_of(dev)
-            .map_err(|e| e.with_context(&ctx))?;
+        let link = self.h.links().get(dev).map_err(|e| e.with_context(&ctx))?;
+        let idx = link.index;
+        // The kernel lists VNI and port only where they differ from the
+        // device's own; compare against those defaults.
+        let (dvni, dport) = match &link.details {
+            crate::link::LinkDetails::Vxlan(v) => (v.vni, v.port),
+            _ => (None, None),
+        };
         let mut report = ReconcileReport::default();
         let mut want: HashMap<(MacAddr, IpAddr), FdbEntry> = HashMap::new();
         for e in desired {
@@ -339,8 +343,8 @@ impl<'a> Fdb<'a> {
             match want.get(&(r.mac, dst)) {
                 Some(w) => {
                     seen.insert((r.mac, dst));
-                    let same = w.vni.is_none_or(|v| r.vni == Some(v))
-                        && w.port.is_none_or(|p| r.port == Some(p));
+                    let same = w.vni.is_none_or(|v| r.vni.or(dvni) == Some(v))
+                        && w.port.is_none_or(|p| r.port.or(dport) == Some(p));
                     if same {
                         report.unchanged += 1;
                     } else {

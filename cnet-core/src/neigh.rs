@@ -290,8 +290,8 @@ impl<'a> Neighbours<'a> {
             req.header.family = f.to_nl();
         }
         if let Some(i) = idx {
-            // Strict dump checking wants the header's ifindex zero; the
-            // device filter goes in NDA_IFINDEX.
+            // The kernel takes the device filter as NDA_IFINDEX; a non-zero
+            // ndm_ifindex in a dump request is refused under strict checking.
             req.attributes.push(NeighbourAttribute::IfIndex(i));
         }
         let msgs = self

@@ -195,10 +195,34 @@ impl Socket {
         msg: RouteNetlinkMessage,
         ctx: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        for _ in 0..DUMP_RETRIES {
+        let mut out = Vec::new();
+        self.dump_each(msg, ctx, &mut |m| {
+            match m {
+                None => out.clear(),
+                Some((hdr, body)) => out.push(decode(hdr, body, ctx)?),
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// A dump that hands each message's raw payload to `f` without decoding
+    /// it (for hot paths that read a few attributes of many messages).
+    /// `f(None)` means the dump was interrupted and restarts: forget what
+    /// was seen so far.
+    #[allow(clippy::type_complexity)]
+    pub fn dump_each(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        ctx: &dyn Fn() -> String,
+        f: &mut dyn FnMut(Option<(&NetlinkHeader, &[u8])>) -> Result<()>,
+    ) -> Result<()> {
+        for attempt in 0..DUMP_RETRIES {
+            if attempt > 0 {
+                f(None)?;
+            }
             let (seq, bytes) = self.frame(msg.clone(), NLM_F_DUMP);
             self.send(&bytes, ctx)?;
-            let mut out = Vec::new();
             let mut interrupted = false;
             loop {
                 let n = self.recv_full(ctx)?;
@@ -231,7 +255,7 @@ impl Socket {
                             Some(k) => Err(Error::from_kernel(ctx(), k)),
                         },
                         _ => {
-                            out.push(decode(hdr, body, ctx)?);
+                            f(Some((hdr, body)))?;
                             Ok(None)
                         }
                     }
@@ -242,7 +266,7 @@ impl Socket {
                 }
             }
             if !interrupted {
-                return Ok(out);
+                return Ok(());
             }
         }
         Err(Error::Busy {

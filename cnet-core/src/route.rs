@@ -645,7 +645,81 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+const RTM_NEWROUTE: u16 = 24;
+
+fn ip_bytes(v: &[u8]) -> Option<IpAddr> {
+    match v.len() {
+        4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(v.get(..4)?)
+        .ok()
+        .map(u32::from_ne_bytes)
+}
+
 impl RouteEntry {
+    /// Decode an `RTM_NEWROUTE` payload (header + attributes) without
+    /// building the full message: the header through netlink-packet-route,
+    /// attributes through netlink-packet-core's `NlasIterator`. Routes with
+    /// nested attributes (metrics, multipath) take the full decoder.
+    pub fn from_bytes(body: &[u8]) -> Option<RouteEntry> {
+        use netlink_packet_core::{NlasIterator, Parseable};
+        const RTA_DST: u16 = 1;
+        const RTA_OIF: u16 = 4;
+        const RTA_GATEWAY: u16 = 5;
+        const RTA_PRIORITY: u16 = 6;
+        const RTA_PREFSRC: u16 = 7;
+        const RTA_METRICS: u16 = 8;
+        const RTA_MULTIPATH: u16 = 9;
+        const RTA_TABLE: u16 = 15;
+        let h = RouteHeader::parse(body).ok()?;
+        let v6 = match h.address_family {
+            AddressFamily::Inet => false,
+            AddressFamily::Inet6 => true,
+            _ => return None,
+        };
+        let mut e = RouteEntry {
+            dst: if v6 {
+                IpNet::V6(Default::default())
+            } else {
+                IpNet::V4(Default::default())
+            },
+            table: h.table as u32,
+            protocol: h.protocol.into(),
+            scope: Scope::from_u8(h.scope.into()),
+            kind: RouteType::from_u8(h.kind.into()),
+            gateway: None,
+            oif: None,
+            prefsrc: None,
+            metric: 0,
+            onlink: h.flags.contains(RouteFlags::Onlink),
+            mtu: None,
+            nexthops: Vec::new(),
+        };
+        for nla in NlasIterator::new(body.get(12..)?) {
+            let nla = nla.ok()?;
+            let v = nla.value();
+            match nla.kind() & 0x3fff {
+                RTA_DST => e.dst = IpNet::new(ip_bytes(v)?, h.destination_prefix_length).ok()?,
+                RTA_GATEWAY => e.gateway = ip_bytes(v),
+                RTA_OIF => e.oif = u32_of(v),
+                RTA_PREFSRC => e.prefsrc = ip_bytes(v),
+                RTA_PRIORITY => e.metric = u32_of(v)?,
+                RTA_TABLE => e.table = u32_of(v)?,
+                RTA_METRICS | RTA_MULTIPATH => {
+                    let m = RouteMessage::parse(body).ok()?;
+                    return RouteEntry::from_message(&m);
+                }
+                _ => {}
+            }
+        }
+        Some(e)
+    }
+
     /// Decode an `RTM_NEWROUTE` message; `None` for non-IP families.
     pub fn from_message(m: &RouteMessage) -> Option<RouteEntry> {
         let h = &m.header;
@@ -1173,24 +1247,31 @@ impl<'a> Routes<'a> {
             RouteAttribute::Oif(i) => Some(*i),
             _ => None,
         });
-        let msgs = match self
+        let mut out = Vec::new();
+        // Decoded straight from the payload: no per-route attribute vectors.
+        let r = self
             .h
             .sock()?
-            .dump(RouteNetlinkMessage::GetRoute(req), &ctx)
-        {
-            Ok(m) => m,
+            .dump_each(RouteNetlinkMessage::GetRoute(req), &ctx, &mut |m| {
+                match m {
+                    None => out.clear(),
+                    Some((hdr, body)) if hdr.message_type == RTM_NEWROUTE => {
+                        if let Some(e) = RouteEntry::from_bytes(body) {
+                            if filter.matches(&e, oif) {
+                                out.push(e);
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                }
+                Ok(())
+            });
+        match r {
+            Ok(()) => Ok(out),
             // "ipv4: FIB table does not exist": nothing in it yet.
-            Err(e) if e.is_not_found() && filter.table.is_some() => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => RouteEntry::from_message(r),
-                _ => None,
-            })
-            .filter(|e| filter.matches(e, oif))
-            .collect())
+            Err(e) if e.is_not_found() && filter.table.is_some() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `ip route get DST`: the kernel's decision for `dst`.
@@ -1319,22 +1400,34 @@ impl<'a> Routes<'a> {
         let ns = self.h.netns().label();
         let names = NameCache::new(self.h);
         let mut report = ReconcileReport::default();
-        let mut want: HashMap<(IpNet, u32), (Route, RouteEntry)> =
+        if owner.table == 0 {
+            return Err(Error::invalid(
+                format!("reconcile routes in {ns}"),
+                "table 0 is not a routing table (RT_TABLE_UNSPEC)",
+            ));
+        }
+        // The owner's protocol and table, applied to a desired route.
+        let owned = |r: &Route| {
+            let mut r = r.clone();
+            r.protocol = owner.protocol;
+            r.table = owner.table;
+            r
+        };
+        let mut want: HashMap<(IpNet, u32), (usize, RouteEntry)> =
             HashMap::with_capacity(desired.len());
         // Keys of desired routes we could not understand: their current
         // routes are left alone rather than deleted as stale.
         let mut keep = std::collections::HashSet::new();
-        for r in desired {
-            let mut r = r.clone();
-            r.protocol = owner.protocol;
-            r.table = owner.table;
+        for (i, r) in desired.iter().enumerate() {
             let key = (r.dst, r.effective_metric());
             let exp = r
                 .validate()
                 .and_then(|()| r.expected(&|x| names.resolve(x)));
             match exp {
-                Ok(e) => {
-                    if want.insert(key, (r, e)).is_some() {
+                Ok(mut e) => {
+                    e.protocol = owner.protocol;
+                    e.table = owner.table;
+                    if want.insert(key, (i, e)).is_some() {
                         report.errors.push(Error::invalid(
                             format!("reconcile routes in {ns}"),
                             format!("two desired routes for {} metric {}", key.0, key.1),
@@ -1359,12 +1452,12 @@ impl<'a> Routes<'a> {
         for e in &have {
             let key = (e.dst, e.metric);
             match want.get(&key) {
-                Some((r, exp)) => {
+                Some((i, exp)) => {
                     seen.insert(key);
                     if e.differences(exp).is_empty() {
                         report.unchanged += 1;
                     } else {
-                        ops.push(RouteOp::Replace(r.clone()));
+                        ops.push(RouteOp::Replace(owned(&desired[*i])));
                     }
                 }
                 None if keep.contains(&key) => {}
@@ -1390,9 +1483,9 @@ impl<'a> Routes<'a> {
                 }
             }
         }
-        for (key, (r, _)) in &want {
+        for (key, (i, _)) in &want {
             if !seen.contains(key) {
-                ops.push(RouteOp::Add(r.clone()));
+                ops.push(RouteOp::Add(owned(&desired[*i])));
             }
         }
         if ops.is_empty() {

@@ -3,7 +3,10 @@
 //! through a fixed map, so the snapshots are stable; this is how the ipip
 //! encoding is pinned on kernels that cannot create ipip.
 
+use cnet_core::fdb::FdbEntry;
 use cnet_core::link::{Bridge, IpIp, LinkRef, LinkSpec, Veth, Vxlan};
+use cnet_core::neigh::Neighbour;
+use cnet_core::route::{NextHop, Route};
 use cnet_core::{Error, Result};
 use netlink_packet_core::Emitable;
 
@@ -21,7 +24,15 @@ fn resolve(r: &LinkRef) -> Result<u32> {
 
 fn render(spec: &dyn LinkSpec) -> String {
     spec.validate().unwrap();
-    let msg = spec.message(&resolve).unwrap();
+    render_msg(&spec.message(&resolve).unwrap())
+}
+
+fn render_route(r: &Route) -> String {
+    r.validate().unwrap();
+    render_msg(&r.message(&resolve).unwrap())
+}
+
+fn render_msg<M: Emitable + std::fmt::Debug>(msg: &M) -> String {
     let mut bytes = vec![0u8; msg.buffer_len()];
     msg.emit(&mut bytes);
     let hex: Vec<String> = bytes
@@ -88,4 +99,81 @@ fn unresolvable_device_is_not_found() {
         .message(&resolve)
         .unwrap_err();
     assert!(e.is_not_found());
+}
+
+#[test]
+fn route_gateway_dev_onlink_message() {
+    insta::assert_snapshot!(render_route(
+        &Route::to("10.244.2.0/24".parse().unwrap())
+            .via("192.0.2.12".parse().unwrap())
+            .dev("eth0")
+            .onlink()
+            .metric(100)
+    ));
+}
+
+#[test]
+fn route_multipath_message() {
+    insta::assert_snapshot!(render_route(
+        &Route::to("10.244.0.0/16".parse().unwrap())
+            .nexthop(
+                NextHop::new()
+                    .via("192.0.2.12".parse().unwrap())
+                    .dev("eth0")
+                    .weight(2)
+            )
+            .nexthop(
+                NextHop::new()
+                    .via("192.0.2.13".parse().unwrap())
+                    .dev("cni0")
+            )
+            .table(100)
+    ));
+}
+
+#[test]
+fn route_blackhole_message() {
+    insta::assert_snapshot!(render_route(
+        &Route::to("10.244.9.0/24".parse().unwrap()).blackhole()
+    ));
+}
+
+#[test]
+fn neighbour_message() {
+    let n = Neighbour::new(
+        "eth0",
+        "10.244.2.0".parse().unwrap(),
+        "02:00:00:00:00:12".parse().unwrap(),
+    );
+    n.validate().unwrap();
+    insta::assert_snapshot!(render_msg(&n.message(&resolve).unwrap()));
+}
+
+#[test]
+fn fdb_entry_message() {
+    let e = FdbEntry::new("02:00:00:00:00:12".parse().unwrap(), "eth0")
+        .dst("192.0.2.12".parse().unwrap())
+        .vni(1);
+    e.validate().unwrap();
+    insta::assert_snapshot!(render_msg(&e.message(&resolve).unwrap()));
+}
+
+#[test]
+fn route_validation_refuses_bad_input_without_privileges() {
+    let bad = [
+        Route::to("10.0.0.1/24".parse().unwrap()).dev("eth0"),
+        Route::to("10.0.0.0/24".parse().unwrap()).via("2001:db8::1".parse().unwrap()),
+        Route::to("10.0.0.0/24".parse().unwrap())
+            .dev("eth0")
+            .table(0),
+        Route::to("10.0.0.0/24".parse().unwrap())
+            .via("192.0.2.1".parse().unwrap())
+            .onlink(),
+    ];
+    for r in bad {
+        assert!(
+            matches!(r.validate(), Err(Error::InvalidArgument { .. })),
+            "{r}"
+        );
+    }
 }

@@ -67,6 +67,13 @@ impl TestNs {
         json_of("bridge", &full)
     }
 
+    /// `bridge -n NS ARGS…`, must succeed.
+    pub fn run_bridge(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run("bridge", &full);
+    }
+
     /// `ip netns exec NS CMD…`, returns success.
     pub fn exec_ok(&self, cmd: &[&str]) -> bool {
         let mut full = vec!["netns", "exec", &self.name];
