@@ -45,7 +45,8 @@ pub fn token() -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("cnet-probe-{}-{nanos:x}", std::process::id()).into_bytes()
+    // Fixed length, so captured packet lengths do not vary between runs.
+    format!("cnet-probe-{:08x}-{:016x}", std::process::id(), nanos as u64).into_bytes()
 }
 
 fn checksum(b: &[u8]) -> u16 {
