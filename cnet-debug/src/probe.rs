@@ -46,7 +46,12 @@ pub fn token() -> Vec<u8> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     // Fixed length, so captured packet lengths do not vary between runs.
-    format!("cnet-probe-{:08x}-{:016x}", std::process::id(), nanos as u64).into_bytes()
+    format!(
+        "cnet-probe-{:08x}-{:016x}",
+        std::process::id(),
+        nanos as u64
+    )
+    .into_bytes()
 }
 
 fn checksum(b: &[u8]) -> u16 {
