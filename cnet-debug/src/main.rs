@@ -102,22 +102,39 @@ fn open(spec: &str) -> cnet_core::Result<NetNs> {
 }
 
 fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
-    let mut targets: Vec<(String, NetNs)> = Vec::new();
-    match netns {
-        Some(n) => targets.push((n.clone(), open(&n)?)),
-        None => {
-            targets.push(("(current)".into(), NetNs::current()?));
-            for n in NetNs::list()? {
-                if let Ok(ns) = NetNs::open(&n) {
-                    targets.push((n, ns));
-                }
-            }
+    use cnet_core::route::{RouteFilter, PROTOCOL};
+    // Every namespace we know, to name veth peers' namespaces.
+    let mut all: Vec<(String, NetNs)> = vec![("(current)".into(), NetNs::current()?)];
+    for n in NetNs::list()? {
+        if let Ok(ns) = NetNs::open(&n) {
+            all.push((n, ns));
         }
     }
+    let targets: Vec<(String, NetNs)> = match netns {
+        Some(n) => vec![(n.clone(), open(&n)?)],
+        None => all.clone(),
+    };
     for (label, ns) in targets {
         let h = Handle::at(&ns)?;
         let links = h.links().list()?;
         let addrs = h.addrs().list(None)?;
+        let own_routes = h.routes().list(&RouteFilter::new().protocol(PROTOCOL))?;
+        // netnsid (as this namespace numbers them) → namespace label.
+        let mut ids = std::collections::HashMap::new();
+        if links.iter().any(|l| l.link_netnsid.is_some()) {
+            for (other_label, other) in &all {
+                if let Ok(Some(id)) = h.nsid_of(other) {
+                    ids.entry(id).or_insert_with(|| other_label.clone());
+                }
+            }
+        }
+        let peer_ns = |l: &cnet_core::link::Link| -> Option<String> {
+            l.link_netnsid.map(|id| {
+                ids.get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("netnsid {id}"))
+            })
+        };
         if json {
             for l in &links {
                 let a: Vec<String> = addrs
@@ -128,30 +145,44 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
                 let v = serde_json::json!({"type": "link", "data": {
                     "netns": label, "index": l.index, "name": l.name, "kind": l.kind.as_str(),
                     "mtu": l.mtu, "up": l.is_up(), "master": l.master, "link": l.link,
-                    "link_netnsid": l.link_netnsid, "addresses": a,
+                    "link_netns": peer_ns(l), "addresses": a,
+                }});
+                println!("{v}");
+            }
+            for r in &own_routes {
+                let v = serde_json::json!({"type": "route", "data": {
+                    "netns": label, "dst": r.dst.to_string(), "gateway": r.gateway,
+                    "oif": r.oif, "table": r.table, "protocol": r.protocol, "kind": r.kind.as_str(),
                 }});
                 println!("{v}");
             }
             continue;
         }
         println!("netns {label}");
+        let name_of = |i: u32| links.iter().find(|x| x.index == i).map(|x| x.name.clone());
         for l in &links {
             let master = l
                 .master
-                .and_then(|m| links.iter().find(|x| x.index == m))
-                .map(|m| format!(" master {}", m.name))
+                .and_then(name_of)
+                .map(|m| format!(" master {m}"))
                 .unwrap_or_default();
-            let peer = match (l.kind.as_str(), l.link, l.link_netnsid) {
-                ("veth", Some(p), Some(id)) => format!(" peer #{p} in netnsid {id}"),
-                ("veth", Some(p), None) => format!(" peer #{p}"),
+            let peer = match (l.kind.as_str(), l.link) {
+                ("veth", Some(p)) => match peer_ns(l) {
+                    Some(n) => format!(" peer #{p} in {n}"),
+                    None => format!(" peer {}", name_of(p).unwrap_or_else(|| format!("#{p}"))),
+                },
                 _ => String::new(),
             };
             let extra = match &l.details {
                 LinkDetails::Vxlan(v) => format!(
-                    " vni {} port {} local {}",
+                    " vni {} port {} local {}{}",
                     v.vni.unwrap_or(0),
                     v.port.unwrap_or(0),
-                    v.local.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+                    v.local.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                    v.link
+                        .and_then(name_of)
+                        .map(|d| format!(" dev {d}"))
+                        .unwrap_or_default()
                 ),
                 LinkDetails::IpIp(v) => format!(
                     " local {} remote {}",
@@ -188,6 +219,22 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
                 } else {
                     format!(" [{}]", a.join(", "))
                 }
+            );
+        }
+        for r in &own_routes {
+            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let dev = r
+                .oif
+                .and_then(name_of)
+                .map(|d| format!(" dev {d}"))
+                .unwrap_or_default();
+            println!(
+                "  route {} {}{via}{dev}{} (proto {}, table {})",
+                r.kind.as_str(),
+                r.dst,
+                if r.onlink { " onlink" } else { "" },
+                r.protocol,
+                r.table
             );
         }
     }
