@@ -292,7 +292,7 @@ fn run_probe(
         (probe::Proto::Icmp, None) => println!("no reply"),
         _ => {}
     }
-    Ok(proto == probe::Proto::Udp || outcome.replied)
+    Ok(proto != probe::Proto::Icmp || outcome.replied)
 }
 
 #[allow(clippy::too_many_arguments)] // one per CLI option, validated here
@@ -352,7 +352,7 @@ fn run_trace(
     let works = t.verdict.ok
         && proof
             .as_ref()
-            .is_none_or(|p| p.replied || proto == probe::Proto::Udp);
+            .is_none_or(|p| p.replied || (proto != probe::Proto::Icmp && p.reached_end()));
     Ok(works)
 }
 

@@ -16,6 +16,8 @@ pub enum Proto {
     Icmp,
     /// UDP datagram (no reply expected unless something listens).
     Udp,
+    /// TCP SYN carrying the token as data (answered by SYN-ACK or RST).
+    Tcp,
 }
 
 /// What happened to the probe at the source.
@@ -99,6 +101,7 @@ pub fn send(
                         send_error: None,
                     })
                 }
+                Proto::Tcp => tcp(src, dst, port, token).map_err(|e| Error::io(ctx.clone(), e)),
                 Proto::Icmp => {
                     icmp(src, dst, token, timeout).map_err(|e| Error::io(ctx.clone(), e))
                 }
@@ -171,6 +174,61 @@ fn icmp(
                 send_error: None,
             });
         }
+    }
+    Ok(Outcome {
+        replied: false,
+        rtt: None,
+        send_error: None,
+    })
+}
+
+/// One TCP SYN with the token as payload, from a raw socket (the kernel
+/// adds the IP header). The source address is the one the kernel would pick
+/// when `src` is not given (asked with a connected UDP socket).
+fn tcp(src: Option<Ipv4Addr>, dst: Ipv4Addr, port: u16, token: &[u8]) -> std::io::Result<Outcome> {
+    let src = match src {
+        Some(s) => s,
+        None => {
+            let u = UdpSocket::bind("0.0.0.0:0")?;
+            if let Err(e) = u.connect(SocketAddrV4::new(dst, port)) {
+                return Ok(Outcome::refused(e));
+            }
+            match u.local_addr()? {
+                std::net::SocketAddr::V4(a) => *a.ip(),
+                _ => Ipv4Addr::UNSPECIFIED,
+            }
+        }
+    };
+    // SAFETY: plain socket(2); checked, then owned by an OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let sock = socket2_like::Raw(unsafe { OwnedFd::from_raw_fd(fd) });
+    let sport: u16 = 40000 + (std::process::id() % 20000) as u16;
+    let mut seg = Vec::with_capacity(20 + token.len());
+    seg.extend_from_slice(&sport.to_be_bytes());
+    seg.extend_from_slice(&port.to_be_bytes());
+    seg.extend_from_slice(&0x636e_6574u32.to_be_bytes()); // seq "cnet"
+    seg.extend_from_slice(&0u32.to_be_bytes()); // ack
+    seg.extend_from_slice(&[0x50, 0x02]); // data offset 5 words, SYN
+    seg.extend_from_slice(&64240u16.to_be_bytes()); // window
+    seg.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+    seg.extend_from_slice(token);
+    let mut pseudo = Vec::with_capacity(12 + seg.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&seg);
+    let c = checksum(&pseudo);
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    if src != Ipv4Addr::UNSPECIFIED {
+        sock.bind(src)?;
+    }
+    if let Err(e) = sock.send_to(&seg, dst) {
+        return Ok(Outcome::refused(e));
     }
     Ok(Outcome {
         replied: false,

@@ -81,6 +81,14 @@ pub fn human(t: &Trace, proof: Option<&Proof>, out: &mut dyn Write) -> std::io::
             (false, _) => "no reply".into(),
         };
         writeln!(out, "capture: probe {last}; {reply}")?;
+        let back = p.hops.iter().filter(|c| c.reply_seen).count();
+        if back > 0 {
+            writeln!(
+                out,
+                "capture: the reply was seen on {back} of the {} interfaces on the way",
+                p.hops.len()
+            )?;
+        }
         if let Some(e) = &p.send_error {
             writeln!(out, "capture: the source refused to send the probe: {e}")?;
         }

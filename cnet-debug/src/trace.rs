@@ -326,6 +326,14 @@ impl Pkt {
     }
 }
 
+/// Where a frame is going on a segment: the next hop's MAC if the
+/// neighbour table knows it, and its IP (to find it before ARP has run).
+#[derive(Debug, Clone, Copy)]
+struct L2 {
+    mac: Option<MacAddr>,
+    ip: IpAddr,
+}
+
 struct Tracer {
     w: World,
     hops: Vec<Hop>,
@@ -340,11 +348,11 @@ enum Step {
         ns: usize,
         iif: Option<String>,
     },
-    /// A frame for `mac` arrives in namespace `ns` on device `dev`.
+    /// A frame for `l2` arrives in namespace `ns` on device `dev`.
     Arrive {
         ns: usize,
         dev: Link,
-        mac: Option<MacAddr>,
+        l2: L2,
     },
     Done(Verdict),
 }
@@ -387,7 +395,7 @@ pub fn explain(req: &Request) -> Result<Trace> {
                 }
                 t.route(ns, iif, &mut pkt)?
             }
-            Step::Arrive { ns, dev, mac } => t.arrive(ns, dev, mac, &pkt)?,
+            Step::Arrive { ns, dev, l2 } => t.arrive(ns, dev, l2, &pkt)?,
         };
     };
     let src = first_src(&t.hops).or(req.src);
@@ -732,17 +740,7 @@ impl Tracer {
                     )),
                     None => self.detail(format!("neighbour {nexthop}: no entry yet (resolved by ARP on first packet)")),
                 }
-                let mac = match mac {
-                    Some(m) => Some(m),
-                    None => match self.owner_mac(nexthop)? {
-                        Some((nsl, dev, m)) => {
-                            self.detail(format!("{nexthop} is on {dev} in {nsl} ({m})"));
-                            Some(m)
-                        }
-                        None => None,
-                    },
-                };
-                self.cross(ns, out, mac, pkt)
+                self.cross(ns, out, L2 { mac, ip: nexthop }, pkt)
             }
         }
     }
@@ -764,10 +762,10 @@ impl Tracer {
     }
 
     /// Cross device `out` of namespace `ns` (a veth, a bridge, or the edge of the machine).
-    fn cross(&mut self, ns: usize, out: Link, mac: Option<MacAddr>, pkt: &Pkt) -> Result<Step> {
+    fn cross(&mut self, ns: usize, out: Link, l2: L2, pkt: &Pkt) -> Result<Step> {
         let label = self.w.label(ns);
         match out.kind {
-            LinkKind::Bridge => self.bridge_forward(ns, &out, mac, pkt, None),
+            LinkKind::Bridge => self.bridge_forward(ns, &out, l2, pkt, None),
             LinkKind::Veth => {
                 let Some((pns, peer)) = self.w.veth_peer(ns, &out)? else {
                     self.hop(
@@ -809,7 +807,7 @@ impl Tracer {
                 Ok(Step::Arrive {
                     ns: pns,
                     dev: peer,
-                    mac,
+                    l2,
                 })
             }
             _ => {
@@ -841,18 +839,23 @@ impl Tracer {
     }
 
     /// A frame enters namespace `ns` on `dev`.
-    fn arrive(&mut self, ns: usize, dev: Link, mac: Option<MacAddr>, pkt: &Pkt) -> Result<Step> {
+    fn arrive(&mut self, ns: usize, dev: Link, l2: L2, pkt: &Pkt) -> Result<Step> {
         if let Some(m) = dev.master {
             if let Some(br) = self.w.link_by_index(ns, m)? {
                 if br.kind == LinkKind::Bridge {
-                    // Frames for the bridge's own MAC go up to its IP stack.
-                    if mac.is_some() && mac == br.mac {
+                    // Frames for the bridge's own MAC (or, before ARP, for
+                    // an address it holds) go up to its IP stack.
+                    let ours = match l2.mac {
+                        Some(mac) => Some(mac) == br.mac,
+                        None => self.holds(ns, br.index, l2.ip)?,
+                    };
+                    if ours {
                         return Ok(Step::Route {
                             ns,
                             iif: Some(br.name),
                         });
                     }
-                    return self.bridge_forward(ns, &br, mac, pkt, Some(dev.index));
+                    return self.bridge_forward(ns, &br, l2, pkt, Some(dev.index));
                 }
             }
         }
@@ -862,12 +865,64 @@ impl Tracer {
         })
     }
 
-    /// Bridge `br` forwards a frame for `mac` (from port `in_port`, or sent by the bridge itself).
+    /// Whether device `index` of namespace `ns` holds address `ip`.
+    fn holds(&mut self, ns: usize, index: u32, ip: IpAddr) -> Result<bool> {
+        Ok(self
+            .w
+            .addrs(ns)?
+            .iter()
+            .any(|a| a.index == index && a.local.addr() == ip))
+    }
+
+    /// Whether the far end of bridge port `port` (namespace `ns`) is where a
+    /// frame for `l2` belongs: the device with that MAC (or, before ARP,
+    /// holding that IP), possibly behind another bridge.
+    fn leads_to(&mut self, ns: usize, port: &Link, l2: &L2, depth: usize) -> Result<bool> {
+        if port.kind != LinkKind::Veth || depth > 4 {
+            return Ok(false);
+        }
+        let Some((fns, far)) = self.w.veth_peer(ns, port)? else {
+            return Ok(false);
+        };
+        let owns = |t: &mut Self, dev: &Link| -> Result<bool> {
+            Ok(match l2.mac {
+                Some(m) => dev.mac == Some(m),
+                None => t.holds(fns, dev.index, l2.ip)?,
+            })
+        };
+        if owns(self, &far)? {
+            return Ok(true);
+        }
+        let Some(master) = far.master else {
+            return Ok(false);
+        };
+        let Some(br) = self.w.link_by_index(fns, master)? else {
+            return Ok(false);
+        };
+        if owns(self, &br)? {
+            return Ok(true);
+        }
+        let others: Vec<Link> = self
+            .w
+            .links(fns)?
+            .iter()
+            .filter(|p| p.master == Some(master) && p.index != far.index)
+            .cloned()
+            .collect();
+        for p in others {
+            if self.leads_to(fns, &p, l2, depth + 1)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Bridge `br` forwards a frame for `l2` (from port `in_port`, or sent by the bridge itself).
     fn bridge_forward(
         &mut self,
         ns: usize,
         br: &Link,
-        mac: Option<MacAddr>,
+        l2: L2,
         pkt: &Pkt,
         in_port: Option<u32>,
     ) -> Result<Step> {
@@ -876,60 +931,52 @@ impl Tracer {
             .w
             .links(ns)?
             .iter()
-            .filter(|l| l.master == Some(br.index))
+            .filter(|l| l.master == Some(br.index) && Some(l.index) != in_port)
             .cloned()
             .collect();
-        let Some(mac) = mac else {
-            self.hop(
-                ns,
-                HopKind::Bridge,
-                format!("bridge {}: destination MAC unknown (ARP first)", br.name),
-                vec![],
-                None,
-                pkt,
-            );
-            return Ok(Step::Done(self.broken(
-                ns,
-                "neigh_missing",
-                &format!(
-                    "no neighbour entry gives the destination MAC on bridge {} in {label}",
-                    br.name
-                ),
-            )));
-        };
-        let mut fdb = Vec::new();
-        for p in &ports {
-            fdb.extend(self.w.h(ns)?.fdb().list(&p.name).unwrap_or_default());
+        let mut learnt = None;
+        if let Some(mac) = l2.mac {
+            for p in &ports {
+                let entries = self.w.h(ns)?.fdb().list(&p.name).unwrap_or_default();
+                if let Some(e) = entries.into_iter().find(|e| e.mac == mac) {
+                    learnt = Some((p.clone(), e.state));
+                    break;
+                }
+            }
         }
-        let learnt = fdb.iter().find(|e| {
-            e.mac == mac && ports.iter().any(|p| p.index == e.index) && Some(e.index) != in_port
-        });
+        let target = match l2.mac {
+            Some(m) => m.to_string(),
+            None => format!("the owner of {}", l2.ip),
+        };
         let (port, how) = match learnt {
-            Some(e) => (
-                ports.iter().find(|p| p.index == e.index).cloned(),
-                format!("fdb {mac} → port (state {})", e.state.as_str()),
+            Some((p, state)) => (
+                Some(p),
+                format!("fdb {target} → port (state {})", state.as_str()),
             ),
             None => {
-                // Flooded: the port whose far end owns the MAC is where it goes.
+                // Flooded: the port whose far end is the destination is where it goes.
                 let mut found = None;
-                for p in ports.iter().filter(|p| Some(p.index) != in_port) {
-                    if p.kind == LinkKind::Veth {
-                        if let Some((_, peer)) = self.w.veth_peer(ns, p)? {
-                            if peer.mac == Some(mac) || self.bridged_behind(&peer, mac)? {
-                                found = Some(p.clone());
-                                break;
-                            }
-                        }
+                for p in &ports {
+                    if self.leads_to(ns, p, &l2, 0)? {
+                        found = Some(p.clone());
+                        break;
                     }
                 }
-                (found, format!("{mac} not in the FDB: flooded to all ports"))
+                let why = match l2.mac {
+                    Some(_) => format!("{target} not in the FDB: flooded to all ports"),
+                    None => format!(
+                        "MAC of {} not resolved yet: ARP is flooded to all ports",
+                        l2.ip
+                    ),
+                };
+                (found, why)
             }
         };
         let Some(port) = port else {
             self.hop(
                 ns,
                 HopKind::Bridge,
-                format!("bridge {}: no port leads to {mac}", br.name),
+                format!("bridge {}: no port leads to {target}", br.name),
                 vec![how],
                 None,
                 pkt,
@@ -937,7 +984,7 @@ impl Tracer {
             return Ok(Step::Done(self.broken(
                 ns,
                 "bridge_no_port",
-                &format!("no port of bridge {} in {label} leads to {mac}", br.name),
+                &format!("no port of bridge {} in {label} leads to {target}", br.name),
             )));
         };
         self.hop(
@@ -955,61 +1002,7 @@ impl Tracer {
                 &format!("bridge port {} in {label} is down", port.name),
             )));
         }
-        self.cross(ns, port, Some(mac), pkt)
-    }
-
-    /// Whether `mac` belongs to a device on the bridge that `peer` is a port of.
-    fn bridged_behind(&mut self, peer: &Link, mac: MacAddr) -> Result<bool> {
-        let Some(master) = peer.master else {
-            return Ok(false);
-        };
-        for i in 0..self.w.nss.len() {
-            let Some(l) = self.w.link_by_index(i, peer.index)? else {
-                continue;
-            };
-            if l.name != peer.name || l.master != Some(master) {
-                continue;
-            }
-            let ports: Vec<Link> = self
-                .w
-                .links(i)?
-                .iter()
-                .filter(|p| p.master == Some(master) && p.index != peer.index)
-                .cloned()
-                .collect();
-            for p in ports {
-                if p.kind == LinkKind::Veth {
-                    if let Some((_, far)) = self.w.veth_peer(i, &p)? {
-                        if far.mac == Some(mac) {
-                            return Ok(true);
-                        }
-                    }
-                }
-            }
-            return Ok(false);
-        }
-        Ok(false)
-    }
-
-    /// Who on this machine owns `ip`: its device's MAC (used when no
-    /// neighbour entry exists yet, as before the first packet).
-    fn owner_mac(&mut self, ip: IpAddr) -> Result<Option<(String, String, MacAddr)>> {
-        for i in 0..self.w.nss.len() {
-            let idx = self
-                .w
-                .addrs(i)?
-                .iter()
-                .find(|a| a.local.addr() == ip)
-                .map(|a| a.index);
-            if let Some(idx) = idx {
-                if let Some(l) = self.w.link_by_index(i, idx)? {
-                    if let Some(m) = l.mac {
-                        return Ok(Some((self.w.label(i), l.name, m)));
-                    }
-                }
-            }
-        }
-        Ok(None)
+        self.cross(ns, port, l2, pkt)
     }
 
     fn vxlan(&mut self, ns: usize, out: Link, nexthop: IpAddr, pkt: &mut Pkt) -> Result<Step> {
@@ -1277,6 +1270,13 @@ pub struct Proof {
     pub send_error: Option<String>,
 }
 
+impl Proof {
+    /// The probe was seen on the last interface of the path.
+    pub fn reached_end(&self) -> bool {
+        self.hops.last().is_some_and(|h| h.seen)
+    }
+}
+
 /// Send a probe along an explained path and watch every interface on it.
 pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<Proof> {
     let t0 = Instant::now();
@@ -1313,7 +1313,7 @@ pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<P
         timeout + std::time::Duration::from_millis(200),
     )?;
     let outcome = crate::probe::send(&req.from, src, dst, req.proto, req.port, &token, timeout);
-    if req.proto == Proto::Udp {
+    if req.proto != Proto::Icmp {
         std::thread::sleep(std::time::Duration::from_millis(100));
     } else {
         std::thread::sleep(std::time::Duration::from_millis(20));

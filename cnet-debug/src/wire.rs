@@ -69,6 +69,15 @@ pub enum Layer {
         /// VNI.
         vni: u32,
     },
+    /// TCP.
+    Tcp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+        /// Flags (0x02 SYN, 0x12 SYN-ACK, 0x04 RST, …).
+        flags: u8,
+    },
     /// ICMP.
     Icmp {
         /// Type (8 echo request, 0 echo reply).
@@ -221,6 +230,7 @@ fn ipv4(b: &[u8], d: &mut Decoded, depth: usize) {
     match proto {
         1 => icmp(body, d),
         17 => udp(body, d, depth),
+        6 => tcp(body, d),
         4 if depth < MAX_DEPTH => ipv4(body, d, depth + 1),
         _ => {}
     }
@@ -239,6 +249,21 @@ fn icmp(b: &[u8], d: &mut Decoded) {
         seq,
     });
     d.payload = b.get(8..).unwrap_or(&[]).to_vec();
+}
+
+fn tcp(b: &[u8], d: &mut Decoded) {
+    let (Some(sp), Some(dp), Some([off]), Some([flags])) =
+        (u16_at(b, 0), u16_at(b, 2), get::<1>(b, 12), get::<1>(b, 13))
+    else {
+        return;
+    };
+    d.layers.push(Layer::Tcp {
+        src_port: sp,
+        dst_port: dp,
+        flags,
+    });
+    let hlen = usize::from(off >> 4) * 4;
+    d.payload = b.get(hlen.max(20)..).unwrap_or(&[]).to_vec();
 }
 
 fn udp(b: &[u8], d: &mut Decoded, depth: usize) {
@@ -286,6 +311,13 @@ impl fmt::Display for Layer {
                 write!(f, "udp {src_port} > {dst_port} csum {checksum:#06x}")
             }
             Layer::Vxlan { vni } => write!(f, "vxlan vni {vni}"),
+            Layer::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => {
+                write!(f, "tcp {src_port} > {dst_port} flags {flags:#04x}")
+            }
             Layer::Icmp {
                 icmp_type, id, seq, ..
             } => {

@@ -432,3 +432,173 @@ fn calico_style_routed_veth_made_by_ip() {
     );
     assert_all_seen(&tr, &p);
 }
+
+#[test]
+fn udp_and_tcp_probes_reach_the_far_end() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::build("proto");
+    for proto in [Proto::Udp, Proto::Tcp] {
+        let mut r = req(&c.ns("c1a"), "10.244.3.2");
+        r.proto = proto;
+        r.port = 5201;
+        let t = explain(&r).unwrap();
+        let p = prove(&r, &t, Duration::from_millis(300)).unwrap();
+        assert!(t.verdict.ok, "{}", text(&t, None));
+        assert!(p.reached_end(), "{proto:?}:\n{}", text(&t, Some(&p)));
+        assert!(
+            p.hops.iter().all(|h| h.seen),
+            "{proto:?}:\n{}",
+            text(&t, Some(&p))
+        );
+        let want = match proto {
+            Proto::Udp => "udp",
+            _ => "tcp",
+        };
+        let last = &p.hops.last().unwrap().frame;
+        assert!(
+            last.iter()
+                .any(|l| serde_json::to_value(l).unwrap()["layer"] == want),
+            "{last:?}"
+        );
+    }
+}
+
+#[test]
+fn probe_is_seen_only_on_the_predicted_interfaces() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::build("only");
+    let r = req(&c.ns("c1a"), "10.244.3.2");
+    let t = explain(&r).unwrap();
+    // Watch the path and, besides it, interfaces the packet must not cross.
+    let mut targets: Vec<cnet_debug::capture::Target> = t
+        .hops
+        .iter()
+        .filter_map(|h| h.iface.as_ref())
+        .map(|i| cnet_debug::capture::Target {
+            ns: t.namespaces[i.ns_idx].clone(),
+            ns_label: i.netns.clone(),
+            ifname: i.ifname.clone(),
+            l3: false,
+        })
+        .collect();
+    let on_path = targets.len();
+    for (role, dev) in [
+        ("c1b", "eth0"),
+        ("c2", "eth0"),
+        ("h2", "eth0"),
+        ("h1", "veth-c1b"),
+    ] {
+        targets.push(cnet_debug::capture::Target {
+            ns: NetNs::open(&c.ns(role)).unwrap(),
+            ns_label: c.ns(role),
+            ifname: dev.into(),
+            l3: false,
+        });
+    }
+    let token = cnet_debug::probe::token();
+    let cap =
+        cnet_debug::capture::Capture::start(&targets, &token, Duration::from_secs(2)).unwrap();
+    let out = cnet_debug::probe::send(
+        &r.from,
+        None,
+        "10.244.3.2".parse().unwrap(),
+        Proto::Icmp,
+        0,
+        &token,
+        Duration::from_millis(800),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let seen = cap.finish();
+    assert!(out.replied);
+    for (i, tg) in targets.iter().enumerate() {
+        let hit = seen.iter().any(|s| s.target == i);
+        assert_eq!(
+            hit,
+            i < on_path,
+            "{} in {}: seen={hit}",
+            tg.ifname,
+            tg.ns_label
+        );
+    }
+}
+
+#[test]
+fn more_faults_rp_filter_unreachable_prohibit_and_path_mtu() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::build("more");
+    assert!(c.ping("c1a", "10.244.3.2"));
+
+    // Strict rp_filter on h3's flannel.1 while the way back to 10.244.1.0/24
+    // goes by the underlay (asymmetric): dropped on arrival in h3.
+    c.ip(
+        "h3",
+        &[
+            "route",
+            "replace",
+            "10.244.1.0/24",
+            "via",
+            "192.0.2.11",
+            "dev",
+            "eth0",
+        ],
+    );
+    c.handle("h3")
+        .sysctl()
+        .set_rp_filter("flannel.1", 1)
+        .unwrap();
+    let (code, ns, t, p) = fault(&c, "10.244.3.2");
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("rp_filter_strict", c.ns("h3").as_str()),
+        "{}",
+        text(&t, Some(&p))
+    );
+    assert!(!p.replied);
+    c.handle("h3")
+        .sysctl()
+        .set_rp_filter("flannel.1", 0)
+        .unwrap();
+    c.ip(
+        "h3",
+        &[
+            "route",
+            "replace",
+            "10.244.1.0/24",
+            "via",
+            "10.244.1.0",
+            "dev",
+            "flannel.1",
+            "onlink",
+        ],
+    );
+
+    for (kind, code) in [("unreachable", "unreachable"), ("prohibit", "prohibit")] {
+        c.ip("h1", &["route", "add", kind, "10.244.3.0/26"]);
+        let (got, ns, t, _) = fault(&c, "10.244.3.2");
+        assert_eq!((got.as_str(), ns.as_str()), (code, c.ns("h1").as_str()));
+        assert!(
+            text(&t, None).contains(&format!("{kind} 10.244.3.0/26")),
+            "{}",
+            text(&t, None)
+        );
+        c.ip("h1", &["route", "del", kind, "10.244.3.0/26"]);
+    }
+
+    // A smaller MTU along the path than the source interface's (host-gw path).
+    c.ip("h1", &["link", "set", "eth0", "mtu", "1400"]);
+    let (t, _) = trace_and_prove(&c.ns("c1a"), "10.244.2.2");
+    let f = t
+        .findings
+        .iter()
+        .find(|f| f.code == "mtu")
+        .expect("mtu finding");
+    assert_eq!(t.hops[f.hop - 1].netns, c.ns("h1"));
+    assert!(f.message.contains("MTU 1400 < 1450"), "{}", f.message);
+}
