@@ -47,6 +47,28 @@ impl fmt::Display for Opt<'_> {
     }
 }
 
+/// The `context` field of any variant (every variant has one).
+macro_rules! context_of {
+    ($e:expr) => {
+        match $e {
+            Error::InvalidArgument { context, .. }
+            | Error::NotFound { context, .. }
+            | Error::AlreadyExists { context, .. }
+            | Error::PermissionDenied { context, .. }
+            | Error::Unsupported { context, .. }
+            | Error::Busy { context, .. }
+            | Error::Netlink { context, .. }
+            | Error::Mismatch { context, .. }
+            | Error::Exhausted { context, .. }
+            | Error::Conflict { context, .. }
+            | Error::Corrupt { context, .. }
+            | Error::Timeout { context, .. }
+            | Error::Protocol { context, .. }
+            | Error::Io { context, .. } => context,
+        }
+    };
+}
+
 /// The error type of every fallible cnet-core call.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -212,41 +234,11 @@ impl Error {
 
     /// The operation/object description this error carries.
     pub fn context(&self) -> &str {
-        match self {
-            Error::InvalidArgument { context, .. }
-            | Error::NotFound { context, .. }
-            | Error::AlreadyExists { context, .. }
-            | Error::PermissionDenied { context, .. }
-            | Error::Unsupported { context, .. }
-            | Error::Busy { context, .. }
-            | Error::Netlink { context, .. }
-            | Error::Mismatch { context, .. }
-            | Error::Exhausted { context, .. }
-            | Error::Conflict { context, .. }
-            | Error::Corrupt { context, .. }
-            | Error::Timeout { context, .. }
-            | Error::Protocol { context, .. }
-            | Error::Io { context, .. } => context,
-        }
+        context_of!(self)
     }
 
     fn context_mut(&mut self) -> &mut String {
-        match self {
-            Error::InvalidArgument { context, .. }
-            | Error::NotFound { context, .. }
-            | Error::AlreadyExists { context, .. }
-            | Error::PermissionDenied { context, .. }
-            | Error::Unsupported { context, .. }
-            | Error::Busy { context, .. }
-            | Error::Netlink { context, .. }
-            | Error::Mismatch { context, .. }
-            | Error::Exhausted { context, .. }
-            | Error::Conflict { context, .. }
-            | Error::Corrupt { context, .. }
-            | Error::Timeout { context, .. }
-            | Error::Protocol { context, .. }
-            | Error::Io { context, .. } => context,
-        }
+        context_of!(self)
     }
 
     /// Prefix the context with an outer operation ("attach pod-a: create veth").

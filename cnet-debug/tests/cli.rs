@@ -9,7 +9,7 @@ use cluster::{privileged, Cluster};
 
 fn filters(c: &Cluster) -> Vec<(String, String)> {
     let mut f: Vec<(String, String)> = c
-        .names
+        .names()
         .iter()
         .map(|(role, name)| (regex_escape(name), format!("<{role}>")))
         .collect();

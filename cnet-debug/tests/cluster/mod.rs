@@ -35,15 +35,8 @@ pub fn privileged() -> bool {
 }
 
 pub struct Cluster {
-    pub names: Vec<(String, String)>, // role → namespace name
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, n) in &self.names {
-            let _ = NetNs::delete(n);
-        }
-    }
+    /// The namespaces (role → name), deleted when the cluster is dropped.
+    pub plain: Plain,
 }
 
 pub fn vtep_mac(host: u8) -> MacAddr {
@@ -56,11 +49,12 @@ fn ip(s: &str) -> IpAddr {
 
 impl Cluster {
     pub fn ns(&self, role: &str) -> String {
-        self.names
-            .iter()
-            .find(|(r, _)| r == role)
-            .map(|(_, n)| n.clone())
-            .unwrap()
+        self.plain.ns(role)
+    }
+
+    /// (role, namespace name) pairs.
+    pub fn names(&self) -> &[(String, String)] {
+        &self.plain.names
     }
 
     pub fn handle(&self, role: &str) -> Handle {
@@ -112,23 +106,10 @@ impl Cluster {
     }
 
     pub fn build(tag: &str) -> Cluster {
-        let k = N.fetch_add(1, Ordering::SeqCst);
         let roles = ["ul", "h1", "h2", "h3", "c1a", "c1b", "c2", "c3"];
-        let names: Vec<(String, String)> = roles
-            .iter()
-            .map(|r| {
-                (
-                    r.to_string(),
-                    format!("cn-{tag}{k}-{r}-{}", std::process::id()),
-                )
-            })
-            .collect();
-        let c = Cluster { names };
-        for (_, n) in &c.names {
-            let ns = NetNs::create(n).unwrap();
-            Handle::at(&ns).unwrap().links().set_up("lo").unwrap();
-        }
-        let ul_ns = NetNs::open(&c.ns("ul")).unwrap();
+        let c = Cluster {
+            plain: Plain::new(tag, &roles),
+        };
         let ul = c.handle("ul");
         ul.links().add(Bridge::new("br0").up()).unwrap();
         for host in 1..=3u8 {
@@ -223,7 +204,6 @@ impl Cluster {
                 )
                 .unwrap();
         }
-        let _ = ul_ns;
         c
     }
 }
@@ -246,6 +226,21 @@ impl Cluster {
 /// Namespaces for a topology built with plain `ip` commands (not by cnet).
 pub struct Plain {
     names: Vec<(String, String)>,
+}
+
+/// A namespace made with `ip netns add` (cnet's own creation is tested in
+/// cnet-core), loopback up.
+fn make_ns(name: &str) {
+    let o = Command::new("ip")
+        .args(["netns", "add", name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ip netns add {name}");
+    let o = Command::new("ip")
+        .args(["-n", name, "link", "set", "lo", "up"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
 }
 
 impl Plain {
