@@ -12,7 +12,6 @@
 //! table, optionally device) and never touches anyone else's.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -26,6 +25,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::addr::Scope;
 use crate::error::{Error, Result};
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::handle::Handle;
 use crate::link::{validate_mtu, validate_name, LinkRef, Resolver};
 
@@ -479,8 +479,16 @@ impl Route {
     /// resolving device names with `resolve`. Call [`Route::validate`] first.
     pub fn message(&self, resolve: Resolver<'_>) -> Result<RouteMessage> {
         let mut m = RouteMessage::default();
+        self.fill_message(&mut m, resolve)?;
+        Ok(m)
+    }
+
+    /// [`Route::message`] into `m`, reusing its attribute vector (batches
+    /// build thousands of messages through one).
+    fn fill_message(&self, m: &mut RouteMessage, resolve: Resolver<'_>) -> Result<()> {
         m.header = self.header();
         let a = &mut m.attributes;
+        a.clear();
         if self.table >= 256 {
             a.push(RouteAttribute::Table(self.table));
         }
@@ -520,7 +528,21 @@ impl Route {
             }
             a.push(RouteAttribute::MultiPath(hops));
         }
-        Ok(m)
+        Ok(())
+    }
+
+    /// Resolve every device this route names (so that a later
+    /// [`NameCache::cached`] finds them without asking the kernel).
+    fn resolve_devs(&self, resolve: Resolver<'_>) -> Result<()> {
+        if let Some(d) = &self.dev {
+            resolve(d)?;
+        }
+        for nh in &self.nexthops {
+            if let Some(d) = &nh.dev {
+                resolve(d)?;
+            }
+        }
+        Ok(())
     }
 
     /// The entry the kernel should list for this route, with devices
@@ -781,6 +803,21 @@ impl RouteEntry {
             }
         }
         Some(e)
+    }
+
+    /// Whether this (kernel) entry is `want` in everything a route owner
+    /// controls: [`RouteEntry::differences`] is empty exactly when this is
+    /// true, without formatting anything.
+    pub fn same_as(&self, want: &RouteEntry) -> bool {
+        self.kind == want.kind
+            && self.scope == want.scope
+            && self.gateway == want.gateway
+            && self.prefsrc == want.prefsrc
+            && self.onlink == want.onlink
+            && self.nexthops == want.nexthops
+            // IPv6 reject routes (blackhole, …) are listed on `lo`.
+            && (!self.kind.forwards() || self.oif == want.oif)
+            && (want.mtu.is_none() || self.mtu == want.mtu)
     }
 
     /// How this (kernel) entry differs from `want` in what a route owner
@@ -1134,7 +1171,7 @@ impl ReconcileReport {
 /// A per-call cache of device name → index.
 pub(crate) struct NameCache<'h> {
     h: &'h Handle,
-    map: std::cell::RefCell<HashMap<String, u32>>,
+    map: std::cell::RefCell<FxHashMap<String, u32>>,
 }
 
 impl<'h> NameCache<'h> {
@@ -1155,6 +1192,22 @@ impl<'h> NameCache<'h> {
                 self.map.borrow_mut().insert(n.clone(), i);
                 Ok(i)
             }
+        }
+    }
+    /// Like [`NameCache::resolve`] but never asks the kernel (for use while
+    /// the handle's socket is held): a name not resolved before is an error.
+    pub(crate) fn cached(&self, r: &LinkRef) -> Result<u32> {
+        match r {
+            LinkRef::Index(i) => Ok(*i),
+            LinkRef::Name(n) => self
+                .map
+                .borrow()
+                .get(n)
+                .copied()
+                .ok_or_else(|| Error::Protocol {
+                    context: format!("device {n}"),
+                    reason: "name not resolved before the batch".into(),
+                }),
         }
     }
 }
@@ -1324,70 +1377,94 @@ impl<'a> Routes<'a> {
     /// Equivalent to `ip -batch FILE` with `-force`.
     pub fn apply_batch(&self, ops: &[RouteOp]) -> Vec<Result<()>> {
         let names = NameCache::new(self.h);
-        self.batch_with(ops, &names)
+        self.batch_with(ops, &names, false)
     }
 
-    fn batch_with(&self, ops: &[RouteOp], names: &NameCache<'_>) -> Vec<Result<()>> {
+    /// `validated`: the adds and replaces in `ops` passed
+    /// [`Route::validate`] already (a reconcile's desired routes).
+    fn batch_with(
+        &self,
+        ops: &[RouteOp],
+        names: &NameCache<'_>,
+        validated: bool,
+    ) -> Vec<Result<()>> {
         let ns = self.h.netns().label();
-        let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
-        let mut items = Vec::with_capacity(ops.len());
-        let mut index = Vec::with_capacity(ops.len());
+        // Pass 1, before the socket is taken: validate each operation and
+        // resolve its device names (which may ask the kernel). Failures are
+        // few; they are kept by index, not as one result per item.
+        let mut failed: Vec<(usize, Error)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let route = op.route();
             let valid = match op {
                 RouteOp::Delete(_) => route.validate_key(),
+                _ if validated => Ok(()),
                 _ => route.validate(),
             };
-            let built = valid.and_then(|()| route.message(&|r| names.resolve(r)));
-            match built {
-                Ok(mut m) => {
-                    let (msg, flags) = match op {
-                        RouteOp::Add(_) => {
-                            (RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
-                        }
-                        RouteOp::Replace(_) => (
-                            RouteNetlinkMessage::NewRoute(m),
-                            NLM_F_CREATE | NLM_F_REPLACE,
-                        ),
-                        RouteOp::Delete(_) => {
-                            m.header.scope = Scope::Nowhere.to_u8().into();
-                            (RouteNetlinkMessage::DelRoute(m), 0)
-                        }
-                    };
-                    items.push((msg, flags));
-                    index.push(i);
-                    results.push(Ok(()));
-                }
-                Err(e) => results.push(Err(
-                    e.with_context(format!("{} route {route} in {ns}", op.verb()))
-                )),
+            if let Err(e) = valid.and_then(|()| route.resolve_devs(&|r| names.resolve(r))) {
+                failed.push((
+                    i,
+                    e.with_context(format!("{} route {route} in {ns}", op.verb())),
+                ));
             }
         }
-        if items.is_empty() {
-            return results;
-        }
-        let sent = match self.h.sock() {
-            Ok(mut s) => s.batch(items, &|k| {
-                let op = &ops[index[k]];
-                format!("{} route {} in {ns}", op.verb(), op.route())
-            }),
+        let mut sock = match self.h.sock() {
+            Ok(s) => s,
             Err(e) => {
                 let text = e.to_string();
-                return index
-                    .iter()
-                    .map(|_| {
-                        Err(Error::Protocol {
+                let mut failed = failed.into_iter().peekable();
+                return (0..ops.len())
+                    .map(|i| match failed.next_if(|(j, _)| *j == i) {
+                        Some((_, e)) => Err(e),
+                        None => Err(Error::Protocol {
                             context: format!("route batch in {ns}"),
                             reason: text.clone(),
-                        })
+                        }),
                     })
                     .collect();
             }
         };
-        for (k, r) in sent.into_iter().enumerate() {
-            results[index[k]] = r;
-        }
-        results
+        // Pass 2: each message built in one reused `RouteMessage` and
+        // serialised straight into the socket's send buffer.
+        let mut failed = failed.into_iter().peekable();
+        let mut scratch = RouteMessage::default();
+        sock.batch_encoded(
+            ops.len(),
+            &mut |i, enc| {
+                if let Some((_, e)) = failed.next_if(|(j, _)| *j == i) {
+                    return Err(e);
+                }
+                let op = &ops[i];
+                op.route()
+                    .fill_message(&mut scratch, &|r| names.cached(r))
+                    .map_err(|e| {
+                        e.with_context(format!("{} route {} in {ns}", op.verb(), op.route()))
+                    })?;
+                let m = std::mem::take(&mut scratch);
+                let (msg, flags) = match op {
+                    RouteOp::Add(_) => {
+                        (RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
+                    }
+                    RouteOp::Replace(_) => (
+                        RouteNetlinkMessage::NewRoute(m),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    ),
+                    RouteOp::Delete(_) => {
+                        let mut m = m;
+                        m.header.scope = Scope::Nowhere.to_u8().into();
+                        (RouteNetlinkMessage::DelRoute(m), 0)
+                    }
+                };
+                enc.emit(&msg, flags);
+                if let RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) = msg {
+                    scratch = m;
+                }
+                Ok(())
+            },
+            &|i| {
+                let op = &ops[i];
+                format!("{} route {} in {ns}", op.verb(), op.route())
+            },
+        )
     }
 
     /// Make the routes of `owner` exactly `desired`: one filtered dump, then
@@ -1413,11 +1490,13 @@ impl<'a> Routes<'a> {
             r.table = owner.table;
             r
         };
-        let mut want: HashMap<(IpNet, u32), (usize, RouteEntry)> =
-            HashMap::with_capacity(desired.len());
+        // Desired entries by (prefix, metric): the index of the desired
+        // route, the entry the kernel should list, and whether it was seen.
+        let mut want: FxHashMap<(IpNet, u32), (usize, RouteEntry, bool)> =
+            FxHashMap::with_capacity_and_hasher(desired.len(), Default::default());
         // Keys of desired routes we could not understand: their current
         // routes are left alone rather than deleted as stale.
-        let mut keep = std::collections::HashSet::new();
+        let mut keep = FxHashSet::default();
         for (i, r) in desired.iter().enumerate() {
             let key = (r.dst, r.effective_metric());
             let exp = r
@@ -1427,7 +1506,7 @@ impl<'a> Routes<'a> {
                 Ok(mut e) => {
                     e.protocol = owner.protocol;
                     e.table = owner.table;
-                    if want.insert(key, (i, e)).is_some() {
+                    if want.insert(key, (i, e, false)).is_some() {
                         report.errors.push(Error::invalid(
                             format!("reconcile routes in {ns}"),
                             format!("two desired routes for {} metric {}", key.0, key.1),
@@ -1448,13 +1527,12 @@ impl<'a> Routes<'a> {
         filter.dev = owner.dev.clone();
         let have = self.list_with(&filter, &names)?;
         let mut ops = Vec::new();
-        let mut seen = std::collections::HashSet::with_capacity(have.len());
         for e in &have {
             let key = (e.dst, e.metric);
-            match want.get(&key) {
-                Some((i, exp)) => {
-                    seen.insert(key);
-                    if e.differences(exp).is_empty() {
+            match want.get_mut(&key) {
+                Some((i, exp, seen)) => {
+                    *seen = true;
+                    if e.same_as(exp) {
                         report.unchanged += 1;
                     } else {
                         ops.push(RouteOp::Replace(owned(&desired[*i])));
@@ -1483,11 +1561,18 @@ impl<'a> Routes<'a> {
                 }
             }
         }
-        for (key, (i, _)) in &want {
-            if !seen.contains(key) {
-                ops.push(RouteOp::Add(owned(&desired[*i])));
-            }
-        }
+        // Missing ones, in the order they were asked for.
+        let mut missing: Vec<usize> = want
+            .values()
+            .filter(|(_, _, seen)| !seen)
+            .map(|(i, _, _)| *i)
+            .collect();
+        missing.sort_unstable();
+        ops.extend(
+            missing
+                .into_iter()
+                .map(|i| RouteOp::Add(owned(&desired[i]))),
+        );
         if ops.is_empty() {
             return Ok(report);
         }
@@ -1497,7 +1582,7 @@ impl<'a> Routes<'a> {
             RouteOp::Replace(_) => 1,
             RouteOp::Add(_) => 2,
         });
-        let results = self.batch_with(&ops, &names);
+        let results = self.batch_with(&ops, &names, true);
         for (op, r) in ops.iter().zip(results) {
             match (op, r) {
                 (_, Err(e)) => report.errors.push(e),
