@@ -1291,6 +1291,27 @@ impl<'a> Routes<'a> {
     }
 
     fn list_with(&self, filter: &RouteFilter, names: &NameCache<'_>) -> Result<Vec<RouteEntry>> {
+        let mut out = Vec::new();
+        self.list_each(filter, names, &mut |e| {
+            match e {
+                None => out.clear(),
+                Some(e) => out.push(e),
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The routes `filter` selects, each handed to `f` as it is decoded
+    /// (straight from the dump's payload: no per-route attribute vectors,
+    /// no list). `f(None)`: the dump restarted, forget what was seen. `f`
+    /// runs while the socket is held, so it must not use the handle.
+    fn list_each(
+        &self,
+        filter: &RouteFilter,
+        names: &NameCache<'_>,
+        f: &mut dyn FnMut(Option<RouteEntry>) -> Result<()>,
+    ) -> Result<()> {
         let ns = self.h.netns().label();
         let ctx = || format!("list routes in {ns}");
         let req = filter
@@ -1300,29 +1321,23 @@ impl<'a> Routes<'a> {
             RouteAttribute::Oif(i) => Some(*i),
             _ => None,
         });
-        let mut out = Vec::new();
-        // Decoded straight from the payload: no per-route attribute vectors.
-        let r = self
-            .h
-            .sock()?
-            .dump_each(RouteNetlinkMessage::GetRoute(req), &ctx, &mut |m| {
-                match m {
-                    None => out.clear(),
+        let r =
+            self.h
+                .sock()?
+                .dump_each(RouteNetlinkMessage::GetRoute(req), &ctx, &mut |m| match m {
+                    None => f(None),
                     Some((hdr, body)) if hdr.message_type == RTM_NEWROUTE => {
-                        if let Some(e) = RouteEntry::from_bytes(body) {
-                            if filter.matches(&e, oif) {
-                                out.push(e);
-                            }
+                        match RouteEntry::from_bytes(body) {
+                            Some(e) if filter.matches(&e, oif) => f(Some(e)),
+                            _ => Ok(()),
                         }
                     }
-                    Some(_) => {}
-                }
-                Ok(())
-            });
+                    Some(_) => Ok(()),
+                });
         match r {
-            Ok(()) => Ok(out),
+            Ok(()) => Ok(()),
             // "ipv4: FIB table does not exist": nothing in it yet.
-            Err(e) if e.is_not_found() && filter.table.is_some() => Ok(Vec::new()),
+            Err(e) if e.is_not_found() && filter.table.is_some() => f(None),
             Err(e) => Err(e),
         }
     }
@@ -1490,23 +1505,23 @@ impl<'a> Routes<'a> {
             r.table = owner.table;
             r
         };
-        // Desired entries by (prefix, metric): the index of the desired
-        // route, the entry the kernel should list, and whether it was seen.
-        let mut want: FxHashMap<(IpNet, u32), (usize, RouteEntry, bool)> =
+        // Desired routes by (prefix, metric) → index. The map stays small
+        // (no entries in it); what the kernel should list for a route is
+        // computed only when the dump shows one with its key.
+        let mut want: FxHashMap<(IpNet, u32), u32> =
             FxHashMap::with_capacity_and_hasher(desired.len(), Default::default());
         // Keys of desired routes we could not understand: their current
         // routes are left alone rather than deleted as stale.
         let mut keep = FxHashSet::default();
         for (i, r) in desired.iter().enumerate() {
             let key = (r.dst, r.effective_metric());
-            let exp = r
+            // Device names are resolved now: the dump below holds the socket.
+            match r
                 .validate()
-                .and_then(|()| r.expected(&|x| names.resolve(x)));
-            match exp {
-                Ok(mut e) => {
-                    e.protocol = owner.protocol;
-                    e.table = owner.table;
-                    if want.insert(key, (i, e, false)).is_some() {
+                .and_then(|()| r.resolve_devs(&|x| names.resolve(x)))
+            {
+                Ok(()) => {
+                    if want.insert(key, i as u32).is_some() {
                         report.errors.push(Error::invalid(
                             format!("reconcile routes in {ns}"),
                             format!("two desired routes for {} metric {}", key.0, key.1),
@@ -1525,63 +1540,77 @@ impl<'a> Routes<'a> {
             .protocol(owner.protocol)
             .table(owner.table);
         filter.dev = owner.dev.clone();
-        let have = self.list_with(&filter, &names)?;
-        let mut ops = Vec::new();
-        for e in &have {
+        // Compared as the dump is decoded: no list of current routes.
+        let mut seen = vec![false; desired.len()];
+        let mut unchanged = 0;
+        let mut replace: Vec<u32> = Vec::new();
+        let mut stale: Vec<Route> = Vec::new();
+        self.list_each(&filter, &names, &mut |e| {
+            let Some(e) = e else {
+                // The dump restarted.
+                seen.iter_mut().for_each(|s| *s = false);
+                unchanged = 0;
+                replace.clear();
+                stale.clear();
+                return Ok(());
+            };
             let key = (e.dst, e.metric);
-            match want.get_mut(&key) {
-                Some((i, exp, seen)) => {
-                    *seen = true;
-                    if e.same_as(exp) {
-                        report.unchanged += 1;
+            match want.get(&key) {
+                Some(&i) => {
+                    seen[i as usize] = true;
+                    let r = &desired[i as usize];
+                    let mut exp = r.expected(&|x| names.cached(x))?;
+                    exp.protocol = owner.protocol;
+                    exp.table = owner.table;
+                    if e.same_as(&exp) {
+                        unchanged += 1;
                     } else {
-                        ops.push(RouteOp::Replace(owned(&desired[*i])));
+                        replace.push(i);
                     }
                 }
                 None if keep.contains(&key) => {}
                 None => {
-                    let mut stale = Route::to(e.dst)
+                    let mut r = Route::to(e.dst)
                         .protocol(e.protocol)
                         .table(e.table)
                         .metric(e.metric)
                         .kind(e.kind);
                     if e.kind.forwards() {
                         if let Some(i) = e.oif {
-                            stale = stale.dev(i);
+                            r = r.dev(i);
                         }
                     }
-                    stale.gateway = e.gateway;
-                    stale.onlink = e.onlink;
+                    r.gateway = e.gateway;
+                    r.onlink = e.onlink;
                     // Metric 0 is what IPv4 lists when none was given.
                     if e.metric == 0 {
-                        stale.metric = None;
+                        r.metric = None;
                     }
                     // Multipath: prefix, metric, protocol and table identify it.
-                    ops.push(RouteOp::Delete(stale));
+                    stale.push(r);
                 }
             }
-        }
-        // Missing ones, in the order they were asked for.
-        let mut missing: Vec<usize> = want
-            .values()
-            .filter(|(_, _, seen)| !seen)
-            .map(|(i, _, _)| *i)
-            .collect();
+            Ok(())
+        })?;
+        report.unchanged = unchanged;
+        // Deletes first, so a moved route never collides with its old self;
+        // then replacements; then the missing ones, in the order asked for.
+        let mut ops: Vec<RouteOp> = stale.into_iter().map(RouteOp::Delete).collect();
+        ops.extend(
+            replace
+                .into_iter()
+                .map(|i| RouteOp::Replace(owned(&desired[i as usize]))),
+        );
+        let mut missing: Vec<u32> = want.into_values().filter(|&i| !seen[i as usize]).collect();
         missing.sort_unstable();
         ops.extend(
             missing
                 .into_iter()
-                .map(|i| RouteOp::Add(owned(&desired[i]))),
+                .map(|i| RouteOp::Add(owned(&desired[i as usize]))),
         );
         if ops.is_empty() {
             return Ok(report);
         }
-        // Deletes first, so a moved route never collides with its old self.
-        ops.sort_by_key(|o| match o {
-            RouteOp::Delete(_) => 0,
-            RouteOp::Replace(_) => 1,
-            RouteOp::Add(_) => 2,
-        });
         let results = self.batch_with(&ops, &names, true);
         for (op, r) in ops.iter().zip(results) {
             match (op, r) {
