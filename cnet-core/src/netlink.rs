@@ -375,27 +375,67 @@ impl Socket {
             // Drain ACKs until the window has room again (or all are in).
             let low = if next < total { window / 2 } else { 0 };
             while sent.len() - acked > low {
-                let n = match self.recv_fast(&batch_ctx) {
-                    Ok(n) => n,
-                    Err(e) => break 'run Err(e),
+                // ACKs are one datagram each: take as many as are queued
+                // (up to ACK_SLOTS) per system call.
+                let got = match recv_many(&self.sock, &mut self.buf, sent.len() - acked) {
+                    Ok(g) => g,
+                    Err(e) => break 'run Err(recv_err(&batch_ctx, e)),
                 };
-                let r = for_each_message(&self.buf[..n], |hdr, body| {
-                    let k = hdr.sequence_number.wrapping_sub(first_seq) as usize;
-                    let slot = match sent.get(k) {
-                        Some(&i) if results[i as usize].is_none() => &mut results[i as usize],
-                        _ => return Err(wrong_seq(&batch_ctx, first_seq, hdr.sequence_number)),
+                for (off, len, truncated) in got {
+                    let data = &self.buf[off..off + len];
+                    let r = if truncated {
+                        // Only possible for an error ACK echoing a long
+                        // request (no NETLINK_CAP_ACK): the errno is in the
+                        // first bytes; the text is lost.
+                        truncated_ack(data).map(|(hdr, code)| {
+                            let k = hdr.sequence_number.wrapping_sub(first_seq) as usize;
+                            (hdr, code, k)
+                        })
+                    } else {
+                        None
                     };
-                    if hdr.message_type == NLMSG_ERROR {
-                        *slot = Some(match parse_error(hdr, body) {
-                            None => Ok(()),
-                            Some(e) => Err(Error::from_kernel(ctx(sent[k] as usize), e)),
-                        });
-                        acked += 1;
+                    let r = match r {
+                        Some((hdr, code, k)) => match sent.get(k) {
+                            Some(&i) if results[i as usize].is_none() => {
+                                results[i as usize] = Some(match code {
+                                    0 => Ok(()),
+                                    c => Err(Error::from_kernel(
+                                        ctx(i as usize),
+                                        KernelError::new(-c, None),
+                                    )),
+                                });
+                                acked += 1;
+                                Ok(None)
+                            }
+                            _ => Err(wrong_seq(&batch_ctx, first_seq, hdr.sequence_number)),
+                        },
+                        None => for_each_message(data, |hdr, body| {
+                            let k = hdr.sequence_number.wrapping_sub(first_seq) as usize;
+                            let slot = match sent.get(k) {
+                                Some(&i) if results[i as usize].is_none() => {
+                                    &mut results[i as usize]
+                                }
+                                _ => {
+                                    return Err(wrong_seq(
+                                        &batch_ctx,
+                                        first_seq,
+                                        hdr.sequence_number,
+                                    ))
+                                }
+                            };
+                            if hdr.message_type == NLMSG_ERROR {
+                                *slot = Some(match parse_error(hdr, body) {
+                                    None => Ok(()),
+                                    Some(e) => Err(Error::from_kernel(ctx(sent[k] as usize), e)),
+                                });
+                                acked += 1;
+                            }
+                            Ok(None::<()>)
+                        }),
+                    };
+                    if let Err(e) = r {
+                        break 'run Err(e);
                     }
-                    Ok(None::<()>)
-                });
-                if let Err(e) = r {
-                    break 'run Err(e);
                 }
             }
         };
@@ -614,6 +654,78 @@ fn decode(
             }
         ),
     })
+}
+
+/// Datagrams [`recv_many`] takes per call, and the room for each (an ACK
+/// is 36 bytes with `NETLINK_CAP_ACK`, a few hundred with its ext-ack text).
+const ACK_SLOTS: usize = 64;
+const ACK_SLOT_LEN: usize = 1024;
+
+/// `recvmmsg(MSG_WAITFORONE)`: wait for one datagram, then take whatever
+/// else is queued, at most `max` (and [`ACK_SLOTS`]), each into its own
+/// slot of `buf`. Returns (offset, length, truncated) per datagram.
+fn recv_many(
+    sock: &RawSocket,
+    buf: &mut [u8],
+    max: usize,
+) -> std::io::Result<impl Iterator<Item = (usize, usize, bool)>> {
+    let slots = max.clamp(1, ACK_SLOTS).min(buf.len() / ACK_SLOT_LEN);
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut iov: [libc::iovec; ACK_SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; ACK_SLOTS] = unsafe { std::mem::zeroed() };
+    for k in 0..slots {
+        iov[k].iov_base = buf[k * ACK_SLOT_LEN..].as_mut_ptr().cast();
+        iov[k].iov_len = ACK_SLOT_LEN;
+        hdrs[k].msg_hdr.msg_iov = &mut iov[k];
+        hdrs[k].msg_hdr.msg_iovlen = 1;
+    }
+    let n = loop {
+        // SAFETY: `hdrs[..slots]` point at `slots` disjoint, writable
+        // ACK_SLOT_LEN-byte regions of `buf`, which outlives the call;
+        // the kernel writes at most iov_len bytes into each.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                slots as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        break n as usize;
+    };
+    let got: [(usize, usize, bool); ACK_SLOTS] = std::array::from_fn(|k| {
+        (
+            k * ACK_SLOT_LEN,
+            (hdrs[k].msg_len as usize).min(ACK_SLOT_LEN),
+            hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        )
+    });
+    Ok(got.into_iter().take(n))
+}
+
+/// The header and errno of a truncated `NLMSG_ERROR` datagram.
+fn truncated_ack(data: &[u8]) -> Option<(NetlinkHeader, i32)> {
+    if data.len() < HDR_LEN + 4 {
+        return None;
+    }
+    let mut hdr = NetlinkHeader::default();
+    hdr.message_type = u16::from_ne_bytes([data[4], data[5]]);
+    if hdr.message_type != NLMSG_ERROR {
+        return None;
+    }
+    hdr.sequence_number = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+    Some((
+        hdr,
+        i32::from_ne_bytes([data[16], data[17], data[18], data[19]]),
+    ))
 }
 
 fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {
