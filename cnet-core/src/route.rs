@@ -1505,11 +1505,12 @@ impl<'a> Routes<'a> {
             r.table = owner.table;
             r
         };
-        // Desired routes by (prefix, metric) → index. The map stays small
-        // (no entries in it); what the kernel should list for a route is
-        // computed only when the dump shows one with its key.
-        let mut want: FxHashMap<(IpNet, u32), u32> =
-            FxHashMap::with_capacity_and_hasher(desired.len(), Default::default());
+        // Desired routes as ((prefix, metric), index), sorted by key: the
+        // kernel dumps a table in key order, so matching it is mostly a
+        // walk with a cursor (a binary search where the orders differ), not
+        // a random probe per route. What the kernel should list for a route
+        // is computed only when the dump shows one with its key.
+        let mut want: Vec<((IpNet, u32), u32)> = Vec::with_capacity(desired.len());
         // Keys of desired routes we could not understand: their current
         // routes are left alone rather than deleted as stale.
         let mut keep = FxHashSet::default();
@@ -1520,14 +1521,7 @@ impl<'a> Routes<'a> {
                 .validate()
                 .and_then(|()| r.resolve_devs(&|x| names.resolve(x)))
             {
-                Ok(()) => {
-                    if want.insert(key, i as u32).is_some() {
-                        report.errors.push(Error::invalid(
-                            format!("reconcile routes in {ns}"),
-                            format!("two desired routes for {} metric {}", key.0, key.1),
-                        ));
-                    }
-                }
+                Ok(()) => want.push((key, i as u32)),
                 Err(e) => {
                     keep.insert(key);
                     report
@@ -1536,6 +1530,31 @@ impl<'a> Routes<'a> {
                 }
             }
         }
+        want.sort_unstable();
+        // Two desired routes with one key: the later one is meant.
+        want.dedup_by(|later, earlier| {
+            if later.0 != earlier.0 {
+                return false;
+            }
+            report.errors.push(Error::invalid(
+                format!("reconcile routes in {ns}"),
+                format!(
+                    "two desired routes for {} metric {}",
+                    later.0 .0, later.0 .1
+                ),
+            ));
+            earlier.1 = later.1;
+            true
+        });
+        let mut cursor = 0usize;
+        let mut find = |key: &(IpNet, u32)| -> Option<u32> {
+            let p = match want.get(cursor) {
+                Some((k, _)) if k == key => cursor,
+                _ => want.binary_search_by(|(k, _)| k.cmp(key)).ok()?,
+            };
+            cursor = p + 1;
+            Some(want[p].1)
+        };
         let mut filter = RouteFilter::new()
             .protocol(owner.protocol)
             .table(owner.table);
@@ -1555,8 +1574,8 @@ impl<'a> Routes<'a> {
                 return Ok(());
             };
             let key = (e.dst, e.metric);
-            match want.get(&key) {
-                Some(&i) => {
+            match find(&key) {
+                Some(i) => {
                     seen[i as usize] = true;
                     let r = &desired[i as usize];
                     let mut exp = r.expected(&|x| names.cached(x))?;
@@ -1601,7 +1620,11 @@ impl<'a> Routes<'a> {
                 .into_iter()
                 .map(|i| RouteOp::Replace(owned(&desired[i as usize]))),
         );
-        let mut missing: Vec<u32> = want.into_values().filter(|&i| !seen[i as usize]).collect();
+        let mut missing: Vec<u32> = want
+            .iter()
+            .map(|&(_, i)| i)
+            .filter(|&i| !seen[i as usize])
+            .collect();
         missing.sort_unstable();
         ops.extend(
             missing
