@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod error;
 pub mod fdb;
+mod fxhash;
 pub mod handle;
 pub mod ipam;
 pub mod link;

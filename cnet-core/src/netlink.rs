@@ -16,8 +16,7 @@
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_MULTIPART, NLM_F_REQUEST,
+    NetlinkHeader, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket as RawSocket, SocketAddr};
@@ -44,7 +43,10 @@ const SEND_CHUNK: usize = 64 << 10;
 pub struct Socket {
     sock: RawSocket,
     seq: u32,
+    /// Receive buffer (reused; grown only for a larger datagram).
     buf: Vec<u8>,
+    /// Send buffer: requests are serialised straight into it (reused).
+    out: Vec<u8>,
     rcvbuf: usize,
 }
 
@@ -70,6 +72,7 @@ impl Socket {
             sock,
             seq: 0,
             buf: vec![0; 64 << 10],
+            out: Vec::with_capacity(SEND_CHUNK),
             rcvbuf,
         })
     }
@@ -82,15 +85,13 @@ impl Socket {
         self.seq
     }
 
-    fn frame(&mut self, msg: RouteNetlinkMessage, flags: u16) -> (u32, Vec<u8>) {
+    /// Serialise one request into `self.out` (replacing what was there) and
+    /// return its sequence number.
+    fn frame(&mut self, msg: &RouteNetlinkMessage, flags: u16) -> u32 {
         let seq = self.next_seq();
-        let mut nl = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
-        nl.header.flags = NLM_F_REQUEST | flags;
-        nl.header.sequence_number = seq;
-        nl.finalize();
-        let mut bytes = vec![0; nl.buffer_len()];
-        nl.serialize(&mut bytes);
-        (seq, bytes)
+        self.out.clear();
+        emit_into(&mut self.out, msg, flags, seq);
+        seq
     }
 
     fn send(&self, bytes: &[u8], ctx: &dyn Fn() -> String) -> Result<()> {
@@ -145,8 +146,8 @@ impl Socket {
         flags: u16,
         ctx: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        let (seq, bytes) = self.frame(msg, flags | NLM_F_ACK);
-        self.send(&bytes, ctx)?;
+        let seq = self.frame(&msg, flags | NLM_F_ACK);
+        self.send(&self.out, ctx)?;
         let mut out = Vec::new();
         loop {
             let n = self.recv_full(ctx)?;
@@ -221,8 +222,8 @@ impl Socket {
             if attempt > 0 {
                 f(None)?;
             }
-            let (seq, bytes) = self.frame(msg.clone(), NLM_F_DUMP);
-            self.send(&bytes, ctx)?;
+            let seq = self.frame(&msg, NLM_F_DUMP);
+            self.send(&self.out, ctx)?;
             let mut interrupted = false;
             loop {
                 let n = self.recv_full(ctx)?;
@@ -291,6 +292,31 @@ impl Socket {
         ctx: &dyn Fn(usize) -> String,
     ) -> Vec<Result<()>> {
         let total = items.len();
+        let mut items = items.into_iter();
+        self.batch_encoded(
+            total,
+            &mut |_, enc| {
+                if let Some((msg, flags)) = items.next() {
+                    enc.emit(&msg, flags);
+                }
+                Ok(())
+            },
+            ctx,
+        )
+    }
+
+    /// [`Socket::batch`] with each request serialised on demand straight
+    /// into the send buffer: `encode(i, enc)` writes item `i` with
+    /// [`Encoder::emit`] (items are asked for in order, each once, only as
+    /// the window opens). An item whose `encode` fails gets that error as
+    /// its result and is not sent; one that emits nothing succeeds unsent.
+    #[allow(clippy::type_complexity)]
+    pub fn batch_encoded(
+        &mut self,
+        total: usize,
+        encode: &mut dyn FnMut(usize, Encoder<'_>) -> Result<()>,
+        ctx: &dyn Fn(usize) -> String,
+    ) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = (0..total).map(|_| None).collect();
         if total == 0 {
             return Vec::new();
@@ -298,69 +324,126 @@ impl Socket {
         // An ACK costs about 1 KiB of receive buffer (skb truesize); keep the
         // window well inside what the kernel granted us.
         let window = (self.rcvbuf / 2048).clamp(16, 4096);
+        // Sequence numbers of one batch are consecutive (wrapping), so an
+        // ACK's offset from `first_seq` indexes `sent`, the item it answers.
         let first_seq = self.seq.wrapping_add(1);
-        let mut pending = items.into_iter().enumerate().peekable();
-        let mut in_flight = 0usize;
-        let mut done = 0usize;
-        let mut out = Vec::with_capacity(SEND_CHUNK);
+        let mut sent: Vec<u32> = Vec::with_capacity(total);
+        let mut next = 0usize;
+        let mut acked = 0usize;
+        let mut out = std::mem::take(&mut self.out);
         let batch_ctx = || "netlink batch".to_string();
-        while done < total {
-            // Fill the window.
+        let r = 'run: loop {
+            // Fill the window, serialising each request in place.
             out.clear();
-            while in_flight < window {
-                let Some((i, (msg, flags))) = pending.next() else {
-                    break;
-                };
-                let (seq, bytes) = self.frame(msg, flags | NLM_F_ACK);
-                debug_assert_eq!(seq, first_seq.wrapping_add(i as u32));
-                if out.len() + bytes.len() > SEND_CHUNK && !out.is_empty() {
-                    if let Err(e) = self.send(&out, &batch_ctx) {
-                        return fail_rest(results, e);
+            while sent.len() - acked < window && next < total {
+                let i = next;
+                next += 1;
+                let start = out.len();
+                let seq = first_seq.wrapping_add(sent.len() as u32);
+                match encode(i, Encoder { out: &mut out, seq }) {
+                    Err(e) => {
+                        out.truncate(start);
+                        results[i] = Some(Err(e));
+                        continue;
                     }
-                    out.clear();
+                    Ok(()) if out.len() == start => {
+                        results[i] = Some(Ok(()));
+                        continue;
+                    }
+                    Ok(()) => {}
                 }
-                out.extend_from_slice(&bytes);
-                in_flight += 1;
+                self.seq = seq;
+                sent.push(i as u32);
+                if out.len() > SEND_CHUNK && start > 0 {
+                    // The datagram is full: send it, keep the last message.
+                    if let Err(e) = self.send(&out[..start], &batch_ctx) {
+                        break 'run Err(e);
+                    }
+                    out.copy_within(start.., 0);
+                    let len = out.len() - start;
+                    out.truncate(len);
+                }
             }
             if !out.is_empty() {
                 if let Err(e) = self.send(&out, &batch_ctx) {
-                    return fail_rest(results, e);
+                    break Err(e);
                 }
+            }
+            if acked == sent.len() && next >= total {
+                break Ok(());
             }
             // Drain ACKs until the window has room again (or all are in).
-            let low = if pending.peek().is_some() {
-                window / 2
-            } else {
-                0
-            };
-            while in_flight > low {
-                let n = match self.recv_fast(&batch_ctx) {
-                    Ok(n) => n,
-                    Err(e) => return fail_rest(results, e),
+            let low = if next < total { window / 2 } else { 0 };
+            while sent.len() - acked > low {
+                // ACKs are one datagram each: take as many as are queued
+                // (up to ACK_SLOTS) per system call.
+                let got = match recv_many(&self.sock, &mut self.buf, sent.len() - acked) {
+                    Ok(g) => g,
+                    Err(e) => break 'run Err(recv_err(&batch_ctx, e)),
                 };
-                let buf = std::mem::take(&mut self.buf);
-                let r = for_each_message(&buf[..n], |hdr, body| {
-                    let idx = hdr.sequence_number.wrapping_sub(first_seq) as usize;
-                    if idx >= total || results[idx].is_some() {
-                        return Err(wrong_seq(&batch_ctx, first_seq, hdr.sequence_number));
+                for (off, len, truncated) in got {
+                    let data = &self.buf[off..off + len];
+                    let r = if truncated {
+                        // Only possible for an error ACK echoing a long
+                        // request (no NETLINK_CAP_ACK): the errno is in the
+                        // first bytes; the text is lost.
+                        truncated_ack(data).map(|(hdr, code)| {
+                            let k = hdr.sequence_number.wrapping_sub(first_seq) as usize;
+                            (hdr, code, k)
+                        })
+                    } else {
+                        None
+                    };
+                    let r = match r {
+                        Some((hdr, code, k)) => match sent.get(k) {
+                            Some(&i) if results[i as usize].is_none() => {
+                                results[i as usize] = Some(match code {
+                                    0 => Ok(()),
+                                    c => Err(Error::from_kernel(
+                                        ctx(i as usize),
+                                        KernelError::new(-c, None),
+                                    )),
+                                });
+                                acked += 1;
+                                Ok(None)
+                            }
+                            _ => Err(wrong_seq(&batch_ctx, first_seq, hdr.sequence_number)),
+                        },
+                        None => for_each_message(data, |hdr, body| {
+                            let k = hdr.sequence_number.wrapping_sub(first_seq) as usize;
+                            let slot = match sent.get(k) {
+                                Some(&i) if results[i as usize].is_none() => {
+                                    &mut results[i as usize]
+                                }
+                                _ => {
+                                    return Err(wrong_seq(
+                                        &batch_ctx,
+                                        first_seq,
+                                        hdr.sequence_number,
+                                    ))
+                                }
+                            };
+                            if hdr.message_type == NLMSG_ERROR {
+                                *slot = Some(match parse_error(hdr, body) {
+                                    None => Ok(()),
+                                    Some(e) => Err(Error::from_kernel(ctx(sent[k] as usize), e)),
+                                });
+                                acked += 1;
+                            }
+                            Ok(None::<()>)
+                        }),
+                    };
+                    if let Err(e) = r {
+                        break 'run Err(e);
                     }
-                    if hdr.message_type == NLMSG_ERROR {
-                        results[idx] = Some(match parse_error(hdr, body) {
-                            None => Ok(()),
-                            Some(k) => Err(Error::from_kernel(ctx(idx), k)),
-                        });
-                        in_flight -= 1;
-                        done += 1;
-                    }
-                    Ok(None::<()>)
-                });
-                self.buf = buf;
-                if let Err(e) = r {
-                    return fail_rest(results, e);
                 }
             }
+        };
+        self.out = out;
+        match r {
+            Ok(()) => results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect(),
+            Err(e) => fail_rest(results, e),
         }
-        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
 
     /// The receive buffer size the kernel granted.
@@ -403,6 +486,39 @@ impl Socket {
     pub fn take_seq(&mut self) -> u32 {
         self.next_seq()
     }
+}
+
+/// Where [`Socket::batch_encoded`] asks an item to write its request.
+#[derive(Debug)]
+pub struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+    seq: u32,
+}
+
+impl Encoder<'_> {
+    /// Serialise `msg` (with `NLM_F_REQUEST | NLM_F_ACK | flags`) as this
+    /// item's request.
+    pub fn emit(self, msg: &RouteNetlinkMessage, flags: u16) {
+        emit_into(self.out, msg, flags | NLM_F_ACK, self.seq);
+    }
+}
+
+/// Append one request to `out`: the netlink header and the payload, each
+/// written by netlink-packet-core / netlink-packet-route exactly as
+/// `NetlinkMessage::finalize` + `serialize` would, without an intermediate
+/// `Vec`; padded to the 4-byte netlink alignment.
+fn emit_into(out: &mut Vec<u8>, msg: &RouteNetlinkMessage, flags: u16, seq: u32) {
+    use netlink_packet_core::{Emitable, NetlinkSerializable};
+    let payload = NetlinkSerializable::buffer_len(msg);
+    let mut hdr = NetlinkHeader::default();
+    hdr.length = (HDR_LEN + payload) as u32;
+    hdr.message_type = msg.message_type();
+    hdr.flags = NLM_F_REQUEST | flags;
+    hdr.sequence_number = seq;
+    let start = out.len();
+    out.resize(start + ((HDR_LEN + payload + 3) & !3), 0);
+    hdr.emit(&mut out[start..start + HDR_LEN]);
+    msg.serialize(&mut out[start + HDR_LEN..start + HDR_LEN + payload]);
 }
 
 fn fail_rest(results: Vec<Option<Result<()>>>, e: Error) -> Vec<Result<()>> {
@@ -538,6 +654,78 @@ fn decode(
             }
         ),
     })
+}
+
+/// Datagrams [`recv_many`] takes per call, and the room for each (an ACK
+/// is 36 bytes with `NETLINK_CAP_ACK`, a few hundred with its ext-ack text).
+const ACK_SLOTS: usize = 64;
+const ACK_SLOT_LEN: usize = 1024;
+
+/// `recvmmsg(MSG_WAITFORONE)`: wait for one datagram, then take whatever
+/// else is queued, at most `max` (and [`ACK_SLOTS`]), each into its own
+/// slot of `buf`. Returns (offset, length, truncated) per datagram.
+fn recv_many(
+    sock: &RawSocket,
+    buf: &mut [u8],
+    max: usize,
+) -> std::io::Result<impl Iterator<Item = (usize, usize, bool)>> {
+    let slots = max.clamp(1, ACK_SLOTS).min(buf.len() / ACK_SLOT_LEN);
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut iov: [libc::iovec; ACK_SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; ACK_SLOTS] = unsafe { std::mem::zeroed() };
+    for k in 0..slots {
+        iov[k].iov_base = buf[k * ACK_SLOT_LEN..].as_mut_ptr().cast();
+        iov[k].iov_len = ACK_SLOT_LEN;
+        hdrs[k].msg_hdr.msg_iov = &mut iov[k];
+        hdrs[k].msg_hdr.msg_iovlen = 1;
+    }
+    let n = loop {
+        // SAFETY: `hdrs[..slots]` point at `slots` disjoint, writable
+        // ACK_SLOT_LEN-byte regions of `buf`, which outlives the call;
+        // the kernel writes at most iov_len bytes into each.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                slots as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        break n as usize;
+    };
+    let got: [(usize, usize, bool); ACK_SLOTS] = std::array::from_fn(|k| {
+        (
+            k * ACK_SLOT_LEN,
+            (hdrs[k].msg_len as usize).min(ACK_SLOT_LEN),
+            hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        )
+    });
+    Ok(got.into_iter().take(n))
+}
+
+/// The header and errno of a truncated `NLMSG_ERROR` datagram.
+fn truncated_ack(data: &[u8]) -> Option<(NetlinkHeader, i32)> {
+    if data.len() < HDR_LEN + 4 {
+        return None;
+    }
+    let mut hdr = NetlinkHeader::default();
+    hdr.message_type = u16::from_ne_bytes([data[4], data[5]]);
+    if hdr.message_type != NLMSG_ERROR {
+        return None;
+    }
+    hdr.sequence_number = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+    Some((
+        hdr,
+        i32::from_ne_bytes([data[16], data[17], data[18], data[19]]),
+    ))
 }
 
 fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {

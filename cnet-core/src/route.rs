@@ -12,7 +12,6 @@
 //! table, optionally device) and never touches anyone else's.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -26,6 +25,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::addr::Scope;
 use crate::error::{Error, Result};
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::handle::Handle;
 use crate::link::{validate_mtu, validate_name, LinkRef, Resolver};
 
@@ -479,8 +479,16 @@ impl Route {
     /// resolving device names with `resolve`. Call [`Route::validate`] first.
     pub fn message(&self, resolve: Resolver<'_>) -> Result<RouteMessage> {
         let mut m = RouteMessage::default();
+        self.fill_message(&mut m, resolve)?;
+        Ok(m)
+    }
+
+    /// [`Route::message`] into `m`, reusing its attribute vector (batches
+    /// build thousands of messages through one).
+    fn fill_message(&self, m: &mut RouteMessage, resolve: Resolver<'_>) -> Result<()> {
         m.header = self.header();
         let a = &mut m.attributes;
+        a.clear();
         if self.table >= 256 {
             a.push(RouteAttribute::Table(self.table));
         }
@@ -520,7 +528,21 @@ impl Route {
             }
             a.push(RouteAttribute::MultiPath(hops));
         }
-        Ok(m)
+        Ok(())
+    }
+
+    /// Resolve every device this route names (so that a later
+    /// [`NameCache::cached`] finds them without asking the kernel).
+    fn resolve_devs(&self, resolve: Resolver<'_>) -> Result<()> {
+        if let Some(d) = &self.dev {
+            resolve(d)?;
+        }
+        for nh in &self.nexthops {
+            if let Some(d) = &nh.dev {
+                resolve(d)?;
+            }
+        }
+        Ok(())
     }
 
     /// The entry the kernel should list for this route, with devices
@@ -781,6 +803,21 @@ impl RouteEntry {
             }
         }
         Some(e)
+    }
+
+    /// Whether this (kernel) entry is `want` in everything a route owner
+    /// controls: [`RouteEntry::differences`] is empty exactly when this is
+    /// true, without formatting anything.
+    pub fn same_as(&self, want: &RouteEntry) -> bool {
+        self.kind == want.kind
+            && self.scope == want.scope
+            && self.gateway == want.gateway
+            && self.prefsrc == want.prefsrc
+            && self.onlink == want.onlink
+            && self.nexthops == want.nexthops
+            // IPv6 reject routes (blackhole, …) are listed on `lo`.
+            && (!self.kind.forwards() || self.oif == want.oif)
+            && (want.mtu.is_none() || self.mtu == want.mtu)
     }
 
     /// How this (kernel) entry differs from `want` in what a route owner
@@ -1134,7 +1171,7 @@ impl ReconcileReport {
 /// A per-call cache of device name → index.
 pub(crate) struct NameCache<'h> {
     h: &'h Handle,
-    map: std::cell::RefCell<HashMap<String, u32>>,
+    map: std::cell::RefCell<FxHashMap<String, u32>>,
 }
 
 impl<'h> NameCache<'h> {
@@ -1155,6 +1192,22 @@ impl<'h> NameCache<'h> {
                 self.map.borrow_mut().insert(n.clone(), i);
                 Ok(i)
             }
+        }
+    }
+    /// Like [`NameCache::resolve`] but never asks the kernel (for use while
+    /// the handle's socket is held): a name not resolved before is an error.
+    pub(crate) fn cached(&self, r: &LinkRef) -> Result<u32> {
+        match r {
+            LinkRef::Index(i) => Ok(*i),
+            LinkRef::Name(n) => self
+                .map
+                .borrow()
+                .get(n)
+                .copied()
+                .ok_or_else(|| Error::Protocol {
+                    context: format!("device {n}"),
+                    reason: "name not resolved before the batch".into(),
+                }),
         }
     }
 }
@@ -1238,6 +1291,27 @@ impl<'a> Routes<'a> {
     }
 
     fn list_with(&self, filter: &RouteFilter, names: &NameCache<'_>) -> Result<Vec<RouteEntry>> {
+        let mut out = Vec::new();
+        self.list_each(filter, names, &mut |e| {
+            match e {
+                None => out.clear(),
+                Some(e) => out.push(e),
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The routes `filter` selects, each handed to `f` as it is decoded
+    /// (straight from the dump's payload: no per-route attribute vectors,
+    /// no list). `f(None)`: the dump restarted, forget what was seen. `f`
+    /// runs while the socket is held, so it must not use the handle.
+    fn list_each(
+        &self,
+        filter: &RouteFilter,
+        names: &NameCache<'_>,
+        f: &mut dyn FnMut(Option<RouteEntry>) -> Result<()>,
+    ) -> Result<()> {
         let ns = self.h.netns().label();
         let ctx = || format!("list routes in {ns}");
         let req = filter
@@ -1247,29 +1321,23 @@ impl<'a> Routes<'a> {
             RouteAttribute::Oif(i) => Some(*i),
             _ => None,
         });
-        let mut out = Vec::new();
-        // Decoded straight from the payload: no per-route attribute vectors.
-        let r = self
-            .h
-            .sock()?
-            .dump_each(RouteNetlinkMessage::GetRoute(req), &ctx, &mut |m| {
-                match m {
-                    None => out.clear(),
+        let r =
+            self.h
+                .sock()?
+                .dump_each(RouteNetlinkMessage::GetRoute(req), &ctx, &mut |m| match m {
+                    None => f(None),
                     Some((hdr, body)) if hdr.message_type == RTM_NEWROUTE => {
-                        if let Some(e) = RouteEntry::from_bytes(body) {
-                            if filter.matches(&e, oif) {
-                                out.push(e);
-                            }
+                        match RouteEntry::from_bytes(body) {
+                            Some(e) if filter.matches(&e, oif) => f(Some(e)),
+                            _ => Ok(()),
                         }
                     }
-                    Some(_) => {}
-                }
-                Ok(())
-            });
+                    Some(_) => Ok(()),
+                });
         match r {
-            Ok(()) => Ok(out),
+            Ok(()) => Ok(()),
             // "ipv4: FIB table does not exist": nothing in it yet.
-            Err(e) if e.is_not_found() && filter.table.is_some() => Ok(Vec::new()),
+            Err(e) if e.is_not_found() && filter.table.is_some() => f(None),
             Err(e) => Err(e),
         }
     }
@@ -1324,70 +1392,94 @@ impl<'a> Routes<'a> {
     /// Equivalent to `ip -batch FILE` with `-force`.
     pub fn apply_batch(&self, ops: &[RouteOp]) -> Vec<Result<()>> {
         let names = NameCache::new(self.h);
-        self.batch_with(ops, &names)
+        self.batch_with(ops, &names, false)
     }
 
-    fn batch_with(&self, ops: &[RouteOp], names: &NameCache<'_>) -> Vec<Result<()>> {
+    /// `validated`: the adds and replaces in `ops` passed
+    /// [`Route::validate`] already (a reconcile's desired routes).
+    fn batch_with(
+        &self,
+        ops: &[RouteOp],
+        names: &NameCache<'_>,
+        validated: bool,
+    ) -> Vec<Result<()>> {
         let ns = self.h.netns().label();
-        let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
-        let mut items = Vec::with_capacity(ops.len());
-        let mut index = Vec::with_capacity(ops.len());
+        // Pass 1, before the socket is taken: validate each operation and
+        // resolve its device names (which may ask the kernel). Failures are
+        // few; they are kept by index, not as one result per item.
+        let mut failed: Vec<(usize, Error)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let route = op.route();
             let valid = match op {
                 RouteOp::Delete(_) => route.validate_key(),
+                _ if validated => Ok(()),
                 _ => route.validate(),
             };
-            let built = valid.and_then(|()| route.message(&|r| names.resolve(r)));
-            match built {
-                Ok(mut m) => {
-                    let (msg, flags) = match op {
-                        RouteOp::Add(_) => {
-                            (RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
-                        }
-                        RouteOp::Replace(_) => (
-                            RouteNetlinkMessage::NewRoute(m),
-                            NLM_F_CREATE | NLM_F_REPLACE,
-                        ),
-                        RouteOp::Delete(_) => {
-                            m.header.scope = Scope::Nowhere.to_u8().into();
-                            (RouteNetlinkMessage::DelRoute(m), 0)
-                        }
-                    };
-                    items.push((msg, flags));
-                    index.push(i);
-                    results.push(Ok(()));
-                }
-                Err(e) => results.push(Err(
-                    e.with_context(format!("{} route {route} in {ns}", op.verb()))
-                )),
+            if let Err(e) = valid.and_then(|()| route.resolve_devs(&|r| names.resolve(r))) {
+                failed.push((
+                    i,
+                    e.with_context(format!("{} route {route} in {ns}", op.verb())),
+                ));
             }
         }
-        if items.is_empty() {
-            return results;
-        }
-        let sent = match self.h.sock() {
-            Ok(mut s) => s.batch(items, &|k| {
-                let op = &ops[index[k]];
-                format!("{} route {} in {ns}", op.verb(), op.route())
-            }),
+        let mut sock = match self.h.sock() {
+            Ok(s) => s,
             Err(e) => {
                 let text = e.to_string();
-                return index
-                    .iter()
-                    .map(|_| {
-                        Err(Error::Protocol {
+                let mut failed = failed.into_iter().peekable();
+                return (0..ops.len())
+                    .map(|i| match failed.next_if(|(j, _)| *j == i) {
+                        Some((_, e)) => Err(e),
+                        None => Err(Error::Protocol {
                             context: format!("route batch in {ns}"),
                             reason: text.clone(),
-                        })
+                        }),
                     })
                     .collect();
             }
         };
-        for (k, r) in sent.into_iter().enumerate() {
-            results[index[k]] = r;
-        }
-        results
+        // Pass 2: each message built in one reused `RouteMessage` and
+        // serialised straight into the socket's send buffer.
+        let mut failed = failed.into_iter().peekable();
+        let mut scratch = RouteMessage::default();
+        sock.batch_encoded(
+            ops.len(),
+            &mut |i, enc| {
+                if let Some((_, e)) = failed.next_if(|(j, _)| *j == i) {
+                    return Err(e);
+                }
+                let op = &ops[i];
+                op.route()
+                    .fill_message(&mut scratch, &|r| names.cached(r))
+                    .map_err(|e| {
+                        e.with_context(format!("{} route {} in {ns}", op.verb(), op.route()))
+                    })?;
+                let m = std::mem::take(&mut scratch);
+                let (msg, flags) = match op {
+                    RouteOp::Add(_) => {
+                        (RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
+                    }
+                    RouteOp::Replace(_) => (
+                        RouteNetlinkMessage::NewRoute(m),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    ),
+                    RouteOp::Delete(_) => {
+                        let mut m = m;
+                        m.header.scope = Scope::Nowhere.to_u8().into();
+                        (RouteNetlinkMessage::DelRoute(m), 0)
+                    }
+                };
+                enc.emit(&msg, flags);
+                if let RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) = msg {
+                    scratch = m;
+                }
+                Ok(())
+            },
+            &|i| {
+                let op = &ops[i];
+                format!("{} route {} in {ns}", op.verb(), op.route())
+            },
+        )
     }
 
     /// Make the routes of `owner` exactly `desired`: one filtered dump, then
@@ -1413,27 +1505,23 @@ impl<'a> Routes<'a> {
             r.table = owner.table;
             r
         };
-        let mut want: HashMap<(IpNet, u32), (usize, RouteEntry)> =
-            HashMap::with_capacity(desired.len());
+        // Desired routes as ((prefix, metric), index), sorted by key: the
+        // kernel dumps a table in key order, so matching it is mostly a
+        // walk with a cursor (a binary search where the orders differ), not
+        // a random probe per route. What the kernel should list for a route
+        // is computed only when the dump shows one with its key.
+        let mut want: Vec<((IpNet, u32), u32)> = Vec::with_capacity(desired.len());
         // Keys of desired routes we could not understand: their current
         // routes are left alone rather than deleted as stale.
-        let mut keep = std::collections::HashSet::new();
+        let mut keep = FxHashSet::default();
         for (i, r) in desired.iter().enumerate() {
             let key = (r.dst, r.effective_metric());
-            let exp = r
+            // Device names are resolved now: the dump below holds the socket.
+            match r
                 .validate()
-                .and_then(|()| r.expected(&|x| names.resolve(x)));
-            match exp {
-                Ok(mut e) => {
-                    e.protocol = owner.protocol;
-                    e.table = owner.table;
-                    if want.insert(key, (i, e)).is_some() {
-                        report.errors.push(Error::invalid(
-                            format!("reconcile routes in {ns}"),
-                            format!("two desired routes for {} metric {}", key.0, key.1),
-                        ));
-                    }
-                }
+                .and_then(|()| r.resolve_devs(&|x| names.resolve(x)))
+            {
+                Ok(()) => want.push((key, i as u32)),
                 Err(e) => {
                     keep.insert(key);
                     report
@@ -1442,62 +1530,111 @@ impl<'a> Routes<'a> {
                 }
             }
         }
+        want.sort_unstable();
+        // Two desired routes with one key: the later one is meant.
+        want.dedup_by(|later, earlier| {
+            if later.0 != earlier.0 {
+                return false;
+            }
+            report.errors.push(Error::invalid(
+                format!("reconcile routes in {ns}"),
+                format!(
+                    "two desired routes for {} metric {}",
+                    later.0 .0, later.0 .1
+                ),
+            ));
+            earlier.1 = later.1;
+            true
+        });
+        let mut cursor = 0usize;
+        let mut find = |key: &(IpNet, u32)| -> Option<u32> {
+            let p = match want.get(cursor) {
+                Some((k, _)) if k == key => cursor,
+                _ => want.binary_search_by(|(k, _)| k.cmp(key)).ok()?,
+            };
+            cursor = p + 1;
+            Some(want[p].1)
+        };
         let mut filter = RouteFilter::new()
             .protocol(owner.protocol)
             .table(owner.table);
         filter.dev = owner.dev.clone();
-        let have = self.list_with(&filter, &names)?;
-        let mut ops = Vec::new();
-        let mut seen = std::collections::HashSet::with_capacity(have.len());
-        for e in &have {
+        // Compared as the dump is decoded: no list of current routes.
+        let mut seen = vec![false; desired.len()];
+        let mut unchanged = 0;
+        let mut replace: Vec<u32> = Vec::new();
+        let mut stale: Vec<Route> = Vec::new();
+        self.list_each(&filter, &names, &mut |e| {
+            let Some(e) = e else {
+                // The dump restarted.
+                seen.iter_mut().for_each(|s| *s = false);
+                unchanged = 0;
+                replace.clear();
+                stale.clear();
+                return Ok(());
+            };
             let key = (e.dst, e.metric);
-            match want.get(&key) {
-                Some((i, exp)) => {
-                    seen.insert(key);
-                    if e.differences(exp).is_empty() {
-                        report.unchanged += 1;
+            match find(&key) {
+                Some(i) => {
+                    seen[i as usize] = true;
+                    let r = &desired[i as usize];
+                    let mut exp = r.expected(&|x| names.cached(x))?;
+                    exp.protocol = owner.protocol;
+                    exp.table = owner.table;
+                    if e.same_as(&exp) {
+                        unchanged += 1;
                     } else {
-                        ops.push(RouteOp::Replace(owned(&desired[*i])));
+                        replace.push(i);
                     }
                 }
                 None if keep.contains(&key) => {}
                 None => {
-                    let mut stale = Route::to(e.dst)
+                    let mut r = Route::to(e.dst)
                         .protocol(e.protocol)
                         .table(e.table)
                         .metric(e.metric)
                         .kind(e.kind);
                     if e.kind.forwards() {
                         if let Some(i) = e.oif {
-                            stale = stale.dev(i);
+                            r = r.dev(i);
                         }
                     }
-                    stale.gateway = e.gateway;
-                    stale.onlink = e.onlink;
+                    r.gateway = e.gateway;
+                    r.onlink = e.onlink;
                     // Metric 0 is what IPv4 lists when none was given.
                     if e.metric == 0 {
-                        stale.metric = None;
+                        r.metric = None;
                     }
                     // Multipath: prefix, metric, protocol and table identify it.
-                    ops.push(RouteOp::Delete(stale));
+                    stale.push(r);
                 }
             }
-        }
-        for (key, (i, _)) in &want {
-            if !seen.contains(key) {
-                ops.push(RouteOp::Add(owned(&desired[*i])));
-            }
-        }
+            Ok(())
+        })?;
+        report.unchanged = unchanged;
+        // Deletes first, so a moved route never collides with its old self;
+        // then replacements; then the missing ones, in the order asked for.
+        let mut ops: Vec<RouteOp> = stale.into_iter().map(RouteOp::Delete).collect();
+        ops.extend(
+            replace
+                .into_iter()
+                .map(|i| RouteOp::Replace(owned(&desired[i as usize]))),
+        );
+        let mut missing: Vec<u32> = want
+            .iter()
+            .map(|&(_, i)| i)
+            .filter(|&i| !seen[i as usize])
+            .collect();
+        missing.sort_unstable();
+        ops.extend(
+            missing
+                .into_iter()
+                .map(|i| RouteOp::Add(owned(&desired[i as usize]))),
+        );
         if ops.is_empty() {
             return Ok(report);
         }
-        // Deletes first, so a moved route never collides with its old self.
-        ops.sort_by_key(|o| match o {
-            RouteOp::Delete(_) => 0,
-            RouteOp::Replace(_) => 1,
-            RouteOp::Add(_) => 2,
-        });
-        let results = self.batch_with(&ops, &names);
+        let results = self.batch_with(&ops, &names, true);
         for (op, r) in ops.iter().zip(results) {
             match (op, r) {
                 (_, Err(e)) => report.errors.push(e),
