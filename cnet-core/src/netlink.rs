@@ -154,6 +154,9 @@ impl Socket {
             let buf = std::mem::take(&mut self.buf);
             let r = for_each_message(&buf[..n], |hdr, body| {
                 if hdr.sequence_number != seq {
+                    if is_stale(seq, hdr.sequence_number) {
+                        return Ok(None); // left over from an abandoned exchange
+                    }
                     return Err(wrong_seq(ctx, seq, hdr.sequence_number));
                 }
                 match hdr.message_type {
@@ -230,6 +233,9 @@ impl Socket {
                 let buf = std::mem::take(&mut self.buf);
                 let r = for_each_message(&buf[..n], |hdr, body| {
                     if hdr.sequence_number != seq {
+                        if is_stale(seq, hdr.sequence_number) {
+                            return Ok(None); // left over from an abandoned exchange
+                        }
                         return Err(wrong_seq(ctx, seq, hdr.sequence_number));
                     }
                     if hdr.flags & NLM_F_DUMP_INTR != 0 {
@@ -536,6 +542,15 @@ fn fail_rest(results: Vec<Option<Result<()>>>, e: Error) -> Vec<Result<()>> {
         .collect()
 }
 
+/// A reply numbered before the current request: the tail of an exchange
+/// that was abandoned (a batch stopped by an error leaves its unread ACKs).
+/// Skipped rather than taken for this request's answer; a reply numbered
+/// *after* it is still a protocol error.
+fn is_stale(current: u32, got: u32) -> bool {
+    let behind = current.wrapping_sub(got);
+    got != 0 && behind != 0 && behind < (1 << 31)
+}
+
 fn wrong_seq(ctx: &dyn Fn() -> String, want: u32, got: u32) -> Error {
     Error::Protocol {
         context: ctx(),
@@ -818,6 +833,15 @@ mod tests {
         let k = parse_error(&hdr, &body).expect("an error");
         assert_eq!(k.errno, 95);
         assert_eq!(k.message.as_deref(), Some("Unknown device type"));
+    }
+
+    #[test]
+    fn stale_replies_are_recognised_across_wraparound() {
+        assert!(is_stale(10, 9));
+        assert!(is_stale(2, u32::MAX));
+        assert!(!is_stale(10, 10));
+        assert!(!is_stale(10, 11));
+        assert!(!is_stale(10, 0));
     }
 
     #[test]
