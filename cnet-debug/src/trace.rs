@@ -607,7 +607,26 @@ impl Tracer {
                     Some(m) => format!("{what} in {label}: {m}"),
                     None => format!("{what} for {} in {label}", pkt.dst),
                 };
-                return Ok(Step::Done(self.broken(ns, code, &msg)));
+                let verdict = self.broken(ns, code, &msg);
+                if code == "no_route" {
+                    // Setting a device down removes the routes through it:
+                    // a missing route is often a device that is down.
+                    let down: Vec<String> = self
+                        .w
+                        .links(ns)?
+                        .iter()
+                        .filter(|l| !l.is_up() && l.kind != LinkKind::Device)
+                        .map(|l| l.name.clone())
+                        .collect();
+                    for d in down {
+                        self.find(
+                            Severity::Warning,
+                            "link_down",
+                            format!("{d} in {label} is down; the kernel removes routes through a down device, so a route via {d} may be missing for that reason"),
+                        );
+                    }
+                }
+                return Ok(Step::Done(verdict));
             }
         };
         if pkt.src.is_none() {

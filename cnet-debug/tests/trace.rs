@@ -591,6 +591,40 @@ fn more_faults_rp_filter_unreachable_prohibit_and_path_mtu() {
         c.ip("h1", &["route", "del", kind, "10.244.3.0/26"]);
     }
 
+    // The vxlan device itself down.
+    c.ip("h1", &["link", "set", "flannel.1", "down"]);
+    // The kernel drops the routes through it: no route, and the down device named.
+    let (code, ns, t, _) = fault(&c, "10.244.3.2");
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("no_route", c.ns("h1").as_str()),
+        "{}",
+        text(&t, None)
+    );
+    let w = t
+        .findings
+        .iter()
+        .find(|f| f.code == "link_down")
+        .expect("link_down warning");
+    assert!(w.message.starts_with("flannel.1 in"), "{}", w.message);
+    assert_eq!(t.hops[w.hop - 1].netns, c.ns("h1"));
+    c.ip("h1", &["link", "set", "flannel.1", "up"]);
+    c.ip(
+        "h1",
+        &[
+            "route",
+            "replace",
+            "10.244.3.0/24",
+            "via",
+            "10.244.3.0",
+            "dev",
+            "flannel.1",
+            "onlink",
+            "proto",
+            "119",
+        ],
+    );
+
     // A smaller MTU along the path than the source interface's (host-gw path).
     c.ip("h1", &["link", "set", "eth0", "mtu", "1400"]);
     let (t, _) = trace_and_prove(&c.ns("c1a"), "10.244.2.2");
