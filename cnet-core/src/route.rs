@@ -699,29 +699,7 @@ impl RouteEntry {
         const RTA_MULTIPATH: u16 = 9;
         const RTA_TABLE: u16 = 15;
         let h = RouteHeader::parse(body).ok()?;
-        let v6 = match h.address_family {
-            AddressFamily::Inet => false,
-            AddressFamily::Inet6 => true,
-            _ => return None,
-        };
-        let mut e = RouteEntry {
-            dst: if v6 {
-                IpNet::V6(Default::default())
-            } else {
-                IpNet::V4(Default::default())
-            },
-            table: h.table as u32,
-            protocol: h.protocol.into(),
-            scope: Scope::from_u8(h.scope.into()),
-            kind: RouteType::from_u8(h.kind.into()),
-            gateway: None,
-            oif: None,
-            prefsrc: None,
-            metric: 0,
-            onlink: h.flags.contains(RouteFlags::Onlink),
-            mtu: None,
-            nexthops: Vec::new(),
-        };
+        let mut e = RouteEntry::from_header(&h)?;
         for nla in NlasIterator::new(body.get(12..)?) {
             let nla = nla.ok()?;
             let v = nla.value();
@@ -742,20 +720,16 @@ impl RouteEntry {
         Some(e)
     }
 
-    /// Decode an `RTM_NEWROUTE` message; `None` for non-IP families.
-    pub fn from_message(m: &RouteMessage) -> Option<RouteEntry> {
-        let h = &m.header;
-        let v6 = match h.address_family {
-            AddressFamily::Inet => false,
-            AddressFamily::Inet6 => true,
+    /// The fields the route header alone gives (destination /0 until
+    /// `RTA_DST` says otherwise); `None` for non-IP families.
+    fn from_header(h: &RouteHeader) -> Option<RouteEntry> {
+        let dst = match h.address_family {
+            AddressFamily::Inet => IpNet::V4(Default::default()),
+            AddressFamily::Inet6 => IpNet::V6(Default::default()),
             _ => return None,
         };
-        let mut e = RouteEntry {
-            dst: if v6 {
-                IpNet::V6(Default::default())
-            } else {
-                IpNet::V4(Default::default())
-            },
+        Some(RouteEntry {
+            dst,
             table: h.table as u32,
             protocol: h.protocol.into(),
             scope: Scope::from_u8(h.scope.into()),
@@ -767,7 +741,13 @@ impl RouteEntry {
             onlink: h.flags.contains(RouteFlags::Onlink),
             mtu: None,
             nexthops: Vec::new(),
-        };
+        })
+    }
+
+    /// Decode an `RTM_NEWROUTE` message; `None` for non-IP families.
+    pub fn from_message(m: &RouteMessage) -> Option<RouteEntry> {
+        let h = &m.header;
+        let mut e = RouteEntry::from_header(h)?;
         for a in &m.attributes {
             match a {
                 RouteAttribute::Destination(d) => {
