@@ -270,16 +270,37 @@ impl<'a> Fdb<'a> {
         self.list_index(idx)
     }
 
-    fn list_index(&self, idx: u32) -> Result<Vec<FdbRecord>> {
-        let ns = self.h.netns().label();
+    /// `bridge fdb show br BRIDGE`: the bridge's forwarding table, the
+    /// entries of every port (and the bridge's own), in one dump filtered by
+    /// the kernel.
+    pub fn list_bridge(&self, bridge: &str) -> Result<Vec<FdbRecord>> {
+        let br = self.h.links().index_of(bridge)?;
         let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Bridge;
+        req.attributes.push(NeighbourAttribute::Controller(br));
+        self.dump(req, &format!("list fdb of bridge {bridge}"), |r| {
+            r.master == Some(br) || r.index == br
+        })
+    }
+
+    fn list_index(&self, idx: u32) -> Result<Vec<FdbRecord>> {
+        let mut req = NeighbourMessage::default();
         req.header.ifindex = idx;
+        self.dump(req, &format!("list fdb of #{idx}"), |r| r.index == idx)
+    }
+
+    fn dump(
+        &self,
+        mut req: NeighbourMessage,
+        what: &str,
+        keep: impl Fn(&FdbRecord) -> bool,
+    ) -> Result<Vec<FdbRecord>> {
+        let ns = self.h.netns().label();
+        req.header.family = AddressFamily::Bridge;
         let msgs = self
             .h
             .sock()?
             .dump(RouteNetlinkMessage::GetNeighbour(req), &|| {
-                format!("list fdb of #{idx} in {ns}")
+                format!("{what} in {ns}")
             })?;
         Ok(msgs
             .iter()
@@ -287,7 +308,7 @@ impl<'a> Fdb<'a> {
                 RouteNetlinkMessage::NewNeighbour(n) => FdbRecord::from_message(n),
                 _ => None,
             })
-            .filter(|r| r.index == idx)
+            .filter(|r| keep(r))
             .collect())
     }
 

@@ -353,3 +353,75 @@ fn fdb_reconcile_repairs_drift_of_remote_entries() {
     assert!(j.iter().find(|e| e["mac"] == "02:00:00:00:00:12").unwrap()["vni"].is_null());
     assert!(h.fdb().reconcile("vx0", &want).unwrap().is_noop());
 }
+
+#[test]
+fn bridge_fdb_lists_learnt_entries_of_all_ports_like_bridge_fdb_show_br() {
+    if !privileged() {
+        return;
+    }
+    let host = TestNs::new("fdbbr-h");
+    let a = TestNs::new("fdbbr-a");
+    let b = TestNs::new("fdbbr-b");
+    let h = host.handle();
+    h.links()
+        .add(cnet_core::link::Bridge::new("br0").up())
+        .unwrap();
+    for (port, t, addr) in [("pa", &a, "203.0.113.1/24"), ("pb", &b, "203.0.113.2/24")] {
+        h.links()
+            .add(
+                Veth::new(port, "eth0")
+                    .peer_netns(&t.ns)
+                    .master("br0")
+                    .up()
+                    .peer_up(),
+            )
+            .unwrap();
+        t.handle()
+            .addrs()
+            .add("eth0", addr.parse().unwrap())
+            .unwrap();
+    }
+    // Traffic makes the bridge learn both containers' MACs.
+    assert!(a.ping("203.0.113.2"));
+    let mac_a = a.handle().links().get("eth0").unwrap().mac.unwrap();
+    let mac_b = b.handle().links().get("eth0").unwrap().mac.unwrap();
+
+    let lib = h.fdb().list_bridge("br0").unwrap();
+    let port_of = |m: MacAddr| {
+        lib.iter()
+            .find(|e| e.mac == m)
+            .map(|e| h.links().get_by_index(e.index).unwrap().name)
+    };
+    assert_eq!(port_of(mac_a).as_deref(), Some("pa"));
+    assert_eq!(port_of(mac_b).as_deref(), Some("pb"));
+    // Same unicast (MAC, port) set as the independent reader (which also
+    // prints the ports' own multicast addresses).
+    let mut want: Vec<(String, String)> = host
+        .bridge_json(&["fdb", "show", "br", "br0"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ifname"] != "br0")
+        .filter(|e| mac(e["mac"].as_str().unwrap()).is_valid_unicast())
+        .map(|e| {
+            (
+                e["mac"].as_str().unwrap().to_string(),
+                e["ifname"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut got: Vec<(String, String)> = lib
+        .iter()
+        .map(|e| {
+            (
+                e.mac.to_string(),
+                h.links().get_by_index(e.index).unwrap().name,
+            )
+        })
+        .filter(|(_, dev)| dev != "br0")
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(h.fdb().list_bridge("nope0").unwrap_err().is_not_found());
+}

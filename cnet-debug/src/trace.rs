@@ -955,13 +955,11 @@ impl Tracer {
             .collect();
         let mut learnt = None;
         if let Some(mac) = l2.mac {
-            for p in &ports {
-                let entries = self.w.h(ns)?.fdb().list(&p.name).unwrap_or_default();
-                if let Some(e) = entries.into_iter().find(|e| e.mac == mac) {
-                    learnt = Some((p.clone(), e.state));
-                    break;
-                }
-            }
+            let entries = self.w.h(ns)?.fdb().list_bridge(&br.name)?;
+            learnt = entries.into_iter().find_map(|e| {
+                let port = ports.iter().find(|p| p.index == e.index)?;
+                (e.mac == mac).then(|| (port.clone(), e.state))
+            });
         }
         let target = match l2.mac {
             Some(m) => m.to_string(),
