@@ -153,11 +153,8 @@ impl Socket {
             let n = self.recv_full(ctx)?;
             let buf = std::mem::take(&mut self.buf);
             let r = for_each_message(&buf[..n], |hdr, body| {
-                if hdr.sequence_number != seq {
-                    if is_stale(seq, hdr.sequence_number) {
-                        return Ok(None); // left over from an abandoned exchange
-                    }
-                    return Err(wrong_seq(ctx, seq, hdr.sequence_number));
+                if !ours(seq, hdr, ctx)? {
+                    return Ok(None);
                 }
                 match hdr.message_type {
                     NLMSG_ERROR => {
@@ -232,11 +229,8 @@ impl Socket {
                 let n = self.recv_full(ctx)?;
                 let buf = std::mem::take(&mut self.buf);
                 let r = for_each_message(&buf[..n], |hdr, body| {
-                    if hdr.sequence_number != seq {
-                        if is_stale(seq, hdr.sequence_number) {
-                            return Ok(None); // left over from an abandoned exchange
-                        }
-                        return Err(wrong_seq(ctx, seq, hdr.sequence_number));
+                    if !ours(seq, hdr, ctx)? {
+                        return Ok(None);
                     }
                     if hdr.flags & NLM_F_DUMP_INTR != 0 {
                         interrupted = true;
@@ -540,6 +534,18 @@ fn fail_rest(results: Vec<Option<Result<()>>>, e: Error) -> Vec<Result<()>> {
             })),
         })
         .collect()
+}
+
+/// Whether a reply answers request `seq`: `false` for the stale tail of an
+/// abandoned exchange (skipped), an error for anything else.
+fn ours(seq: u32, hdr: &NetlinkHeader, ctx: &dyn Fn() -> String) -> Result<bool> {
+    if hdr.sequence_number == seq {
+        Ok(true)
+    } else if is_stale(seq, hdr.sequence_number) {
+        Ok(false)
+    } else {
+        Err(wrong_seq(ctx, seq, hdr.sequence_number))
+    }
 }
 
 /// A reply numbered before the current request: the tail of an exchange
