@@ -130,7 +130,7 @@ fn ipam_etcd_leases_lifecycle_and_restarted_node() {
     let attrs = NodeAttrs {
         underlay_ip: Some("192.0.2.1".parse().unwrap()),
         backend: Some("vxlan".into()),
-        vtep_mac: Some("02:00:00:00:00:01".into()),
+        vtep_mac: Some("02:00:00:00:00:01".parse().unwrap()),
         ..Default::default()
     };
     let a = l.acquire("node-a", &attrs, day).unwrap();

@@ -220,7 +220,7 @@ fn ipam_file_leases_lifecycle() {
     let attrs = NodeAttrs {
         underlay_ip: Some("192.0.2.1".parse().unwrap()),
         backend: Some("vxlan".into()),
-        vtep_mac: Some("02:00:00:00:00:01".into()),
+        vtep_mac: Some("02:00:00:00:00:01".parse().unwrap()),
         ..Default::default()
     };
     let day = Duration::from_secs(86400);

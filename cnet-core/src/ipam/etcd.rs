@@ -699,6 +699,7 @@ impl EtcdPool {
         let v: IpValue = from_json(kv, &self.ctx)?;
         Ok(Allocation {
             addr: v.addr,
+            prefix_len: self.config.subnet.prefix_len(),
             container_id: v.container_id,
             ifname: v.ifname,
             generation: kv.create_revision,
@@ -799,6 +800,7 @@ impl EtcdPool {
             self.cursor = next;
             return Ok(Ok(Some(Allocation {
                 addr,
+                prefix_len: self.config.subnet.prefix_len(),
                 container_id: cid.to_string(),
                 ifname: ifname.to_string(),
                 generation: rev,

@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::link::MacAddr;
 use crate::Result;
 
 #[cfg(feature = "etcd")]
@@ -65,6 +66,11 @@ pub use subnet::{SubnetAllocator, SubnetConfig};
 pub struct Allocation {
     /// The address handed out.
     pub addr: IpAddr,
+    /// The prefix length of the pool's subnet (`24` for `10.244.1.0/24`):
+    /// what the container's interface is configured with; see
+    /// [`Allocation::cidr`].
+    #[serde(default)]
+    pub prefix_len: u8,
     /// The container that holds it.
     pub container_id: String,
     /// The interface inside the container (`eth0`).
@@ -72,6 +78,17 @@ pub struct Allocation {
     /// Unique per allocation within a pool, never reused; see
     /// [`PoolStore::release_generation`].
     pub generation: u64,
+}
+
+impl Allocation {
+    /// The address with the pool's prefix (`10.244.1.2/24`), as
+    /// [`crate::addr::Addrs::add`] takes it.
+    pub fn cidr(&self) -> IpNet {
+        // `prefix_len` is set by the pool that made or restored this
+        // allocation, so it fits the family; clamp defensively all the same.
+        let max = if self.addr.is_ipv4() { 32 } else { 128 };
+        IpNet::new(self.addr, self.prefix_len.min(max)).unwrap_or_else(|_| IpNet::from(self.addr))
+    }
 }
 
 /// What a node publishes with its lease: what its peers need to route to it.
@@ -82,7 +99,7 @@ pub struct NodeAttrs {
     /// Backend type: `host-gw`, `vxlan`, `ipip`, …
     pub backend: Option<String>,
     /// MAC address of the node's VTEP device (vxlan).
-    pub vtep_mac: Option<String>,
+    pub vtep_mac: Option<MacAddr>,
     /// Anything else the caller adds.
     pub extra: BTreeMap<String, String>,
 }

@@ -82,6 +82,13 @@ impl PoolConfig {
         self
     }
 
+    /// The gateway with the subnet's prefix (`10.244.1.1/24`): the address a
+    /// bridge network puts on its bridge.
+    pub fn gateway_net(&self) -> Option<IpNet> {
+        self.gateway
+            .and_then(|g| IpNet::new(g, self.subnet.prefix_len()).ok())
+    }
+
     pub(crate) fn ctx(&self) -> String {
         format!("address pool {}", self.subnet)
     }
@@ -439,6 +446,7 @@ impl AddressPool {
                 .layout
                 .addr_at(idx)
                 .unwrap_or(self.config.subnet.network()),
+            prefix_len: self.config.subnet.prefix_len(),
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
             generation: self.next_generation,
@@ -520,7 +528,8 @@ impl AddressPool {
     /// Put back an allocation read from a store (snapshot or journal).
     /// `Conflict` if the address or the owner is already taken,
     /// `InvalidArgument` if the address is not in the pool.
-    pub(crate) fn restore(&mut self, a: Allocation) -> Result<()> {
+    pub(crate) fn restore(&mut self, mut a: Allocation) -> Result<()> {
+        a.prefix_len = self.config.subnet.prefix_len();
         let ctx = self.config.ctx();
         let idx = self
             .layout
