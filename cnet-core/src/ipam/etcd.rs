@@ -45,7 +45,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::file::check_node;
+use super::file::{check_node, check_ttl};
 use super::pool::{check_owner, Layout};
 use super::subnet::overlaps;
 use super::{
@@ -380,10 +380,7 @@ impl EtcdStore {
                 }
             };
             if stored != *config {
-                return Err(Error::Conflict {
-                    context: ctx.to_string(),
-                    reason: format!("etcd holds this network with another config: {stored:?}"),
-                });
+                return Err(super::file::config_mismatch(ctx, &stored, config));
             }
         }
         Ok(base)
@@ -502,6 +499,7 @@ impl LeaseStore for EtcdLeases {
 
     fn acquire(&mut self, node: &str, attrs: &NodeAttrs, ttl: Duration) -> Result<NodeLease> {
         check_node(&self.ctx, node)?;
+        check_ttl(&self.ctx, ttl)?;
         for _ in 0..MAX_ATTEMPTS {
             let all = self.all()?;
             if let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) {
@@ -558,6 +556,7 @@ impl LeaseStore for EtcdLeases {
     }
 
     fn renew(&mut self, node: &str, ttl: Duration) -> Result<NodeLease> {
+        check_ttl(&self.ctx, ttl)?;
         for _ in 0..MAX_ATTEMPTS {
             let all = self.all()?;
             let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) else {

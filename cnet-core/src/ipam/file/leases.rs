@@ -1,0 +1,265 @@
+//! Node subnet leases in a [`FileStore`](super::FileStore): one small
+//! framed file per cluster network, rewritten atomically on every change.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{config_mismatch, frame, lock, read_opt, unframe, write_atomic, FileOptions};
+use crate::ipam::{LeaseStore, NodeAttrs, NodeLease, SubnetAllocator, SubnetConfig};
+use crate::{Error, Result};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseFile {
+    config: SubnetConfig,
+    leases: Vec<NodeLease>,
+    /// Each node's last subnet, kept after its lease expires so a restarted
+    /// node gets it back.
+    history: BTreeMap<String, IpNet>,
+}
+
+/// Node subnet leases in a [`FileStore`]. Every call takes the network's
+/// file lock, reads the lease file and, if anything changed, rewrites it
+/// atomically.
+#[derive(Debug)]
+pub struct FileLeases {
+    dir: PathBuf,
+    opts: FileOptions,
+    config: SubnetConfig,
+    ctx: String,
+}
+
+impl FileLeases {
+    /// Run `f` on the current state under the lock; save if it returns true.
+    pub(super) fn new(
+        dir: PathBuf,
+        opts: FileOptions,
+        config: SubnetConfig,
+        ctx: String,
+    ) -> Result<FileLeases> {
+        let leases = FileLeases {
+            dir,
+            opts,
+            config,
+            ctx,
+        };
+        // Create the file, or check the stored config matches.
+        leases.locked(|_| Ok(false))?;
+        Ok(leases)
+    }
+
+    fn locked<T>(&self, f: impl FnOnce(&mut LeaseFile) -> Result<T>) -> Result<T>
+    where
+        T: ChangedFlag,
+    {
+        let ctx = &self.ctx;
+        let _g = lock(&self.dir.join("lock"), ctx)?;
+        let path = self.dir.join("leases");
+        let (mut st, fresh) = match read_opt(&path, ctx)? {
+            None => (
+                LeaseFile {
+                    config: self.config.clone(),
+                    leases: Vec::new(),
+                    history: BTreeMap::new(),
+                },
+                true,
+            ),
+            Some(data) => {
+                let body = unframe("leases", &data, ctx, &path)?;
+                let st: LeaseFile = serde_json::from_slice(body).map_err(|e| Error::Corrupt {
+                    context: format!("{ctx}: {}", path.display()),
+                    reason: e.to_string(),
+                })?;
+                if st.config != self.config {
+                    return Err(config_mismatch(ctx, &st.config, &self.config));
+                }
+                (st, false)
+            }
+        };
+        let now = SystemTime::now();
+        let before = st.leases.len();
+        st.leases.retain(|l| !l.is_expired(now));
+        let pruned = st.leases.len() != before;
+        let out = f(&mut st)?;
+        if fresh || pruned || out.changed() {
+            st.leases
+                .sort_by_key(|l| crate::ipam::addr_to_u128(l.subnet.network()));
+            let body = serde_json::to_vec(&st).map_err(|e| Error::Corrupt {
+                context: ctx.clone(),
+                reason: format!("encode leases: {e}"),
+            })?;
+            write_atomic(
+                &self.dir,
+                "leases",
+                &frame("leases", &body),
+                self.opts.fsync,
+                ctx,
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn allocator(&self, st: &LeaseFile) -> Result<SubnetAllocator> {
+        let mut a = SubnetAllocator::new(self.config.clone())?;
+        for l in &st.leases {
+            a.mark_taken(&l.subnet).map_err(|e| Error::Corrupt {
+                context: self.ctx.clone(),
+                reason: format!("lease of {}: {e}", l.node),
+            })?;
+        }
+        Ok(a)
+    }
+}
+
+/// Whether a locked operation changed the state (and must be saved).
+trait ChangedFlag {
+    fn changed(&self) -> bool;
+}
+impl ChangedFlag for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+impl<T> ChangedFlag for (T, bool) {
+    fn changed(&self) -> bool {
+        self.1
+    }
+}
+
+fn expiry(ttl: Duration) -> Option<SystemTime> {
+    Some(SystemTime::now() + ttl)
+}
+
+impl LeaseStore for FileLeases {
+    fn config(&self) -> &SubnetConfig {
+        &self.config
+    }
+
+    fn acquire(&mut self, node: &str, attrs: &NodeAttrs, ttl: Duration) -> Result<NodeLease> {
+        check_node(&self.ctx, node)?;
+        check_ttl(&self.ctx, ttl)?;
+        let (l, _) = self.locked(|st| {
+            if let Some(l) = st.leases.iter_mut().find(|l| l.node == node) {
+                l.attrs = attrs.clone();
+                if l.expires.is_some() {
+                    l.expires = expiry(ttl);
+                }
+                return Ok((l.clone(), true));
+            }
+            let a = self.allocator(st)?;
+            let subnet = a.next_free(st.history.get(node))?;
+            let l = NodeLease {
+                node: node.to_string(),
+                subnet,
+                attrs: attrs.clone(),
+                expires: expiry(ttl),
+            };
+            st.leases.push(l.clone());
+            st.history.insert(node.to_string(), subnet);
+            Ok((l, true))
+        })?;
+        Ok(l)
+    }
+
+    fn renew(&mut self, node: &str, ttl: Duration) -> Result<NodeLease> {
+        check_ttl(&self.ctx, ttl)?;
+        let ctx = self.ctx.clone();
+        let (l, _) = self.locked(|st| {
+            let l = st
+                .leases
+                .iter_mut()
+                .find(|l| l.node == node)
+                .ok_or_else(|| Error::NotFound {
+                    context: format!("{ctx}: lease of node {node}"),
+                    kernel: None,
+                })?;
+            if l.expires.is_some() {
+                l.expires = expiry(ttl);
+            }
+            Ok((l.clone(), true))
+        })?;
+        Ok(l)
+    }
+
+    fn release(&mut self, node: &str) -> Result<()> {
+        self.locked(|st| {
+            let before = st.leases.len();
+            st.leases.retain(|l| l.node != node);
+            Ok(st.leases.len() != before)
+        })?;
+        Ok(())
+    }
+
+    fn reserve(&mut self, node: &str, subnet: IpNet, attrs: &NodeAttrs) -> Result<NodeLease> {
+        check_node(&self.ctx, node)?;
+        if self.config.index_of(&subnet).is_none() {
+            return Err(Error::invalid(
+                self.ctx.clone(),
+                format!(
+                    "{subnet} is not a /{} subnet of {}",
+                    self.config.subnet_len, self.config.network
+                ),
+            ));
+        }
+        let ctx = self.ctx.clone();
+        let (l, _) = self.locked(|st| {
+            if let Some(other) = st
+                .leases
+                .iter()
+                .find(|l| (l.subnet == subnet) != (l.node == node))
+            {
+                return Err(Error::Conflict {
+                    context: ctx,
+                    reason: format!("node {} holds {}", other.node, other.subnet),
+                });
+            }
+            st.leases.retain(|l| l.node != node);
+            let l = NodeLease {
+                node: node.to_string(),
+                subnet,
+                attrs: attrs.clone(),
+                expires: None,
+            };
+            st.leases.push(l.clone());
+            st.history.insert(node.to_string(), subnet);
+            Ok((l, true))
+        })?;
+        Ok(l)
+    }
+
+    fn get(&mut self, node: &str) -> Result<Option<NodeLease>> {
+        let (l, _) =
+            self.locked(|st| Ok((st.leases.iter().find(|l| l.node == node).cloned(), false)))?;
+        Ok(l)
+    }
+
+    fn list(&mut self) -> Result<Vec<NodeLease>> {
+        let (l, _) = self.locked(|st| Ok((st.leases.clone(), false)))?;
+        Ok(l)
+    }
+}
+
+pub(crate) fn check_node(ctx: &str, node: &str) -> Result<()> {
+    if node.is_empty() || node.contains('/') {
+        return Err(Error::invalid(
+            ctx.to_string(),
+            format!("bad node name {node:?} (empty or contains '/')"),
+        ));
+    }
+    Ok(())
+}
+
+/// A lease TTL of zero would expire before the caller could use it: refused.
+pub(crate) fn check_ttl(ctx: &str, ttl: Duration) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(Error::invalid(
+            ctx.to_string(),
+            "lease TTL is 0 (give how long the lease lives; a reservation, which never \
+             expires, is made with reserve)",
+        ));
+    }
+    Ok(())
+}
