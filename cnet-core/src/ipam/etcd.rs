@@ -37,6 +37,8 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -74,21 +76,35 @@ struct Kv {
 struct Client {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// The highest header revision seen (see `check_revision`).
+    revision: Arc<AtomicU64>,
 }
 
-fn num(v: &Value) -> u64 {
+/// An etcd number (the JSON gateway sends int64s as strings). etcd leaves
+/// out fields that are zero, so a missing field is 0; anything else that is
+/// not a number is a protocol error, never read as 0 (a revision of 0 in a
+/// compare means "the key does not exist").
+fn num(v: &Value, what: &str) -> std::result::Result<u64, String> {
     match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_u64().unwrap_or(0),
-        _ => 0,
+        Value::Null => Ok(0),
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| format!("{what} {s:?} is not a number")),
+        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{what} {n} is not a u64")),
+        other => Err(format!("{what} {other} is not a number")),
     }
 }
 
-fn inum(v: &Value) -> i64 {
+fn inum(v: &Value, what: &str) -> std::result::Result<i64, String> {
     match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
+        Value::Null => Ok(0),
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| format!("{what} {s:?} is not a number")),
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("{what} {n} is not an i64")),
+        other => Err(format!("{what} {other} is not a number")),
     }
 }
 
@@ -120,13 +136,26 @@ impl Client {
             let url = format!("{}{}", ep.trim_end_matches('/'), path);
             match self.agent.post(&url).send_json(body) {
                 Ok(resp) => {
-                    return resp.into_json::<Value>().map_err(|e| Error::Protocol {
+                    let v = resp.into_json::<Value>().map_err(|e| Error::Protocol {
                         context: format!("{ctx}: etcd {url}"),
                         reason: format!("bad JSON reply: {e}"),
-                    })
+                    })?;
+                    check_revision(&self.revision, &v, ctx)?;
+                    return Ok(v);
                 }
                 Err(ureq::Error::Status(code, resp)) => {
                     let text = resp.into_string().unwrap_or_default();
+                    // gRPC NotFound (HTTP 404) is, for the calls this store
+                    // makes, only ever "requested lease not found" (the body
+                    // is sometimes empty).
+                    if code == 404 || text.contains("requested lease not found") {
+                        // The etcd lease expired or was revoked between its
+                        // grant and this request: callers retry with a new one.
+                        return Err(Error::NotFound {
+                            context: format!("{ctx}: etcd lease (expired or revoked meanwhile)"),
+                            kernel: None,
+                        });
+                    }
                     return Err(Error::Protocol {
                         context: format!("{ctx}: etcd {url}"),
                         reason: format!("HTTP {code}: {}", text.trim()),
@@ -185,11 +214,7 @@ impl Client {
     ) -> Result<(bool, u64, Value)> {
         let body = json!({ "compare": compare, "success": success, "failure": failure });
         let v = self.post("/v3/kv/txn", &body, ctx)?;
-        Ok((
-            v["succeeded"].as_bool().unwrap_or(false),
-            num(&v["header"]["revision"]),
-            v["responses"].clone(),
-        ))
+        parse_txn(&v, ctx)
     }
 
     fn grant(&self, ttl: Duration, ctx: &str) -> Result<i64> {
@@ -199,7 +224,7 @@ impl Client {
             &json!({ "TTL": secs.max(1), "ID": 0 }),
             ctx,
         )?;
-        let id = inum(&v["ID"]);
+        let id = inum(&v["ID"], "lease ID").map_err(|why| protocol(ctx, why))?;
         if id == 0 {
             return Err(Error::Protocol {
                 context: ctx.to_string(),
@@ -242,28 +267,116 @@ fn transport_error(context: String, t: ureq::Transport) -> Error {
     }
 }
 
+fn protocol(ctx: &str, reason: String) -> Error {
+    Error::Protocol {
+        context: format!("{ctx}: etcd reply"),
+        reason,
+    }
+}
+
+/// The `kvs` of a range reply (or of a range inside a transaction). A
+/// missing list is empty (etcd omits empty fields); a key that is missing
+/// or not base64 is a protocol error.
 fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
-    let Some(arr) = v.as_array() else {
-        return Ok(Vec::new());
+    let arr = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(a) => a,
+        other => return Err(protocol(ctx, format!("kvs is not a list: {other}"))),
     };
     arr.iter()
         .map(|kv| {
+            if !kv.is_object() {
+                return Err(protocol(ctx, format!("a kv is not an object: {kv}")));
+            }
             let dec = |f: &str| -> Result<Vec<u8>> {
-                B64.decode(kv[f].as_str().unwrap_or(""))
-                    .map_err(|e| Error::Protocol {
-                        context: ctx.to_string(),
-                        reason: format!("etcd {f} is not base64: {e}"),
-                    })
+                let s = match &kv[f] {
+                    Value::Null => "",
+                    Value::String(s) => s.as_str(),
+                    other => return Err(protocol(ctx, format!("{f} is not a string: {other}"))),
+                };
+                B64.decode(s)
+                    .map_err(|e| protocol(ctx, format!("etcd {f} is not base64: {e}")))
             };
+            let key = dec("key")?;
+            if key.is_empty() {
+                return Err(protocol(ctx, format!("a kv without a key: {kv}")));
+            }
+            let n = |f: &str| num(&kv[f], f).map_err(|why| protocol(ctx, why));
             Ok(Kv {
-                key: String::from_utf8_lossy(&dec("key")?).into_owned(),
+                key: String::from_utf8(key)
+                    .map_err(|_| protocol(ctx, "a key that is not UTF-8".into()))?,
                 value: dec("value")?,
-                create_revision: num(&kv["create_revision"]),
-                mod_revision: num(&kv["mod_revision"]),
-                lease: inum(&kv["lease"]),
+                create_revision: n("create_revision")?,
+                mod_revision: n("mod_revision")?,
+                lease: inum(&kv["lease"], "lease").map_err(|why| protocol(ctx, why))?,
             })
         })
         .collect()
+}
+
+/// The header revision of a reply: etcd's revision never goes back, so a
+/// reply older than one already seen means the endpoint now serves another
+/// (or a restored) cluster, where generations (create revisions) could be
+/// handed out again.
+fn check_revision(seen: &AtomicU64, v: &Value, ctx: &str) -> Result<u64> {
+    let rev = num(&v["header"]["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
+    let before = seen.fetch_max(rev, Ordering::SeqCst);
+    if rev < before {
+        return Err(Error::Corrupt {
+            context: format!("{ctx}: etcd"),
+            reason: format!(
+                "etcd's revision went back from {before} to {rev}: the endpoint serves another \
+                 cluster, or one restored from a backup; allocations made since could be handed \
+                 out again, so nothing more is done (reconnect once the store is known good)"
+            ),
+        });
+    }
+    Ok(rev)
+}
+
+/// The result of a transaction: whether its compares held, its revision
+/// and the responses of the branch that ran.
+fn parse_txn(v: &Value, ctx: &str) -> Result<(bool, u64, Value)> {
+    let succeeded = match &v["succeeded"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        other => return Err(protocol(ctx, format!("succeeded is not a bool: {other}"))),
+    };
+    let rev = num(&v["header"]["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
+    let responses = match &v["responses"] {
+        Value::Null => Value::Array(Vec::new()),
+        r @ Value::Array(_) => r.clone(),
+        other => return Err(protocol(ctx, format!("responses is not a list: {other}"))),
+    };
+    Ok((succeeded, rev, responses))
+}
+
+/// Everything this store reads from an etcd reply, for the fuzz tests: a
+/// range reply, a transaction reply, a lease grant.
+#[doc(hidden)]
+pub fn fuzz_reply(data: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let _ = parse_kvs(&v["kvs"], "fuzz");
+    let _ = parse_txn(&v, "fuzz");
+    let _ = check_revision(&AtomicU64::new(0), &v, "fuzz");
+    let _ = inum(&v["ID"], "ID");
+    if let Some(rs) = v["responses"].as_array() {
+        for r in rs {
+            let _ = parse_kvs(&r["response_range"]["kvs"], "fuzz");
+        }
+    }
+}
+
+/// A transaction that named an etcd lease which expired or was revoked
+/// after its grant did nothing: report it as a lost race (`Ok` with
+/// `succeeded == false`) so the caller's loop retries with a fresh lease.
+fn lease_gone_is_retry(r: Result<(bool, u64, Value)>) -> Result<(bool, u64, Value)> {
+    match r {
+        Err(Error::NotFound { .. }) => Ok((false, 0, Value::Null)),
+        r => r,
+    }
 }
 
 fn cmp_create(key: &str, rev: u64) -> Value {
@@ -328,6 +441,7 @@ impl EtcdStore {
             client: Client {
                 agent,
                 endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+                revision: Arc::new(AtomicU64::new(0)),
             },
             prefix: prefix.trim_end_matches('/').to_string(),
         };
@@ -468,7 +582,7 @@ impl EtcdLeases {
     /// Rewrite an existing lease in place (new attrs and/or etcd lease).
     fn rewrite(&self, old: &Kv, lease: &NodeLease, etcd_lease: i64) -> Result<bool> {
         let value = to_json(lease, &self.ctx)?;
-        let (ok, _, _) = self.client.txn(
+        let (ok, _, _) = lease_gone_is_retry(self.client.txn(
             vec![cmp_mod(&old.key, old.mod_revision)],
             vec![
                 put(&old.key, &value, etcd_lease),
@@ -480,7 +594,7 @@ impl EtcdLeases {
             ],
             vec![],
             &self.ctx,
-        )?;
+        ))?;
         if ok {
             if old.lease != etcd_lease {
                 self.client.revoke(old.lease, &self.ctx);
@@ -537,7 +651,7 @@ impl LeaseStore for EtcdLeases {
             let id = self.client.grant(ttl, &self.ctx)?;
             let lk = self.lease_key(&subnet);
             let nk = self.node_key(node);
-            let (ok, _, _) = self.client.txn(
+            let (ok, _, _) = lease_gone_is_retry(self.client.txn(
                 vec![cmp_create(&lk, 0), cmp_create(&nk, 0)],
                 vec![
                     put(&lk, &to_json(&l, &self.ctx)?, id),
@@ -546,7 +660,7 @@ impl LeaseStore for EtcdLeases {
                 ],
                 vec![],
                 &self.ctx,
-            )?;
+            ))?;
             if ok {
                 return Ok(l);
             }

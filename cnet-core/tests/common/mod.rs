@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cnet_core::{Handle, NetNs};
 use serde_json::Value;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether privileged tests can run. Outside CI a non-root run says so and

@@ -1,0 +1,169 @@
+//! A real etcd (Debian `etcd-server`) for a test, inside a namespace the
+//! test made (rule: daemons run in a namespace that plays the host), on that
+//! namespace's loopback. The test talks to it from threads that entered the
+//! namespace ([`Etcd::run`]); etcd is killed and the namespace deleted on
+//! drop, also on panic.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cnet_core::ipam::EtcdStore;
+
+use super::TestNs;
+
+/// A running etcd in its own namespace.
+pub struct Etcd {
+    child: Child,
+    /// `http://127.0.0.1:2379` inside [`Etcd::ns`].
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    /// Declared last: dropped after the process is gone.
+    pub ns: TestNs,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The client URL inside the namespace (the namespace is the test's alone,
+/// so fixed ports are free).
+const URL: &str = "http://127.0.0.1:2379";
+const PEER: &str = "http://127.0.0.1:2380";
+
+/// Start an etcd with a new data dir in namespace `ns`.
+fn spawn(bin: &str, ns: &str) -> (Child, tempfile::TempDir) {
+    // tmpfs when there is one: etcd fsyncs every write.
+    let dir = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(bin)
+        .args([
+            "--name",
+            "cnet-test",
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--listen-client-urls",
+            URL,
+            "--advertise-client-urls",
+            URL,
+            "--listen-peer-urls",
+            PEER,
+            "--initial-advertise-peer-urls",
+            PEER,
+            "--initial-cluster",
+            &format!("cnet-test={PEER}"),
+            // Fast elections and start.
+            "--heartbeat-interval",
+            "10",
+            "--election-timeout",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (child, dir)
+}
+
+fn etcd_binary() -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|p| p.join("etcd"))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+/// Run `f` on a thread that entered `ns`'s network namespace (the calling
+/// thread never changes namespace); threads `f` spawns are in it too.
+pub fn in_ns<T: Send>(ns: &TestNs, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+impl Etcd {
+    /// Start etcd in a new namespace `cn-<tag>-…`, or `None` (after saying
+    /// why) when the binary is missing. In CI a missing binary fails.
+    pub fn start(tag: &str) -> Option<Etcd> {
+        let Some(bin) = etcd_binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!("{tag}: no `etcd` binary in PATH; CI installs etcd-server");
+            }
+            eprintln!(
+                "SKIPPED {tag}: no `etcd` binary in PATH (apt-get install etcd-server); CI installs it"
+            );
+            return None;
+        };
+        let ns = TestNs::new(tag);
+        let (child, dir) = spawn(&bin, &ns.name);
+        let mut etcd = Etcd {
+            child,
+            url: URL.to_string(),
+            dir,
+            ns,
+        };
+        etcd.wait_up(tag);
+        Some(etcd)
+    }
+
+    /// Replace the server by a new one with an empty data directory at the
+    /// same address: what a client sees when its endpoint is restored from
+    /// an old backup or now serves another cluster.
+    pub fn replace_with_fresh(&mut self) {
+        self.stop();
+        let (child, dir) = spawn(&etcd_binary().unwrap(), &self.ns.name);
+        self.child = child;
+        self.dir = dir;
+        self.wait_up("replaced etcd");
+    }
+
+    fn wait_up(&mut self, tag: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let url = self.url.clone();
+            if self.run(move || {
+                EtcdStore::connect(&[&url], "/probe", Duration::from_millis(500)).is_ok()
+            }) {
+                return;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        panic!(
+            "{tag}: etcd did not come up; log tail:\n{}",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        );
+    }
+
+    /// Run `f` inside etcd's namespace (see [`in_ns`]).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_ns(&self.ns, f)
+    }
+
+    /// Kill etcd (its namespace stays until drop).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
