@@ -70,6 +70,10 @@ macro_rules! context_of {
 }
 
 /// The error type of every fallible cnet-core call.
+///
+/// `Clone`, so reports can be merged and errors kept in several places; a
+/// cloned [`Error::Io`] keeps the errno, kind and text of its source (see
+/// the `Clone` impl).
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -170,8 +174,24 @@ impl Error {
         }
     }
 
-    /// An I/O error with context.
+    /// An I/O error with context. A refusal for lack of rights (EACCES,
+    /// EPERM, or an error of kind `PermissionDenied`) becomes
+    /// [`Error::PermissionDenied`] with that context and errno, so a caller
+    /// tells "run as root / fix the directory's mode" from other I/O
+    /// failures the same way for files as for netlink.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        let denied = matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+            || (source.raw_os_error().is_none()
+                && source.kind() == std::io::ErrorKind::PermissionDenied);
+        if denied {
+            let errno = source.raw_os_error().unwrap_or(libc::EACCES);
+            // The text of a custom error (not just the errno's) is kept.
+            let message = source.raw_os_error().is_none().then(|| source.to_string());
+            return Error::PermissionDenied {
+                context: context.into(),
+                kernel: Some(KernelError::new(errno, message)),
+            };
+        }
         Error::Io {
             context: context.into(),
             source,
@@ -258,6 +278,85 @@ impl Error {
     }
 }
 
+/// A copy of an I/O error: `std::io::Error` is not `Clone`. An OS error is
+/// rebuilt from its errno (exact); any other keeps its kind and its text,
+/// but not the type of a custom inner error (`get_ref` downcasts of a clone
+/// fail). The field stays a plain `std::io::Error`, so code that builds
+/// `Error::Io { .. }` directly keeps compiling.
+fn clone_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None if e.get_ref().is_none() => std::io::Error::from(e.kind()),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Error::InvalidArgument { context, reason } => Error::InvalidArgument {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::NotFound { context, kernel } => Error::NotFound {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::AlreadyExists { context, kernel } => Error::AlreadyExists {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::PermissionDenied { context, kernel } => Error::PermissionDenied {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Unsupported { context, kernel } => Error::Unsupported {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Busy { context, kernel } => Error::Busy {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Netlink { context, kernel } => Error::Netlink {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Mismatch {
+                context,
+                differences,
+            } => Error::Mismatch {
+                context: context.clone(),
+                differences: differences.clone(),
+            },
+            Error::Exhausted { context, reason } => Error::Exhausted {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Conflict { context, reason } => Error::Conflict {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Corrupt { context, reason } => Error::Corrupt {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Timeout { context, reason } => Error::Timeout {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Protocol { context, reason } => Error::Protocol {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: clone_io(source),
+            },
+        }
+    }
+}
+
 impl From<ipnet::AddrParseError> for Error {
     fn from(e: ipnet::AddrParseError) -> Self {
         Error::invalid("parse IP prefix", e.to_string())
@@ -306,6 +405,56 @@ mod tests {
         assert!(matches!(e, Error::Unsupported { .. }));
         assert_eq!(e.kernel_message(), Some("Unknown device type"));
         assert!(e.to_string().contains("Unknown device type"), "{e}");
+    }
+
+    #[test]
+    fn io_permission_errors_are_permission_denied() {
+        for errno in [libc::EACCES, libc::EPERM] {
+            let e = Error::io(
+                "open /var/lib/cnet/ipam",
+                std::io::Error::from_raw_os_error(errno),
+            );
+            assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+            assert_eq!(e.errno(), Some(errno));
+            assert_eq!(e.context(), "open /var/lib/cnet/ipam");
+        }
+        let e = Error::io("x", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, Error::Io { .. }));
+        assert_eq!(e.errno(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn clones_keep_kernel_text_and_io_source() {
+        use std::error::Error as _;
+        let k = Error::from_kernel(
+            "add route",
+            KernelError::new(libc::EINVAL, Some("Nexthop has invalid gateway".into())),
+        );
+        let c = k.clone();
+        assert_eq!(c.to_string(), k.to_string());
+        assert_eq!(c.kernel_message(), Some("Nexthop has invalid gateway"));
+
+        let os = Error::io("read", std::io::Error::from_raw_os_error(libc::EIO));
+        let c = os.clone();
+        assert_eq!(c.errno(), Some(libc::EIO));
+        assert_eq!(c.to_string(), os.to_string());
+        assert!(c.source().is_some(), "source() survives the clone");
+
+        let custom = Error::io(
+            "etcd",
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused by 127.0.0.1",
+            ),
+        );
+        let c = custom.clone();
+        assert_eq!(c.to_string(), custom.to_string());
+        match c {
+            Error::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
