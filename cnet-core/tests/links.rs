@@ -350,3 +350,71 @@ fn missing_links_and_namespaces_are_not_found() {
     }
     assert!(h.links().find("nope0").unwrap().is_none());
 }
+
+/// A link dump while two other threads add and delete links as fast as
+/// they can: the kernel marks many attempts interrupted
+/// (`NLM_F_DUMP_INTR`); the dump waits with jittered backoff, tries again,
+/// and returns every stable link. (Before: 8 immediate retries, `Busy`.)
+#[test]
+fn link_dump_succeeds_under_steady_churn() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if !privileged() {
+        return;
+    }
+    const STABLE: usize = 400;
+    let t = TestNs::new("churn");
+    let h = t.handle();
+    // Enough links that a dump spans many datagrams (one ~32 KiB chunk
+    // holds about twenty veths), so concurrent changes often interrupt it.
+    for i in 0..STABLE {
+        h.links()
+            .add(Veth::new(&format!("st{i}a"), &format!("st{i}b")))
+            .unwrap();
+    }
+    // Stops the churn threads on every exit path (a failed assertion too).
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let changes = Arc::new(AtomicUsize::new(0));
+    let churners: Vec<_> = (0..2)
+        .map(|k| {
+            let (stop, changes, ns) = (stop.0.clone(), changes.clone(), t.ns.clone());
+            std::thread::spawn(move || {
+                let h = cnet_core::Handle::at(&ns).expect("churn handle");
+                let (a, b) = (format!("churn{k}a"), format!("churn{k}b"));
+                while !stop.load(Ordering::Relaxed) {
+                    h.links().add(Veth::new(&a, &b)).expect("churn add");
+                    h.links().delete(&a).expect("churn delete");
+                    changes.fetch_add(2, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut dumps = 0;
+    while dumps < 20 {
+        assert!(
+            churners.iter().all(|c| !c.is_finished()),
+            "a churn thread stopped"
+        );
+        let before = changes.load(Ordering::Relaxed);
+        let links = h
+            .links()
+            .list()
+            .unwrap_or_else(|e| panic!("dump {dumps}: {e}"));
+        let stable = links.iter().filter(|l| l.name.starts_with("st")).count();
+        assert_eq!(stable, 2 * STABLE, "dump {dumps} lost stable links");
+        // Count only dumps during which the churn threads changed links.
+        if changes.load(Ordering::Relaxed) != before {
+            dumps += 1;
+        }
+    }
+    drop(stop);
+    for c in churners {
+        c.join().expect("churn thread");
+    }
+}
