@@ -47,6 +47,37 @@ impl fmt::Display for Opt<'_> {
     }
 }
 
+/// "1 item" / "N items".
+struct Items(usize);
+
+impl fmt::Display for Items {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            1 => write!(f, "1 item"),
+            n => write!(f, "{n} items"),
+        }
+    }
+}
+
+/// The first few errors of a list, "; "-separated, then how many more.
+struct Joined<'a>(&'a [Error]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 3;
+        for (i, e) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, "; and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
 /// The `context` field of any variant (every variant has one).
 macro_rules! context_of {
     ($e:expr) => {
@@ -64,6 +95,7 @@ macro_rules! context_of {
             | Error::Corrupt { context, .. }
             | Error::Timeout { context, .. }
             | Error::Protocol { context, .. }
+            | Error::Partial { context, .. }
             | Error::Io { context, .. } => context,
         }
     };
@@ -152,6 +184,16 @@ pub enum Error {
     /// The kernel (or a peer) answered something we could not make sense of.
     #[error("{context}: protocol error: {reason}")]
     Protocol { context: String, reason: String },
+
+    /// Some items of a multi-item operation (a reconcile) failed while
+    /// the others were applied: `errors` has one error per failed item,
+    /// `applied` says what was done ("3 added, 0 replaced, …").
+    #[error("{context}: {} failed ({applied}): {}", Items(.errors.len()), Joined(.errors))]
+    Partial {
+        context: String,
+        applied: String,
+        errors: Vec<Error>,
+    },
 
     /// An I/O error from a file, socket or thread.
     #[error("{context}: {source}")]
@@ -348,6 +390,15 @@ impl Clone for Error {
             Error::Protocol { context, reason } => Error::Protocol {
                 context: context.clone(),
                 reason: reason.clone(),
+            },
+            Error::Partial {
+                context,
+                applied,
+                errors,
+            } => Error::Partial {
+                context: context.clone(),
+                applied: applied.clone(),
+                errors: errors.clone(),
             },
             Error::Io { context, source } => Error::Io {
                 context: context.clone(),

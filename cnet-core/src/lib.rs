@@ -20,6 +20,7 @@ pub mod link;
 pub mod neigh;
 pub mod netlink;
 pub mod netns;
+pub mod reconcile;
 pub mod route;
 pub mod sysctl;
 

@@ -25,9 +25,12 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::addr::Scope;
 use crate::error::{Error, Result};
-use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::fxhash::FxHashSet;
 use crate::handle::Handle;
 use crate::link::{validate_mtu, validate_name, LinkRef, Resolver};
+use crate::reconcile::NameCache;
+/// Moved to [`crate::reconcile`]; kept here so existing paths compile.
+pub use crate::reconcile::ReconcileReport;
 
 /// The route protocol number cnet stamps on its routes (`ip route … proto
 /// 119`). Not listed in iproute2's `/etc/iproute2/rt_protos` nor used by
@@ -1122,76 +1125,6 @@ impl RouteOwner {
     }
 }
 
-/// What a reconcile did.
-#[derive(Debug, Default)]
-pub struct ReconcileReport {
-    /// Entries that were missing and were added.
-    pub added: usize,
-    /// Entries that differed and were replaced.
-    pub replaced: usize,
-    /// Stale entries that were deleted.
-    pub deleted: usize,
-    /// Entries that were already right.
-    pub unchanged: usize,
-    /// Per-item failures (each names its entry); the others were applied.
-    pub errors: Vec<Error>,
-}
-
-impl ReconcileReport {
-    /// No write was needed and nothing failed.
-    pub fn is_noop(&self) -> bool {
-        self.added == 0 && self.replaced == 0 && self.deleted == 0 && self.errors.is_empty()
-    }
-    /// Nothing failed.
-    pub fn is_ok(&self) -> bool {
-        self.errors.is_empty()
-    }
-}
-
-/// A per-call cache of device name → index.
-pub(crate) struct NameCache<'h> {
-    h: &'h Handle,
-    map: std::cell::RefCell<FxHashMap<String, u32>>,
-}
-
-impl<'h> NameCache<'h> {
-    pub(crate) fn new(h: &'h Handle) -> Self {
-        NameCache {
-            h,
-            map: Default::default(),
-        }
-    }
-    pub(crate) fn resolve(&self, r: &LinkRef) -> Result<u32> {
-        match r {
-            LinkRef::Index(i) => Ok(*i),
-            LinkRef::Name(n) => {
-                if let Some(i) = self.map.borrow().get(n) {
-                    return Ok(*i);
-                }
-                let i = self.h.links().index_of(n)?;
-                self.map.borrow_mut().insert(n.clone(), i);
-                Ok(i)
-            }
-        }
-    }
-    /// Like [`NameCache::resolve`] but never asks the kernel (for use while
-    /// the handle's socket is held): a name not resolved before is an error.
-    pub(crate) fn cached(&self, r: &LinkRef) -> Result<u32> {
-        match r {
-            LinkRef::Index(i) => Ok(*i),
-            LinkRef::Name(n) => self
-                .map
-                .borrow()
-                .get(n)
-                .copied()
-                .ok_or_else(|| Error::Protocol {
-                    context: format!("device {n}"),
-                    reason: "name not resolved before the batch".into(),
-                }),
-        }
-    }
-}
-
 /// Route operations in one namespace. Obtain with [`Handle::routes`].
 #[derive(Debug)]
 pub struct Routes<'a> {
@@ -1370,6 +1303,7 @@ impl<'a> Routes<'a> {
     /// ACKs are read, matched back by sequence number). Returns one result
     /// per operation, in order; a failing item does not stop the others.
     /// Equivalent to `ip -batch FILE` with `-force`.
+    #[must_use = "each operation has its own result; a failed one is only reported there"]
     pub fn apply_batch(&self, ops: &[RouteOp]) -> Vec<Result<()>> {
         let names = NameCache::new(self.h);
         self.batch_with(ops, &names, false)
@@ -1468,10 +1402,17 @@ impl<'a> Routes<'a> {
     /// Routes of other protocols, tables (or devices, when the owner names
     /// one) are never touched. The owner's protocol and table are applied
     /// to every desired route. Routes are identified by prefix and metric.
+    /// Items that fail (a desired route the kernel refuses, an unknown
+    /// device) land in [`ReconcileReport::errors`] while the rest is
+    /// applied: call [`ReconcileReport::into_result`] to treat them as an
+    /// error.
     pub fn reconcile(&self, owner: &RouteOwner, desired: &[Route]) -> Result<ReconcileReport> {
         let ns = self.h.netns().label();
         let names = NameCache::new(self.h);
-        let mut report = ReconcileReport::default();
+        let mut report = ReconcileReport::new(format!(
+            "reconcile routes proto {} table {} in {ns}",
+            owner.protocol, owner.table
+        ));
         if owner.table == 0 {
             return Err(Error::invalid(
                 format!("reconcile routes in {ns}"),
