@@ -30,6 +30,19 @@ pub use netns::NetNs;
 
 pub use ipnet::IpNet;
 
+/// The message types of `netlink-packet-route` (`RouteMessage`,
+/// `LinkMessage`, `NeighbourMessage`, …) appear in the public API
+/// (`message_for`, `message`): re-exported so callers use the exact
+/// version cnet-core was built with.
+pub use netlink_packet_route;
+
+/// Netlink framing (`NetlinkHeader`, `NLM_F_*` flags) as used by
+/// [`netlink::Socket`]; re-exported for the same reason.
+pub use netlink_packet_core;
+
+/// Prefix types (`IpNet`, `Ipv4Net`, `Ipv6Net`) used throughout the API.
+pub use ipnet;
+
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

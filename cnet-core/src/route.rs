@@ -671,53 +671,89 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 const RTM_NEWROUTE: u16 = 24;
-
-fn ip_bytes(v: &[u8]) -> Option<IpAddr> {
-    match v.len() {
-        4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
-        _ => None,
-    }
-}
-
-fn u32_of(v: &[u8]) -> Option<u32> {
-    <[u8; 4]>::try_from(v.get(..4)?)
-        .ok()
-        .map(u32::from_ne_bytes)
-}
+/// `struct rtmsg`, before the attributes.
+const ROUTE_HEADER_LEN: usize = 12;
 
 impl RouteEntry {
     /// Decode an `RTM_NEWROUTE` payload (header + attributes) without
     /// building the full message: the header through netlink-packet-route,
-    /// attributes through netlink-packet-core's `NlasIterator`. Routes with
-    /// nested attributes (metrics, multipath) take the full decoder.
+    /// attributes through netlink-packet-core's `NlasIterator`, in one pass
+    /// with no allocation.
+    ///
+    /// It accepts and refuses exactly what the full decoder
+    /// ([`RouteMessage`]'s `parse`, then [`RouteEntry::from_message`])
+    /// does, with the same fields (checked by [`RouteEntry::check_decoders`]
+    /// on mutated real messages and by the `route_decode` fuzz target):
+    /// each attribute kind read here gets the full decoder's own size check
+    /// (an address exactly 4 or 16 bytes as the family says, a `u32`
+    /// exactly 4, cache info at least 32, …), and a message with any other
+    /// kind — metrics, multipath, encapsulation, kinds neither knows — is
+    /// handed to the full decoder whole.
     pub fn from_bytes(body: &[u8]) -> Option<RouteEntry> {
         use netlink_packet_core::{NlasIterator, Parseable};
         const RTA_DST: u16 = 1;
+        const RTA_SRC: u16 = 2;
+        const RTA_IIF: u16 = 3;
         const RTA_OIF: u16 = 4;
         const RTA_GATEWAY: u16 = 5;
         const RTA_PRIORITY: u16 = 6;
         const RTA_PREFSRC: u16 = 7;
-        const RTA_METRICS: u16 = 8;
-        const RTA_MULTIPATH: u16 = 9;
+        const RTA_FLOW: u16 = 11;
+        const RTA_CACHEINFO: u16 = 12;
         const RTA_TABLE: u16 = 15;
+        const RTA_MARK: u16 = 16;
+        const RTA_PREF: u16 = 20;
+        const RTA_EXPIRES: u16 = 23;
+        const RTA_UID: u16 = 25;
+        const RTA_NH_ID: u16 = 30;
+        /// `struct rta_cacheinfo`: eight u32 (the full decoder takes a prefix).
+        const CACHEINFO_LEN: usize = 32;
+        const RTN_MULTICAST: u8 = 5;
         let h = RouteHeader::parse(body).ok()?;
         let mut e = RouteEntry::from_header(&h)?;
-        for nla in NlasIterator::new(body.get(12..)?) {
+        let v6 = h.address_family == AddressFamily::Inet6;
+        // An address exactly as long as the family's (the full decoder's
+        // `RouteAddress::parse`).
+        let addr = |v: &[u8]| -> Option<IpAddr> {
+            if v6 {
+                <[u8; 16]>::try_from(v).ok().map(IpAddr::from)
+            } else {
+                <[u8; 4]>::try_from(v).ok().map(IpAddr::from)
+            }
+        };
+        // A u32 of exactly four bytes (`parse_u32`).
+        let u32_exact = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(u32::from_ne_bytes);
+        let expires_len = if u8::from(h.kind) == RTN_MULTICAST {
+            8
+        } else {
+            4
+        };
+        for nla in NlasIterator::new(body.get(ROUTE_HEADER_LEN..)?) {
             let nla = nla.ok()?;
             let v = nla.value();
-            match nla.kind() & 0x3fff {
-                RTA_DST => e.dst = IpNet::new(ip_bytes(v)?, h.destination_prefix_length).ok()?,
-                RTA_GATEWAY => e.gateway = ip_bytes(v),
-                RTA_OIF => e.oif = u32_of(v),
-                RTA_PREFSRC => e.prefsrc = ip_bytes(v),
-                RTA_PRIORITY => e.metric = u32_of(v)?,
-                RTA_TABLE => e.table = u32_of(v)?,
-                RTA_METRICS | RTA_MULTIPATH => {
+            match nla.kind() {
+                RTA_DST => e.dst = IpNet::new(addr(v)?, h.destination_prefix_length).ok()?,
+                RTA_GATEWAY => e.gateway = Some(addr(v)?),
+                RTA_PREFSRC => e.prefsrc = Some(addr(v)?),
+                RTA_OIF => e.oif = Some(u32_exact(v)?),
+                RTA_PRIORITY => e.metric = u32_exact(v)?,
+                RTA_TABLE => e.table = u32_exact(v)?,
+                // Not part of the entry, but validated as the full decoder does.
+                RTA_SRC => {
+                    addr(v)?;
+                }
+                RTA_IIF | RTA_FLOW | RTA_MARK | RTA_UID | RTA_NH_ID => {
+                    u32_exact(v)?;
+                }
+                RTA_PREF if v.len() == 1 => {}
+                RTA_CACHEINFO if v.len() >= CACHEINFO_LEN => {}
+                RTA_EXPIRES if v.len() == expires_len => {}
+                RTA_PREF | RTA_CACHEINFO | RTA_EXPIRES => return None,
+                // Nested (metrics, multipath) or rare: the full decoder.
+                _ => {
                     let m = RouteMessage::parse(body).ok()?;
                     return RouteEntry::from_message(&m);
                 }
-                _ => {}
             }
         }
         Some(e)
@@ -745,6 +781,50 @@ impl RouteEntry {
             mtu: None,
             nexthops: Vec::new(),
         })
+    }
+
+    /// Decode `body` (an `RTM_NEWROUTE` payload) with both decoders,
+    /// [`RouteEntry::from_bytes`] and the full one (`RouteMessage::parse`
+    /// then [`RouteEntry::from_message`]), and say how they disagree: that
+    /// one refused what the other accepted, or which fields differ. The
+    /// fuzz target (`cnet-core/fuzz`) and the `route_decode` test call this.
+    pub fn check_decoders(body: &[u8]) -> std::result::Result<Option<RouteEntry>, String> {
+        use netlink_packet_core::Parseable;
+        let full = RouteMessage::parse(body)
+            .ok()
+            .and_then(|m| RouteEntry::from_message(&m));
+        let fast = RouteEntry::from_bytes(body);
+        match (&full, &fast) {
+            (None, None) => Ok(None),
+            (Some(f), None) => Err(format!(
+                "fast path refused what the full decoder accepts: {f:?}"
+            )),
+            (None, Some(x)) => Err(format!(
+                "fast path accepted what the full decoder refuses: {x:?}"
+            )),
+            (Some(f), Some(x)) => {
+                let mut d = Vec::new();
+                macro_rules! cmp {
+                    ($($field:ident),*) => {$(
+                        if f.$field != x.$field {
+                            d.push(format!(
+                                "{}: full {:?}, fast {:?}",
+                                stringify!($field), f.$field, x.$field
+                            ));
+                        }
+                    )*};
+                }
+                cmp!(
+                    dst, table, protocol, scope, kind, gateway, oif, prefsrc, metric, onlink, mtu,
+                    nexthops
+                );
+                if d.is_empty() {
+                    Ok(full)
+                } else {
+                    Err(d.join("; "))
+                }
+            }
+        }
     }
 
     /// Decode an `RTM_NEWROUTE` message; `None` for non-IP families.
