@@ -111,47 +111,64 @@ macro_rules! context_of {
 pub enum Error {
     /// Our own validation refused the input before anything was sent.
     #[error("{context}: invalid argument: {reason}")]
-    InvalidArgument { context: String, reason: String },
+    InvalidArgument {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// The object (link, namespace, route, lease, …) does not exist.
     #[error("{context}: not found{}", Opt(.kernel))]
     NotFound {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The object exists already.
     #[error("{context}: already exists{}", Opt(.kernel))]
     AlreadyExists {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The caller lacks a capability (usually CAP_NET_ADMIN / CAP_SYS_ADMIN).
     #[error("{context}: permission denied{}", Opt(.kernel))]
     PermissionDenied {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The kernel (or this build) lacks the feature, e.g. "Unknown device type".
     #[error("{context}: not supported by this kernel{}", Opt(.kernel))]
     Unsupported {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The object is busy (EBUSY), e.g. a device still in use.
     #[error("{context}: busy{}", Opt(.kernel))]
     Busy {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// Any other kernel refusal.
     #[error("{context}: {kernel}")]
     Netlink {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text.
         kernel: KernelError,
     },
 
@@ -159,47 +176,79 @@ pub enum Error {
     /// `differences` lists each field as "field: have X, want Y".
     #[error("{context}: exists but differs: {}", .differences.join("; "))]
     Mismatch {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// One "field: have X, want Y" per difference.
         differences: Vec<String>,
     },
 
     /// A pool or network has no free address or subnet left.
     #[error("{context}: exhausted: {reason}")]
-    Exhausted { context: String, reason: String },
+    Exhausted {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// The request conflicts with existing state (overlapping networks, an
     /// address held by another owner, a stale generation, …).
     #[error("{context}: conflict: {reason}")]
-    Conflict { context: String, reason: String },
+    Conflict {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// Stored state could not be understood (corrupt or foreign file/key);
     /// it is never silently reset.
     #[error("{context}: corrupt state: {reason}")]
-    Corrupt { context: String, reason: String },
+    Corrupt {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// An operation did not finish in its time bound.
     #[error("{context}: timed out{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
-    Timeout { context: String, reason: String },
+    Timeout {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// The kernel (or a peer) answered something we could not make sense of.
     #[error("{context}: protocol error: {reason}")]
-    Protocol { context: String, reason: String },
+    Protocol {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// Some items of a multi-item operation (a reconcile) failed while
     /// the others were applied: `errors` has one error per failed item,
     /// `applied` says what was done ("3 added, 0 replaced, …").
     #[error("{context}: {} failed ({applied}): {}", Items(.errors.len()), Joined(.errors))]
     Partial {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// What the operation did apply ("3 added, 0 replaced, …").
         applied: String,
+        /// One error per failed item, each naming its item.
         errors: Vec<Error>,
     },
 
     /// An I/O error from a file, socket or thread.
     #[error("{context}: {source}")]
     Io {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
         #[source]
+        /// The I/O error.
         source: std::io::Error,
     },
 }
