@@ -322,6 +322,7 @@ impl Socket {
     /// by the receive buffer keeps the kernel from dropping ACKs (ENOBUFS).
     /// Each result is matched to its request by sequence number; one failure
     /// does not stop the others. `ctx(i)` describes item `i` for its error.
+    #[must_use = "each request has its own result; a failed one is only reported there"]
     pub fn batch(
         &mut self,
         items: Vec<BatchItem>,
@@ -347,6 +348,7 @@ impl Socket {
     /// the window opens). An item whose `encode` fails gets that error as
     /// its result and is not sent; one that emits nothing succeeds unsent.
     #[allow(clippy::type_complexity)]
+    #[must_use = "each request has its own result; a failed one is only reported there"]
     pub fn batch_encoded(
         &mut self,
         total: usize,
