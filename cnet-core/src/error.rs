@@ -47,6 +47,37 @@ impl fmt::Display for Opt<'_> {
     }
 }
 
+/// "1 item" / "N items".
+struct Items(usize);
+
+impl fmt::Display for Items {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            1 => write!(f, "1 item"),
+            n => write!(f, "{n} items"),
+        }
+    }
+}
+
+/// The first few errors of a list, "; "-separated, then how many more.
+struct Joined<'a>(&'a [Error]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 3;
+        for (i, e) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, "; and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
 /// The `context` field of any variant (every variant has one).
 macro_rules! context_of {
     ($e:expr) => {
@@ -64,58 +95,80 @@ macro_rules! context_of {
             | Error::Corrupt { context, .. }
             | Error::Timeout { context, .. }
             | Error::Protocol { context, .. }
+            | Error::Partial { context, .. }
             | Error::Io { context, .. } => context,
         }
     };
 }
 
 /// The error type of every fallible cnet-core call.
+///
+/// `Clone`, so reports can be merged and errors kept in several places; a
+/// cloned [`Error::Io`] keeps the errno, kind and text of its source (see
+/// the `Clone` impl).
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Our own validation refused the input before anything was sent.
     #[error("{context}: invalid argument: {reason}")]
-    InvalidArgument { context: String, reason: String },
+    InvalidArgument {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// The object (link, namespace, route, lease, …) does not exist.
     #[error("{context}: not found{}", Opt(.kernel))]
     NotFound {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The object exists already.
     #[error("{context}: already exists{}", Opt(.kernel))]
     AlreadyExists {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The caller lacks a capability (usually CAP_NET_ADMIN / CAP_SYS_ADMIN).
     #[error("{context}: permission denied{}", Opt(.kernel))]
     PermissionDenied {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The kernel (or this build) lacks the feature, e.g. "Unknown device type".
     #[error("{context}: not supported by this kernel{}", Opt(.kernel))]
     Unsupported {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// The object is busy (EBUSY), e.g. a device still in use.
     #[error("{context}: busy{}", Opt(.kernel))]
     Busy {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text, when the kernel refused.
         kernel: Option<KernelError>,
     },
 
     /// Any other kernel refusal.
     #[error("{context}: {kernel}")]
     Netlink {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// The kernel's errno and extended-ACK text.
         kernel: KernelError,
     },
 
@@ -123,37 +176,79 @@ pub enum Error {
     /// `differences` lists each field as "field: have X, want Y".
     #[error("{context}: exists but differs: {}", .differences.join("; "))]
     Mismatch {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
+        /// One "field: have X, want Y" per difference.
         differences: Vec<String>,
     },
 
     /// A pool or network has no free address or subnet left.
     #[error("{context}: exhausted: {reason}")]
-    Exhausted { context: String, reason: String },
+    Exhausted {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// The request conflicts with existing state (overlapping networks, an
     /// address held by another owner, a stale generation, …).
     #[error("{context}: conflict: {reason}")]
-    Conflict { context: String, reason: String },
+    Conflict {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// Stored state could not be understood (corrupt or foreign file/key);
     /// it is never silently reset.
     #[error("{context}: corrupt state: {reason}")]
-    Corrupt { context: String, reason: String },
+    Corrupt {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// An operation did not finish in its time bound.
     #[error("{context}: timed out{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
-    Timeout { context: String, reason: String },
+    Timeout {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// The kernel (or a peer) answered something we could not make sense of.
     #[error("{context}: protocol error: {reason}")]
-    Protocol { context: String, reason: String },
+    Protocol {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// Some items of a multi-item operation (a reconcile) failed while
+    /// the others were applied: `errors` has one error per failed item,
+    /// `applied` says what was done ("3 added, 0 replaced, …").
+    #[error("{context}: {} failed ({applied}): {}", Items(.errors.len()), Joined(.errors))]
+    Partial {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
+        context: String,
+        /// What the operation did apply ("3 added, 0 replaced, …").
+        applied: String,
+        /// One error per failed item, each naming its item.
+        errors: Vec<Error>,
+    },
 
     /// An I/O error from a file, socket or thread.
     #[error("{context}: {source}")]
     Io {
+        /// The operation and object concerned ("create veth link veth-a in pod-a").
         context: String,
         #[source]
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -170,8 +265,24 @@ impl Error {
         }
     }
 
-    /// An I/O error with context.
+    /// An I/O error with context. A refusal for lack of rights (EACCES,
+    /// EPERM, or an error of kind `PermissionDenied`) becomes
+    /// [`Error::PermissionDenied`] with that context and errno, so a caller
+    /// tells "run as root / fix the directory's mode" from other I/O
+    /// failures the same way for files as for netlink.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        let denied = matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+            || (source.raw_os_error().is_none()
+                && source.kind() == std::io::ErrorKind::PermissionDenied);
+        if denied {
+            let errno = source.raw_os_error().unwrap_or(libc::EACCES);
+            // The text of a custom error (not just the errno's) is kept.
+            let message = source.raw_os_error().is_none().then(|| source.to_string());
+            return Error::PermissionDenied {
+                context: context.into(),
+                kernel: Some(KernelError::new(errno, message)),
+            };
+        }
         Error::Io {
             context: context.into(),
             source,
@@ -258,6 +369,94 @@ impl Error {
     }
 }
 
+/// A copy of an I/O error: `std::io::Error` is not `Clone`. An OS error is
+/// rebuilt from its errno (exact); any other keeps its kind and its text,
+/// but not the type of a custom inner error (`get_ref` downcasts of a clone
+/// fail). The field stays a plain `std::io::Error`, so code that builds
+/// `Error::Io { .. }` directly keeps compiling.
+fn clone_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None if e.get_ref().is_none() => std::io::Error::from(e.kind()),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Error::InvalidArgument { context, reason } => Error::InvalidArgument {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::NotFound { context, kernel } => Error::NotFound {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::AlreadyExists { context, kernel } => Error::AlreadyExists {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::PermissionDenied { context, kernel } => Error::PermissionDenied {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Unsupported { context, kernel } => Error::Unsupported {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Busy { context, kernel } => Error::Busy {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Netlink { context, kernel } => Error::Netlink {
+                context: context.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Mismatch {
+                context,
+                differences,
+            } => Error::Mismatch {
+                context: context.clone(),
+                differences: differences.clone(),
+            },
+            Error::Exhausted { context, reason } => Error::Exhausted {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Conflict { context, reason } => Error::Conflict {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Corrupt { context, reason } => Error::Corrupt {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Timeout { context, reason } => Error::Timeout {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Protocol { context, reason } => Error::Protocol {
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            Error::Partial {
+                context,
+                applied,
+                errors,
+            } => Error::Partial {
+                context: context.clone(),
+                applied: applied.clone(),
+                errors: errors.clone(),
+            },
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: clone_io(source),
+            },
+        }
+    }
+}
+
 impl From<ipnet::AddrParseError> for Error {
     fn from(e: ipnet::AddrParseError) -> Self {
         Error::invalid("parse IP prefix", e.to_string())
@@ -306,6 +505,56 @@ mod tests {
         assert!(matches!(e, Error::Unsupported { .. }));
         assert_eq!(e.kernel_message(), Some("Unknown device type"));
         assert!(e.to_string().contains("Unknown device type"), "{e}");
+    }
+
+    #[test]
+    fn io_permission_errors_are_permission_denied() {
+        for errno in [libc::EACCES, libc::EPERM] {
+            let e = Error::io(
+                "open /var/lib/cnet/ipam",
+                std::io::Error::from_raw_os_error(errno),
+            );
+            assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+            assert_eq!(e.errno(), Some(errno));
+            assert_eq!(e.context(), "open /var/lib/cnet/ipam");
+        }
+        let e = Error::io("x", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, Error::Io { .. }));
+        assert_eq!(e.errno(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn clones_keep_kernel_text_and_io_source() {
+        use std::error::Error as _;
+        let k = Error::from_kernel(
+            "add route",
+            KernelError::new(libc::EINVAL, Some("Nexthop has invalid gateway".into())),
+        );
+        let c = k.clone();
+        assert_eq!(c.to_string(), k.to_string());
+        assert_eq!(c.kernel_message(), Some("Nexthop has invalid gateway"));
+
+        let os = Error::io("read", std::io::Error::from_raw_os_error(libc::EIO));
+        let c = os.clone();
+        assert_eq!(c.errno(), Some(libc::EIO));
+        assert_eq!(c.to_string(), os.to_string());
+        assert!(c.source().is_some(), "source() survives the clone");
+
+        let custom = Error::io(
+            "etcd",
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused by 127.0.0.1",
+            ),
+        );
+        let c = custom.clone();
+        assert_eq!(c.to_string(), custom.to_string());
+        match c {
+            Error::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::link::{validate_name, LinkRef, MacAddr, Resolver};
 use crate::neigh::{ip_of_neigh, NeighState};
-use crate::route::{NameCache, ReconcileReport};
+use crate::reconcile::{NameCache, ReconcileReport};
 
 /// An FDB entry to program: equivalent to `bridge fdb add|append|replace|del
 /// MAC dev DEV [dst IP] [vni VNI] [port PORT] [vlan VID] [self] [master]
@@ -317,7 +317,8 @@ impl<'a> Fdb<'a> {
     /// MAC and dst); others (the device's own addresses, learnt entries)
     /// are left alone. One dump, then one pipelined batch; a set that is
     /// already right writes nothing. A changed entry (VNI, port) is deleted
-    /// and appended again, counted as replaced.
+    /// and appended again, counted as replaced. Failed items land in
+    /// [`ReconcileReport::errors`]; see [`ReconcileReport::into_result`].
     pub fn reconcile(&self, dev: &str, desired: &[FdbEntry]) -> Result<ReconcileReport> {
         let ns = self.h.netns().label();
         let ctx = format!("reconcile fdb of {dev} in {ns}");
@@ -329,7 +330,7 @@ impl<'a> Fdb<'a> {
             crate::link::LinkDetails::Vxlan(v) => (v.vni, v.port),
             _ => (None, None),
         };
-        let mut report = ReconcileReport::default();
+        let mut report = ReconcileReport::new(&ctx);
         let mut want: HashMap<(MacAddr, IpAddr), FdbEntry> = HashMap::new();
         for e in desired {
             let mut e = e.clone();

@@ -13,7 +13,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::link::{validate_name, LinkRef, MacAddr, Resolver};
-use crate::route::{Family, NameCache, ReconcileReport};
+use crate::reconcile::{NameCache, ReconcileReport};
+use crate::route::Family;
 
 /// Neighbour entry state (`nud STATE`).
 #[non_exhaustive]
@@ -314,7 +315,9 @@ impl<'a> Neighbours<'a> {
     /// Make the permanent neighbour entries of `dev` exactly `desired`
     /// (each forced to `nud permanent` on `dev`): one filtered dump, then
     /// one pipelined batch. Entries in other states (learnt by the kernel)
-    /// are left alone; a set that is already right writes nothing.
+    /// are left alone; a set that is already right writes nothing. Failed
+    /// items land in [`ReconcileReport::errors`]; see
+    /// [`ReconcileReport::into_result`].
     pub fn reconcile(&self, dev: &str, desired: &[Neighbour]) -> Result<ReconcileReport> {
         let ns = self.h.netns().label();
         let ctx = format!("reconcile neighbours of {dev} in {ns}");
@@ -323,7 +326,7 @@ impl<'a> Neighbours<'a> {
             .links()
             .index_of(dev)
             .map_err(|e| e.with_context(&ctx))?;
-        let mut report = ReconcileReport::default();
+        let mut report = ReconcileReport::new(&ctx);
         let mut want: HashMap<IpAddr, Neighbour> = HashMap::with_capacity(desired.len());
         for n in desired {
             let mut n = n.clone();

@@ -4,7 +4,8 @@
 //!  caller ──request()──▶ [seq n, NLM_F_ACK] ──▶ kernel
 //!         ◀──────────── NLMSG_ERROR(code, ext-ack TLVs) for seq n
 //!  caller ──dump()────▶ [seq n, NLM_F_DUMP] ──▶ kernel
-//!         ◀──────────── msg, msg, …, NLMSG_DONE (retried if NLM_F_DUMP_INTR)
+//!         ◀──────────── msg, msg, …, NLMSG_DONE (if NLM_F_DUMP_INTR: wait
+//!                       with jittered exponential backoff, dump again)
 //!  caller ──batch()───▶ many requests packed into few datagrams, a bounded
 //!                       window in flight; each ACK matched back by seq
 //! ```
@@ -14,6 +15,7 @@
 //! including the kernel's extended-ACK text (`NETLINK_EXT_ACK`).
 
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     NetlinkHeader, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
@@ -30,8 +32,14 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const HDR_LEN: usize = 16;
 
-/// How many times an interrupted dump is restarted before giving up.
-const DUMP_RETRIES: usize = 8;
+/// First wait before an interrupted dump is restarted; each further
+/// interruption doubles it up to [`DUMP_BACKOFF_MAX`].
+const DUMP_BACKOFF_FIRST: Duration = Duration::from_millis(1);
+/// Longest single wait between two attempts of a dump.
+const DUMP_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// No new attempt starts after this long since the first one: a table
+/// changing without a pause for that long gets [`Error::Busy`].
+const DUMP_RETRY_BUDGET: Duration = Duration::from_secs(3);
 /// Receive buffer we ask the kernel for (bounded by rmem_max without
 /// CAP_NET_ADMIN; with it SO_RCVBUFFORCE is used).
 const RCVBUF: usize = 8 << 20;
@@ -190,21 +198,38 @@ impl Socket {
 
     /// A dump (`NLM_F_DUMP`): every message up to `NLMSG_DONE`. A dump the
     /// kernel marks interrupted (`NLM_F_DUMP_INTR`: the table changed while
-    /// it was read) is restarted, at most [`DUMP_RETRIES`] times.
+    /// it was read) is restarted after a jittered, exponentially growing
+    /// wait (1 ms doubling to 100 ms), for at most 3 s in all; then
+    /// [`Error::Busy`] says how many times concurrent changes interrupted it.
     pub fn dump(
         &mut self,
         msg: RouteNetlinkMessage,
         ctx: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        let mut out = Vec::new();
+        // The raw messages are only copied while the dump runs and decoded
+        // once it has finished uninterrupted: the kernel builds the next
+        // chunk when we read the last, so the time a dump is exposed to
+        // concurrent changes is the time to read it, not to decode it (and
+        // an interrupted attempt costs no decoding).
+        let mut raw: Vec<(NetlinkHeader, std::ops::Range<usize>)> = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
         self.dump_each(msg, ctx, &mut |m| {
             match m {
-                None => out.clear(),
-                Some((hdr, body)) => out.push(decode(hdr, body, ctx)?),
+                None => {
+                    raw.clear();
+                    bytes.clear();
+                }
+                Some((hdr, body)) => {
+                    let start = bytes.len();
+                    bytes.extend_from_slice(body);
+                    raw.push((*hdr, start..bytes.len()));
+                }
             }
             Ok(())
         })?;
-        Ok(out)
+        raw.iter()
+            .map(|(hdr, r)| decode(hdr, &bytes[r.clone()], ctx))
+            .collect()
     }
 
     /// A dump that hands each message's raw payload to `f` without decoding
@@ -218,8 +243,10 @@ impl Socket {
         ctx: &dyn Fn() -> String,
         f: &mut dyn FnMut(Option<(&NetlinkHeader, &[u8])>) -> Result<()>,
     ) -> Result<()> {
-        for attempt in 0..DUMP_RETRIES {
-            if attempt > 0 {
+        let mut backoff = Backoff::new(DUMP_BACKOFF_FIRST, DUMP_BACKOFF_MAX, DUMP_RETRY_BUDGET);
+        let mut interruptions = 0usize;
+        loop {
+            if interruptions > 0 {
                 f(None)?;
             }
             let seq = self.frame(&msg, NLM_F_DUMP);
@@ -269,16 +296,25 @@ impl Socket {
             if !interrupted {
                 return Ok(());
             }
+            interruptions += 1;
+            match backoff.next_wait() {
+                Some(wait) => std::thread::sleep(wait),
+                None => {
+                    return Err(Error::Busy {
+                        context: ctx(),
+                        kernel: Some(KernelError::new(
+                            libc::EINTR,
+                            Some(format!(
+                                "the dump was interrupted {interruptions} times by concurrent \
+                                 changes (kernel flag NLM_F_DUMP_INTR) over {:.1} s of retries \
+                                 with backoff; something keeps changing this table",
+                                backoff.elapsed().as_secs_f64()
+                            )),
+                        )),
+                    })
+                }
+            }
         }
-        Err(Error::Busy {
-            context: ctx(),
-            kernel: Some(KernelError::new(
-                libc::EINTR,
-                Some(format!(
-                    "dump interrupted by concurrent changes {DUMP_RETRIES} times in a row"
-                )),
-            )),
-        })
     }
 
     /// Pipelined requests: requests are packed into datagrams of up to 64 KiB
@@ -286,6 +322,7 @@ impl Socket {
     /// by the receive buffer keeps the kernel from dropping ACKs (ENOBUFS).
     /// Each result is matched to its request by sequence number; one failure
     /// does not stop the others. `ctx(i)` describes item `i` for its error.
+    #[must_use = "each request has its own result; a failed one is only reported there"]
     pub fn batch(
         &mut self,
         items: Vec<BatchItem>,
@@ -311,6 +348,7 @@ impl Socket {
     /// the window opens). An item whose `encode` fails gets that error as
     /// its result and is not sent; one that emits nothing succeeds unsent.
     #[allow(clippy::type_complexity)]
+    #[must_use = "each request has its own result; a failed one is only reported there"]
     pub fn batch_encoded(
         &mut self,
         total: usize,
@@ -485,6 +523,47 @@ impl Socket {
     #[doc(hidden)]
     pub fn take_seq(&mut self) -> u32 {
         self.next_seq()
+    }
+}
+
+/// Waits between attempts of an interrupted dump: exponential (doubling
+/// from `first` up to `max`) with jitter, so a retry does not land in step
+/// with a periodic writer, and bounded in total time.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+    start: Instant,
+    budget: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration, budget: Duration) -> Self {
+        Backoff {
+            next: first,
+            max,
+            start: Instant::now(),
+            budget,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// The wait before the next attempt, uniform in [d/2, d] for the
+    /// current step d; `None` once the budget is spent (no attempt may
+    /// start after it).
+    fn next_wait(&mut self) -> Option<Duration> {
+        let left = self.budget.checked_sub(self.start.elapsed())?;
+        let d = self.next;
+        self.next = (d * 2).min(self.max);
+        let half = d / 2;
+        let nanos = half.as_nanos() as u64;
+        let wait = half + Duration::from_nanos(self.rng.u64(0..=nanos));
+        (!left.is_zero()).then(|| wait.min(left))
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
     }
 }
 
@@ -848,6 +927,25 @@ mod tests {
         assert!(!is_stale(10, 10));
         assert!(!is_stale(10, 11));
         assert!(!is_stale(10, 0));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stops_at_its_budget() {
+        let first = Duration::from_millis(2);
+        let max = Duration::from_millis(16);
+        let mut b = Backoff::new(first, max, Duration::from_secs(3600));
+        let mut step = first;
+        for _ in 0..10 {
+            let w = b.next_wait().expect("within budget");
+            assert!(
+                w >= step / 2 && w <= step,
+                "{w:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
+            step = (step * 2).min(max);
+        }
+        let mut spent = Backoff::new(first, max, Duration::ZERO);
+        assert_eq!(spent.next_wait(), None);
     }
 
     #[test]

@@ -273,10 +273,27 @@ fn failed_veth_leaves_nothing_behind() {
         .add(Veth::new("vf0", "eth0").peer_netns(&pod.ns))
         .unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    // The message names the peer and its namespace, not the free host end.
+    let text = e.to_string();
+    assert!(
+        text.contains("peer's name eth0 is taken in namespace")
+            && text.contains(&pod.name)
+            && text.contains("vf0 is free"),
+        "{text}"
+    );
     assert!(
         h.links().find("vf0").unwrap().is_none(),
         "host end must not exist"
     );
+    // A taken host-end name stays reported as such.
+    host.ip(&["link", "add", "vf1", "type", "bridge"]);
+    let e = h
+        .links()
+        .add(Veth::new("vf1", "eth1").peer_netns(&pod.ns))
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    assert!(!e.to_string().contains("peer"), "{e}");
+    assert!(pod.handle().links().find("eth1").unwrap().is_none());
     assert_eq!(pod.link_json("eth0")["linkinfo"]["info_kind"], "bridge");
 }
 
@@ -349,4 +366,121 @@ fn missing_links_and_namespaces_are_not_found() {
         assert!(!e.to_string().is_empty());
     }
     assert!(h.links().find("nope0").unwrap().is_none());
+}
+
+/// A link dump while two other threads add and delete links as fast as
+/// they can: the kernel marks many attempts interrupted
+/// (`NLM_F_DUMP_INTR`); the dump waits with jittered backoff, tries again,
+/// and returns every stable link. (Before: 8 immediate retries, `Busy`.)
+#[test]
+fn link_dump_succeeds_under_steady_churn() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if !privileged() {
+        return;
+    }
+    const STABLE: usize = 400;
+    let t = TestNs::new("churn");
+    let h = t.handle();
+    // Enough links that a dump spans many datagrams (one ~32 KiB chunk
+    // holds about twenty veths), so concurrent changes often interrupt it.
+    for i in 0..STABLE {
+        h.links()
+            .add(Veth::new(&format!("st{i}a"), &format!("st{i}b")))
+            .unwrap();
+    }
+    // Stops the churn threads on every exit path (a failed assertion too).
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let changes = Arc::new(AtomicUsize::new(0));
+    let churners: Vec<_> = (0..2)
+        .map(|k| {
+            let (stop, changes, ns) = (stop.0.clone(), changes.clone(), t.ns.clone());
+            std::thread::spawn(move || {
+                let h = cnet_core::Handle::at(&ns).expect("churn handle");
+                let (a, b) = (format!("churn{k}a"), format!("churn{k}b"));
+                while !stop.load(Ordering::Relaxed) {
+                    h.links().add(Veth::new(&a, &b)).expect("churn add");
+                    h.links().delete(&a).expect("churn delete");
+                    changes.fetch_add(2, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut dumps = 0;
+    while dumps < 20 {
+        assert!(
+            churners.iter().all(|c| !c.is_finished()),
+            "a churn thread stopped"
+        );
+        let before = changes.load(Ordering::Relaxed);
+        let links = h
+            .links()
+            .list()
+            .unwrap_or_else(|e| panic!("dump {dumps}: {e}"));
+        let stable = links.iter().filter(|l| l.name.starts_with("st")).count();
+        assert_eq!(stable, 2 * STABLE, "dump {dumps} lost stable links");
+        // Count only dumps during which the churn threads changed links.
+        if changes.load(Ordering::Relaxed) != before {
+            dumps += 1;
+        }
+    }
+    drop(stop);
+    for c in churners {
+        c.join().expect("churn thread");
+    }
+}
+
+/// `master("lo")`, or a veth as master: the kernel's EOPNOTSUPP would read
+/// "not supported by this kernel"; the error says the master is not a
+/// bridge, and the failed create leaves nothing.
+#[test]
+fn master_that_is_not_a_bridge_is_an_invalid_argument() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new("nomaster");
+    let h = t.handle();
+    let e = h
+        .links()
+        .add(Veth::new("vm0", "vm0p").master("lo"))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("master lo is the loopback device, not a bridge"),
+        "{text}"
+    );
+    assert!(!text.contains("not supported by this kernel"), "{text}");
+    assert!(
+        h.links().find("vm0").unwrap().is_none(),
+        "nothing half-made"
+    );
+    assert!(t
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["ifname"] != "vm0p"));
+
+    // The same through `ip link set DEV master`, with a veth as master.
+    h.links().add(Veth::new("vm1", "vm1p")).unwrap();
+    h.links().add(Veth::new("vm2", "vm2p")).unwrap();
+    let e = h.links().set_master("vm1", "vm2").unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("master vm2 is a veth device, not a bridge"),
+        "{e}"
+    );
+    assert!(t.link_json("vm1").get("master").is_none());
+    // A bridge still works.
+    h.links().add(Bridge::new("br0")).unwrap();
+    h.links().set_master("vm1", "br0").unwrap();
+    assert_eq!(t.link_json("vm1")["master"], "br0");
 }

@@ -425,3 +425,58 @@ fn bridge_fdb_lists_learnt_entries_of_all_ports_like_bridge_fdb_show_br() {
     assert_eq!(got, want);
     assert!(h.fdb().list_bridge("nope0").unwrap_err().is_not_found());
 }
+
+/// Neighbour and FDB reconciles with one bad item each: the good items
+/// are applied (read back with `ip neigh` / `bridge fdb`), the bad one is
+/// in the report, and the merged report's `into_result` is
+/// `Error::Partial` listing both.
+#[test]
+fn neighbour_and_fdb_reconcile_partial_failures_are_errors() {
+    if !privileged() {
+        return;
+    }
+    let t = vxlan_host("nfp");
+    let h = t.handle();
+    let neigh = vec![
+        Neighbour::new("vx0", ip("10.244.2.0"), mac("02:00:00:00:02:01")),
+        // No MAC: a permanent entry needs one.
+        Neighbour::without_mac("vx0", ip("10.244.3.0")),
+    ];
+    let mut rep = h.neighbours().reconcile("vx0", &neigh).unwrap();
+    assert_eq!((rep.added, rep.errors.len()), (1, 1), "{rep:?}");
+    let table = t.ip_json(&["neigh", "show", "dev", "vx0"]);
+    let dsts: Vec<&str> = table
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["dst"].as_str())
+        .collect();
+    assert_eq!(dsts, ["10.244.2.0"], "{table}");
+
+    let fdb = vec![
+        FdbEntry::new(mac("02:00:00:00:02:01"), "vx0").dst(ip("192.0.2.12")),
+        // No dst: not a remote entry, so not something reconcile owns.
+        FdbEntry::new(mac("02:00:00:00:03:01"), "vx0"),
+    ];
+    let f = h.fdb().reconcile("vx0", &fdb).unwrap();
+    assert_eq!((f.added, f.errors.len()), (1, 1), "{f:?}");
+    let table = t.bridge_json(&["fdb", "show", "dev", "vx0"]);
+    let macs: Vec<&str> = table
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["mac"].as_str())
+        .collect();
+    assert!(macs.contains(&"02:00:00:00:02:01"), "{table}");
+    assert!(!macs.contains(&"02:00:00:00:03:01"), "{table}");
+
+    rep.merge(f);
+    let e = rep.into_result().unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("2 items failed"), "{text}");
+    assert!(
+        text.contains("10.244.3.0") && text.contains("no dst"),
+        "{text}"
+    );
+    assert!(text.starts_with("reconcile neighbours of vx0"), "{text}");
+}

@@ -495,7 +495,11 @@ fn reconcile_from_half_right() {
     let owner = RouteOwner::default();
     let want = pod_routes(10);
     // Five right, two with the wrong gateway, one stale extra.
-    h.routes().reconcile(&owner, &want[..5]).unwrap();
+    h.routes()
+        .reconcile(&owner, &want[..5])
+        .unwrap()
+        .into_result()
+        .unwrap();
     h.routes()
         .add(
             Route::to("10.244.5.0/24".parse().unwrap())
@@ -548,7 +552,11 @@ fn reconcile_repairs_drift_and_spares_foreign_routes() {
             .via(ip("2001:db8::2"))
             .dev("v0"),
     );
-    h.routes().reconcile(&owner, &want).unwrap();
+    h.routes()
+        .reconcile(&owner, &want)
+        .unwrap()
+        .into_result()
+        .unwrap();
     // Foreign routes: another protocol in the same table, and ours in another table.
     t.ip(&[
         "route",
@@ -666,4 +674,52 @@ fn reconcile_scoped_to_a_device() {
     let v = ours(&t);
     assert_eq!(v.len(), 1);
     find(&v, "10.7.0.0/24");
+}
+
+/// One desired route the kernel refuses (its gateway is on no connected
+/// network): the others are applied, the report holds the failure, and
+/// `into_result` turns it into `Error::Partial` naming the route and the
+/// kernel's words.
+#[test]
+fn reconcile_partial_failure_cannot_pass_as_success() {
+    if !privileged() {
+        return;
+    }
+    let (t, h) = host("rcp");
+    let owner = RouteOwner::default();
+    let mut want = pod_routes(3);
+    want.push(
+        Route::to("10.99.0.0/24".parse().unwrap())
+            .via(ip("203.0.113.1"))
+            .dev("v0"),
+    );
+    let rep = h.routes().reconcile(&owner, &want).unwrap();
+    assert_eq!((rep.added, rep.errors.len()), (3, 1), "{rep:?}");
+    let e = rep.into_result().unwrap_err();
+    let Error::Partial {
+        errors, applied, ..
+    } = &e
+    else {
+        panic!("not Partial: {e:?}");
+    };
+    assert_eq!(errors.len(), 1);
+    assert!(applied.contains("3 added"), "{applied}");
+    let text = e.to_string();
+    assert!(text.contains("1 item failed"), "{text}");
+    assert!(text.contains("10.99.0.0/24"), "{text}");
+    assert!(
+        errors[0].kernel_message().is_some(),
+        "the kernel's extended ack is kept: {:?}",
+        errors[0]
+    );
+    // The three good routes are in the kernel, the refused one is not.
+    let v = ours(&t);
+    assert_eq!(v.len(), 3, "{v:?}");
+    assert!(v.iter().all(|r| r["dst"] != "10.99.0.0/24"));
+    // A complete set is Ok through into_result.
+    h.routes()
+        .reconcile(&owner, &want[..3])
+        .unwrap()
+        .into_result()
+        .unwrap();
 }

@@ -259,6 +259,11 @@ impl<'a> Links<'a> {
             NLM_F_CREATE | NLM_F_EXCL,
             &ctx,
         );
+        let r = match r {
+            Err(e @ Error::AlreadyExists { .. }) => Err(self.which_exists(spec, e)),
+            Err(e @ Error::Unsupported { .. }) => Err(self.bad_master(spec.master(), e)),
+            r => r,
+        };
         if let Err(Error::AlreadyExists { .. }) = &r {
             if spec.kind() == LinkKind::IpIp && matches!(self.find(spec.name()), Ok(None)) {
                 // The name is free: the kernel keys ipip tunnels by their
@@ -285,6 +290,67 @@ impl<'a> Links<'a> {
             }
         }
         Ok(())
+    }
+
+    /// An `AlreadyExists` for a request that creates two devices (a veth
+    /// pair) says which name is taken: the kernel answers EEXIST alike for
+    /// both. When this end's name is free and the peer's is taken (in the
+    /// peer's namespace), the context names the peer and its namespace.
+    fn which_exists(&self, spec: &dyn LinkSpec, e: Error) -> Error {
+        let Some((peer_ns, peer)) = spec.peer() else {
+            return e;
+        };
+        if !matches!(self.find(spec.name()), Ok(None)) {
+            return e; // this end's name is taken (or we cannot tell)
+        }
+        let (peer_taken, where_) = match peer_ns {
+            Some(ns) => (
+                Handle::at(ns).and_then(|h| h.links().find(peer)),
+                ns.label(),
+            ),
+            None => (self.find(peer), self.h.netns().label()),
+        };
+        match peer_taken {
+            Ok(Some(_)) => e.with_context(format!(
+                "the peer's name {peer} is taken in namespace {where_} ({} is free)",
+                spec.name()
+            )),
+            _ => e,
+        }
+    }
+
+    /// The kernel answers EOPNOTSUPP, which reads as "not supported by this
+    /// kernel", when the master is a device that cannot take ports (`lo`, a
+    /// veth): say that instead, as an invalid argument naming its kind.
+    fn bad_master(&self, master: Option<&LinkRef>, e: Error) -> Error {
+        let Some(m) = master else { return e };
+        let link = match m {
+            LinkRef::Name(n) => self.find(n),
+            LinkRef::Index(i) => self.get_by_index(*i).map(Some),
+        };
+        let Ok(Some(link)) = link else { return e };
+        if matches!(&link.kind, LinkKind::Bridge)
+            || matches!(&link.kind, LinkKind::Other(k) if ["bond", "team", "vrf", "openvswitch"].contains(&k.as_str()))
+        {
+            return e; // a real master: the refusal is about something else
+        }
+        let kind = match &link.kind {
+            LinkKind::Device if link.name == "lo" => "the loopback device".to_string(),
+            LinkKind::Device => "a device without a kind".to_string(),
+            k => format!("a {} device", k.as_str()),
+        };
+        Error::invalid(
+            e.context(),
+            format!(
+                "master {} is {kind}, not a bridge: only a bridge (or bond, vrf) takes ports \
+                 (kernel: {})",
+                link.name,
+                e.kernel_message().map(str::to_string).unwrap_or_else(|| {
+                    std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EOPNOTSUPP))
+                        .to_string()
+                })
+            ),
+        )
     }
 
     /// Create the link if it is missing; if a link of that name exists,
@@ -392,6 +458,10 @@ impl<'a> Links<'a> {
             .map_err(|e| e.with_context(format!("set master of {name}")))?;
         self.set(name, &format!("set master {master}"), |m| {
             m.attributes.push(LinkAttribute::Controller(idx))
+        })
+        .map_err(|e| match e {
+            Error::Unsupported { .. } => self.bad_master(Some(&LinkRef::Index(idx)), e),
+            e => e,
         })
     }
 

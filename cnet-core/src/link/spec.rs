@@ -60,6 +60,15 @@ pub trait LinkSpec {
     fn peer_to_bring_up(&self) -> Option<(Option<NetNs>, String)> {
         None
     }
+    /// The second device a request creates (a veth's peer): its namespace
+    /// (None: the same) and name. Used to say which name clashed.
+    fn peer(&self) -> Option<(Option<&NetNs>, &str)> {
+        None
+    }
+    /// The bridge the new link is to be a port of (`master NAME`).
+    fn master(&self) -> Option<&LinkRef> {
+        None
+    }
 }
 
 impl<T: LinkSpec + ?Sized> LinkSpec for &T {
@@ -80,6 +89,12 @@ impl<T: LinkSpec + ?Sized> LinkSpec for &T {
     }
     fn peer_to_bring_up(&self) -> Option<(Option<NetNs>, String)> {
         (**self).peer_to_bring_up()
+    }
+    fn peer(&self) -> Option<(Option<&NetNs>, &str)> {
+        (**self).peer()
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        (**self).master()
     }
 }
 
@@ -288,6 +303,9 @@ impl LinkSpec for Veth {
     fn name(&self) -> &str {
         &self.common.name
     }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
+    }
     fn kind(&self) -> LinkKind {
         LinkKind::Veth
     }
@@ -336,6 +354,9 @@ impl LinkSpec for Veth {
     fn peer_to_bring_up(&self) -> Option<(Option<NetNs>, String)> {
         self.peer_up
             .then(|| (self.peer_netns.clone(), self.peer.clone()))
+    }
+    fn peer(&self) -> Option<(Option<&NetNs>, &str)> {
+        Some((self.peer_netns.as_ref(), &self.peer))
     }
 }
 
@@ -387,6 +408,9 @@ impl Bridge {
 impl LinkSpec for Bridge {
     fn name(&self) -> &str {
         &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
     }
     fn kind(&self) -> LinkKind {
         LinkKind::Bridge
@@ -526,6 +550,9 @@ impl Vxlan {
 impl LinkSpec for Vxlan {
     fn name(&self) -> &str {
         &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
     }
     fn kind(&self) -> LinkKind {
         LinkKind::Vxlan
@@ -674,6 +701,9 @@ impl IpIp {
 impl LinkSpec for IpIp {
     fn name(&self) -> &str {
         &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
     }
     fn kind(&self) -> LinkKind {
         LinkKind::IpIp
