@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use crate::error::{Error, Result};
 use crate::ipam::{NodeAttrs, NodeLease};
 use crate::link::{validate_mtu, validate_name, MacAddr};
-use crate::route::TABLE_MAIN;
+use crate::route::{PROTOCOL, TABLE_MAIN};
 
 /// The node's own identity and devices.
 ///
@@ -34,9 +34,13 @@ pub struct NodeConfig {
     pub vxlan_dev: String,
     /// Name of the IP-in-IP device (default `cnet.ipip`).
     pub ipip_dev: String,
-    /// Routing table of the peer routes (default main). The node owns the
-    /// routes of protocol [`crate::route::PROTOCOL`] in this table.
+    /// Routing table of the peer routes (default main).
     pub route_table: u32,
+    /// Protocol of the peer routes (default [`PROTOCOL`], 119). The node
+    /// owns every route of this protocol in `route_table`: routes made
+    /// with this protocol for other purposes in the same namespace and
+    /// table would be deleted, so give those (or the node) another number.
+    pub route_protocol: u8,
 }
 
 impl NodeConfig {
@@ -47,7 +51,7 @@ impl NodeConfig {
 
     /// A node named `name` with pod subnet `subnet`, reached at
     /// `underlay_ip` on `underlay_dev`; devices `cnet.vxlan` / `cnet.ipip`,
-    /// routes in the main table.
+    /// routes of protocol [`PROTOCOL`] in the main table.
     pub fn new(name: &str, subnet: IpNet, underlay_dev: &str, underlay_ip: IpAddr) -> Self {
         NodeConfig {
             name: name.to_string(),
@@ -57,6 +61,7 @@ impl NodeConfig {
             vxlan_dev: Self::VXLAN_DEV.to_string(),
             ipip_dev: Self::IPIP_DEV.to_string(),
             route_table: TABLE_MAIN,
+            route_protocol: PROTOCOL,
         }
     }
 
@@ -83,6 +88,16 @@ impl NodeConfig {
             return Err(Error::invalid(
                 ctx(),
                 "the underlay, vxlan and ipip devices need three different names",
+            ));
+        }
+        if self.route_protocol <= crate::route::PROTOCOL_STATIC {
+            return Err(Error::invalid(
+                ctx(),
+                format!(
+                    "route protocol {} is the kernel's or the administrator's (0-4); \
+                     the node deletes every route of its protocol",
+                    self.route_protocol
+                ),
             ));
         }
         if self.route_table == 0 {
@@ -496,7 +511,11 @@ mod tests {
         ok.validate().unwrap();
         let mut bad = ok.clone();
         bad.subnet = "10.244.1.1/24".parse().unwrap();
-        assert!(bad.validate().unwrap_err().to_string().contains("10.244.1.0/24"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("10.244.1.0/24"));
         let mut bad = ok.clone();
         bad.vxlan_dev = "a-very-long-name-x".into();
         assert!(bad.validate().is_err());

@@ -15,8 +15,9 @@
 //!      without it) and reported
 //! ```
 //!
-//! Ownership: the node owns the routes of protocol [`PROTOCOL`] in its
-//! table (main by default), the permanent neighbours and the `self` FDB
+//! Ownership: the node owns the routes of its protocol ([`PROTOCOL`] unless
+//! [`NodeConfig::route_protocol`] says otherwise) in its table (main by
+//! default), the permanent neighbours and the `self` FDB
 //! entries with a `dst` of its VXLAN device, and its two devices (by name,
 //! [`NodeConfig::vxlan_dev`], [`NodeConfig::ipip_dev`]). Routes of other
 //! protocols (`kernel`, `bird`, `static`, …), learnt neighbours and other
@@ -47,7 +48,9 @@ use crate::handle::Handle;
 use crate::ipam::{NodeAttrs, NodeLease};
 use crate::link::{IpIp, Link, LinkKind, LinkRef, LinkSpec, MacAddr, Vxlan};
 use crate::neigh::{NeighState, Neighbour};
-use crate::route::{Route, RouteFilter, RouteOwner, RouteType, PROTOCOL};
+#[cfg(doc)]
+use crate::route::PROTOCOL;
+use crate::route::{Route, RouteFilter, RouteOwner, RouteType};
 
 /// VXLAN's overhead over an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8
 /// + inner Ethernet 14.
@@ -216,9 +219,8 @@ impl<'h> Node<'h> {
             let broken = self.verify(&devs, &placed)?;
             let mut errors = errors;
             if !broken.is_empty() {
-                let (out, keep): (Vec<_>, Vec<_>) = placed
-                    .into_iter()
-                    .partition(|p| broken.contains(&p.idx));
+                let (out, keep): (Vec<_>, Vec<_>) =
+                    placed.into_iter().partition(|p| broken.contains(&p.idx));
                 placed = keep;
                 errors.extend(self.apply(&devs, &placed, &mut report)?);
                 for p in out {
@@ -402,7 +404,9 @@ impl<'h> Node<'h> {
         let link = match links.find(&name).context(ctx())? {
             None => {
                 links.add(spec).context(ctx())?;
-                report.devices.push(DeviceChange::Created { name: name.clone() });
+                report
+                    .devices
+                    .push(DeviceChange::Created { name: name.clone() });
                 links.get(&name).context(ctx())?
             }
             Some(l) if l.kind != spec.kind() => {
@@ -456,10 +460,7 @@ impl<'h> Node<'h> {
         let addrs = self.h.addrs();
         let have = addrs.list(Some(&link.name)).context(ctx())?;
         let mut present = false;
-        for a in have
-            .iter()
-            .filter(|a| a.scope != crate::addr::Scope::Link)
-        {
+        for a in have.iter().filter(|a| a.scope != crate::addr::Scope::Link) {
             if a.local == want && a.peer.is_none() {
                 present = true;
             } else {
@@ -497,7 +498,9 @@ impl<'h> Node<'h> {
         let mut d = Desired::default();
         for p in placed {
             let peer = p.peer;
-            let route = Route::to(peer.subnet).table(self.cfg.route_table);
+            let route = Route::to(peer.subnet)
+                .table(self.cfg.route_table)
+                .protocol(self.cfg.route_protocol);
             match (p.path, devs.vx, devs.ipip) {
                 (PeerPath::Direct, _, _) => {
                     let mut r = route.via(peer.underlay);
@@ -509,12 +512,10 @@ impl<'h> Node<'h> {
                 (PeerPath::Vxlan, Some(vx), _) => {
                     // check_macs placed only peers with a MAC here.
                     let Some(mac) = peer.vtep_mac else { continue };
-                    d.neighbours
-                        .push(Neighbour::new(vx, peer.vtep_ip(), mac));
+                    d.neighbours.push(Neighbour::new(vx, peer.vtep_ip(), mac));
                     d.fdb
                         .push(FdbEntry::new(mac, vx).dst(peer.underlay).on_self());
-                    d.routes
-                        .push(route.via(peer.vtep_ip()).dev(vx).onlink());
+                    d.routes.push(route.via(peer.vtep_ip()).dev(vx).onlink());
                 }
                 (PeerPath::IpIp, _, Some(tun)) => {
                     d.routes.push(route.via(peer.underlay).dev(tun).onlink())
@@ -526,7 +527,7 @@ impl<'h> Node<'h> {
     }
 
     fn owner(&self) -> RouteOwner {
-        RouteOwner::new(PROTOCOL, self.cfg.route_table)
+        RouteOwner::new(self.cfg.route_protocol, self.cfg.route_table)
     }
 
     /// Neighbours, then FDB entries, then routes (a route never points at
@@ -570,7 +571,7 @@ impl<'h> Node<'h> {
             .routes()
             .list(
                 &RouteFilter::new()
-                    .protocol(PROTOCOL)
+                    .protocol(self.cfg.route_protocol)
                     .table(self.cfg.route_table),
             )
             .context(&ctx)?;
@@ -689,14 +690,14 @@ fn check_peers(cfg: &NodeConfig, backend: &Backend, peers: &[Peer]) -> Vec<Optio
                 p.underlay, cfg.underlay_ip
             ))
         } else if backend.ipip_config().is_some() && !p.subnet.addr().is_ipv4() {
-            bad(format!("ipip carries IPv4 only; subnet {} is IPv6", p.subnet))
+            bad(format!(
+                "ipip carries IPv4 only; subnet {} is IPv6",
+                p.subnet
+            ))
         } else if p.underlay == cfg.underlay_ip {
             Some(Error::Conflict {
                 context: ctx(p),
-                reason: format!(
-                    "its underlay address {} is this node's own",
-                    p.underlay
-                ),
+                reason: format!("its underlay address {} is this node's own", p.underlay),
             })
         } else {
             let s = span(&p.subnet);
@@ -838,7 +839,11 @@ mod tests {
         let v = check_peers(&cfg(), &Backend::vxlan(), &peers);
         assert_eq!(refused(&v), vec![1, 2, 3, 5, 6, 7, 8], "{v:?}");
         let text = |i: usize| v[i].as_ref().unwrap().to_string();
-        assert!(text(1).contains("overlaps this node's own subnet 10.244.1.0/24"), "{}", text(1));
+        assert!(
+            text(1).contains("overlaps this node's own subnet 10.244.1.0/24"),
+            "{}",
+            text(1)
+        );
         assert!(text(2).contains("in-wide"), "{}", text(2));
         assert!(text(3).contains("wide"), "{}", text(3));
         assert!(text(5).contains("given twice"), "{}", text(5));
@@ -863,7 +868,11 @@ mod tests {
     fn vxlan_peers_need_distinct_unicast_macs() {
         let peers = [
             peer("a", "10.244.2.0/24", "192.0.2.2"),
-            Peer::new("b", "10.244.3.0/24".parse().unwrap(), "192.0.2.3".parse().unwrap()),
+            Peer::new(
+                "b",
+                "10.244.3.0/24".parse().unwrap(),
+                "192.0.2.3".parse().unwrap(),
+            ),
             peer("c", "10.244.4.0/24", "192.0.2.4").with_vtep_mac(vtep_mac_for("a")),
             peer("d", "10.244.5.0/24", "192.0.2.5").with_vtep_mac(vtep_mac_for("h1")),
             peer("e", "10.244.6.0/24", "192.0.2.6"),
@@ -882,6 +891,10 @@ mod tests {
         check_macs(Some(vtep_mac_for("h1")), &placed, &mut v);
         assert_eq!(refused(&v), vec![0, 1, 2, 3]);
         assert!(v[1].as_ref().unwrap().to_string().contains("no VTEP MAC"));
-        assert!(v[3].as_ref().unwrap().to_string().contains("this node's own"));
+        assert!(v[3]
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("this node's own"));
     }
 }

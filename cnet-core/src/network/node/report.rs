@@ -205,6 +205,9 @@ mod tests {
         let e = r.into_result().unwrap_err();
         assert!(matches!(e, Error::Conflict { .. }), "{e}");
         let s = e.to_string();
-        assert!(s.contains("2 failures") && s.contains("h5") && s.contains("off segment"), "{s}");
+        assert!(
+            s.contains("2 failures") && s.contains("h5") && s.contains("off segment"),
+            "{s}"
+        );
     }
 }
