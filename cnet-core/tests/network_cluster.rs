@@ -794,11 +794,13 @@ fn network_peer_the_kernel_refuses_is_rolled_back_whole() {
     assert_eq!(fdb(&c, &ns), expected_fdb(&c, &[1]));
     assert_eq!(c.cnet_routes(0), vxlan_routes(&c, 0));
     assert!(r.into_result().is_err());
-    c.node(1)
+    let r = c
+        .node(1)
         .reconcile_peers(&Backend::vxlan(), &c.peers_of(1))
         .unwrap()
         .into_result()
         .unwrap();
+    assert_eq!(r.count(PeerPath::Vxlan), 1);
     assert_eq!(
         c.all_pairs_ping(),
         Vec::<String>::new(),

@@ -26,8 +26,17 @@ fn ipip_expected() -> bool {
     };
     assert!(run(&["netns", "add", &ns]));
     let has = run(&[
-        "-n", &ns, "link", "add", "probe0", "type", "ipip", "remote", "198.51.100.254",
-        "local", "198.51.100.253",
+        "-n",
+        &ns,
+        "link",
+        "add",
+        "probe0",
+        "type",
+        "ipip",
+        "remote",
+        "198.51.100.254",
+        "local",
+        "198.51.100.253",
     ]);
     assert!(run(&["netns", "del", &ns]));
     let in_vm = std::env::var_os("CNET_IN_VM").is_some();
@@ -59,7 +68,10 @@ fn assert_unsupported_and_untouched(c: &Cluster, backend: &Backend) {
         assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
         assert_eq!(e.kernel_message(), Some("Unknown device type"), "{e}");
         assert!(e.to_string().contains("cnet.ipip"), "{e}");
-        assert!(!links(c, i).contains(&"cnet.ipip".to_string()), "nothing half-made");
+        assert!(
+            !links(c, i).contains(&"cnet.ipip".to_string()),
+            "nothing half-made"
+        );
         assert_eq!(c.cnet_routes(i), before, "the node is as it was");
     }
 }
@@ -93,17 +105,28 @@ fn cluster_ipip_all_pairs_ping_or_unsupported() {
             }),
             "{r:?}"
         );
-        assert_eq!((r.routes.replaced, r.count(PeerPath::IpIp)), (2, 2), "{r:?}");
+        assert_eq!(
+            (r.routes.replaced, r.count(PeerPath::IpIp)),
+            (2, 2),
+            "{r:?}"
+        );
     }
     for i in 0..3 {
         let h = &c.hosts[i];
         let l = &c.ip_json(&h.ns, &["link", "show", "dev", "cnet.ipip"])[0];
         assert_eq!(l["linkinfo"]["info_kind"], "ipip", "{l}");
-        assert_eq!(l["linkinfo"]["info_data"]["local"], h.underlay.to_string(), "{l}");
+        assert_eq!(
+            l["linkinfo"]["info_data"]["local"],
+            h.underlay.to_string(),
+            "{l}"
+        );
         assert_eq!(l["linkinfo"]["info_data"]["link"], "eth0", "{l}");
         assert_eq!(l["mtu"], 1480, "underlay 1500 − 20: {l}");
         let a = c.ip_json(&h.ns, &["-4", "addr", "show", "dev", "cnet.ipip"]);
-        assert_eq!(a[0]["addr_info"][0]["local"], h.subnet.network().to_string());
+        assert_eq!(
+            a[0]["addr_info"][0]["local"],
+            h.subnet.network().to_string()
+        );
         let mut want: Vec<String> = (0..3)
             .filter(|j| *j != i)
             .map(|j| {
@@ -160,10 +183,17 @@ fn cluster_ipip_cross_subnet_reaches_the_far_host() {
     }
     let reports = c.reconcile_all(&cross);
     assert_eq!(
-        (reports[0].count(PeerPath::Direct), reports[0].count(PeerPath::IpIp)),
+        (
+            reports[0].count(PeerPath::Direct),
+            reports[0].count(PeerPath::IpIp)
+        ),
         (1, 1)
     );
-    assert_eq!(reports[2].count(PeerPath::IpIp), 2, "the far host encapsulates all");
+    assert_eq!(
+        reports[2].count(PeerPath::IpIp),
+        2,
+        "the far host encapsulates all"
+    );
     assert_eq!(
         c.cnet_routes(0),
         vec![
@@ -171,5 +201,9 @@ fn cluster_ipip_cross_subnet_reaches_the_far_host() {
             "10.244.3.0/24 via 198.51.100.13 dev cnet.ipip onlink".to_string(),
         ]
     );
-    assert_eq!(c.all_pairs_ping(), Vec::<String>::new(), "ipip cross-subnet");
+    assert_eq!(
+        c.all_pairs_ping(),
+        Vec::<String>::new(),
+        "ipip cross-subnet"
+    );
 }

@@ -480,16 +480,15 @@ impl<'h> Node<'h> {
     fn delete_device(&self, name: &str, kind: LinkKind, report: &mut PeerReport) -> Result<()> {
         let links = self.h.links();
         let ctx = || format!("{}: delete device {name}", self.ctx());
-        match links.find(name).context(ctx())? {
-            Some(l) if l.kind == kind => {
-                if links.delete_if_exists(name).context(ctx())? {
-                    report.devices.push(DeviceChange::Deleted {
-                        name: name.to_string(),
-                    });
-                }
-            }
-            // Not ours (another kind) or gone: nothing to do.
-            _ => {}
+        // Not ours (another kind) or gone: nothing to do.
+        let ours = links
+            .find(name)
+            .context(ctx())?
+            .is_some_and(|l| l.kind == kind);
+        if ours && links.delete_if_exists(name).context(ctx())? {
+            report.devices.push(DeviceChange::Deleted {
+                name: name.to_string(),
+            });
         }
         Ok(())
     }
