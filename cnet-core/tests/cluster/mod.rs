@@ -419,10 +419,12 @@ pub fn json_of(cmd: &str, args: &[&str]) -> Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{cmd} {args:?}: bad JSON {e}: {s}"))
 }
 
-/// What `ip monitor all` sees in namespace `ns` while `f` runs: every
-/// netlink notification (links, addresses, routes, neighbours, FDB), as
-/// text. Fenced by a marker route added before and deleted after `f`, so
-/// nothing is missed however slowly the monitor starts.
+/// What `ip monitor all` sees in namespace `ns` while `f` runs: the
+/// notifications of writes (links, addresses, routes, permanent neighbours
+/// and FDB entries), as text. What the kernel changes by itself (ARP states
+/// ageing, bridge learning, namespace ids) is left out. Fenced by a marker
+/// route added before and deleted after `f`, so nothing is missed however
+/// slowly the monitor starts.
 pub fn writes_during<T>(ns: &str, f: impl FnOnce() -> T) -> (T, Vec<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
@@ -431,6 +433,7 @@ pub fn writes_during<T>(ns: &str, f: impl FnOnce() -> T) -> (T, Vec<String>) {
     let mut child = Command::new("ip")
         .args(["-n", ns, "monitor", "all"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -489,5 +492,16 @@ pub fn writes_during<T>(ns: &str, f: impl FnOnce() -> T) -> (T, Vec<String>) {
     let _ = child.wait();
     drop(rx);
     let _ = reader.join();
+    let learnt = [
+        "REACHABLE",
+        "STALE",
+        "DELAY",
+        "PROBE",
+        "FAILED",
+        "INCOMPLETE",
+        " master cni0",
+        "nsid",
+    ];
+    seen.retain(|l| !learnt.iter().any(|w| l.contains(w)));
     (out, seen)
 }
