@@ -2,6 +2,9 @@
 //! from one synchronous library.
 //!
 //! ```text
+//!  network        container networking: a container on a bridge network,
+//!                 a node's routes to its peers (host-gw, vxlan, ipip, cross-subnet)
+//!  ─────────────────────────────────────────────────────────────────────────────
 //!  ipam           node subnet leases, container addresses (file store; etcd with feature `etcd`)
 //!  ─────────────────────────────────────────────────────────────────────────────
 //!  link · addr · route · neigh · fdb · sysctl     typed builders and read models,
@@ -48,6 +51,7 @@ pub mod link;
 pub mod neigh;
 pub mod netlink;
 pub mod netns;
+pub mod network;
 pub mod reconcile;
 pub mod route;
 pub mod sysctl;

@@ -1,0 +1,651 @@
+//! A node of a cluster: its pod subnet, and the routes to every peer's
+//! subnet (what Flannel and Calico program between hosts).
+//!
+//! ```text
+//!  Node::reconcile_peers(backend, peers)
+//!   1. check peers (pure): overlaps with the own subnet or each other,
+//!      families, VTEP MACs ─────────────────────────▶ refused per peer
+//!      host-gw / cross-subnet: `ip route get UNDERLAY` per peer; a gateway
+//!      means another segment ──────────────▶ refused (host-gw) or encapsulated
+//!   2. devices: ensure the backend's (vxlan: VNI, port, MTU, derived MAC,
+//!      VTEP address; ipip), then delete those it no longer needs
+//!   3. neighbours ─▶ FDB entries ─▶ routes: one reconcile each (one dump,
+//!      one pipelined batch); nothing is written when converged
+//!   4. a peer whose entries did not all take is rolled back (step 3 again
+//!      without it) and reported
+//! ```
+//!
+//! Ownership: the node owns the routes of its protocol ([`PROTOCOL`] unless
+//! [`NodeConfig::route_protocol`] says otherwise) in its table (main by
+//! default), the permanent neighbours and the `self` FDB
+//! entries with a `dst` of its VXLAN device, and its two devices (by name,
+//! [`NodeConfig::vxlan_dev`], [`NodeConfig::ipip_dev`]). Routes of other
+//! protocols (`kernel`, `bird`, `static`, …), learnt neighbours and other
+//! devices are never touched.
+//!
+//! Switching backend is a reconcile with the new backend: host-gw → vxlan
+//! creates the device and its entries and replaces each route in place
+//! (same prefix, so no gap); vxlan → host-gw deletes the device (the kernel
+//! drops its neighbours, FDB entries and routes with it) and adds the direct
+//! routes. A device the new backend needs is made before the old one is
+//! deleted, so a kernel without it (`Unsupported`, "Unknown device type")
+//! leaves the node as it was.
+
+mod checks;
+mod config;
+mod report;
+
+pub use config::{vtep_mac_for, Backend, Encap, IpIpConfig, NodeConfig, Peer, VxlanConfig};
+pub use report::{Changes, DeviceChange, PeerFailure, PeerPath, PeerReport};
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::fdb::FdbEntry;
+use crate::handle::Handle;
+use crate::ipam::{NodeAttrs, NodeLease};
+use crate::link::{IpIp, Link, LinkKind, LinkRef, LinkSpec, MacAddr, Vxlan};
+use crate::neigh::{NeighState, Neighbour};
+#[cfg(doc)]
+use crate::route::PROTOCOL;
+use crate::route::{Route, RouteFilter, RouteOwner, RouteType};
+
+/// VXLAN's overhead over an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8
+/// + inner Ethernet 14.
+const VXLAN_OVERHEAD_V4: u32 = 50;
+/// Over IPv6: outer header 40 instead of 20.
+const VXLAN_OVERHEAD_V6: u32 = 70;
+/// IP-in-IP: the outer IPv4 header.
+const IPIP_OVERHEAD: u32 = 20;
+
+/// A node in one network namespace (the host's). Cheap to make: it holds
+/// the configuration and borrows the handle.
+#[derive(Debug)]
+pub struct Node<'h> {
+    h: &'h Handle,
+    cfg: NodeConfig,
+}
+
+/// A peer that passed the checks, and how it is reached.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placed<'p> {
+    /// Index in the caller's peer list.
+    pub(super) idx: usize,
+    pub(super) peer: &'p Peer,
+    pub(super) path: PeerPath,
+    /// Direct: the device the kernel reaches the peer's underlay through.
+    pub(super) oif: Option<u32>,
+}
+
+/// What the entries of a set of placed peers are, on given devices.
+#[derive(Debug, Default)]
+struct Desired {
+    neighbours: Vec<Neighbour>,
+    fdb: Vec<FdbEntry>,
+    routes: Vec<Route>,
+}
+
+impl<'h> Node<'h> {
+    /// A node working through `h` (a handle in the host's namespace).
+    /// `InvalidArgument` if the configuration is not valid.
+    pub fn new(h: &'h Handle, cfg: NodeConfig) -> Result<Node<'h>> {
+        cfg.validate()?;
+        Ok(Node { h, cfg })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// What this node publishes in its lease when it runs `backend`
+    /// (underlay address, backend name, VTEP MAC for the vxlan backends).
+    pub fn lease_attrs(&self, backend: &Backend) -> NodeAttrs {
+        config::lease_attrs(&self.cfg, backend)
+    }
+
+    /// The MAC of this node's VTEP with `c`: `c.mac`, or [`vtep_mac_for`]
+    /// the node's name.
+    pub fn vtep_mac(&self, c: &VxlanConfig) -> MacAddr {
+        c.mac.unwrap_or_else(|| vtep_mac_for(&self.cfg.name))
+    }
+
+    fn ctx(&self) -> String {
+        format!(
+            "node {} in {}: reconcile peers",
+            self.cfg.name,
+            self.h.netns().label()
+        )
+    }
+
+    /// Make the node's routes (and for vxlan its device, neighbours and FDB
+    /// entries) exactly those that reach `peers` with `backend`: new peers
+    /// are added, changed ones updated, departed ones removed, the previous
+    /// backend's objects removed; a converged node is not written to.
+    ///
+    /// `Err` when nothing could be done (the underlay device is missing, a
+    /// device cannot be made: `Unsupported` where the kernel lacks ipip, a
+    /// dump failed). A peer that cannot be programmed (off-segment peer on
+    /// host-gw, overlapping subnet, missing VTEP MAC, a kernel refusal) is
+    /// listed in [`PeerReport::failed`] with none of its entries left, and
+    /// the other peers are programmed.
+    pub fn reconcile_peers(&self, backend: &Backend, peers: &[Peer]) -> Result<PeerReport> {
+        self.reconcile(backend, peers, Vec::new())
+    }
+
+    /// [`Node::reconcile_peers`] over the leases of the IPAM
+    /// (`LeaseStore::list`): this node's own lease is skipped, a lease that
+    /// does not make a peer ([`Peer::from_lease`]) is reported as failed.
+    pub fn reconcile_leases(&self, backend: &Backend, leases: &[NodeLease]) -> Result<PeerReport> {
+        let mut failed = Vec::new();
+        let mut peers = Vec::with_capacity(leases.len());
+        for l in leases.iter().filter(|l| l.node != self.cfg.name) {
+            match Peer::from_lease(l) {
+                Ok(p) => peers.push(p),
+                Err(error) => failed.push(PeerFailure {
+                    peer: l.node.clone(),
+                    error,
+                }),
+            }
+        }
+        self.reconcile(backend, &peers, failed)
+    }
+
+    /// Remove everything the node made: its routes and both devices (with
+    /// their neighbours and FDB entries). Fine if already gone.
+    pub fn teardown(&self) -> Result<PeerReport> {
+        self.reconcile(&Backend::HostGw, &[], Vec::new())
+    }
+
+    fn reconcile(
+        &self,
+        backend: &Backend,
+        peers: &[Peer],
+        mut failed: Vec<PeerFailure>,
+    ) -> Result<PeerReport> {
+        let ctx = self.ctx();
+        backend.validate().context(&ctx)?;
+        let underlay = self.h.links().get(&self.cfg.underlay_dev).context(&ctx)?;
+        let own_mac = backend.vxlan_config().map(|c| self.vtep_mac(c));
+
+        // 1. Which peers, and how each is reached.
+        let mut verdicts = checks::check_peers(&self.cfg, backend, peers);
+        let placed = self.place(backend, peers, &mut verdicts);
+        checks::check_macs(own_mac, &placed, &mut verdicts);
+        let mut placed: Vec<Placed<'_>> = placed
+            .into_iter()
+            .filter(|p| verdicts[p.idx].is_none())
+            .collect();
+        for (p, v) in peers.iter().zip(verdicts) {
+            if let Some(error) = v {
+                failed.push(PeerFailure {
+                    peer: p.name.clone(),
+                    error,
+                });
+            }
+        }
+
+        // 2. Devices: the new backend's first, then away with the old's.
+        let mut report = PeerReport {
+            backend: backend.name(),
+            failed,
+            ..Default::default()
+        };
+        let vx = match backend.vxlan_config() {
+            Some(c) => Some(self.ensure_vxlan(c, &underlay, &mut report)?),
+            None => None,
+        };
+        let ipip = match backend.ipip_config() {
+            Some(c) => Some(self.ensure_ipip(c, &underlay, &mut report)?),
+            None => None,
+        };
+        if vx.is_none() {
+            self.delete_device(&self.cfg.vxlan_dev, LinkKind::Vxlan, &mut report)?;
+        }
+        if ipip.is_none() {
+            self.delete_device(&self.cfg.ipip_dev, LinkKind::IpIp, &mut report)?;
+        }
+        let devs = Devs {
+            vx: vx.as_ref().map(|l| l.index),
+            ipip: ipip.as_ref().map(|l| l.index),
+        };
+
+        // 3. Entries, in Flannel's order.
+        let errors = self.apply(&devs, &placed, &mut report)?;
+        if !errors.is_empty() {
+            // 4. Whoever did not fully take goes out again, whole.
+            let broken: HashSet<usize> = self.verify(&devs, &placed)?.into_iter().collect();
+            let mut errors = errors;
+            if !broken.is_empty() {
+                let (out, keep): (Vec<_>, Vec<_>) =
+                    placed.into_iter().partition(|p| broken.contains(&p.idx));
+                placed = keep;
+                errors.extend(self.apply(&devs, &placed, &mut report)?);
+                for p in out {
+                    let error = take_error_of(&mut errors, &p).unwrap_or_else(|| Error::Protocol {
+                        context: format!("program peer {}", p.peer.name),
+                        reason: "its neighbour, FDB entry or route did not take (see the \
+                                 report's errors); its entries were removed"
+                            .into(),
+                    });
+                    report.failed.push(PeerFailure {
+                        peer: p.peer.name.clone(),
+                        error,
+                    });
+                }
+            }
+            report.errors = errors;
+        }
+        report.peers = placed
+            .iter()
+            .map(|p| (p.peer.name.clone(), p.path))
+            .collect();
+        Ok(report)
+    }
+
+    /// Classify the peers that passed [`checks::check_peers`]. Host-gw and
+    /// cross-subnet ask the kernel how it reaches each peer's underlay
+    /// address (`ip route get`, once per distinct address).
+    fn place<'p>(
+        &self,
+        backend: &Backend,
+        peers: &'p [Peer],
+        verdicts: &mut [Option<Error>],
+    ) -> Vec<Placed<'p>> {
+        let encap = if backend.vxlan_config().is_some() {
+            PeerPath::Vxlan
+        } else {
+            PeerPath::IpIp
+        };
+        let mut lookups: HashMap<IpAddr, Result<crate::route::RouteLookup>> = HashMap::new();
+        let mut out = Vec::with_capacity(peers.len());
+        for (i, p) in peers.iter().enumerate() {
+            if verdicts[i].is_some() {
+                continue;
+            }
+            if !backend.direct_on_segment() {
+                out.push(Placed {
+                    idx: i,
+                    peer: p,
+                    path: encap,
+                    oif: None,
+                });
+                continue;
+            }
+            let l = lookups
+                .entry(p.underlay)
+                .or_insert_with(|| self.h.routes().get(p.underlay));
+            let hostgw = matches!(backend, Backend::HostGw);
+            match l {
+                Ok(l) if l.kind == RouteType::Unicast && l.gateway.is_none() && l.oif.is_some() => {
+                    out.push(Placed {
+                        idx: i,
+                        peer: p,
+                        path: PeerPath::Direct,
+                        oif: l.oif,
+                    })
+                }
+                Ok(l) if l.kind == RouteType::Local => {
+                    verdicts[i] = Some(Error::Conflict {
+                        context: format!("peer {}", p.name),
+                        reason: format!(
+                            "its underlay address {} is an address of this node",
+                            p.underlay
+                        ),
+                    })
+                }
+                Ok(l) if hostgw => verdicts[i] = Some(off_segment(p, l)),
+                Err(e) if hostgw => {
+                    verdicts[i] = Some(Error::Conflict {
+                        context: format!("host-gw route to peer {} ({})", p.name, p.subnet),
+                        reason: format!(
+                            "this node has no route to its underlay address {} ({e}); \
+                             host-gw needs peers on the node's layer-2 segment",
+                            p.underlay
+                        ),
+                    })
+                }
+                // Cross-subnet: anything but a direct neighbour is encapsulated.
+                _ => out.push(Placed {
+                    idx: i,
+                    peer: p,
+                    path: encap,
+                    oif: None,
+                }),
+            }
+        }
+        out
+    }
+
+    /// The VXLAN device as `c` and the node want it: created if missing,
+    /// re-created if it differs (VNI, port, MTU, MAC, …), brought up, its
+    /// only address the node's VTEP address.
+    fn ensure_vxlan(
+        &self,
+        c: &VxlanConfig,
+        underlay: &Link,
+        report: &mut PeerReport,
+    ) -> Result<Link> {
+        let overhead = if self.cfg.underlay_ip.is_ipv4() {
+            VXLAN_OVERHEAD_V4
+        } else {
+            VXLAN_OVERHEAD_V6
+        };
+        let mtu = self.encap_mtu(c.mtu, underlay, overhead, "vxlan")?;
+        let spec = Vxlan::new(&self.cfg.vxlan_dev, c.vni)
+            .port(c.port)
+            .local(self.cfg.underlay_ip)
+            .dev(underlay.index)
+            .learning(false)
+            .mac(self.vtep_mac(c))
+            .mtu(mtu)
+            .up();
+        self.ensure_device(&spec, report)
+    }
+
+    /// The IP-in-IP device (multi-peer: local address, no remote, on the
+    /// underlay device), its only address the node's tunnel address.
+    fn ensure_ipip(
+        &self,
+        c: &IpIpConfig,
+        underlay: &Link,
+        report: &mut PeerReport,
+    ) -> Result<Link> {
+        let ctx = || format!("{}: ipip device {}", self.ctx(), self.cfg.ipip_dev);
+        if !self.cfg.underlay_ip.is_ipv4() || !self.cfg.subnet.addr().is_ipv4() {
+            return Err(Error::invalid(
+                ctx(),
+                "ipip carries IPv4 over IPv4; this node's subnet or underlay is IPv6",
+            ));
+        }
+        let mtu = self.encap_mtu(c.mtu, underlay, IPIP_OVERHEAD, "ipip")?;
+        let spec = IpIp::new(&self.cfg.ipip_dev)
+            .local(self.cfg.underlay_ip)
+            .dev(underlay.index)
+            .mtu(mtu)
+            .up();
+        self.ensure_device(&spec, report)
+    }
+
+    fn encap_mtu(
+        &self,
+        want: Option<u32>,
+        underlay: &Link,
+        overhead: u32,
+        what: &str,
+    ) -> Result<u32> {
+        let max = underlay.mtu.saturating_sub(overhead);
+        let mtu = want.unwrap_or(max);
+        if mtu > max || mtu < crate::link::MIN_MTU {
+            return Err(Error::invalid(
+                format!("{}: {what} device", self.ctx()),
+                format!(
+                    "MTU {mtu} does not fit: the underlay {} has MTU {}, {what} takes {overhead} \
+                     bytes (at most {max}, at least {})",
+                    underlay.name,
+                    underlay.mtu,
+                    crate::link::MIN_MTU
+                ),
+            ));
+        }
+        Ok(mtu)
+    }
+
+    fn ensure_device(&self, spec: &dyn LinkSpec, report: &mut PeerReport) -> Result<Link> {
+        let links = self.h.links();
+        let name = spec.name().to_string();
+        let ctx = || format!("{}: device {name}", self.ctx());
+        let resolve = |r: &LinkRef| match r {
+            LinkRef::Index(i) => Ok(*i),
+            LinkRef::Name(n) => links.index_of(n),
+        };
+        let link = match links.find(&name).context(ctx())? {
+            None => {
+                links.add(spec).context(ctx())?;
+                report
+                    .devices
+                    .push(DeviceChange::Created { name: name.clone() });
+                links.get(&name).context(ctx())?
+            }
+            Some(l) if l.kind != spec.kind() => {
+                return Err(Error::Conflict {
+                    context: ctx(),
+                    reason: format!(
+                        "a {} device has this name; the node's {} device needs it \
+                         (set another name in NodeConfig)",
+                        if l.kind.as_str().is_empty() {
+                            "physical"
+                        } else {
+                            l.kind.as_str()
+                        },
+                        spec.kind().as_str()
+                    ),
+                })
+            }
+            Some(l) => {
+                let differences = spec.differences(&l, &resolve);
+                if differences.is_empty() {
+                    if !l.is_up() {
+                        links.set_up(&name).context(ctx())?;
+                        report.devices.push(DeviceChange::Updated {
+                            name: name.clone(),
+                            what: "set up".into(),
+                        });
+                    }
+                    l
+                } else {
+                    // VNI, port, local address… cannot all be changed in
+                    // place; like Flannel, make it again.
+                    links.delete_if_exists(&name).context(ctx())?;
+                    links.add(spec).context(ctx())?;
+                    report.devices.push(DeviceChange::Recreated {
+                        name: name.clone(),
+                        differences,
+                    });
+                    links.get(&name).context(ctx())?
+                }
+            }
+        };
+        self.ensure_address(&link, report)?;
+        Ok(link)
+    }
+
+    /// The device's only global address is the node's VTEP address (/32 or
+    /// /128): the source of the node's own packets into the overlay.
+    fn ensure_address(&self, link: &Link, report: &mut PeerReport) -> Result<()> {
+        let want = IpNet::from(self.cfg.vtep_ip());
+        let ctx = || format!("{}: address of {}", self.ctx(), link.name);
+        let addrs = self.h.addrs();
+        let have = addrs.list(Some(&link.name)).context(ctx())?;
+        let mut present = false;
+        for a in have.iter().filter(|a| a.scope != crate::addr::Scope::Link) {
+            if a.local == want && a.peer.is_none() {
+                present = true;
+            } else {
+                addrs.delete_if_exists(&link.name, a.local).context(ctx())?;
+            }
+        }
+        if !present {
+            addrs.add(&link.name, want).context(ctx())?;
+            report.devices.push(DeviceChange::Updated {
+                name: link.name.clone(),
+                what: format!("address {want}"),
+            });
+        }
+        Ok(())
+    }
+
+    fn delete_device(&self, name: &str, kind: LinkKind, report: &mut PeerReport) -> Result<()> {
+        let links = self.h.links();
+        let ctx = || format!("{}: delete device {name}", self.ctx());
+        // Not ours (another kind) or gone: nothing to do.
+        let ours = links
+            .find(name)
+            .context(ctx())?
+            .is_some_and(|l| l.kind == kind);
+        if ours && links.delete_if_exists(name).context(ctx())? {
+            report.devices.push(DeviceChange::Deleted {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn desired(&self, devs: &Devs, placed: &[Placed<'_>]) -> Desired {
+        let mut d = Desired::default();
+        for p in placed {
+            let peer = p.peer;
+            let route = Route::to(peer.subnet)
+                .table(self.cfg.route_table)
+                .protocol(self.cfg.route_protocol);
+            match (p.path, devs.vx, devs.ipip) {
+                (PeerPath::Direct, _, _) => {
+                    let mut r = route.via(peer.underlay);
+                    if let Some(i) = p.oif {
+                        r = r.dev(i);
+                    }
+                    d.routes.push(r);
+                }
+                (PeerPath::Vxlan, Some(vx), _) => {
+                    // check_macs placed only peers with a MAC here.
+                    let Some(mac) = peer.vtep_mac else { continue };
+                    d.neighbours.push(Neighbour::new(vx, peer.vtep_ip(), mac));
+                    d.fdb
+                        .push(FdbEntry::new(mac, vx).dst(peer.underlay).on_self());
+                    d.routes.push(route.via(peer.vtep_ip()).dev(vx).onlink());
+                }
+                (PeerPath::IpIp, _, Some(tun)) => {
+                    d.routes.push(route.via(peer.underlay).dev(tun).onlink())
+                }
+                _ => {}
+            }
+        }
+        d
+    }
+
+    fn owner(&self) -> RouteOwner {
+        RouteOwner::new(self.cfg.route_protocol, self.cfg.route_table)
+    }
+
+    /// Neighbours, then FDB entries, then routes (a route never points at
+    /// a peer VTEP the kernel cannot resolve yet). Returns the per-item
+    /// failures.
+    fn apply(
+        &self,
+        devs: &Devs,
+        placed: &[Placed<'_>],
+        report: &mut PeerReport,
+    ) -> Result<Vec<Error>> {
+        let ctx = self.ctx();
+        let d = self.desired(devs, placed);
+        let mut errors = Vec::new();
+        if devs.vx.is_some() {
+            let vx = &self.cfg.vxlan_dev;
+            let r = self
+                .h
+                .neighbours()
+                .reconcile(vx, &d.neighbours)
+                .context(&ctx)?;
+            report.neighbours.absorb(r, &mut errors);
+            let r = self.h.fdb().reconcile(vx, &d.fdb).context(&ctx)?;
+            report.fdb.absorb(r, &mut errors);
+        }
+        let r = self
+            .h
+            .routes()
+            .reconcile(&self.owner(), &d.routes)
+            .context(&ctx)?;
+        report.routes.absorb(r, &mut errors);
+        Ok(errors)
+    }
+
+    /// The peers whose entries are not all in the kernel (read back after a
+    /// reconcile that reported failures).
+    fn verify(&self, devs: &Devs, placed: &[Placed<'_>]) -> Result<Vec<usize>> {
+        let ctx = self.ctx();
+        let routes = self
+            .h
+            .routes()
+            .list(
+                &RouteFilter::new()
+                    .protocol(self.cfg.route_protocol)
+                    .table(self.cfg.route_table),
+            )
+            .context(&ctx)?;
+        let (neighs, fdb) = match devs.vx {
+            Some(_) => (
+                self.h
+                    .neighbours()
+                    .list(Some(&self.cfg.vxlan_dev), None)
+                    .context(&ctx)?,
+                self.h.fdb().list(&self.cfg.vxlan_dev).context(&ctx)?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut broken = Vec::new();
+        for p in placed {
+            let peer = p.peer;
+            let (gw, oif) = match p.path {
+                PeerPath::Direct => (peer.underlay, p.oif),
+                PeerPath::Vxlan => (peer.vtep_ip(), devs.vx),
+                PeerPath::IpIp => (peer.underlay, devs.ipip),
+            };
+            let route_ok = routes
+                .iter()
+                .any(|r| r.dst == peer.subnet && r.gateway == Some(gw) && r.oif == oif);
+            let vxlan_ok = p.path != PeerPath::Vxlan
+                || (neighs.iter().any(|n| {
+                    n.ip == peer.vtep_ip()
+                        && n.mac == peer.vtep_mac
+                        && n.state == NeighState::Permanent
+                }) && fdb
+                    .iter()
+                    .any(|f| Some(f.mac) == peer.vtep_mac && f.dst == Some(peer.underlay)));
+            if !(route_ok && vxlan_ok) {
+                broken.push(p.idx);
+            }
+        }
+        Ok(broken)
+    }
+}
+
+/// The node's encapsulation devices that exist for this backend.
+#[derive(Debug)]
+struct Devs {
+    vx: Option<u32>,
+    ipip: Option<u32>,
+}
+
+/// The kernel error (of a failed batch item) that names peer `p`'s entries.
+fn take_error_of(errors: &mut Vec<Error>, p: &Placed<'_>) -> Option<Error> {
+    let keys = [
+        Some(format!("{} ", p.peer.subnet)),
+        Some(format!("{} ", p.peer.vtep_ip())),
+        p.peer.vtep_mac.map(|m| m.to_string()),
+    ];
+    let i = errors.iter().position(|e| {
+        let s = format!("{e} ");
+        keys.iter().flatten().any(|k| s.contains(k.as_str()))
+    })?;
+    Some(errors.remove(i))
+}
+
+fn off_segment(p: &Peer, l: &crate::route::RouteLookup) -> Error {
+    let via = match (l.gateway, &l.dev) {
+        (Some(g), Some(d)) => format!("via gateway {g} dev {d}"),
+        (Some(g), None) => format!("via gateway {g}"),
+        (None, _) => format!("as a {} route", l.kind.as_str()),
+    };
+    Error::Conflict {
+        context: format!("host-gw route to peer {} ({})", p.name, p.subnet),
+        reason: format!(
+            "its underlay address {} is not on this node's layer-2 segment (the kernel \
+             reaches it {via}), so a route via it cannot work; use the vxlan or ipip \
+             backend, or cross-subnet (direct routes on the segment, encapsulation beyond it)",
+            p.underlay
+        ),
+    }
+}
