@@ -417,7 +417,10 @@ impl<'a> Walk<'a> {
             },
             self.up_to_end_of(b, p.payload),
         );
-        let mut first = true;
+        // One fragment layer even if (absurdly) several fragment headers
+        // fragment the payload: a later fragment's if any, so that what
+        // follows is read as a later fragment's data.
+        let mut frag: Option<Layer> = None;
         // etherparse 0.21.0 bug (found by tests/fuzz_wire.rs): after a lax
         // parse stopped in the extension headers (a second hop-by-hop
         // header, a truncated one), the extensions slice ends at the last
@@ -433,19 +436,20 @@ impl<'a> Walk<'a> {
         };
         for ext in exts.into_iter().flatten() {
             if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                if f.is_fragmenting_payload() {
-                    let offset = f.fragment_offset().value().saturating_mul(8);
-                    self.push(
-                        Layer::Fragment {
-                            id: f.identification(),
-                            offset,
-                            more: f.more_fragments(),
-                        },
-                        p.payload,
-                    );
-                    first = offset == 0;
+                let offset = f.fragment_offset().value().saturating_mul(8);
+                let later = matches!(frag, Some(Layer::Fragment { offset: o, .. }) if o > 0);
+                if f.is_fragmenting_payload() && !later {
+                    frag = Some(Layer::Fragment {
+                        id: f.identification(),
+                        offset,
+                        more: f.more_fragments(),
+                    });
                 }
             }
+        }
+        let first = !matches!(frag, Some(Layer::Fragment { offset, .. }) if offset > 0);
+        if let Some(l) = frag {
+            self.push(l, p.payload);
         }
         self.transport(p.ip_number.0, p.payload, first, depth);
     }

@@ -9,7 +9,8 @@
 //! discovery, UDP and TCP over both families, IPv4 and IPv6 fragments, VXLAN
 //! carrying ARP, ICMP and ICMPv6), and frames built here for what this
 //! kernel cannot make (802.1Q, QinQ 0x88a8 and stacked tags, IP-in-IP,
-//! 6in4, IPv6 extension headers).
+//! 6in4, IPv6 extension headers), and the inputs in
+//! `cnet-debug/fuzz/regressions/wire/` that once broke an invariant.
 //!
 //! `CNET_FUZZ_ITERS` (default 200000) and `CNET_FUZZ_SEED` change the run;
 //! a failing input is printed in hex and written to
@@ -229,8 +230,17 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire")
 }
 
+/// Inputs that once broke an invariant (found by libFuzzer), kept as seeds.
+fn regressions_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/wire")
+}
+
 fn captured_seeds() -> Vec<Vec<u8>> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(corpus_dir())
+    files_in(corpus_dir())
+}
+
+fn files_in(dir: PathBuf) -> Vec<Vec<u8>> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| {
@@ -418,6 +428,11 @@ fn seeds_decode_to_what_they_are() {
     for f in built_seeds() {
         checked(&f, "a built seed");
     }
+    let regressions = files_in(regressions_dir());
+    assert!(!regressions.is_empty(), "{}", regressions_dir().display());
+    for f in &regressions {
+        checked(f, "a regression input");
+    }
 }
 
 #[test]
@@ -499,6 +514,7 @@ fn mutated_frames_never_break_the_decoder() {
     let seed = env_u64("CNET_FUZZ_SEED", 0x636e_6574);
     let mut seeds = captured_seeds();
     seeds.extend(built_seeds());
+    seeds.extend(files_in(regressions_dir()));
     // Bare IP packets too (what an L3 device or a raw socket gives).
     let bare: Vec<Vec<u8>> = seeds
         .iter()
