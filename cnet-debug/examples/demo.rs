@@ -7,17 +7,26 @@
 //!     flannel.1 ══ VXLAN VNI 1, UDP 8472 ══ flannel.1
 //! ```
 //! Each host leases a /24 from 10.244.0.0/16 and each pod gets an address
-//! from its host's /24 (cnet-core's file IPAM, in a temporary directory);
+//! from its host's /24 (cnet-core's file IPAM, in the run's own directory);
 //! veth pairs attach the pods to their host's bridge; a Flannel-style VXLAN
 //! overlay with a neighbour and FDB entry per peer connects the hosts. Then
 //! pods ping each other and `cnet-debug trace` explains and proves the
 //! cross-host path with live capture.
 //!
-//! Run as root: `scripts/demo` (or `cargo run -p cnet-debug --example demo`);
-//! `--keep` leaves the namespaces for you to explore (`ip netns list`).
+//! Run as root: `scripts/demo [--keep | --hold] [--prefix P]`.
+//! - Namespaces are `PREFIX ROLE - PID` (default prefix `demo-`), unique to
+//!   the run; nothing is made in, or changed in, the root namespace.
+//! - `--keep` leaves them for you to explore (`ip netns list`);
+//!   `--hold` keeps the cluster up until Ctrl-C or SIGTERM, then removes it.
+//! - SIGINT, SIGTERM or SIGHUP stop the demo between two steps and remove
+//!   everything it made (exit status 128 + signal; a second signal exits at
+//!   once). What a SIGKILL leaves, `scripts/demo --cleanup` (= `cnet-debug
+//!   cleanup --prefix demo-`) removes. The run/stop/sweep machinery is
+//!   `cnet_debug::cleanup`, for whatever replaces this demo.
 
+use std::io::Write;
 use std::net::IpAddr;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use cnet_core::fdb::FdbEntry;
@@ -25,59 +34,180 @@ use cnet_core::ipam::{FileStore, LeaseStore, NodeAttrs, PoolConfig, PoolStore, S
 use cnet_core::link::{Bridge, MacAddr, Veth, Vxlan};
 use cnet_core::neigh::Neighbour;
 use cnet_core::route::Route;
-use cnet_core::{Handle, IpNet, NetNs, Result};
+use cnet_core::{Handle, IpNet};
+use cnet_debug::cleanup::{Run, Stop, Stopped};
 use cnet_debug::probe::Proto;
 use cnet_debug::{report, trace};
 
-struct Cleanup(Vec<String>, bool, std::path::PathBuf);
+/// Print a line; a closed stdout is not worth a panic (nor a leak).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.2);
-        if self.1 {
-            println!("\n(--keep: namespaces left in place: {})", self.0.join(" "));
-            return;
-        }
-        for n in &self.0 {
-            let _ = NetNs::delete(n);
-        }
+/// Why the demo ended early.
+#[derive(Debug)]
+enum Failed {
+    Core(cnet_core::Error),
+    Stopped(Stopped),
+}
+
+impl From<cnet_core::Error> for Failed {
+    fn from(e: cnet_core::Error) -> Self {
+        Failed::Core(e)
+    }
+}
+
+impl From<Stopped> for Failed {
+    fn from(s: Stopped) -> Self {
+        Failed::Stopped(s)
+    }
+}
+
+// Parse errors, as cnet-core words them.
+impl From<std::net::AddrParseError> for Failed {
+    fn from(e: std::net::AddrParseError) -> Self {
+        Failed::Core(e.into())
+    }
+}
+
+impl From<ipnet::AddrParseError> for Failed {
+    fn from(e: ipnet::AddrParseError) -> Self {
+        Failed::Core(e.into())
+    }
+}
+
+impl From<ipnet::PrefixLenError> for Failed {
+    fn from(e: ipnet::PrefixLenError) -> Self {
+        Failed::Core(e.into())
     }
 }
 
 fn sh(args: &[&str]) {
-    println!("$ {}", args.join(" "));
+    say!("$ {}", args.join(" "));
     match Command::new(args[0]).args(&args[1..]).output() {
         Ok(o) => {
-            print!("{}", String::from_utf8_lossy(&o.stdout));
-            eprint!("{}", String::from_utf8_lossy(&o.stderr));
+            let _ = std::io::stdout().write_all(&o.stdout);
+            let _ = std::io::stderr().write_all(&o.stderr);
         }
-        Err(e) => println!("({}: {e})", args[0]),
+        Err(e) => say!("({}: {e})", args[0]),
     }
 }
 
-fn main() -> Result<()> {
-    let keep = std::env::args().any(|a| a == "--keep");
-    let pid = std::process::id();
-    let name = |r: &str| format!("demo-{r}-{pid}");
-    let roles = ["ul", "host-1", "host-2", "pod-a", "pod-b", "pod-c"];
-    let store_dir = std::env::temp_dir().join(format!("cnet-demo-ipam-{pid}"));
-    let _cleanup = Cleanup(
-        roles.iter().map(|r| name(r)).collect(),
-        keep,
-        store_dir.clone(),
-    );
+struct Options {
+    keep: bool,
+    hold: bool,
+    prefix: String,
+}
 
-    println!("== 1. namespaces: an underlay switch, two hosts, three pods");
+const USAGE: &str = "usage: demo [--keep | --hold] [--prefix PREFIX]";
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        keep: false,
+        hold: false,
+        prefix: "demo-".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--keep" => o.keep = true,
+            "--hold" => o.hold = true,
+            "--prefix" => o.prefix = args.next().ok_or("--prefix needs a value")?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if o.keep && o.hold {
+        return Err("--keep and --hold exclude each other".into());
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{e}{}{USAGE}",
+                if e.is_empty() { "" } else { "\n" }
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut run = match Run::start(&o.prefix) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match demo(&mut run, &stop, o.hold) {
+        Ok(()) => {
+            if o.keep {
+                run.keep(true);
+                say!(
+                    "\n(--keep: namespaces left in place: {}\n remove them with: scripts/demo --cleanup  or  cnet-debug cleanup --prefix {})",
+                    run.namespaces().join(" "),
+                    o.prefix
+                );
+            }
+            0
+        }
+        Err(Failed::Stopped(s)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "demo: {s}: removing the {} namespaces it made",
+                run.namespaces().len()
+            );
+            s.exit_code()
+        }
+        Err(Failed::Core(e)) => {
+            let _ = writeln!(std::io::stderr(), "demo: {e}");
+            1
+        }
+    };
+    // Teardown: the namespaces (unless kept), then the run's state.
+    let errors = run.teardown();
+    for e in &errors {
+        let _ = writeln!(std::io::stderr(), "demo: cleanup: {e}");
+    }
+    ExitCode::from(if code == 0 && !errors.is_empty() {
+        1
+    } else {
+        code
+    })
+}
+
+fn demo(run: &mut Run, stop: &Stop, hold: bool) -> Result<(), Failed> {
+    let roles = ["ul", "host-1", "host-2", "pod-a", "pod-b", "pod-c"];
+    let name = |r: &str| run.name(r);
+    let names: std::collections::HashMap<&str, String> =
+        roles.iter().map(|r| (*r, name(r))).collect();
+    let store_dir = run.dir().join("ipam");
+
+    say!("== 1. namespaces: an underlay switch, two hosts, three pods");
     let mut ns = std::collections::HashMap::new();
     for r in roles {
-        let n = NetNs::create(&name(r))?;
+        stop.check()?;
+        let n = run.create_ns(r)?;
         Handle::at(&n)?.links().set_up("lo")?;
         ns.insert(r, n);
     }
     let ul = Handle::at(&ns["ul"])?;
     ul.links().add(Bridge::new("br0").up())?;
 
-    println!("== 2. IPAM: each host leases a /24 of 10.244.0.0/16");
+    stop.check()?;
+    say!("== 2. IPAM: each host leases a /24 of 10.244.0.0/16");
     let store = FileStore::open(&store_dir)?;
     let mut leases = store.subnets(SubnetConfig::new("10.244.0.0/16".parse()?))?;
     let mut subnets = Vec::new();
@@ -88,11 +218,12 @@ fn main() -> Result<()> {
             ..Default::default()
         };
         let lease = leases.acquire(host, &attrs, Duration::from_secs(3600))?;
-        println!("   {host}: {}", lease.subnet);
+        say!("   {host}: {}", lease.subnet);
         subnets.push(lease.subnet);
     }
 
-    println!("== 3. hosts: underlay eth0, bridge cni0, vxlan flannel.1");
+    stop.check()?;
+    say!("== 3. hosts: underlay eth0, bridge cni0, vxlan flannel.1");
     let vtep_mac = |i: usize| MacAddr([0x02, 0, 0, 0, i as u8 + 1, 0x01]);
     for (i, host) in ["host-1", "host-2"].iter().enumerate() {
         let h = Handle::at(&ns[host])?;
@@ -143,7 +274,8 @@ fn main() -> Result<()> {
         )?;
     }
 
-    println!("== 4. pods: an address from the host's pool, a veth to cni0, a default route");
+    stop.check()?;
+    say!("== 4. pods: an address from the host's pool, a veth to cni0, a default route");
     let mut pod_ip = std::collections::HashMap::new();
     for (pod, host, hi) in [
         ("pod-a", "host-1", 0),
@@ -151,7 +283,7 @@ fn main() -> Result<()> {
         ("pod-c", "host-2", 1),
     ] {
         let mut pool = store.pool(PoolConfig::new(subnets[hi]))?;
-        let a = pool.allocate(&name(pod), "eth0")?;
+        let a = pool.allocate(&names[pod], "eth0")?;
         let h = Handle::at(&ns[host])?;
         h.links().add(
             Veth::new(&format!("veth-{pod}"), "eth0")
@@ -169,31 +301,33 @@ fn main() -> Result<()> {
         };
         let gw: IpAddr = sub.hosts().next().expect("gateway").into();
         p.routes().add(Route::to("0.0.0.0/0".parse()?).via(gw))?;
-        println!("   {pod} on {host}: {}", a.addr);
+        say!("   {pod} on {host}: {}", a.addr);
         pod_ip.insert(pod, a.addr);
     }
 
-    println!("== 5. what the kernel has (read with iproute2)");
-    sh(&["ip", "-n", &name("host-1"), "-br", "addr"]);
-    sh(&["ip", "-n", &name("host-1"), "route"]);
+    stop.check()?;
+    say!("== 5. what the kernel has (read with iproute2)");
+    sh(&["ip", "-n", &names["host-1"], "-br", "addr"]);
+    sh(&["ip", "-n", &names["host-1"], "route"]);
     sh(&[
         "bridge",
         "-n",
-        &name("host-1"),
+        &names["host-1"],
         "fdb",
         "show",
         "dev",
         "flannel.1",
     ]);
 
-    println!("== 6. traffic");
+    stop.check()?;
+    say!("== 6. traffic");
     let c = pod_ip["pod-c"].to_string();
     let b = pod_ip["pod-b"].to_string();
     sh(&[
         "ip",
         "netns",
         "exec",
-        &name("pod-a"),
+        &names["pod-a"],
         "ping",
         "-c",
         "1",
@@ -205,7 +339,7 @@ fn main() -> Result<()> {
         "ip",
         "netns",
         "exec",
-        &name("pod-a"),
+        &names["pod-a"],
         "ping",
         "-c",
         "1",
@@ -214,13 +348,14 @@ fn main() -> Result<()> {
         &c,
     ]);
 
-    println!(
+    stop.check()?;
+    say!(
         "== 7. cnet-debug trace {c} --from {} (explained, then proven by capture)",
-        name("pod-a")
+        names["pod-a"].clone()
     );
     let req = trace::Request {
         from: ns["pod-a"].clone(),
-        from_label: name("pod-a"),
+        from_label: names["pod-a"].clone(),
         dst: pod_ip["pod-c"],
         src: None,
         proto: Proto::Icmp,
@@ -230,18 +365,26 @@ fn main() -> Result<()> {
     let t = trace::explain(&req)?;
     let explain_time = t0.elapsed();
     let proof = trace::prove(&req, &t, Duration::from_millis(1000))?;
-    report::human(&t, Some(&proof), &mut std::io::stdout())
-        .map_err(|e| cnet_core::Error::io("print", e))?;
-    println!(
+    let _ = report::human(&t, Some(&proof), &mut std::io::stdout());
+    say!(
         "(explained in {:.1} ms, proven with capture in {:.1} ms)",
         explain_time.as_secs_f64() * 1e3,
         proof.elapsed_us as f64 / 1e3
     );
     if !t.verdict.ok || !proof.replied {
-        return Err(cnet_core::Error::Protocol {
+        return Err(Failed::Core(cnet_core::Error::Protocol {
             context: "demo".into(),
             reason: "the cross-host path does not work".into(),
-        });
+        }));
+    }
+    if hold {
+        say!(
+            "== 8. holding: the cluster stays up until Ctrl-C or SIGTERM\n   namespaces: {}",
+            run.namespaces().join(" ")
+        );
+        loop {
+            stop.sleep(Duration::from_secs(3600))?;
+        }
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use cnet_core::{Error, NetNs, Result};
 use nix::sched::{setns, CloneFlags};
 use pnet_datalink::{Channel, Config};
 
-use crate::wire::{decode_ethernet, decode_ipv4, Decoded};
+use crate::wire::{decode_ethernet, decode_ip, Decoded};
 
 /// Where to capture.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ fn listen(
         match rx.next() {
             Ok(frame) => {
                 let d = if t.l3 {
-                    decode_ipv4(frame)
+                    decode_ip(frame)
                 } else {
                     decode_ethernet(frame)
                 };

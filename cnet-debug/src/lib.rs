@@ -11,6 +11,8 @@
 //! ```
 
 pub mod capture;
+pub mod cleanup;
+pub mod nsfile;
 pub mod probe;
 pub mod report;
 pub mod trace;

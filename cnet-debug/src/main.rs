@@ -1,10 +1,14 @@
 //! `cnet-debug`: see what container networking built, namespace by namespace.
 //!
-//! Exit codes: 0 success, 2 error (bad arguments, no such namespace, not
-//! permitted). `trace` (path explanation and live capture) comes next.
+//! Exit codes: 0 success, 1 the traced path is broken (or a probe got no
+//! reply), 2 error (bad arguments, no such namespace, not permitted).
+//! Output goes through one locked stdout; a reader that goes away (`| head`,
+//! `| true`) ends the command quietly (ripgrep's rule: a broken pipe is not
+//! an error), and nothing on an output path panics.
 
-use cnet_debug::{capture, probe, report, trace};
+use cnet_debug::{capture, cleanup, nsfile, probe, report, trace};
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -50,8 +54,8 @@ enum Cmd {
         /// Explain only; send nothing.
         #[arg(long)]
         no_capture: bool,
-        /// Capture timeout in milliseconds.
-        #[arg(long, default_value_t = 1000)]
+        /// Capture timeout in milliseconds (1 to 600000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         timeout: u64,
         /// JSON Lines output (see the schema in `cnet_debug::report`).
         #[arg(long)]
@@ -82,36 +86,62 @@ enum Cmd {
         /// UDP destination port.
         #[arg(long, default_value_t = 33434)]
         port: u16,
-        /// How long to wait for the probe, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
+        /// How long to wait for the probe, in milliseconds (1 to 600000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         timeout: u64,
+    },
+    /// Remove what a killed run (the demo, `scripts/demo`) left behind.
+    ///
+    /// Deletes every namespace named PREFIX…-PID whose run is no longer
+    /// alive, and those runs' state under /run/cnet/runs (the demo's IPAM
+    /// store). Namespaces of a run that is still going are listed and left
+    /// alone. Exit status: 0 everything removed (or nothing to do), 2 error.
+    Cleanup {
+        /// Name prefix of the run's namespaces (the demo's default is `demo-`).
+        #[arg(long)]
+        prefix: String,
     },
 }
 
-fn open(spec: &str) -> cnet_core::Result<NetNs> {
-    if !spec.is_empty() && spec.chars().all(|c| c.is_ascii_digit()) {
-        let pid = spec
-            .parse()
-            .map_err(|_| cnet_core::Error::invalid(format!("pid {spec}"), "not a number"))?;
-        NetNs::open_pid(pid)
-    } else if spec.contains('/') {
-        NetNs::open_path(spec)
-    } else {
-        NetNs::open(spec)
+/// Why a command stopped early.
+#[derive(Debug)]
+enum Fail {
+    /// Printed as `cnet-debug: …`, exit 2.
+    Error(cnet_core::Error),
+    /// Whoever read our output went away: not an error.
+    Closed,
+}
+
+impl From<cnet_core::Error> for Fail {
+    fn from(e: cnet_core::Error) -> Self {
+        Fail::Error(e)
     }
 }
 
-fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
+impl From<std::io::Error> for Fail {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Fail::Closed
+        } else {
+            Fail::Error(cnet_core::Error::io("write output", e))
+        }
+    }
+}
+
+type Outcome = Result<bool, Fail>;
+
+fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fail> {
     use cnet_core::route::{RouteFilter, PROTOCOL};
     // Every namespace we know, to name veth peers' namespaces.
     let mut all: Vec<(String, NetNs)> = vec![("(current)".into(), NetNs::current()?)];
     for n in NetNs::list()? {
-        if let Ok(ns) = NetNs::open(&n) {
+        // Checked without blocking: a FIFO or a stray file there is skipped.
+        if let Ok(ns) = nsfile::open_name(&n) {
             all.push((n, ns));
         }
     }
     let targets: Vec<(String, NetNs)> = match netns {
-        Some(n) => vec![(n.clone(), open(&n)?)],
+        Some(n) => vec![(n.clone(), nsfile::open(&n)?)],
         None => all.clone(),
     };
     for (label, ns) in targets {
@@ -147,18 +177,18 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
                     "mtu": l.mtu, "up": l.is_up(), "master": l.master, "link": l.link,
                     "link_netns": peer_ns(l), "addresses": a,
                 }});
-                println!("{v}");
+                writeln!(out, "{v}")?;
             }
             for r in &own_routes {
                 let v = serde_json::json!({"type": "route", "data": {
                     "netns": label, "dst": r.dst.to_string(), "gateway": r.gateway,
                     "oif": r.oif, "table": r.table, "protocol": r.protocol, "kind": r.kind.as_str(),
                 }});
-                println!("{v}");
+                writeln!(out, "{v}")?;
             }
             continue;
         }
-        println!("netns {label}");
+        writeln!(out, "netns {label}")?;
         let name_of = |i: u32| links.iter().find(|x| x.index == i).map(|x| x.name.clone());
         for l in &links {
             let master = l
@@ -200,7 +230,8 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
                 .filter(|a| a.index == l.index)
                 .map(|a| a.local.to_string())
                 .collect();
-            println!(
+            writeln!(
+                out,
                 "  {:>3}: {:<15} {:<7} mtu {:<5} {}{}{}{}{}",
                 l.index,
                 l.name,
@@ -219,7 +250,7 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
                 } else {
                     format!(" [{}]", a.join(", "))
                 }
-            );
+            )?;
         }
         for r in &own_routes {
             let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
@@ -228,14 +259,15 @@ fn show(netns: Option<String>, json: bool) -> cnet_core::Result<()> {
                 .and_then(name_of)
                 .map(|d| format!(" dev {d}"))
                 .unwrap_or_default();
-            println!(
+            writeln!(
+                out,
                 "  route {} {}{via}{dev}{} (proto {}, table {})",
                 r.kind.as_str(),
                 r.dst,
                 if r.onlink { " onlink" } else { "" },
                 r.protocol,
                 r.table
-            );
+            )?;
         }
     }
     Ok(())
@@ -248,9 +280,10 @@ fn run_probe(
     proto: probe::Proto,
     port: u16,
     timeout: u64,
-) -> cnet_core::Result<bool> {
+    out: &mut dyn Write,
+) -> Outcome {
     let src_ns = match &from {
-        Some(f) => open(f)?,
+        Some(f) => nsfile::open(f)?,
         None => NetNs::current()?,
     };
     let mut targets = Vec::new();
@@ -261,7 +294,7 @@ fn run_probe(
         let nsh = if ns == "-" {
             NetNs::current()?
         } else {
-            open(ns)?
+            nsfile::open(ns)?
         };
         let l3 = Handle::at(&nsh)?.links().get(ifname)?.kind == cnet_core::link::LinkKind::IpIp;
         targets.push(capture::Target {
@@ -281,15 +314,21 @@ fn run_probe(
     for (i, t) in targets.iter().enumerate() {
         let hits: Vec<&capture::Sighting> = seen.iter().filter(|s| s.target == i).collect();
         let mark = if hits.is_empty() { "✗" } else { "✓" };
-        println!("{mark} {}:{} ({} frames)", t.ns_label, t.ifname, hits.len());
+        writeln!(
+            out,
+            "{mark} {}:{} ({} frames)",
+            t.ns_label,
+            t.ifname,
+            hits.len()
+        )?;
         for h in hits {
             let layers: Vec<String> = h.frame.layers.iter().map(|l| l.to_string()).collect();
-            println!("    +{}µs {}", h.at_us, layers.join(" | "));
+            writeln!(out, "    +{}µs {}", h.at_us, layers.join(" | "))?;
         }
     }
     match (proto, outcome.rtt) {
-        (probe::Proto::Icmp, Some(rtt)) => println!("reply after {rtt:?}"),
-        (probe::Proto::Icmp, None) => println!("no reply"),
+        (probe::Proto::Icmp, Some(rtt)) => writeln!(out, "reply after {rtt:?}")?,
+        (probe::Proto::Icmp, None) => writeln!(out, "no reply")?,
         _ => {}
     }
     Ok(proto != probe::Proto::Icmp || outcome.replied)
@@ -306,16 +345,18 @@ fn run_trace(
     no_capture: bool,
     timeout: u64,
     json: bool,
-) -> cnet_core::Result<bool> {
+    out: &mut dyn Write,
+) -> Outcome {
     let (ns, label) = match &from {
-        Some(f) => (open(f)?, f.clone()),
+        Some(f) => (nsfile::open(f)?, f.clone()),
         None => (NetNs::current()?, "(current)".to_string()),
     };
     if let (Some(s), true) = (src, src.is_some_and(|s| s.is_ipv4() != dst.is_ipv4())) {
         return Err(cnet_core::Error::invalid(
             format!("--src {s}"),
             "not of the destination's family",
-        ));
+        )
+        .into());
     }
     let req = trace::Request {
         from: ns,
@@ -337,17 +378,16 @@ fn run_trace(
     } else {
         None
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let r = if json {
-        report::json_lines(&t, proof.as_ref(), &mut out)
+        report::json_lines(&t, proof.as_ref(), out)
     } else {
-        report::human(&t, proof.as_ref(), &mut out)
-    };
-    if let Err(e) = r {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(cnet_core::Error::io("write report", e));
-        }
+        report::human(&t, proof.as_ref(), out)
+    }
+    .and_then(|()| out.flush());
+    // A reader that went away still gets the verdict as the exit status.
+    match r.map_err(Fail::from) {
+        Ok(()) | Err(Fail::Closed) => {}
+        Err(e) => return Err(e),
     }
     let works = t.verdict.ok
         && proof
@@ -356,8 +396,31 @@ fn run_trace(
     Ok(works)
 }
 
+fn run_cleanup(prefix: &str, out: &mut dyn Write) -> Outcome {
+    let r = cleanup::sweep(prefix)?;
+    for n in &r.namespaces {
+        writeln!(out, "deleted namespace {n}")?;
+    }
+    for d in &r.dirs {
+        writeln!(out, "removed {}", d.display())?;
+    }
+    for n in &r.live {
+        writeln!(out, "left {n}: its run is still alive")?;
+    }
+    if r.namespaces.is_empty() && r.dirs.is_empty() && r.live.is_empty() {
+        writeln!(out, "nothing left by runs with prefix {prefix:?}")?;
+    }
+    out.flush()?;
+    match r.errors.into_iter().next() {
+        None => Ok(true),
+        Some(first) => Err(Fail::Error(first)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     let r = match cli.cmd {
         Cmd::Trace {
             dst,
@@ -370,9 +433,11 @@ fn main() -> ExitCode {
             timeout,
             json,
         } => run_trace(
-            dst, from, src, proto, port, capture, no_capture, timeout, json,
+            dst, from, src, proto, port, capture, no_capture, timeout, json, &mut out,
         ),
-        Cmd::Show { netns, json } => show(netns, json).map(|()| true),
+        Cmd::Show { netns, json } => {
+            show(netns, json, &mut out).and_then(|()| Ok(out.flush().map(|()| true)?))
+        }
         Cmd::Probe {
             dst,
             from,
@@ -380,13 +445,15 @@ fn main() -> ExitCode {
             proto,
             port,
             timeout,
-        } => run_probe(dst, from, on, proto, port, timeout),
+        } => run_probe(dst, from, on, proto, port, timeout, &mut out),
+        Cmd::Cleanup { prefix } => run_cleanup(&prefix, &mut out),
     };
     match r {
-        Ok(true) => ExitCode::SUCCESS,
+        Ok(true) | Err(Fail::Closed) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("cnet-debug: {e}");
+        Err(Fail::Error(e)) => {
+            // Not eprintln!: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "cnet-debug: {e}");
             ExitCode::from(2)
         }
     }

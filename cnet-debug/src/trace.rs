@@ -200,7 +200,8 @@ impl World {
         };
         push(from_label.to_string(), from.clone())?;
         for n in NetNs::list()? {
-            if let Ok(ns) = NetNs::open(&n) {
+            // Checked without blocking: a FIFO or a stray file there is skipped.
+            if let Ok(ns) = crate::nsfile::open_name(&n) {
                 push(n, ns)?;
             }
         }
@@ -570,15 +571,22 @@ impl Tracer {
                 }
             }
         }
-        let mut q = RouteQuery::new(pkt.dst).fibmatch();
+        let mut plain = RouteQuery::new(pkt.dst);
         if let (Some(dev), Some(src)) = (&iif, pkt.src) {
-            q = q.iif(dev.as_str()).from(src);
+            plain = plain.iif(dev.as_str()).from(src);
         } else if let (None, Some(src)) = (&iif, pkt.src) {
             if self.is_local(ns, src)? {
-                q = q.from(src);
+                plain = plain.from(src);
             }
         }
-        let lookup = self.w.h(ns)?.routes().lookup(&q);
+        let lookup = match self.w.h(ns)?.routes().lookup(&plain.clone().fibmatch()) {
+            // `fibmatch` can fail where the kernel's own decision does not:
+            // 0.0.0.0 is sent to lo (`ip route get 0.0.0.0` → local dev lo),
+            // yet no FIB entry matches it. The decision is what `ip route
+            // get` says; the failure stands only if the kernel agrees.
+            Err(e) if e.errno().is_some() => self.w.h(ns)?.routes().lookup(&plain).map_err(|_| e),
+            other => other,
+        };
         let r: RouteLookup = match lookup {
             Ok(r) => r,
             Err(e) => {
@@ -632,6 +640,37 @@ impl Tracer {
         if pkt.src.is_none() {
             pkt.src = r.prefsrc;
         }
+        let dev = r.dev.clone().unwrap_or_else(|| self.ifname(ns, r.oif));
+        // The kernel's answer in `ip route get` words.
+        let kernel = {
+            let mut s = format!("{} {}", r.kind.as_str(), pkt.dst);
+            if let Some(g) = r.gateway {
+                s += &format!(" via {g}");
+            }
+            s += &format!(" dev {dev}");
+            if let Some(p) = r.prefsrc {
+                s += &format!(" src {p}");
+            }
+            s
+        };
+        if matches!(r.kind, RouteType::Broadcast | RouteType::Multicast)
+            && iif.is_none()
+            && pkt.inner.is_empty()
+            && self.hops.is_empty()
+        {
+            let whom = if r.kind == RouteType::Broadcast {
+                "every host on that segment"
+            } else {
+                "every member of the group"
+            };
+            return Err(Error::invalid(
+                format!("trace {} from {label}", pkt.dst),
+                format!(
+                    "the kernel sends it as {} out {dev} (ip route get: {kernel}), to {whom}, not along one path; trace follows unicast paths",
+                    r.kind.as_str()
+                ),
+            ));
+        }
         let matched = r
             .matched
             .as_ref()
@@ -648,9 +687,9 @@ impl Tracer {
                 }
                 s + &format!(" (table {}, proto {})", m.table, m.protocol)
             })
-            .unwrap_or_else(|| "?".into());
-        let dev = r.dev.clone().unwrap_or_else(|| self.ifname(ns, r.oif));
-        let mut details = vec![format!("matched: {matched}")];
+            .map(|m| format!("matched: {m}"))
+            .unwrap_or_else(|| format!("no FIB entry matches; the kernel says: {kernel}"));
+        let mut details = vec![matched];
         if let Some(s) = r.prefsrc {
             details.push(format!("preferred source {s}"));
         }
@@ -671,14 +710,15 @@ impl Tracer {
                 );
                 return self.decap(ns, pkt, inner_src, inner_dst, encap);
             }
-            let n = self.hop(
-                ns,
-                HopKind::Deliver,
-                format!("{} is a local address in {label}: delivered", pkt.dst),
-                details,
-                None,
-                pkt,
-            );
+            let summary = if local {
+                format!("{} is a local address in {label}: delivered", pkt.dst)
+            } else {
+                format!(
+                    "{} is local in {label} (the kernel sends it to {dev}): delivered",
+                    pkt.dst
+                )
+            };
+            let n = self.hop(ns, HopKind::Deliver, summary, details, None, pkt);
             return Ok(Step::Done(Verdict {
                 ok: true,
                 outcome: "delivered",
@@ -699,7 +739,11 @@ impl Tracer {
             return Ok(Step::Done(self.broken(
                 ns,
                 "route_type",
-                &format!("route type {} in {label}", r.kind.as_str()),
+                &format!(
+                    "the kernel sends {} as {} in {label} ({kernel}), not along one unicast path",
+                    pkt.dst,
+                    r.kind.as_str()
+                ),
             )));
         }
         let Some(out) = self.w.link_by_name(ns, &dev)? else {
@@ -1168,17 +1212,17 @@ impl Tracer {
             }
         };
         if let Some(u) = under {
-            if mtu + overhead > u.mtu {
+            if mtu.saturating_add(overhead) > u.mtu {
                 self.find(
                     Severity::Error,
                     "mtu_encap",
                     format!(
                         "{} in {label} has MTU {mtu}: with {overhead} bytes of encapsulation that is {} > {} of underlay {}; full-size packets are dropped (set the MTU to {} or less)",
                         tun.name,
-                        mtu + overhead,
+                        mtu.saturating_add(overhead),
                         u.mtu,
                         u.name,
-                        u.mtu - overhead
+                        u.mtu.saturating_sub(overhead)
                     ),
                 );
             }
