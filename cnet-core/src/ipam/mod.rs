@@ -56,8 +56,8 @@ mod pool;
 mod subnet;
 
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdLeases, EtcdPool, EtcdStore};
-pub use file::{FileLeases, FileOptions, FilePool, FileStore};
+pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
+pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
 pub use subnet::{SubnetAllocator, SubnetConfig};
 
@@ -159,6 +159,36 @@ pub trait LeaseStore {
     /// Every live lease and reservation, sorted by subnet: the peer list that
     /// routing needs.
     fn list(&mut self) -> Result<Vec<NodeLease>>;
+
+    /// Learn when the leases change without listing them all the time:
+    /// the returned [`LeaseWatch`] wakes its caller when a node acquires,
+    /// renews, releases or loses a lease (the file store: inotify on the
+    /// lease file, and the next expiry; etcd: a v3 watch on the lease keys).
+    fn watch(&mut self) -> Result<Box<dyn LeaseWatch>>;
+}
+
+/// Wakes a node agent when the lease set may have changed, so it lists and
+/// reconciles then, and otherwise costs nothing.
+///
+/// ```no_run
+/// # use cnet_core::ipam::{FileStore, LeaseStore, SubnetConfig};
+/// # use std::time::Duration;
+/// # let store = FileStore::open("/var/lib/cnet/ipam")?;
+/// let mut leases = store.subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))?;
+/// let mut watch = leases.watch()?;
+/// loop {
+///     let peers = leases.list()?;          // then: node.reconcile_leases(&backend, &peers)
+///     # let _ = peers;
+///     watch.wait(Duration::from_secs(30))?; // a change, or time for a safety-net resync
+/// }
+/// # Ok::<(), cnet_core::Error>(())
+/// ```
+pub trait LeaseWatch: Send + std::fmt::Debug {
+    /// Block until the leases may have changed (`Ok(true)`) or `timeout`
+    /// passed (`Ok(false)`). A `true` may be spurious; a change is never
+    /// missed: when the watch itself lost track (a dropped connection, a
+    /// compacted etcd history) it says `true` so the caller lists again.
+    fn wait(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 /// Container addresses from one node subnet ([`PoolConfig`]).

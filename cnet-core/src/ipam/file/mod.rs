@@ -92,8 +92,9 @@ pub(crate) mod journal;
 mod leases;
 mod pool;
 
-pub use leases::FileLeases;
+#[cfg(feature = "etcd")]
 pub(crate) use leases::{check_node, check_ttl};
+pub use leases::{FileLeaseWatch, FileLeases};
 pub use pool::FilePool;
 
 /// Tuning of a [`FileStore`].
