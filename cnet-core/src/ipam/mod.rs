@@ -245,3 +245,45 @@ pub(crate) fn addr_from_u128(v: u128, v6: bool) -> IpAddr {
 pub(crate) fn net_key(net: &IpNet) -> String {
     net.to_string().replace(':', "-").replace('/', "_")
 }
+
+/// Entry points for the fuzz targets (`cnet-core/fuzz`) and the stable
+/// fuzz test (`tests/ipam_fuzz.rs`): every reader of on-disk or network
+/// bytes in the IPAM, each checking its own invariants. Not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::file::journal::{encode_records, parse_records, Header};
+
+    /// A pool journal: never panics; what parses re-encodes and parses
+    /// back to the same records; a torn tail is only ever past the acked
+    /// mark.
+    pub fn journal(data: &[u8]) {
+        let Ok(h) = Header::parse(data) else { return };
+        let body = &data[Header::LEN..];
+        let Ok(p) = parse_records(body, h.start, h.acked) else {
+            return;
+        };
+        assert!(p.consumed <= body.len());
+        assert_eq!(p.torn, p.consumed < body.len(), "torn iff bytes are left");
+        let n = p.records.len() as u64;
+        assert!(h.start + n >= h.acked, "fewer records than acknowledged");
+        for (i, (seq, _)) in p.records.iter().enumerate() {
+            assert_eq!(*seq, h.start + i as u64);
+        }
+        let recs: Vec<_> = p.records.iter().map(|(_, r)| r.clone()).collect();
+        let again = encode_records(h.start, &recs).expect("encode");
+        let q = parse_records(&again, h.start, h.start + n).expect("round trip");
+        assert_eq!(q.records, p.records);
+        assert!(!q.torn);
+    }
+
+    /// A pool snapshot file: never panics, and what parses loads into a pool.
+    pub fn snapshot(data: &[u8]) {
+        super::file::fuzz_snapshot(data);
+    }
+
+    /// An etcd reply (range, transaction, lease grant): never panics.
+    #[cfg(feature = "etcd")]
+    pub fn etcd_reply(data: &[u8]) {
+        super::etcd::fuzz_reply(data);
+    }
+}

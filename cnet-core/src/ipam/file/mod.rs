@@ -462,3 +462,24 @@ mod tests {
         }
     }
 }
+
+/// See [`crate::ipam::fuzz::snapshot`].
+pub(crate) fn fuzz_snapshot(data: &[u8]) {
+    let Ok(body) = unframe("pool", data, "fuzz", Path::new("snapshot")) else {
+        return;
+    };
+    let Ok(s) = serde_json::from_slice::<pool::Snapshot>(body) else {
+        return;
+    };
+    if s.config.validate().is_err() || s.config.subnet.prefix_len() < 8 {
+        return; // a config this store would refuse (or a huge bitmap)
+    }
+    let Ok(mut p) = crate::ipam::AddressPool::new(s.config.clone()) else {
+        return;
+    };
+    for a in s.allocations {
+        let _ = p.restore(a);
+    }
+    p.set_cursor_state(s.cursor, s.next_generation);
+    let _ = p.allocate("fuzz", "eth0");
+}
