@@ -1,7 +1,7 @@
 //! cnet-core: container networking over netlink.
 //!
 //! ```text
-//!  recipes (attach a container, program a node)              ── later layers
+//!  network: ensure a bridge network, attach/detach/check      ── container networking
 //!  typed objects: link · addr · route · neigh · fdb · sysctl  ── builders + read models
 //!  Handle: one rtnetlink socket bound to one NetNs            ── netlink, netns
 //! ```
@@ -20,6 +20,7 @@ pub mod link;
 pub mod neigh;
 pub mod netlink;
 pub mod netns;
+pub mod network;
 pub mod route;
 pub mod sysctl;
 
