@@ -319,8 +319,8 @@ impl BridgeNetwork {
         let mut undo = Undo::new();
         let (host_index, peer_index) =
             match self.create_veth(&netns, &host_name, host_mac, ifname) {
-                Ok(ix) => ix,
-                Err(Error::AlreadyExists { .. }) => {
+                Ok(Some(ix)) => ix,
+                Ok(None) => {
                     return self
                         .attach_existing(ns, &netns, container_id, ifname, &host_name, host_mac)
                         .with_context(what)
@@ -409,14 +409,15 @@ impl BridgeNetwork {
     }
 
     /// Step 2: the veth pair in one request. Returns (host index, peer
-    /// index in the container).
+    /// index in the container), or `None` when this attachment's host end
+    /// exists already (attach twice).
     fn create_veth(
         &self,
         netns: &NetNs,
         host_name: &str,
         host_mac: MacAddr,
         ifname: &str,
-    ) -> Result<(u32, u32)> {
+    ) -> Result<Option<(u32, u32)>> {
         let spec = Veth::new(host_name, ifname)
             .peer_netns(netns)
             .mtu(self.config.mtu)
@@ -441,7 +442,12 @@ impl BridgeNetwork {
         );
         let replies = match sent {
             Ok(r) => r,
-            Err(e) => return Err(self.explain_create_error(e, netns, host_name, host_mac, ifname)),
+            Err(e) => {
+                return match self.explain_create_error(e, netns, host_name, host_mac, ifname) {
+                    CreateError::Ours => Ok(None),
+                    CreateError::Other(e) => Err(e),
+                }
+            }
         };
         let echoed = replies.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) => {
@@ -459,7 +465,7 @@ impl BridgeNetwork {
             context: ctx(),
             reason: "the new veth does not name its peer (IFLA_LINK)".into(),
         })?;
-        Ok((link.index, peer))
+        Ok(Some((link.index, peer)))
     }
 
     /// Turn the kernel's bare answer to a failed veth creation into what
@@ -471,12 +477,14 @@ impl BridgeNetwork {
         host_name: &str,
         host_mac: MacAddr,
         ifname: &str,
-    ) -> Error {
+    ) -> CreateError {
         let links = self.host.links();
-        match e {
+        CreateError::Other(match e {
             Error::AlreadyExists { .. } => match links.find(host_name) {
                 // Ours (attach twice): the caller handles it.
-                Ok(Some(l)) if l.kind == LinkKind::Veth && l.mac == Some(host_mac) => e,
+                Ok(Some(l)) if l.kind == LinkKind::Veth && l.mac == Some(host_mac) => {
+                    return CreateError::Ours
+                }
                 Ok(Some(l)) => Error::Conflict {
                     context: e.context().to_string(),
                     reason: format!(
@@ -516,7 +524,7 @@ impl BridgeNetwork {
                     kernel: None,
                 },
             },
-        }
+        })
     }
 
     /// Step 5: the container end's MAC and up, its address, the default
@@ -582,18 +590,23 @@ impl BridgeNetwork {
         host_mac: MacAddr,
     ) -> Result<Attachment> {
         let obs = self.observe_in(Ok(netns.clone()), host_name, ifname)?;
-        // The pool's record of this attachment: the live address adopted
-        // when the pool has none (a store restored from an older copy),
+        // The pool's record of this attachment; when it has none (a store
+        // restored from an older copy) the live address is recorded,
         // `Conflict` when it is another container's.
-        let live = obs.addrs.first().copied();
-        let alloc = match live {
-            Some(a) => Some(
-                self.pool()?
-                    .allocate_addr(container_id, ifname, a.addr())
+        let mut pool = self.pool()?;
+        let held = pool
+            .list()?
+            .into_iter()
+            .find(|a| a.container_id == container_id && a.ifname == ifname);
+        let alloc = match (held, obs.addrs.first()) {
+            (Some(a), _) => Some(a),
+            (None, Some(live)) => Some(
+                pool.allocate_addr(container_id, ifname, live.addr())
                     .context("record the live address of the existing attachment")?,
             ),
-            None => None,
+            (None, None) => None,
         };
+        drop(pool);
         let drifts = self.compare(&obs, alloc.as_ref(), container_id, ifname, host_name, host_mac);
         let (Some(alloc), Some(host), Some(container), true) =
             (alloc, &obs.host, &obs.container, drifts.is_empty())
@@ -987,6 +1000,13 @@ impl BridgeNetwork {
         }
         d
     }
+}
+
+/// A failed veth creation, explained.
+enum CreateError {
+    /// The host end exists and is this attachment's.
+    Ours,
+    Other(Error),
 }
 
 /// What detach found on the container side when the host end was missing.
