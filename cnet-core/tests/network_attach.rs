@@ -153,20 +153,13 @@ fn network_ensure_fresh_makes_bridge_gateway_and_forwarding() {
     let br = f.host.link_json("cni0");
     assert_eq!(br["linkinfo"]["info_kind"], "bridge");
     assert_eq!(br["mtu"], MTU);
-    assert!(br["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|x| x == "UP"));
+    assert!(br["flags"].as_array().unwrap().iter().any(|x| x == "UP"));
     // Its MAC is derived from the gateway (0a:58 + 10.244.1.1), so it
     // never follows its ports'.
     assert_eq!(br["address"], "0a:58:0a:f4:01:01");
     assert_eq!(addrs_of(&f.host, "cni0"), vec![format!("{GW}/24")]);
     assert_eq!(f.net.gateway().to_string(), format!("{GW}/24"));
-    assert_eq!(
-        br["ifindex"].as_u64().unwrap() as u32,
-        f.net.bridge_index()
-    );
+    assert_eq!(br["ifindex"].as_u64().unwrap() as u32, f.net.bridge_index());
     let fwd = common::run(
         "ip",
         &[
@@ -405,8 +398,18 @@ fn network_attach_two_containers_that_ping_each_other_and_the_gateway() {
     assert!(p1.ping(GW), "c1 → gateway");
     assert!(f.host.ping("10.244.1.3"), "host → c2");
 
-    assert_eq!(f.net.check(&ContainerNs::name(&p1.name), "c1", "eth0").unwrap(), vec![]);
-    assert_eq!(f.net.check(&ContainerNs::name(&p2.name), "c2", "eth0").unwrap(), vec![]);
+    assert_eq!(
+        f.net
+            .check(&ContainerNs::name(&p1.name), "c1", "eth0")
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        f.net
+            .check(&ContainerNs::name(&p2.name), "c2", "eth0")
+            .unwrap(),
+        vec![]
+    );
 }
 
 /// A `sleep` in a fresh network namespace of its own (`unshare --net`),
@@ -530,10 +533,7 @@ fn network_attach_rolls_back_a_fault_after_each_step() {
     ] {
         f.net.inject_fault(Some(step));
         let e = expect_err(f.net.attach(&ContainerNs::name(&pod.name), "c1", "eth0"));
-        assert!(
-            e.to_string().contains("fault injected"),
-            "{step:?}: {e}"
-        );
+        assert!(e.to_string().contains("fault injected"), "{step:?}: {e}");
         assert!(
             !e.to_string().contains("rollback incomplete"),
             "{step:?}: {e}"
@@ -583,7 +583,10 @@ fn network_attach_when_the_container_has_that_interface_already() {
     let before = link_names(&pod);
     let e = expect_err(f.net.attach(&ContainerNs::name(&pod.name), "c1", "eth0"));
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
-    assert!(e.to_string().contains("interface eth0 already exists"), "{e}");
+    assert!(
+        e.to_string().contains("interface eth0 already exists"),
+        "{e}"
+    );
     assert_nothing_left(&f, &pod, "c1", &before);
 }
 
@@ -806,7 +809,8 @@ fn network_detach_finds_a_renamed_host_end_through_the_namespace() {
     let ns = ContainerNs::name(&pod.name);
     let a = f.net.attach(&ns, "c1", "eth0").unwrap();
     f.host.ip(&["link", "set", &a.host.name, "down"]);
-    f.host.ip(&["link", "set", &a.host.name, "name", "renamed0"]);
+    f.host
+        .ip(&["link", "set", &a.host.name, "name", "renamed0"]);
     let r = f.net.detach(Some(&ns), "c1", "eth0").unwrap();
     assert!(r.link_removed, "{r:?}");
     assert!(!f.host_links().contains(&"renamed0".to_string()));
@@ -840,7 +844,9 @@ fn network_check_reports_each_kind_of_drift() {
         (
             "hdown",
             Box::new(|_, h| host.ip(&["link", "set", h, "down"])),
-            Drift::HostLinkDown { name: name("hdown") },
+            Drift::HostLinkDown {
+                name: name("hdown"),
+            },
         ),
         (
             "cdown",
@@ -916,7 +922,11 @@ fn network_check_reports_each_kind_of_drift() {
         let pod = TestNs::new(&format!("chk-{cid}"));
         let ns = ContainerNs::name(&pod.name);
         let a = f.net.attach(&ns, cid, "eth0").unwrap();
-        assert_eq!(f.net.check(&ns, cid, "eth0").unwrap(), vec![], "{cid} before");
+        assert_eq!(
+            f.net.check(&ns, cid, "eth0").unwrap(),
+            vec![],
+            "{cid} before"
+        );
         change(&pod, &a.host.name);
         let mut want = want;
         // The address case needs the address this container got.
@@ -952,7 +962,8 @@ fn network_check_reports_each_kind_of_drift() {
     let gone = ContainerNs::name("cn-chk-no-such-namespace");
     let got = f.net.check(&gone, "br", "eth0").unwrap();
     assert!(
-        got.iter().any(|d| matches!(d, Drift::NamespaceMissing { .. })),
+        got.iter()
+            .any(|d| matches!(d, Drift::NamespaceMissing { .. })),
         "{got:?}"
     );
 }

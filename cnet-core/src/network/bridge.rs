@@ -21,7 +21,9 @@
 //!    echoed back (`NLM_F_ECHO`) so its index and the peer's come without
 //!    another request — undo: delete the host end (the peer goes with it);
 //! 3. a netlink socket in the container (one per attach);
-//! 4. the address from the pool — undo: release it (by generation);
+//! 4. the address from the pool — undo: release it (by generation). It
+//!    runs on a helper thread during steps 2 and 3, so its fsync overlaps
+//!    the kernel's work;
 //! 5. one pipelined batch in the container: peer MAC + up, address,
 //!    default route via the gateway (one datagram, three ACKs).
 //!
@@ -143,6 +145,42 @@ impl std::fmt::Debug for BridgeNetwork {
             .field("gateway", &self.gateway)
             .field("bridge_index", &self.bridge_index)
             .finish_non_exhaustive()
+    }
+}
+
+/// One attachment's identity and what is derived from it.
+struct Key<'a> {
+    container_id: &'a str,
+    ifname: &'a str,
+    /// The host end's name.
+    host: String,
+    /// The host end's MAC (the owner tag).
+    mac: MacAddr,
+}
+
+impl<'a> Key<'a> {
+    fn new(container_id: &'a str, ifname: &'a str) -> Result<Key<'a>> {
+        validate_container_id(container_id)?;
+        validate_name(ifname)?;
+        Ok(Key {
+            container_id,
+            ifname,
+            host: host_veth_name_unchecked(container_id, ifname),
+            mac: host_veth_mac(container_id, ifname),
+        })
+    }
+
+    /// Whether `l` is this attachment's host end: a veth with its MAC.
+    fn owns(&self, l: &Link) -> bool {
+        l.kind == LinkKind::Veth && l.mac == Some(self.mac)
+    }
+}
+
+fn kind_name(l: &Link) -> &str {
+    if l.kind.as_str().is_empty() {
+        "device"
+    } else {
+        l.kind.as_str()
     }
 }
 
@@ -288,18 +326,14 @@ impl BridgeNetwork {
     /// Attaching `(container_id, ifname)` again is **idempotent** when
     /// everything is as attach made it: the same [`Attachment`] is returned
     /// and nothing is changed (as the pool's `allocate` is). When the
-    /// earlier attachment has drifted (say its address was removed),
+    /// earlier attachment has drifted (say its address was removed, or the
+    /// pool holds another address for the pair than the container has),
     /// `Mismatch` lists each [`Drift`] and nothing is changed: detach and
     /// attach again. Errors: `AlreadyExists` when the container already has
     /// an interface `ifname` of someone else's; `Conflict` when a foreign
     /// link has the derived host-side name; `Exhausted` when the pool is
     /// full; `NotFound` when the namespace (or the bridge) is gone.
-    pub fn attach(
-        &self,
-        ns: &ContainerNs,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Attachment> {
+    pub fn attach(&self, ns: &ContainerNs, container_id: &str, ifname: &str) -> Result<Attachment> {
         let what = || {
             format!(
                 "attach {container_id}/{ifname} ({}) to {}",
@@ -307,49 +341,73 @@ impl BridgeNetwork {
                 self.config.name
             )
         };
-        validate_container_id(container_id).with_context(what)?;
-        validate_name(ifname).with_context(what)?;
-        let host_name = host_veth_name_unchecked(container_id, ifname);
-        let host_mac = host_veth_mac(container_id, ifname);
+        let key = Key::new(container_id, ifname).with_context(what)?;
+        let (host_name, host_mac) = (&key.host, key.mac);
 
         let netns = ns.open().with_context(what)?;
         self.fault_after(AttachStep::OpenNamespace)
             .with_context(what)?;
 
-        let mut undo = Undo::new();
-        let (host_index, peer_index) =
-            match self.create_veth(&netns, &host_name, host_mac, ifname) {
-                Ok(Some(ix)) => ix,
-                Ok(None) => {
-                    return self
-                        .attach_existing(ns, &netns, container_id, ifname, &host_name, host_mac)
-                        .with_context(what)
-                }
-                Err(e) => return Err(e.with_context(what())),
+        // The allocation (a journal append and its fsync: disk) runs on a
+        // helper thread while this one creates the veth and opens the
+        // container's socket (kernel work): the two waits overlap.
+        let (created, socket, allocated) = std::thread::scope(|s| {
+            let allocating = s.spawn(|| self.pool()?.allocate(container_id, ifname));
+            let created = self.create_veth(&netns, &key);
+            let socket = match &created {
+                Ok(Some(_)) => Some(Handle::at(&netns)),
+                _ => None,
             };
+            let allocated = allocating.join().unwrap_or_else(|_| {
+                Err(Error::Protocol {
+                    context: "allocate".into(),
+                    reason: "allocating thread panicked".into(),
+                })
+            });
+            (created, socket, allocated)
+        });
+
+        let mut undo = Undo::new();
+        // Recorded first, so it is undone last (after the veth is gone).
+        if let Ok(a) = &allocated {
+            let (addr, generation) = (a.addr, a.generation);
+            undo.push(
+                format!("release {addr} (generation {generation})"),
+                move || self.pool()?.release_generation(addr, generation).map(drop),
+            );
+        }
+        let (host_index, peer_index) = match created {
+            Ok(Some(ix)) => ix,
+            Ok(None) => {
+                // The host end is this attachment's: attach twice. The
+                // allocation above was `allocate`'s idempotent answer.
+                undo.commit();
+                return self
+                    .attach_existing(ns, &netns, &key, allocated.ok())
+                    .with_context(what);
+            }
+            Err(e) => return Err(undo.fail(e, &what())),
+        };
         undo.push(format!("delete veth {host_name}"), || {
-            self.host.links().delete_if_exists(&host_name).map(drop)
+            self.host.links().delete_if_exists(host_name).map(drop)
         });
         if let Err(e) = self.fault_after(AttachStep::CreateVeth) {
             return Err(undo.fail(e, &what()));
         }
-
-        let ch = match Handle::at(&netns).and_then(|h| {
-            self.fault_after(AttachStep::ContainerSocket)?;
-            Ok(h)
-        }) {
+        let ch = match socket
+            .unwrap_or_else(|| Err(Error::invalid("container socket", "not opened")))
+            .and_then(|h| {
+                self.fault_after(AttachStep::ContainerSocket)?;
+                Ok(h)
+            }) {
             Ok(h) => h,
             Err(e) => return Err(undo.fail(e, &what())),
         };
-
-        let alloc = match self.pool().and_then(|mut p| p.allocate(container_id, ifname)) {
+        let alloc = match allocated {
             Ok(a) => a,
             Err(e) => return Err(undo.fail(e, &what())),
         };
         let (addr, generation) = (alloc.addr, alloc.generation);
-        undo.push(format!("release {addr} (generation {generation})"), move || {
-            self.pool()?.release_generation(addr, generation).map(drop)
-        });
         if let Err(e) = self.fault_after(AttachStep::Allocate) {
             return Err(undo.fail(e, &what()));
         }
@@ -369,7 +427,7 @@ impl BridgeNetwork {
             ifname: ifname.to_string(),
             bridge: self.bridge_interface(),
             host: Interface {
-                name: host_name,
+                name: host_name.clone(),
                 index: host_index,
                 mac: host_mac,
                 sandbox: None,
@@ -411,17 +469,12 @@ impl BridgeNetwork {
     /// Step 2: the veth pair in one request. Returns (host index, peer
     /// index in the container), or `None` when this attachment's host end
     /// exists already (attach twice).
-    fn create_veth(
-        &self,
-        netns: &NetNs,
-        host_name: &str,
-        host_mac: MacAddr,
-        ifname: &str,
-    ) -> Result<Option<(u32, u32)>> {
+    fn create_veth(&self, netns: &NetNs, key: &Key<'_>) -> Result<Option<(u32, u32)>> {
+        let (host_name, ifname) = (key.host.as_str(), key.ifname);
         let spec = Veth::new(host_name, ifname)
             .peer_netns(netns)
             .mtu(self.config.mtu)
-            .mac(host_mac)
+            .mac(key.mac)
             .master(LinkRef::Index(self.bridge_index))
             .up();
         let ctx = || {
@@ -443,7 +496,7 @@ impl BridgeNetwork {
         let replies = match sent {
             Ok(r) => r,
             Err(e) => {
-                return match self.explain_create_error(e, netns, host_name, host_mac, ifname) {
+                return match self.explain_create_error(e, netns, key) {
                     CreateError::Ours => Ok(None),
                     CreateError::Other(e) => Err(e),
                 }
@@ -470,34 +523,24 @@ impl BridgeNetwork {
 
     /// Turn the kernel's bare answer to a failed veth creation into what
     /// the caller can act on.
-    fn explain_create_error(
-        &self,
-        e: Error,
-        netns: &NetNs,
-        host_name: &str,
-        host_mac: MacAddr,
-        ifname: &str,
-    ) -> CreateError {
+    fn explain_create_error(&self, e: Error, netns: &NetNs, key: &Key<'_>) -> CreateError {
+        let (host_name, ifname) = (key.host.as_str(), key.ifname);
         let links = self.host.links();
         CreateError::Other(match e {
             Error::AlreadyExists { .. } => match links.find(host_name) {
                 // Ours (attach twice): the caller handles it.
-                Ok(Some(l)) if l.kind == LinkKind::Veth && l.mac == Some(host_mac) => {
-                    return CreateError::Ours
-                }
+                Ok(Some(l)) if key.owns(&l) => return CreateError::Ours,
                 Ok(Some(l)) => Error::Conflict {
                     context: e.context().to_string(),
                     reason: format!(
                         "the host-side name {host_name} (derived from the container id and \
                          interface) is taken by another link ({} {}, mac {}): a hash clash or \
                          a foreign device; nothing was changed",
-                        if l.kind.as_str().is_empty() {
-                            "device"
-                        } else {
-                            l.kind.as_str()
-                        },
+                        kind_name(&l),
                         l.name,
-                        l.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into())
+                        l.mac
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "none".into())
                     ),
                 },
                 // The host name is free: the name clash is in the container.
@@ -550,9 +593,7 @@ impl BridgeNetwork {
             addr = addr.nodad();
         }
         let r = self.default_route();
-        let route = Route::to(r.dst)
-            .via(r.gateway)
-            .dev(LinkRef::Index(index));
+        let route = Route::to(r.dst).via(r.gateway).dev(LinkRef::Index(index));
         route.validate()?;
         let route_msg = route.message(&|l| match l {
             LinkRef::Index(i) => Ok(*i),
@@ -579,35 +620,19 @@ impl BridgeNetwork {
     }
 
     /// Attach found the host end already there and it is ours: return the
-    /// live attachment if nothing drifted, else `Mismatch`.
+    /// live attachment if nothing drifted, else `Mismatch`. `alloc` is the
+    /// pool's (idempotent) answer for the pair: what the live state is
+    /// compared with.
     fn attach_existing(
         &self,
         ns: &ContainerNs,
         netns: &NetNs,
-        container_id: &str,
-        ifname: &str,
-        host_name: &str,
-        host_mac: MacAddr,
+        key: &Key<'_>,
+        alloc: Option<Allocation>,
     ) -> Result<Attachment> {
+        let (host_name, ifname) = (key.host.as_str(), key.ifname);
         let obs = self.observe_in(Ok(netns.clone()), host_name, ifname)?;
-        // The pool's record of this attachment; when it has none (a store
-        // restored from an older copy) the live address is recorded,
-        // `Conflict` when it is another container's.
-        let mut pool = self.pool()?;
-        let held = pool
-            .list()?
-            .into_iter()
-            .find(|a| a.container_id == container_id && a.ifname == ifname);
-        let alloc = match (held, obs.addrs.first()) {
-            (Some(a), _) => Some(a),
-            (None, Some(live)) => Some(
-                pool.allocate_addr(container_id, ifname, live.addr())
-                    .context("record the live address of the existing attachment")?,
-            ),
-            (None, None) => None,
-        };
-        drop(pool);
-        let drifts = self.compare(&obs, alloc.as_ref(), container_id, ifname, host_name, host_mac);
+        let drifts = self.compare(&obs, alloc.as_ref(), key);
         let (Some(alloc), Some(host), Some(container), true) =
             (alloc, &obs.host, &obs.container, drifts.is_empty())
         else {
@@ -624,13 +649,13 @@ impl BridgeNetwork {
             });
         };
         Ok(Attachment {
-            container_id: container_id.to_string(),
+            container_id: key.container_id.to_string(),
             ifname: ifname.to_string(),
             bridge: self.bridge_interface(),
             host: Interface {
                 name: host_name.to_string(),
                 index: host.index,
-                mac: host_mac,
+                mac: key.mac,
                 sandbox: None,
             },
             container: Interface {
@@ -667,16 +692,9 @@ impl BridgeNetwork {
         container_id: &str,
         ifname: &str,
     ) -> Result<DetachReport> {
-        let what = || {
-            format!(
-                "detach {container_id}/{ifname} from {}",
-                self.config.name
-            )
-        };
-        validate_container_id(container_id).with_context(what)?;
-        validate_name(ifname).with_context(what)?;
-        let host_name = host_veth_name_unchecked(container_id, ifname);
-        let host_mac = host_veth_mac(container_id, ifname);
+        let what = || format!("detach {container_id}/{ifname} from {}", self.config.name);
+        let key = Key::new(container_id, ifname).with_context(what)?;
+        let (host_name, host_mac) = (key.host.clone(), key.mac);
         let mut report = DetachReport {
             host_veth: host_name.clone(),
             link_removed: false,
@@ -686,21 +704,17 @@ impl BridgeNetwork {
         let mut errors = Vec::new();
         let links = self.host.links();
         match links.find(&host_name) {
-            Ok(Some(l)) if l.kind == LinkKind::Veth && l.mac == Some(host_mac) => {
-                match links.delete_if_exists(&host_name) {
-                    Ok(removed) => report.link_removed = removed,
-                    Err(e) => errors.push(e),
-                }
-            }
+            Ok(Some(l)) if key.owns(&l) => match links.delete_if_exists(&host_name) {
+                Ok(removed) => report.link_removed = removed,
+                Err(e) => errors.push(e),
+            },
             Ok(Some(l)) => report.left_alone.push(format!(
                 "{host_name} exists but is not this attachment's ({} with mac {}, want veth \
                  with mac {host_mac})",
-                if l.kind.as_str().is_empty() {
-                    "device"
-                } else {
-                    l.kind.as_str()
-                },
-                l.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into())
+                kind_name(&l),
+                l.mac
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "none".into())
             )),
             Ok(None) => {
                 if let Some(ns) = ns {
@@ -714,7 +728,10 @@ impl BridgeNetwork {
             }
             Err(e) => errors.push(e),
         }
-        match self.pool().and_then(|mut p| p.release(container_id, ifname)) {
+        match self
+            .pool()
+            .and_then(|mut p| p.release(container_id, ifname))
+        {
             Ok(a) => report.released = a,
             Err(e) => errors.push(e),
         }
@@ -777,12 +794,9 @@ impl BridgeNetwork {
     /// only. An unreadable namespace is a [`Drift::NamespaceMissing`].
     pub fn check(&self, ns: &ContainerNs, container_id: &str, ifname: &str) -> Result<Vec<Drift>> {
         let what = || format!("check {container_id}/{ifname} on {}", self.config.name);
-        validate_container_id(container_id).with_context(what)?;
-        validate_name(ifname).with_context(what)?;
-        let host_name = host_veth_name_unchecked(container_id, ifname);
-        let host_mac = host_veth_mac(container_id, ifname);
+        let key = Key::new(container_id, ifname).with_context(what)?;
         let mut obs = self
-            .observe_in(ns.open(), &host_name, ifname)
+            .observe_in(ns.open(), &key.host, ifname)
             .with_context(what)?;
         if let Some(r) = obs.ns_error.as_mut() {
             *r = format!("{} ({r})", ns.label());
@@ -793,15 +807,17 @@ impl BridgeNetwork {
             .with_context(what)?
             .into_iter()
             .find(|a| a.container_id == container_id && a.ifname == ifname);
-        Ok(self.compare(&obs, alloc.as_ref(), container_id, ifname, &host_name, host_mac))
+        Ok(self.compare(&obs, alloc.as_ref(), &key))
     }
 
     /// Read what check compares (reads only).
     fn observe_in(&self, netns: Result<NetNs>, host_name: &str, ifname: &str) -> Result<Observed> {
         let links = self.host.links();
         let fam = family_of(&self.gateway);
-        let mut obs = Observed::default();
-        obs.bridge = links.find(&self.config.name)?;
+        let mut obs = Observed {
+            bridge: links.find(&self.config.name)?,
+            ..Observed::default()
+        };
         if obs.bridge.is_some() {
             obs.bridge_addrs = self
                 .host
@@ -846,15 +862,9 @@ impl BridgeNetwork {
         Ok(obs)
     }
 
-    fn compare(
-        &self,
-        obs: &Observed,
-        alloc: Option<&Allocation>,
-        container_id: &str,
-        ifname: &str,
-        host_name: &str,
-        host_mac: MacAddr,
-    ) -> Vec<Drift> {
+    fn compare(&self, obs: &Observed, alloc: Option<&Allocation>, key: &Key<'_>) -> Vec<Drift> {
+        let (container_id, ifname, host_name, host_mac) =
+            (key.container_id, key.ifname, key.host.as_str(), key.mac);
         let mut d = Vec::new();
         let bridge = &self.config.name;
         let want_mtu = self.config.mtu;
@@ -884,17 +894,15 @@ impl BridgeNetwork {
                 });
                 None
             }
-            Some(h) if h.kind != LinkKind::Veth || h.mac != Some(host_mac) => {
+            Some(h) if !key.owns(h) => {
                 d.push(Drift::HostLinkForeign {
                     name: host_name.to_string(),
                     reason: format!(
                         "kind {}, mac {}; attach makes a veth with mac {host_mac}",
-                        if h.kind.as_str().is_empty() {
-                            "device"
-                        } else {
-                            h.kind.as_str()
-                        },
-                        h.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into())
+                        kind_name(h),
+                        h.mac
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "none".into())
                     ),
                 });
                 None
@@ -981,7 +989,10 @@ impl BridgeNetwork {
             match &obs.default_route {
                 None => d.push(Drift::DefaultRouteMissing { want_via }),
                 Some(r) => {
-                    let dev_ok = obs.container.as_ref().is_some_and(|c| r.oif == Some(c.index));
+                    let dev_ok = obs
+                        .container
+                        .as_ref()
+                        .is_some_and(|c| r.oif == Some(c.index));
                     if r.gateway != Some(want_via) || !dev_ok {
                         d.push(Drift::DefaultRouteWrong {
                             have_via: r.gateway,
@@ -1063,14 +1074,7 @@ fn ensure_bridge(host: &Handle, config: &BridgeConfig, gateway: IpNet) -> Result
     };
     let mut diffs = Vec::new();
     if link.kind != LinkKind::Bridge {
-        diffs.push(format!(
-            "kind: have {}, want bridge",
-            if link.kind.as_str().is_empty() {
-                "device"
-            } else {
-                link.kind.as_str()
-            }
-        ));
+        diffs.push(format!("kind: have {}, want bridge", kind_name(&link)));
         return Err(Error::Mismatch {
             context: format!("bridge {name}"),
             differences: diffs,
@@ -1117,18 +1121,20 @@ fn ensure_bridge(host: &Handle, config: &BridgeConfig, gateway: IpNet) -> Result
     }
     let sysctl = host.sysctl();
     let forwarding = match fam {
-        Family::V4 => sysctl
-            .ip_forward()
-            .and_then(|on| if on { Ok(()) } else { sysctl.set_ip_forward(true) }),
-        Family::V6 => sysctl
-            .get("net.ipv6.conf.all.forwarding")
-            .and_then(|v| {
-                if v == "1" {
-                    Ok(())
-                } else {
-                    sysctl.set_ipv6_forwarding(true)
-                }
-            }),
+        Family::V4 => sysctl.ip_forward().and_then(|on| {
+            if on {
+                Ok(())
+            } else {
+                sysctl.set_ip_forward(true)
+            }
+        }),
+        Family::V6 => sysctl.get("net.ipv6.conf.all.forwarding").and_then(|v| {
+            if v == "1" {
+                Ok(())
+            } else {
+                sysctl.set_ipv6_forwarding(true)
+            }
+        }),
     };
     if let Err(e) = forwarding {
         return Err(undo.fail(e, "turn on forwarding"));

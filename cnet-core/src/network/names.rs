@@ -52,10 +52,7 @@ pub fn validate_container_id(id: &str) -> Result<()> {
     if id.len() > MAX_CONTAINER_ID_LEN {
         return Err(Error::invalid(
             ctx(),
-            format!(
-                "{} bytes, longer than {MAX_CONTAINER_ID_LEN}",
-                id.len()
-            ),
+            format!("{} bytes, longer than {MAX_CONTAINER_ID_LEN}", id.len()),
         ));
     }
     if !id

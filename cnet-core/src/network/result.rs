@@ -83,7 +83,11 @@ impl Attachment {
         };
         CniResult {
             cni_version: CNI_VERSION.to_string(),
-            interfaces: vec![iface(&self.bridge), iface(&self.host), iface(&self.container)],
+            interfaces: vec![
+                iface(&self.bridge),
+                iface(&self.host),
+                iface(&self.container),
+            ],
             ips: vec![CniIp {
                 address: self.address,
                 gateway: Some(self.gateway),

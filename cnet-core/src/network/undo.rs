@@ -41,11 +41,7 @@ impl<'a> Undo<'a> {
     /// Record a finished step: `what` describes the undo ("delete veth X"),
     /// `undo` performs it. An undo finding its object already gone should
     /// succeed.
-    pub(crate) fn push(
-        &mut self,
-        what: impl Into<String>,
-        undo: impl FnOnce() -> Result<()> + 'a,
-    ) {
+    pub(crate) fn push(&mut self, what: impl Into<String>, undo: impl FnOnce() -> Result<()> + 'a) {
         self.steps.push((what.into(), Box::new(undo)));
     }
 
@@ -121,8 +117,14 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), vec![3, 2, 1]);
         assert!(matches!(e, Error::AlreadyExists { .. }), "variant kept");
         let text = e.to_string();
-        assert!(text.starts_with("attach c1/eth0 [rollback incomplete"), "{text}");
-        assert!(text.contains("two: undo two: invalid argument: boom"), "{text}");
+        assert!(
+            text.starts_with("attach c1/eth0 [rollback incomplete"),
+            "{text}"
+        );
+        assert!(
+            text.contains("two: undo two: invalid argument: boom"),
+            "{text}"
+        );
         assert!(text.contains("step four: already exists"), "{text}");
     }
 
