@@ -33,20 +33,25 @@
 //! # Ok::<(), cnet_core::Error>(())
 //! ```
 //!
-//! Module map: [`bridge`] (the network and its operations), [`names`]
+//! Module map: [`bridge`] (the network and `ensure`), `attach`, `detach`,
+//! `check` (the operations, methods of [`BridgeNetwork`]), [`names`]
 //! (derived host-side names and MACs), [`result`] (the attachment and its
 //! CNI form), [`drift`] (what check reports), `container` (which
 //! namespace), `undo` (the rollback stack).
 
+mod attach;
 pub mod bridge;
+mod check;
 mod container;
+mod detach;
 pub mod drift;
 pub mod names;
 pub mod result;
 mod undo;
 
-pub use bridge::{AttachStep, BridgeConfig, BridgeNetwork, DetachReport};
+pub use bridge::{AttachStep, BridgeConfig, BridgeNetwork};
 pub use container::ContainerNs;
+pub use detach::DetachReport;
 pub use drift::Drift;
 pub use names::{host_veth_mac, host_veth_name, mac_for_ip, DEFAULT_IFNAME};
 pub use result::{
