@@ -4,7 +4,10 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use std::os::fd::AsFd;
+
 use ipnet::IpNet;
+use nix::sched::{setns, CloneFlags};
 
 use super::bridge::{kind_name, AttachStep, BridgeNetwork, Key};
 use super::container::ContainerNs;
@@ -16,6 +19,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::handle::Handle;
 use crate::ipam::Allocation;
 use crate::link::{Link, LinkRef, MacAddr, Veth};
+use crate::netlink::Socket;
 use crate::netns::NetNs;
 use crate::route::Route;
 
@@ -55,23 +59,36 @@ impl BridgeNetwork {
         self.fault_after(AttachStep::OpenNamespace)
             .with_context(what)?;
 
-        // The allocation (a journal append and its fsync: disk) runs on a
-        // helper thread while this one creates the veth and opens the
-        // container's socket (kernel work): the two waits overlap.
-        let (created, socket, allocated) = std::thread::scope(|s| {
-            let allocating = s.spawn(|| self.pool()?.allocate(container_id, ifname));
-            let created = self.create_veth(&netns, &key);
-            let socket = match &created {
-                Ok(Some(_)) => Some(Handle::at(&netns)),
-                _ => None,
-            };
-            let allocated = allocating.join().unwrap_or_else(|_| {
-                Err(Error::Protocol {
-                    context: "allocate".into(),
-                    reason: "allocating thread panicked".into(),
-                })
+        // One helper thread enters the container's namespace, opens the
+        // netlink socket there, then allocates the address (a journal
+        // append and its fsync: disk; file paths do not depend on the
+        // network namespace) and exits; meanwhile this thread, which never
+        // changes namespace, creates the veth. The kernel's work and the
+        // disk's overlap, and one thread is spawned per attach.
+        let (created, (socket, allocated)) = std::thread::scope(|s| {
+            let helper = s.spawn(|| {
+                let socket = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| {
+                        Error::io(
+                            format!("enter namespace {}", netns.label()),
+                            std::io::Error::from(e),
+                        )
+                    })
+                    .and_then(|()| Socket::open());
+                let allocated = self
+                    .pool()
+                    .and_then(|mut p| p.allocate(container_id, ifname));
+                (socket, allocated)
             });
-            (created, socket, allocated)
+            let created = self.create_veth(&netns, &key);
+            let helped = helper.join().unwrap_or_else(|_| {
+                let panicked = || Error::Protocol {
+                    context: "attach helper thread".into(),
+                    reason: "panicked".into(),
+                };
+                (Err(panicked()), Err(panicked()))
+            });
+            (created, helped)
         });
 
         let mut undo = Undo::new();
@@ -101,12 +118,10 @@ impl BridgeNetwork {
         if let Err(e) = self.fault_after(AttachStep::CreateVeth) {
             return Err(undo.fail(e, &what()));
         }
-        let ch = match socket
-            .unwrap_or_else(|| Err(Error::invalid("container socket", "not opened")))
-            .and_then(|h| {
-                self.fault_after(AttachStep::ContainerSocket)?;
-                Ok(h)
-            }) {
+        let ch = match socket.and_then(|sock| {
+            self.fault_after(AttachStep::ContainerSocket)?;
+            Ok(Handle::from_socket(sock, netns.clone()))
+        }) {
             Ok(h) => h,
             Err(e) => return Err(undo.fail(e, &what())),
         };

@@ -22,9 +22,11 @@
 //!    echoed back (`NLM_F_ECHO`) so its index and the peer's come without
 //!    another request — undo: delete the host end (the peer goes with it);
 //! 3. a netlink socket in the container (one per attach);
-//! 4. the address from the pool — undo: release it (by generation). It
-//!    runs on a helper thread during steps 2 and 3, so its fsync overlaps
-//!    the kernel's work;
+//! 4. the address from the pool — undo: release it (by generation).
+//!    Steps 3 and 4 run on one short-lived helper thread (it enters the
+//!    container's namespace, opens the socket, allocates, exits) while
+//!    step 2 runs on the caller's thread, which never changes namespace:
+//!    the fsync of the allocation overlaps the kernel's work;
 //! 5. one pipelined batch in the container: peer MAC + up, address,
 //!    default route via the gateway (one datagram, three ACKs).
 //!
