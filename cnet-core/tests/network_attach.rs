@@ -514,6 +514,101 @@ fn network_attach_by_name_by_path_and_by_pid() {
     assert_eq!(f.held_by("by-pid"), None);
 }
 
+#[test]
+fn network_attach_from_many_threads_at_once() {
+    if !privileged() {
+        return;
+    }
+    let f = Fixture::new("par");
+    let pods: Vec<TestNs> = (0..8).map(|i| TestNs::new(&format!("par-{i}"))).collect();
+    let net = &f.net;
+    let atts: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                s.spawn(move || {
+                    net.attach(&ContainerNs::name(&p.name), &format!("c{i}"), "eth0")
+                        .expect("attach")
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<IpNet> = atts.iter().map(|a| a.address).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), pods.len(), "every container its own address");
+    assert_eq!(f.stored().len(), pods.len());
+    assert_eq!(f.ports().len(), pods.len());
+    for (p, a) in pods.iter().zip(&atts) {
+        assert_reads_back(&f, p, a);
+    }
+    assert!(pods[0].ping(&atts[7].address.addr().to_string()));
+    assert!(pods[7].ping(GW));
+    std::thread::scope(|s| {
+        for (i, p) in pods.iter().enumerate() {
+            s.spawn(move || {
+                net.detach(Some(&ContainerNs::name(&p.name)), &format!("c{i}"), "eth0")
+                    .expect("detach")
+            });
+        }
+    });
+    assert_eq!(f.stored(), vec![]);
+    assert_eq!(f.ports().len(), 0);
+}
+
+#[test]
+fn network_attach_ipv6_containers_that_ping_each_other() {
+    if !privileged() {
+        return;
+    }
+    let f = Fixture::with_subnet("v6", "fd00:10:244:1::/64");
+    let (p1, p2) = (TestNs::new("v6-a"), TestNs::new("v6-b"));
+    let a1 = f
+        .net
+        .attach(&ContainerNs::name(&p1.name), "c1", "eth0")
+        .unwrap();
+    let a2 = f
+        .net
+        .attach(&ContainerNs::name(&p2.name), "c2", "eth0")
+        .unwrap();
+    assert_eq!(a1.address.to_string(), "fd00:10:244:1::2/64");
+    assert_eq!(a2.address.to_string(), "fd00:10:244:1::3/64");
+    let global = |ns: &TestNs, dev: &str| -> Vec<String> {
+        ns.ip_json(&["-6", "addr", "show", "dev", dev, "scope", "global"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            // iproute2 prints `{}` for each address its filter dropped.
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect()
+    };
+    assert_eq!(global(&f.host, "cni0"), vec!["fd00:10:244:1::1/64"]);
+    assert_eq!(global(&p1, "eth0"), vec!["fd00:10:244:1::2/64"]);
+    let r = p1.ip_json(&["-6", "route", "show", "default"]);
+    assert_eq!(r[0]["gateway"], "fd00:10:244:1::1", "{r}");
+    assert_eq!(r[0]["dev"], "eth0");
+    let fwd = common::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &f.host.name,
+            "cat",
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+        ],
+    );
+    assert_eq!(fwd.trim(), "1");
+    assert!(p1.ping("fd00:10:244:1::3"), "c1 → c2");
+    assert!(p2.ping("fd00:10:244:1::1"), "c2 → gateway");
+    let ns = ContainerNs::name(&p1.name);
+    assert_eq!(f.net.check(&ns, "c1", "eth0").unwrap(), vec![]);
+    let r = f.net.detach(Some(&ns), "c1", "eth0").unwrap();
+    assert_eq!(r.released.map(|a| a.addr), Some(a1.address.addr()));
+}
+
 // ------------------------------------------------------------- rollback
 
 #[test]

@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::{host_veth_mac, host_veth_name_unchecked, mac_for_ip, validate_container_id};
 use super::undo::Undo;
+use crate::addr::AddressSpec;
 use crate::error::{Error, Result, ResultExt};
 use crate::handle::Handle;
 use crate::ipam::{Allocation, PoolStore};
@@ -370,7 +371,13 @@ fn ensure_bridge(host: &Handle, config: &BridgeConfig, gateway: IpNet) -> Result
         ));
     }
     if need_gateway {
-        match host.addrs().add(name, gateway) {
+        let mut spec = AddressSpec::new(name, gateway);
+        if gateway.addr().is_ipv6() {
+            // Ours by construction (the pool never hands it out): no
+            // duplicate to detect, and no second of tentative state.
+            spec = spec.nodad();
+        }
+        match host.addrs().add_spec(&spec) {
             Ok(()) | Err(Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(undo.fail(e, &format!("bridge {name}"))),
         }
