@@ -29,6 +29,7 @@
 //! is `attach p50: cnet X ms, CNI bridge+host-local Y ms, ratio Z×`.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,11 @@ trait Tool {
     fn name(&self) -> &'static str;
     fn attach(&mut self, i: usize) -> Result<(), String>;
     fn detach(&mut self, i: usize) -> Result<(), String>;
+    /// The first container's namespace and the last one's address, to
+    /// prove with a ping that what the tool made works.
+    fn first_and_last(&self) -> Option<(String, IpAddr)> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------- cnet
@@ -93,6 +99,8 @@ trait Tool {
 struct Cnet {
     net: BridgeNetwork,
     pods: Vec<String>,
+    /// The address each container got.
+    addrs: Vec<Option<IpAddr>>,
 }
 
 impl Tool for Cnet {
@@ -100,10 +108,15 @@ impl Tool for Cnet {
         "cnet (file store, fsync)"
     }
     fn attach(&mut self, i: usize) -> Result<(), String> {
-        self.net
+        let a = self
+            .net
             .attach(&ContainerNs::name(&self.pods[i]), &format!("c{i}"), "eth0")
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.addrs[i] = Some(a.address.addr());
+        Ok(())
+    }
+    fn first_and_last(&self) -> Option<(String, IpAddr)> {
+        Some((self.pods[0].clone(), self.addrs[N - 1]?))
     }
     fn detach(&mut self, i: usize) -> Result<(), String> {
         self.net
@@ -312,7 +325,8 @@ fn main() {
     let ensure_time = t.elapsed();
     let mut tools: Vec<Box<dyn Tool>> = vec![Box::new(Cnet {
         net,
-        pods: cnet_pods.clone(),
+        pods: cnet_pods,
+        addrs: vec![None; N + 1],
     })];
 
     match cni_dir() {
@@ -371,19 +385,20 @@ fn main() {
         }
     }
     // Proof that cnet's containers work (untimed): the first reaches the
-    // last, both through the bridge.
-    let first = &cnet_pods[0];
-    let ok = Command::new("ip")
-        .args(["netns", "exec", first, "ping", "-c", "1", "-W", "2"])
-        .arg(format!("10.244.1.{}", N + 2))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    println!(
-        "cnet: {N} containers attached; c0 → c{} ping: {}",
-        N - 1,
-        if ok { "ok" } else { "FAILED" }
-    );
+    // last through the bridge.
+    if let Some((first, last)) = tools[0].first_and_last() {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &first, "ping", "-c", "1", "-W", "2"])
+            .arg(last.to_string())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        println!(
+            "cnet: {N} containers attached; c0 → c{} ({last}) ping: {}",
+            N - 1,
+            if ok { "ok" } else { "FAILED" }
+        );
+    }
     for i in 0..N {
         for (k, t) in tools.iter_mut().enumerate() {
             if failed[k].is_some() {

@@ -25,19 +25,22 @@ impl BridgeNetwork {
     pub fn check(&self, ns: &ContainerNs, container_id: &str, ifname: &str) -> Result<Vec<Drift>> {
         let what = || format!("check {container_id}/{ifname} on {}", self.config.name);
         let key = Key::new(container_id, ifname).with_context(what)?;
-        let mut obs = self
+        let obs = self
             .observe_in(ns.open(), &key.host, ifname)
             .with_context(what)?;
-        if let Some(r) = obs.ns_error.as_mut() {
-            *r = format!("{} ({r})", ns.label());
-        }
         let alloc = self
             .pool()?
             .list()
             .with_context(what)?
             .into_iter()
             .find(|a| a.container_id == container_id && a.ifname == ifname);
-        Ok(self.compare(&obs, alloc.as_ref(), &key))
+        let mut drifts = self.compare(&obs, alloc.as_ref(), &key);
+        for d in &mut drifts {
+            if let Drift::NamespaceMissing { netns, .. } = d {
+                *netns = ns.label();
+            }
+        }
+        Ok(drifts)
     }
 
     /// Read what check compares (reads only).
@@ -172,6 +175,7 @@ impl BridgeNetwork {
         };
         if let Some(reason) = &obs.ns_error {
             d.push(Drift::NamespaceMissing {
+                // Named by the caller, who knows how it was given.
                 netns: String::new(),
                 reason: reason.clone(),
             });
