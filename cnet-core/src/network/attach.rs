@@ -1,12 +1,12 @@
 //! Attach: the five steps of [`BridgeNetwork::attach`] (see the
 //! [bridge module](super::bridge) for the picture), and attach twice.
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
 
 use std::os::fd::AsFd;
 
 use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
 use nix::sched::{setns, CloneFlags};
 
 use super::bridge::{kind_name, AttachStep, BridgeNetwork, Key};
@@ -207,9 +207,10 @@ impl BridgeNetwork {
             )
         };
         let msg = self.host.links().message_for(&spec).with_context(ctx)?;
-        // NLM_F_ECHO (honoured for links since Linux 6.3): the kernel sends
-        // the new host end back before its ACK, with its index and its
-        // peer's (IFLA_LINK), sparing a lookup.
+        // NLM_F_ECHO (honoured for links by recent kernels; older ones
+        // ignore it and the link is looked up): the kernel sends the new
+        // host end back before its ACK, with its index and its peer's
+        // (IFLA_LINK), sparing a request.
         let sent = self.host.sock()?.request(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
@@ -360,7 +361,7 @@ impl BridgeNetwork {
         else {
             let mut differences: Vec<String> = drifts.iter().map(ToString::to_string).collect();
             if differences.is_empty() {
-                differences.push(format!("container {ifname} has no address"));
+                differences.push("the existing attachment could not be read back".into());
             }
             return Err(Error::Mismatch {
                 context: format!(

@@ -1,6 +1,7 @@
 //! Check: [`BridgeNetwork::check`] reads a container's live state
 //! (never changing it) and compares it with what attach makes; attach
 //! twice uses the same comparison.
+
 use ipnet::IpNet;
 
 use super::bridge::{family_of, is_link_local, kind_name, BridgeNetwork, Key};

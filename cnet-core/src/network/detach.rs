@@ -1,5 +1,6 @@
 //! Detach: [`BridgeNetwork::detach`], CNI `DEL` semantics (what is
 //! already gone is fine, the address is released in any case).
+
 use serde::{Deserialize, Serialize};
 
 use super::bridge::{kind_name, BridgeNetwork, Key};
