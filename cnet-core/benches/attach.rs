@@ -15,7 +15,9 @@
 //!    directory;
 //! 3. netavark `setup` / `teardown` (Debian `netavark`,
 //!    /usr/lib/podman/netavark), configuration on stdin, static addresses
-//!    as podman passes them; skipped with the reason if it cannot run.
+//!    as podman passes them; skipped with the reason if it cannot run. Its
+//!    figures include the iptables rules it adds in its host namespace
+//!    (version 1.4 has no firewall driver "none").
 //!
 //! The plugins are started inside their host namespace the way `nsenter
 //! --net` would put them there (a `setns` between fork and exec), without
@@ -444,6 +446,11 @@ fn main() {
             pct(&s.attach, 99.0),
             pct(&s.detach, 50.0),
             pct(&s.detach, 99.0)
+        );
+    }
+    if labels.contains(&"netavark") {
+        println!(
+            "  (netavark's figures include the iptables rules it programs in its host namespace)"
         );
     }
     let c = &samples[0];
