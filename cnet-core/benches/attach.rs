@@ -280,12 +280,60 @@ impl Tool for Netavark {
 
 // ---------------------------------------------------------------- main
 
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Attach,
+    Detach,
+}
+
+/// Attach (or detach) containers 0..N with every tool, timing each call:
+/// container by container, the tools taking turns (`blocks` false), or
+/// each tool through all N before the next starts.
+fn phase(
+    tools: &mut [Box<dyn Tool>],
+    samples: &mut [Samples],
+    failed: &mut [Option<String>],
+    blocks: bool,
+    op: Op,
+) {
+    let order: Vec<(usize, usize)> = if blocks {
+        (0..tools.len())
+            .flat_map(|k| (0..N).map(move |i| (k, i)))
+            .collect()
+    } else {
+        (0..N)
+            .flat_map(|i| (0..tools.len()).map(move |k| (k, i)))
+            .collect()
+    };
+    for (k, i) in order {
+        if failed[k].is_some() {
+            continue;
+        }
+        let t = &mut tools[k];
+        let s = Instant::now();
+        let r = match op {
+            Op::Attach => t.attach(i),
+            Op::Detach => t.detach(i),
+        };
+        let took = s.elapsed();
+        match (r, op) {
+            (Ok(()), Op::Attach) => samples[k].attach.push(took),
+            (Ok(()), Op::Detach) => samples[k].detach.push(took),
+            (Err(e), Op::Attach) => failed[k] = Some(format!("attach c{i}: {e}")),
+            (Err(e), Op::Detach) => failed[k] = Some(format!("detach c{i}: {e}")),
+        }
+    }
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         println!("attach bench SKIPPED: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
         return;
     }
     let pid = std::process::id();
+    // CNET_BENCH_ORDER=blocks: each tool through all containers in turn
+    // (default: the tools take turns container by container).
+    let blocks = std::env::var("CNET_BENCH_ORDER").is_ok_and(|v| v == "blocks");
     let mut nss = Namespaces(Vec::new());
     let tmp = tempfile::tempdir().expect("temp dir");
     // N timed containers per tool, plus one untimed warm-up (index N).
@@ -374,18 +422,7 @@ fn main() {
 
     let mut samples: Vec<Samples> = tools.iter().map(|_| Samples::default()).collect();
     let mut failed: Vec<Option<String>> = vec![None; tools.len()];
-    for i in 0..N {
-        for (k, t) in tools.iter_mut().enumerate() {
-            if failed[k].is_some() {
-                continue;
-            }
-            let s = Instant::now();
-            match t.attach(i) {
-                Ok(()) => samples[k].attach.push(s.elapsed()),
-                Err(e) => failed[k] = Some(format!("attach c{i}: {e}")),
-            }
-        }
-    }
+    phase(&mut tools, &mut samples, &mut failed, blocks, Op::Attach);
     // Proof that cnet's containers work (untimed): the first reaches the
     // last through the bridge.
     if let Some((first, last)) = tools[0].first_and_last() {
@@ -401,18 +438,7 @@ fn main() {
             if ok { "ok" } else { "FAILED" }
         );
     }
-    for i in 0..N {
-        for (k, t) in tools.iter_mut().enumerate() {
-            if failed[k].is_some() {
-                continue;
-            }
-            let s = Instant::now();
-            match t.detach(i) {
-                Ok(()) => samples[k].detach.push(s.elapsed()),
-                Err(e) => failed[k] = Some(format!("detach c{i}: {e}")),
-            }
-        }
-    }
+    phase(&mut tools, &mut samples, &mut failed, blocks, Op::Detach);
     let labels: Vec<&'static str> = tools.iter().map(|t| t.name()).collect();
     drop(tools);
     // Everything cnet made is gone: the store is empty.
