@@ -836,11 +836,12 @@ fn network_detach_when_the_namespace_is_gone_releases_the_address() {
         return;
     }
     let f = Fixture::new("det-ns");
-    let name = format!("cn-det-ns-p-{}", std::process::id());
-    cnet_core::NetNs::create(&name).unwrap();
-    let ns = ContainerNs::name(&name);
+    let pod = TestNs::new("det-ns-p");
+    let ns = ContainerNs::name(&pod.name);
     let a = f.net.attach(&ns, "c1", "eth0").unwrap();
-    cnet_core::NetNs::delete(&name).unwrap();
+    // Its name removed and its last file descriptor closed: the namespace
+    // is gone.
+    drop(pod);
     let r = f.net.detach(Some(&ns), "c1", "eth0").expect("detach");
     assert_eq!(r.released.map(|x| x.addr), Some(a.address.addr()));
     assert_eq!(f.stored(), vec![]);
