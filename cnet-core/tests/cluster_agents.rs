@@ -74,7 +74,15 @@ impl Agent {
             subnet: "0.0.0.0/0".parse().unwrap(),
         };
         let l = a.expect_line(": subnet ");
-        a.subnet = l.split(": subnet ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        a.subnet = l
+            .split(": subnet ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         a.expect_line(": bridge ");
         a
     }
@@ -114,7 +122,6 @@ impl Drop for Agent {
 struct Host {
     ns: TestNs,
     name: String,
-    underlay: IpAddr,
     ipam: PathBuf,
     containers: Vec<(TestNs, String, IpAddr)>,
     net: Option<BridgeNetwork>,
@@ -142,7 +149,6 @@ fn make_host(ul: &Handle, n: u8, ipam_root: &Path) -> Host {
     Host {
         ns,
         name: format!("h{n}"),
-        underlay,
         ipam: ipam_root.join(format!("h{n}")),
         containers: Vec::new(),
         net: None,
@@ -185,7 +191,9 @@ fn all_pairs_ping(hosts: &[Host], deadline: Duration) -> Vec<String> {
                 .iter()
                 .flat_map(|(a, _)| all.iter().map(move |(b_ns, b)| (*a, *b_ns, *b)))
                 .filter(|(a, b_ns, _)| a.name != b_ns.name)
-                .map(|(a, _, b)| s.spawn(move || (a.ping(&b.to_string()), format!("{} → {b}", a.name))))
+                .map(|(a, _, b)| {
+                    s.spawn(move || (a.ping(&b.to_string()), format!("{} → {b}", a.name)))
+                })
                 .collect();
             hs.into_iter()
                 .map(|h| h.join().unwrap())
@@ -206,7 +214,13 @@ fn cnet_routes(ns: &TestNs) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{} via {}", r["dst"].as_str().unwrap_or("?"), r["gateway"].as_str().unwrap_or("-")))
+        .map(|r| {
+            format!(
+                "{} via {}",
+                r["dst"].as_str().unwrap_or("?"),
+                r["gateway"].as_str().unwrap_or("-")
+            )
+        })
         .collect()
 }
 
@@ -228,7 +242,13 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
     ul.links().add(Bridge::new("br0").up()).unwrap();
     let etcd_ns = TestNs::new("ag-etcd");
     ul.links()
-        .add(Veth::new("pe", "eth0").peer_netns(&etcd_ns.ns).master("br0").up().peer_up())
+        .add(
+            Veth::new("pe", "eth0")
+                .peer_netns(&etcd_ns.ns)
+                .master("br0")
+                .up()
+                .peer_up(),
+        )
         .unwrap();
     etcd_ns
         .handle()
@@ -265,11 +285,20 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
             }
         }
         let fdb = h.ns.bridge_json(&["fdb", "show", "dev", "cnet.vxlan"]);
-        let macs: Vec<&str> = fdb.as_array().unwrap().iter().filter_map(|e| e["mac"].as_str()).collect();
+        let macs: Vec<&str> = fdb
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["mac"].as_str())
+            .collect();
         for (j, other) in hosts.iter().enumerate() {
             if i != j {
                 let mac = vtep_mac_for(&other.name).to_string();
-                assert!(macs.contains(&mac.as_str()), "{}: no FDB entry for {mac}: {macs:?}", h.name);
+                assert!(
+                    macs.contains(&mac.as_str()),
+                    "{}: no FDB entry for {mac}: {macs:?}",
+                    h.name
+                );
             }
         }
     }
@@ -289,11 +318,21 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
                     .filter(|r| r.starts_with(&gone_subnet.to_string()))
                     .collect();
                 let fdb = h.ns.bridge_json(&["fdb", "show", "dev", "cnet.vxlan"]);
-                if fdb.as_array().unwrap().iter().any(|e| e["mac"].as_str() == Some(&h3_mac)) {
+                if fdb
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["mac"].as_str() == Some(&h3_mac))
+                {
                     v.push(format!("{}: fdb {h3_mac}", h.name));
                 }
                 let neigh = h.ns.ip_json(&["neigh", "show", "dev", "cnet.vxlan"]);
-                if neigh.as_array().unwrap().iter().any(|e| e["lladdr"].as_str() == Some(&h3_mac)) {
+                if neigh
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["lladdr"].as_str() == Some(&h3_mac))
+                {
                     v.push(format!("{}: neighbour {h3_mac}", h.name));
                 }
                 v
@@ -302,10 +341,16 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
         if left.is_empty() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "still there after h3 left: {left:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still there after h3 left: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("h3's departure programmed on h1 and h2 in {:?}", t.elapsed());
+    eprintln!(
+        "h3's departure programmed on h1 and h2 in {:?}",
+        t.elapsed()
+    );
 
     // h3 "reboots": its containers' and its own namespace are deleted and
     // rebuilt, the agent restarted: same subnet (the store's history).
@@ -314,7 +359,10 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
     let mut h3 = make_host(&ul, 3, tmp.path());
     let t = Instant::now();
     let a3 = Agent::start(&bin, &h3.ns, "h3", &etcd.url, &h3.ipam);
-    assert_eq!(a3.subnet, gone_subnet, "a returning node gets its subnet back");
+    assert_eq!(
+        a3.subnet, gone_subnet,
+        "a returning node gets its subnet back"
+    );
     // The rebuilt host's old allocations died with its containers: gc.
     FileStore::open(&h3.ipam)
         .unwrap()
@@ -326,8 +374,14 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
     agents.push(a3);
     hosts.push(h3);
     let failing = all_pairs_ping(&hosts, Duration::from_secs(15));
-    assert!(failing.is_empty(), "after the reboot, pairs that do not ping: {failing:?}");
-    eprintln!("after h3's reboot all pairs ping again in {:?}", t.elapsed());
+    assert!(
+        failing.is_empty(),
+        "after the reboot, pairs that do not ping: {failing:?}"
+    );
+    eprintln!(
+        "after h3's reboot all pairs ping again in {:?}",
+        t.elapsed()
+    );
 
     // Detach every container: no link, address or allocation left.
     for h in &mut hosts {
@@ -337,14 +391,27 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
                 .unwrap();
             drop(c);
         }
-        assert!(net.allocations().unwrap().is_empty(), "{}: allocations left", h.name);
+        assert!(
+            net.allocations().unwrap().is_empty(),
+            "{}: allocations left",
+            h.name
+        );
         let ports = h.ns.ip_json(&["link", "show", "master", "cni0"]);
-        assert_eq!(ports.as_array().unwrap().len(), 0, "{}: ports left: {ports}", h.name);
+        assert_eq!(
+            ports.as_array().unwrap().len(),
+            0,
+            "{}: ports left: {ports}",
+            h.name
+        );
     }
     for a in agents {
         a.stop();
     }
     for h in &hosts {
-        assert!(cnet_routes(&h.ns).is_empty(), "{}: routes left after its agent stopped", h.name);
+        assert!(
+            cnet_routes(&h.ns).is_empty(),
+            "{}: routes left after its agent stopped",
+            h.name
+        );
     }
 }

@@ -96,7 +96,9 @@ fn store_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             },
         )
         .unwrap();
-        let mut p = store.pool(PoolConfig::new("10.244.1.0/24".parse().unwrap())).unwrap();
+        let mut p = store
+            .pool(PoolConfig::new("10.244.1.0/24".parse().unwrap()))
+            .unwrap();
         for i in 0..n {
             p.allocate(&format!("c{i}"), "eth0").unwrap();
             if i % 3 == 2 {
@@ -136,7 +138,10 @@ fn run(name: &str, seeds: &[Vec<u8>], iterations: usize, f: fn(&[u8])) {
         if r.is_err() {
             let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-crash-{i}"));
             fs::write(&out, &input).unwrap();
-            panic!("{name}: input {i} (seed {seed}) broke an invariant; saved to {}", out.display());
+            panic!(
+                "{name}: input {i} (seed {seed}) broke an invariant; saved to {}",
+                out.display()
+            );
         }
     }
     println!("{name}: {} seeds, {iterations} mutated inputs", seeds.len());

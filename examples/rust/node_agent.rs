@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cnet_core::ipam::{
-    EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig,
-};
+use cnet_core::ipam::{EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
 use cnet_core::network::{vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, Node, NodeConfig};
 use cnet_core::{Error, Handle, IpNet};
 
@@ -109,7 +107,10 @@ fn run(a: Args) -> Result<(), Error> {
         ..Default::default()
     };
     let lease = leases.acquire(&a.node, &attrs, ttl)?;
-    println!("node {}: subnet {} (underlay {underlay_ip})", a.node, lease.subnet);
+    println!(
+        "node {}: subnet {} (underlay {underlay_ip})",
+        a.node, lease.subnet
+    );
 
     // The bridge network on the subnet: containers get their MTU from it.
     let underlay_mtu = host.links().get(&a.underlay_dev)?.mtu;
