@@ -185,10 +185,12 @@ fn run(a: Args) -> Result<(), Error> {
         dirty |= watch.wait(Duration::from_millis(250))?;
     }
     leases.release(&a.node)?;
-    let r = node.teardown()?;
+    let r = node.teardown()?.into_result()?;
     println!(
-        "node {}: released {}, removed {} routes",
-        a.node, lease.subnet, r.routes.deleted
+        "node {}: released {}; routes and tunnel devices removed ({} devices)",
+        a.node,
+        lease.subnet,
+        r.devices.len()
     );
     Ok(())
 }
