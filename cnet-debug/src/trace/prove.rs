@@ -1,0 +1,135 @@
+//! The proof: capture on every interface of the explained path while one
+//! probe is sent from the source namespace.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use cnet_core::{Error, Result};
+use serde::Serialize;
+
+use super::{Request, Trace};
+use crate::probe::Proto;
+
+/// Per-hop capture result.
+#[derive(Debug, Clone, Serialize)]
+pub struct HopCapture {
+    /// Hop number.
+    pub hop: usize,
+    /// Namespace.
+    pub netns: String,
+    /// Interface.
+    pub ifname: String,
+    /// The probe was seen there.
+    pub seen: bool,
+    /// The reply was seen there.
+    pub reply_seen: bool,
+    /// Decoded layers of the first probe frame seen.
+    pub frame: Vec<crate::wire::Layer>,
+}
+
+/// The proof: capture on every interface of the path while a probe is sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proof {
+    /// One entry per hop with an interface.
+    pub hops: Vec<HopCapture>,
+    /// A reply reached the source.
+    pub replied: bool,
+    /// Round trip in microseconds.
+    pub rtt_us: Option<u128>,
+    /// Last hop where the probe was seen.
+    pub last_seen_hop: Option<usize>,
+    /// Time spent, in microseconds.
+    pub elapsed_us: u128,
+    /// The source refused to send the probe (its kernel's words).
+    pub send_error: Option<String>,
+}
+
+impl Proof {
+    /// The probe was seen on the last interface of the path.
+    pub fn reached_end(&self) -> bool {
+        self.hops.last().is_some_and(|h| h.seen)
+    }
+}
+
+/// Send a probe along an explained path and watch every interface on it.
+pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<Proof> {
+    let t0 = Instant::now();
+    let mut targets = Vec::new();
+    let mut by_hop = Vec::new();
+    let mut seen_ifaces: HashMap<(usize, String), usize> = HashMap::new();
+    for h in &t.hops {
+        if let Some(i) = &h.iface {
+            let key = (i.ns_idx, i.ifname.clone());
+            let ti = *seen_ifaces.entry(key).or_insert_with(|| {
+                targets.push(crate::capture::Target {
+                    ns: t.namespaces[i.ns_idx].clone(),
+                    ns_label: i.netns.clone(),
+                    ifname: i.ifname.clone(),
+                    l3: i.l3,
+                });
+                targets.len() - 1
+            });
+            by_hop.push((h.n, ti, i.clone()));
+        }
+    }
+    let token = crate::probe::token();
+    let dst = match req.dst {
+        IpAddr::V4(d) => d,
+        IpAddr::V6(_) => return Err(Error::invalid("probe", "IPv6 probes are not supported yet")),
+    };
+    let src = match t.src {
+        Some(IpAddr::V4(s)) => Some(s),
+        _ => None,
+    };
+    let cap = crate::capture::Capture::start(
+        &targets,
+        &token,
+        timeout + std::time::Duration::from_millis(200),
+    )?;
+    let outcome = crate::probe::send(&req.from, src, dst, req.proto, req.port, &token, timeout);
+    if req.proto != Proto::Icmp {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sightings = cap.finish();
+    let outcome = outcome?;
+    let mut hops = Vec::new();
+    let mut last_seen_hop = None;
+    for (n, ti, iface) in by_hop {
+        let mine: Vec<&crate::capture::Sighting> =
+            sightings.iter().filter(|s| s.target == ti).collect();
+        let is_reply = |s: &&crate::capture::Sighting| {
+            s.frame
+                .layers
+                .iter()
+                .any(|l| matches!(l, crate::wire::Layer::Icmp { icmp_type: 0, .. }))
+        };
+        let request: Vec<&&crate::capture::Sighting> =
+            mine.iter().filter(|s| !is_reply(s)).collect();
+        let seen = !request.is_empty();
+        if seen {
+            last_seen_hop = Some(n);
+        }
+        hops.push(HopCapture {
+            hop: n,
+            netns: iface.netns,
+            ifname: iface.ifname,
+            seen,
+            reply_seen: mine.iter().any(is_reply),
+            frame: request
+                .first()
+                .map(|s| s.frame.layers.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(Proof {
+        hops,
+        replied: outcome.replied,
+        rtt_us: outcome.rtt.map(|d| d.as_micros()),
+        last_seen_hop,
+        elapsed_us: t0.elapsed().as_micros(),
+        send_error: outcome.send_error,
+    })
+}
