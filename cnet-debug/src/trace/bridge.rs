@@ -9,6 +9,21 @@ use std::net::IpAddr;
 use super::path::{Pkt, Step, Tracer, L2};
 use super::{HopKind, Verdict};
 
+/// `BR_STATE_FORWARDING` (linux/if_bridge.h).
+const BR_STATE_FORWARDING: u8 = 3;
+
+/// A bridge port's STP state in `bridge link` words.
+fn port_state_name(s: u8) -> String {
+    match s {
+        0 => "disabled".into(),
+        1 => "listening".into(),
+        2 => "learning".into(),
+        3 => "forwarding".into(),
+        4 => "blocking".into(),
+        n => format!("{n}"),
+    }
+}
+
 impl Tracer {
     /// Cross device `out` of namespace `ns` (a veth, a bridge, or the edge of the machine).
     pub(super) fn cross(&mut self, ns: usize, out: Link, l2: L2, pkt: &Pkt) -> Result<Step> {
@@ -29,7 +44,7 @@ impl Tracer {
                         ns,
                         "veth_peer_missing",
                         &format!(
-                            "the peer of {} in {label} is in no namespace this machine names",
+                            "the peer of {} in {label} is in no namespace this trace can see (named in /run/netns, held by a process, or bind-mounted by a runtime)",
                             out.name
                         ),
                     )));
@@ -39,10 +54,10 @@ impl Tracer {
                     ns,
                     HopKind::Veth,
                     format!("veth {} → {} in {plabel}", out.name, peer.name),
-                    vec![format!(
-                        "peer index {} (link-netnsid {:?})",
-                        peer.index, out.link_netnsid
-                    )],
+                    vec![match out.link_netnsid {
+                        Some(id) => format!("peer index {} (link-netnsid {id})", peer.index),
+                        None => format!("peer index {} (same namespace)", peer.index),
+                    }],
                     Some((&peer, pns)),
                     pkt,
                 );
@@ -78,6 +93,8 @@ impl Tracer {
                 );
                 Ok(Step::Done(Verdict {
                     ok: true,
+                    model_ok: true,
+                    agreement: None,
                     outcome: "leaves_machine",
                     netns: label.clone(),
                     hop: n,
@@ -99,6 +116,21 @@ impl Tracer {
                         None => self.holds(ns, br.index, l2.ip)?,
                     };
                     if ours {
+                        let label = self.w.label(ns);
+                        if !br.is_up() {
+                            return Ok(Step::Done(self.broken(
+                                ns,
+                                "bridge_down",
+                                &format!("bridge {} in {label} is down: frames arriving on its port {} are dropped", br.name, dev.name),
+                            )));
+                        }
+                        if let Some(st) = dev.port_state.filter(|s| *s != BR_STATE_FORWARDING) {
+                            return Ok(Step::Done(self.broken(
+                                ns,
+                                "port_blocked",
+                                &format!("bridge port {} of {} in {label} is in STP state {}: frames arriving on it are dropped", dev.name, br.name, port_state_name(st)),
+                            )));
+                        }
                         return Ok(Step::Route {
                             ns,
                             iif: Some(br.name),
@@ -226,6 +258,14 @@ impl Tracer {
             }
         };
         let Some(port) = port else {
+            // Nobody has it, or its owner is behind a port whose far end
+            // is in a namespace this trace cannot see.
+            let mut unseen = Vec::new();
+            for p in &ports {
+                if p.kind == LinkKind::Veth && self.w.veth_peer(ns, p)?.is_none() {
+                    unseen.push(p.name.clone());
+                }
+            }
             self.hop(
                 ns,
                 HopKind::Bridge,
@@ -234,11 +274,19 @@ impl Tracer {
                 None,
                 pkt,
             );
-            return Ok(Step::Done(self.broken(
-                ns,
-                "bridge_no_port",
-                &format!("no port of bridge {} in {label} leads to {target}", br.name),
-            )));
+            let msg = if unseen.is_empty() {
+                format!(
+                    "no port of bridge {} in {label} leads to {target}: nothing behind its ports has it",
+                    br.name
+                )
+            } else {
+                format!(
+                    "no port of bridge {} in {label} that this trace can see leads to {target}; the far ends of {} are in namespaces it cannot see (the owner may be there)",
+                    br.name,
+                    unseen.join(", ")
+                )
+            };
+            return Ok(Step::Done(self.broken(ns, "bridge_no_port", &msg)));
         };
         self.hop(
             ns,
@@ -248,11 +296,49 @@ impl Tracer {
             Some((&port, ns)),
             pkt,
         );
+        if !br.is_up() {
+            return Ok(Step::Done(self.broken(
+                ns,
+                "bridge_down",
+                &format!(
+                    "bridge {} in {label} is down: it forwards nothing (the kernel disables all its ports)",
+                    br.name
+                ),
+            )));
+        }
+        if let Some(i) = in_port {
+            if let Some(p) = self.w.link_by_index(ns, i)? {
+                if let Some(st) = p.port_state.filter(|s| *s != BR_STATE_FORWARDING) {
+                    return Ok(Step::Done(self.broken(
+                        ns,
+                        "port_blocked",
+                        &format!(
+                            "bridge port {} of {} in {label} is in STP state {}: frames arriving on it are not forwarded",
+                            p.name,
+                            br.name,
+                            port_state_name(st)
+                        ),
+                    )));
+                }
+            }
+        }
         if !port.is_up() {
             return Ok(Step::Done(self.broken(
                 ns,
                 "link_down",
                 &format!("bridge port {} in {label} is down", port.name),
+            )));
+        }
+        if let Some(st) = port.port_state.filter(|s| *s != BR_STATE_FORWARDING) {
+            return Ok(Step::Done(self.broken(
+                ns,
+                "port_blocked",
+                &format!(
+                    "bridge port {} of {} in {label} is in STP state {}: the bridge sends nothing out of it",
+                    port.name,
+                    br.name,
+                    port_state_name(st)
+                ),
             )));
         }
         self.cross(ns, port, l2, pkt)

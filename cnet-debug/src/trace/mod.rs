@@ -34,7 +34,7 @@ mod prove;
 mod world;
 
 use path::{Pkt, Step, Tracer};
-pub use prove::{prove, HopCapture, Proof};
+pub use prove::{conclude, prove, run, HopCapture, Proof};
 use world::World;
 
 /// Encapsulation overhead of VXLAN over IPv4 (outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
@@ -144,8 +144,16 @@ pub struct Finding {
 /// The outcome of the explanation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
-    /// The path works as far as the tables tell.
+    /// The path works: what the tables say, overruled by the capture when
+    /// one ran (see [`conclude`]). The exit code follows this.
     pub ok: bool,
+    /// What the tables alone said.
+    pub model_ok: bool,
+    /// How the capture relates to the model, when one ran: `confirmed`,
+    /// `vanished` (the model found no reason, the probe was lost),
+    /// `no_reply` (the probe reached the end, nothing came back) or
+    /// `contradicted` (the model predicted a break, the reply came back).
+    pub agreement: Option<&'static str>,
     /// `delivered`, `leaves_machine` or `broken`.
     pub outcome: &'static str,
     /// Namespace where it was delivered or broke.

@@ -124,6 +124,8 @@ impl Tracer {
         self.find(Severity::Error, code, message.to_string());
         Verdict {
             ok: false,
+            model_ok: false,
+            agreement: None,
             outcome: "broken",
             netns: self.w.label(ns),
             hop: self.hops.len(),
@@ -377,6 +379,8 @@ impl Tracer {
             let n = self.hop(ns, HopKind::Deliver, summary, details, None, pkt);
             return Ok(Step::Done(Verdict {
                 ok: true,
+                model_ok: true,
+                agreement: None,
                 outcome: "delivered",
                 netns: label.clone(),
                 hop: n,
@@ -449,21 +453,30 @@ impl Tracer {
             _ => {
                 // Ethernet-like: the next hop's MAC comes from the neighbour table.
                 let neigh = self.neighbour(ns, &out, nexthop)?;
-                let mac = neigh.as_ref().and_then(|n| n.mac);
+                let mac = neigh.as_ref().filter(|n| neigh_ok(n)).and_then(|n| n.mac);
                 match &neigh {
+                    // A FAILED or INCOMPLETE entry is what an earlier
+                    // attempt left: the kernel resolves again when the next
+                    // packet goes out, so it is no break by itself. The
+                    // path is followed by IP and the capture decides.
                     Some(n) if !neigh_ok(n) => {
-                        return Ok(Step::Done(self.broken(
-                            ns,
+                        self.detail(format!(
+                            "neighbour {nexthop}: {} (left by an earlier attempt; resolved again by {} on the next packet)",
+                            n.state.as_str().to_uppercase(),
+                            if nexthop.is_ipv4() { "ARP" } else { "neighbour discovery" }
+                        ));
+                        self.find(
+                            Severity::Warning,
                             "neigh_failed",
-                            &format!("neighbour {nexthop} on {} in {label} is {}: the next hop does not answer ARP", out.name, n.state.as_str()),
-                        )))
+                            format!("neighbour {nexthop} on {} in {label} is {}: an earlier resolution failed; the kernel tries again with the next packet", out.name, n.state.as_str()),
+                        );
                     }
                     Some(n) => self.detail(format!(
                         "neighbour {nexthop} lladdr {} {}",
                         n.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                         n.state.as_str().to_uppercase()
                     )),
-                    None => self.detail(format!("neighbour {nexthop}: no entry yet (resolved by ARP on first packet)")),
+                    None => self.detail(format!("neighbour {nexthop}: no entry yet (resolved by {} on the first packet)", if nexthop.is_ipv4() { "ARP" } else { "neighbour discovery" })),
                 }
                 self.cross(ns, out, L2 { mac, ip: nexthop }, pkt)
             }

@@ -133,3 +133,122 @@ pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<P
         send_error: outcome.send_error,
     })
 }
+
+/// Combine the model and the proof into one verdict, in place: the capture
+/// overrules the tables where they disagree, and the disagreement is itself
+/// a finding.
+///
+/// | model  | capture                          | verdict                                   |
+/// |--------|----------------------------------|-------------------------------------------|
+/// | ok     | reply (ICMP) / seen at the end   | ok, `confirmed`                           |
+/// | ok     | lost between hops N and M        | broken at M, `vanished` (finding)         |
+/// | ok     | seen at the end, no reply        | broken, `no_reply` (finding)              |
+/// | broken | reply came back                  | ok, `contradicted` (finding, warning)     |
+/// | broken | no reply                         | broken, `confirmed`                       |
+pub fn conclude(t: &mut Trace, p: &Proof, proto: Proto) {
+    let worked = p.replied || (proto != Proto::Icmp && p.reached_end() && p.send_error.is_none());
+    let v = &mut t.verdict;
+    match (v.model_ok, worked) {
+        (true, true) | (false, false) => v.agreement = Some("confirmed"),
+        (false, true) => {
+            let was = v.message.clone();
+            v.ok = true;
+            v.agreement = Some("contradicted");
+            v.outcome = "delivered";
+            v.message = format!(
+                "the reply came back, although the tables predicted a break ({was}): the model is wrong here, or the fault comes and goes"
+            );
+            let hop = v.hop.max(1);
+            t.findings.push(super::Finding {
+                hop,
+                severity: super::Severity::Warning,
+                code: "model_contradicted",
+                message: v.message.clone(),
+            });
+        }
+        (true, false) => {
+            let first_unseen = p
+                .hops
+                .iter()
+                .find(|c| !c.seen && p.last_seen_hop.is_none_or(|l| c.hop > l));
+            let (code, hop, message) = match (first_unseen, p.last_seen_hop) {
+                _ if p.send_error.is_some() => (
+                    "vanished",
+                    1,
+                    format!(
+                        "the source refused to send the probe ({}) although the tables show a path",
+                        p.send_error.clone().unwrap_or_default()
+                    ),
+                ),
+                (Some(c), Some(l)) => {
+                    let last = p.hops.iter().find(|h| h.hop == l);
+                    (
+                        "vanished",
+                        c.hop,
+                        format!(
+                            "the probe was last seen at hop {l}{} and not at hop {} ({} in {}); the tables show no reason: look at what the model does not see (firewall rules, qdiscs, eBPF, a NIC)",
+                            last.map(|h| format!(" ({} in {})", h.ifname, h.netns)).unwrap_or_default(),
+                            c.hop,
+                            c.ifname,
+                            c.netns
+                        ),
+                    )
+                }
+                (Some(c), None) => (
+                    "vanished",
+                    c.hop,
+                    format!(
+                        "the probe was not seen even at hop {} ({} in {}); the tables show no reason",
+                        c.hop, c.ifname, c.netns
+                    ),
+                ),
+                (None, _) => {
+                    let back = p.hops.iter().rev().find(|h| h.reply_seen);
+                    (
+                        "no_reply",
+                        t.hops.len().max(1),
+                        match (&v.outcome, back) {
+                            (&"leaves_machine", _) => "the probe left this machine and no reply came back".to_string(),
+                            (_, Some(b)) => format!(
+                                "the probe reached the end of the path and a reply was seen on its way back as far as hop {} ({} in {}), but never reached the source",
+                                b.hop, b.ifname, b.netns
+                            ),
+                            (_, None) => "the probe reached the end of the path but no reply came back (the destination did not answer, or the reply took another way)".to_string(),
+                        },
+                    )
+                }
+            };
+            v.ok = false;
+            v.agreement = Some(code);
+            v.outcome = "broken";
+            v.hop = hop;
+            if let Some(h) = t.hops.get(hop - 1) {
+                v.netns = h.netns.clone();
+            }
+            v.message = format!("broken at hop {hop}: {message}");
+            t.findings.push(super::Finding {
+                hop,
+                severity: super::Severity::Error,
+                code,
+                message,
+            });
+            t.findings.sort_by_key(|f| f.hop);
+        }
+    }
+}
+
+/// Explain the path and, with `capture` (the probe's timeout), prove it and
+/// [`conclude`]: the whole `cnet-debug trace` as a library call, for the C
+/// ABI and other front ends. Render the result with [`crate::report`].
+pub fn run(req: &Request, capture: Option<std::time::Duration>) -> Result<(Trace, Option<Proof>)> {
+    let mut t = super::explain(req)?;
+    let proof = match capture {
+        Some(timeout) if req.dst.is_ipv4() => {
+            let p = prove(req, &t, timeout)?;
+            conclude(&mut t, &p, req.proto);
+            Some(p)
+        }
+        _ => None,
+    };
+    Ok((t, proof))
+}

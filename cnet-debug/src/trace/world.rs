@@ -22,6 +22,9 @@ pub(super) struct World {
     pub(super) nss: Vec<NsCtx>,
     /// (from, to) → the id `from` uses for `to`.
     pub(super) nsids: HashMap<(usize, usize), Option<i32>>,
+    /// Namespaces without a name (processes', runtimes' bind mounts) were
+    /// added: done once, when a veth peer is in none of the named ones.
+    pub(super) unnamed_done: bool,
 }
 
 impl World {
@@ -50,11 +53,12 @@ impl World {
             }
         }
         if let Ok(cur) = NetNs::current() {
-            push("(root)".to_string(), cur)?;
+            push(crate::nsnames::current_label(), cur)?;
         }
         Ok(World {
             nss,
             nsids: HashMap::new(),
+            unnamed_done: false,
         })
     }
 
@@ -97,6 +101,38 @@ impl World {
     /// `IFLA_LINK_NETNSID` names the peer's namespace by an id local to `i`,
     /// resolved by asking the kernel for each candidate's id.
     pub(super) fn veth_peer(&mut self, i: usize, l: &Link) -> Result<Option<(usize, Link)>> {
+        if let Some(found) = self.veth_peer_among(i, l)? {
+            return Ok(Some(found));
+        }
+        if l.link_netnsid.is_some() && !self.unnamed_done {
+            self.add_unnamed();
+            return self.veth_peer_among(i, l);
+        }
+        Ok(None)
+    }
+
+    /// Add every namespace without a name that a process or a bind mount
+    /// holds (see [`crate::nsnames::unnamed`]).
+    pub(super) fn add_unnamed(&mut self) {
+        self.unnamed_done = true;
+        let known: HashSet<u64> = self.nss.iter().map(|n| n.inode).collect();
+        for u in crate::nsnames::unnamed(&known) {
+            // A process may exit between the scan and the open: skipped.
+            if let Ok(ns) = crate::nsnames::open(&u) {
+                self.nss.push(NsCtx {
+                    label: u.label,
+                    ns,
+                    inode: u.inode,
+                    h: None,
+                    links: None,
+                    addrs: None,
+                });
+            }
+        }
+    }
+
+    /// [`Self::veth_peer`] among the namespaces known so far.
+    fn veth_peer_among(&mut self, i: usize, l: &Link) -> Result<Option<(usize, Link)>> {
         let Some(peer_idx) = l.link else {
             return Ok(None);
         };
