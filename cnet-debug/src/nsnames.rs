@@ -145,7 +145,9 @@ fn nsfs_mounts() -> Vec<PathBuf> {
     };
     parse_nsfs_mounts(&info)
         .into_iter()
-        .filter(|p| !p.starts_with(cnet_core::netns::NETNS_RUN_DIR) && !p.starts_with("/var/run/netns"))
+        .filter(|p| {
+            !p.starts_with(cnet_core::netns::NETNS_RUN_DIR) && !p.starts_with("/var/run/netns")
+        })
         .collect()
 }
 
@@ -204,6 +206,9 @@ mod tests {
     fn the_callers_own_namespace_has_one_label() {
         let me = NetNs::current().unwrap();
         assert_eq!(label_for("/proc/self/ns/net", &me), current_label());
-        assert_eq!(label_for(&std::process::id().to_string(), &me), current_label());
+        assert_eq!(
+            label_for(&std::process::id().to_string(), &me),
+            current_label()
+        );
     }
 }

@@ -33,8 +33,7 @@ fn cnet_debug(args: &[&str]) -> Run {
         .unwrap();
     Run {
         code: o.status.code().unwrap_or(-1),
-        out: String::from_utf8_lossy(&o.stdout).into_owned()
-            + &String::from_utf8_lossy(&o.stderr),
+        out: String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
         ms: t0.elapsed().as_millis(),
     }
 }
@@ -73,7 +72,16 @@ fn case_with(name: &str, from: &str, dst: &str, prep: &dyn Fn()) -> Case {
     let mut hop_ns = Vec::new();
     for capture in ["--no-capture", "--capture"] {
         prep();
-        let j = cnet_debug(&["trace", dst, "--from", from, capture, "--timeout", "400", "--json"]);
+        let j = cnet_debug(&[
+            "trace",
+            dst,
+            "--from",
+            from,
+            capture,
+            "--timeout",
+            "400",
+            "--json",
+        ]);
         prep();
         let h = cnet_debug(&["trace", dst, "--from", from, capture, "--timeout", "400"]);
         eprintln!(
@@ -87,7 +95,12 @@ fn case_with(name: &str, from: &str, dst: &str, prep: &dyn Fn()) -> Case {
             .unwrap_or_else(|| panic!("no verdict: {}", j.out))["data"]
             .clone();
         let ok = v["ok"].as_bool().unwrap();
-        assert_eq!(j.code, if ok { 0 } else { 1 }, "{name}: JSON verdict vs exit code\n{}", j.out);
+        assert_eq!(
+            j.code,
+            if ok { 0 } else { 1 },
+            "{name}: JSON verdict vs exit code\n{}",
+            j.out
+        );
         assert_eq!(h.code, j.code, "{name}: human vs JSON exit code\n{}", h.out);
         let line = h
             .out
@@ -171,7 +184,10 @@ fn docker_shaped_faults_one_at_a_time() {
     let c = case("bridge down", &web, dst);
     assert_eq!(c.codes, (1, 1), "{c:?}");
     assert!(c.findings.0.contains(&"bridge_down".into()), "{c:?}");
-    assert!(c.hop_ns.contains(&("bridge_down".into(), host.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("bridge_down".into(), host.clone())),
+        "{c:?}"
+    );
     assert_eq!(c.verdict["agreement"], "confirmed");
     t.sh(&["ip -n {host} link set docker0 up"]);
 
@@ -179,7 +195,10 @@ fn docker_shaped_faults_one_at_a_time() {
     t.sh(&["ip -n {host} link set vethdb down"]);
     let c = case("port down", &web, dst);
     assert_eq!(c.codes, (1, 1), "{c:?}");
-    assert!(c.hop_ns.contains(&("link_down".into(), host.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("link_down".into(), host.clone())),
+        "{c:?}"
+    );
     t.sh(&["ip -n {host} link set vethdb up"]);
 
     // The port to db in a non-forwarding STP state: kernel STP on, the port
@@ -191,7 +210,10 @@ fn docker_shaped_faults_one_at_a_time() {
     ]);
     let c = case("port blocking", &web, dst);
     assert_eq!(c.codes, (1, 1), "{c:?}");
-    assert!(c.hop_ns.contains(&("port_blocked".into(), host.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("port_blocked".into(), host.clone())),
+        "{c:?}"
+    );
     t.sh(&[
         "ip -n {host} link set docker0 type bridge stp_state 0",
         "ip -n {host} link set vethdb down",
@@ -215,7 +237,10 @@ fn docker_shaped_faults_one_at_a_time() {
     let c = case("stale neighbour, port down", &web, dst);
     assert_eq!(c.codes, (1, 1), "{c:?}");
     assert!(c.findings.0.contains(&"neigh_failed".into()), "{c:?}");
-    assert!(c.hop_ns.contains(&("link_down".into(), host.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("link_down".into(), host.clone())),
+        "{c:?}"
+    );
     assert_eq!(c.verdict["hop"], 3, "{c:?}");
     t.sh(&["ip -n {host} link set vethdb up"]);
 
@@ -231,21 +256,30 @@ fn docker_shaped_faults_one_at_a_time() {
     assert_eq!(c.codes.1, 1, "{c:?}");
     assert_eq!(c.verdict["model_ok"], true, "{c:?}");
     assert_eq!(c.verdict["agreement"], "vanished", "{c:?}");
-    assert!(c.hop_ns.contains(&("vanished".into(), host.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("vanished".into(), host.clone())),
+        "{c:?}"
+    );
     t.sh(&["ip netns exec {host} nft delete table bridge cnt"]);
 
     // A blackhole in the container.
     t.sh(&["ip -n {web} route add blackhole 10.244.1.3/32"]);
     let c = case("blackhole", &web, dst);
     assert_eq!(c.codes, (1, 1), "{c:?}");
-    assert!(c.hop_ns.contains(&("blackhole".into(), web.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("blackhole".into(), web.clone())),
+        "{c:?}"
+    );
     t.sh(&["ip -n {web} route del blackhole 10.244.1.3/32"]);
 
     // No route: the container's default route gone, a destination off-link.
     t.sh(&["ip -n {web} route del default"]);
     let c = case("missing route", &web, "203.0.113.9");
     assert_eq!(c.codes, (1, 1), "{c:?}");
-    assert!(c.hop_ns.contains(&("no_route".into(), web.clone())), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("no_route".into(), web.clone())),
+        "{c:?}"
+    );
     t.sh(&["ip -n {web} route add default via 10.244.1.1"]);
 
     let c = case("healthy again", &web, dst);

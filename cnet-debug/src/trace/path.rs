@@ -476,7 +476,14 @@ impl Tracer {
                         n.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                         n.state.as_str().to_uppercase()
                     )),
-                    None => self.detail(format!("neighbour {nexthop}: no entry yet (resolved by {} on the first packet)", if nexthop.is_ipv4() { "ARP" } else { "neighbour discovery" })),
+                    None => self.detail(format!(
+                        "neighbour {nexthop}: no entry yet (resolved by {} on the first packet)",
+                        if nexthop.is_ipv4() {
+                            "ARP"
+                        } else {
+                            "neighbour discovery"
+                        }
+                    )),
                 }
                 self.cross(ns, out, L2 { mac, ip: nexthop }, pkt)
             }

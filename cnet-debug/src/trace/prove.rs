@@ -252,3 +252,117 @@ pub fn run(req: &Request, capture: Option<std::time::Duration>) -> Result<(Trace
     };
     Ok((t, proof))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Hop, HopKind, Iface, Verdict};
+
+    fn trace(model_ok: bool) -> Trace {
+        let hop = |n: usize| Hop {
+            n,
+            netns: format!("ns{n}"),
+            kind: HopKind::Veth,
+            summary: String::new(),
+            details: vec![],
+            iface: Some(Iface {
+                netns: format!("ns{n}"),
+                ifname: format!("if{n}"),
+                l3: false,
+                ns_idx: 0,
+            }),
+            packet: String::new(),
+        };
+        Trace {
+            dst: "10.244.1.3".parse().unwrap(),
+            src: None,
+            from: "a".into(),
+            hops: vec![hop(1), hop(2), hop(3)],
+            findings: vec![],
+            verdict: Verdict {
+                ok: model_ok,
+                model_ok,
+                agreement: None,
+                outcome: if model_ok { "delivered" } else { "broken" },
+                netns: "ns3".into(),
+                hop: 3,
+                message: "m".into(),
+            },
+            elapsed_us: 0,
+            namespaces: vec![],
+        }
+    }
+
+    fn proof(seen: &[bool], replied: bool) -> Proof {
+        let hops: Vec<HopCapture> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, s)| HopCapture {
+                hop: i + 1,
+                netns: format!("ns{}", i + 1),
+                ifname: format!("if{}", i + 1),
+                seen: *s,
+                reply_seen: false,
+                frame: vec![],
+            })
+            .collect();
+        Proof {
+            last_seen_hop: hops.iter().filter(|h| h.seen).map(|h| h.hop).last(),
+            hops,
+            replied,
+            rtt_us: None,
+            elapsed_us: 0,
+            send_error: None,
+        }
+    }
+
+    #[test]
+    fn capture_and_model_make_one_verdict() {
+        let mut t = trace(true);
+        conclude(&mut t, &proof(&[true, true, true], true), Proto::Icmp);
+        assert!(t.verdict.ok);
+        assert_eq!(t.verdict.agreement, Some("confirmed"));
+
+        let mut t = trace(true);
+        conclude(&mut t, &proof(&[true, true, false], false), Proto::Icmp);
+        assert!(!t.verdict.ok && t.verdict.model_ok);
+        assert_eq!(t.verdict.agreement, Some("vanished"));
+        assert_eq!(t.verdict.hop, 3);
+        assert_eq!(t.verdict.netns, "ns3");
+        let f = &t.findings[0];
+        assert_eq!((f.code, f.hop), ("vanished", 3));
+        assert!(
+            f.message.contains("last seen at hop 2 (if2 in ns2)"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("the tables show no reason"),
+            "{}",
+            f.message
+        );
+
+        let mut t = trace(true);
+        conclude(&mut t, &proof(&[true, true, true], false), Proto::Icmp);
+        assert_eq!(t.verdict.agreement, Some("no_reply"));
+        assert!(!t.verdict.ok);
+
+        let mut t = trace(false);
+        conclude(&mut t, &proof(&[true, true, true], true), Proto::Icmp);
+        assert!(t.verdict.ok && !t.verdict.model_ok);
+        assert_eq!(t.verdict.agreement, Some("contradicted"));
+        assert!(t.verdict.message.contains("the reply came back"));
+        assert_eq!(t.findings[0].code, "model_contradicted");
+
+        let mut t = trace(false);
+        conclude(&mut t, &proof(&[true, false, false], false), Proto::Icmp);
+        assert!(!t.verdict.ok);
+        assert_eq!(t.verdict.agreement, Some("confirmed"));
+        assert_eq!(t.verdict.message, "m");
+
+        // UDP: no reply expected; reaching the end is the proof.
+        let mut t = trace(true);
+        conclude(&mut t, &proof(&[true, true, true], false), Proto::Udp);
+        assert!(t.verdict.ok);
+    }
+}
