@@ -285,3 +285,153 @@ fn docker_shaped_faults_one_at_a_time() {
     let c = case("healthy again", &web, dst);
     assert_eq!(c.codes, (0, 0), "{c:?}");
 }
+
+/// Processes holding namespaces that have no name (as Docker's containers
+/// do), killed and reaped when dropped, even on panic.
+struct Holders(Vec<std::process::Child>);
+
+impl Holders {
+    /// A process in a new, unnamed network namespace (`unshare --net`).
+    fn spawn(&mut self) -> u32 {
+        let c = Command::new("unshare")
+            .args(["--net", "sleep", "600"])
+            .spawn()
+            .unwrap();
+        let pid = c.id();
+        self.0.push(c);
+        // unshare has switched namespaces once the link differs from ours.
+        let mine = std::fs::read_link("/proc/self/ns/net").unwrap();
+        for _ in 0..1000 {
+            if std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l != mine) {
+                return pid;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("unshare --net did not start");
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn in_ns(pid: u32, cmd: &str) {
+    let net = format!("--net=/proc/{pid}/ns/net");
+    let mut args = vec![net.as_str()];
+    args.extend(cmd.split_whitespace());
+    let o = Command::new("nsenter").args(&args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "nsenter {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn containers_in_namespaces_without_a_name() {
+    if !privileged() {
+        return;
+    }
+    let t = Plain::new("unn", &["host"]);
+    let mut holders = Holders(Vec::new());
+    let (a, b) = (holders.spawn(), holders.spawn());
+    t.sh(&[
+        "ip -n {host} link add docker0 type bridge",
+        "ip -n {host} addr add 10.244.1.1/24 dev docker0",
+        "ip -n {host} link set docker0 up",
+    ]);
+    for (pid, veth, ip) in [(a, "vethaaa", "10.244.1.2"), (b, "vethbbb", "10.244.1.3")] {
+        t.sh(&[
+            &format!("ip -n {{host}} link add {veth} type veth peer name eth0 netns {pid}"),
+            &format!("ip -n {{host}} link set {veth} master docker0 up"),
+        ]);
+        in_ns(pid, "ip link set lo up");
+        in_ns(pid, &format!("ip addr add {ip}/24 dev eth0"));
+        in_ns(pid, "ip link set eth0 up");
+        in_ns(pid, "ip route add default via 10.244.1.1");
+    }
+    let (pa, pb) = (a.to_string(), format!("/proc/{b}/ns/net"));
+    let label_a = format!("pid {a} (sleep)");
+    let label_b = format!("pid {b} (sleep)");
+
+    // A → B, the source given as a PID; cold ARP cache, then warm.
+    for round in ["cold", "warm"] {
+        let c = case(&format!("unnamed {round}"), &pa, "10.244.1.3");
+        assert_eq!(c.codes, (0, 0), "{round}: {c:?}");
+        assert_eq!(c.verdict["from"], label_a.as_str(), "{c:?}");
+        assert_eq!(c.verdict["netns"], label_b.as_str(), "{c:?}");
+    }
+    // B → A, given as /proc/PID/ns/net.
+    let c = case("unnamed by path", &pb, "10.244.1.2");
+    assert_eq!(c.codes, (0, 0), "{c:?}");
+    assert_eq!(c.verdict["netns"], label_a.as_str(), "{c:?}");
+
+    // Nobody has the address: said as such, not "somewhere I cannot see".
+    in_ns(a, "ip neigh flush dev eth0");
+    let j = cnet_debug(&[
+        "trace",
+        "10.244.1.9",
+        "--from",
+        &pa,
+        "--no-capture",
+        "--json",
+    ]);
+    assert_eq!(j.code, 1, "{}", j.out);
+    assert!(
+        j.out.contains("nothing behind its ports has it"),
+        "{}",
+        j.out
+    );
+
+    // A named namespace given by a process inside it keeps its name.
+    let mut named = Command::new("ip")
+        .args(["netns", "exec", &t.ns("host"), "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let via_pid = format!("/proc/{}/ns/net", named.id());
+    let mut j = Run {
+        code: -1,
+        out: String::new(),
+        ms: 0,
+    };
+    for _ in 0..1000 {
+        j = cnet_debug(&[
+            "trace",
+            "10.244.1.2",
+            "--from",
+            &via_pid,
+            "--no-capture",
+            "--json",
+        ]);
+        if j.out.contains(&format!("\"from\":\"{}\"", t.ns("host"))) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = named.kill();
+    let _ = named.wait();
+    assert!(
+        j.out.contains(&format!("\"from\":\"{}\"", t.ns("host"))),
+        "{}",
+        j.out
+    );
+
+    // show names the peers' namespaces, and the root namespace as trace does.
+    let s = cnet_debug(&["show", "--netns", &t.ns("host")]);
+    assert!(s.out.contains(&format!(" in {label_a}")), "{}", s.out);
+    assert!(s.out.contains(&format!(" in {label_b}")), "{}", s.out);
+    let s = cnet_debug(&["show"]);
+    let me = cnet_debug::nsnames::current_label();
+    assert!(
+        s.out.starts_with(&format!("netns {me}\n")),
+        "{}",
+        &s.out[..s.out.len().min(200)]
+    );
+    let j = cnet_debug(&["trace", "127.0.0.1", "--no-capture", "--json"]);
+    assert!(j.out.contains(&format!("\"from\":\"{me}\"")), "{}", j.out);
+}
