@@ -435,3 +435,67 @@ fn containers_in_namespaces_without_a_name() {
     let j = cnet_debug(&["trace", "127.0.0.1", "--no-capture", "--json"]);
     assert!(j.out.contains(&format!("\"from\":\"{me}\"")), "{}", j.out);
 }
+
+/// Docker's firewall, written with iptables-nft as dockerd writes it:
+/// FORWARD policy DROP, containers may go out, MASQUERADE on the way out.
+#[test]
+fn docker_firewall_forward_drop_and_masquerade() {
+    if !privileged() {
+        return;
+    }
+    let t = Plain::new("fw", &["host", "web", "ext"]);
+    t.sh(&[
+        "ip -n {host} link add docker0 type bridge",
+        "ip -n {host} addr add 10.244.1.1/24 dev docker0",
+        "ip -n {host} link set docker0 up",
+        "ip -n {host} link add vethweb type veth peer name eth0 netns {web}",
+        "ip -n {host} link set vethweb master docker0 up",
+        "ip -n {web} addr add 10.244.1.2/24 dev eth0",
+        "ip -n {web} link set eth0 up",
+        "ip -n {web} route add default via 10.244.1.1",
+        "ip -n {host} link add eth0 type veth peer name eth0 netns {ext}",
+        "ip -n {host} addr add 203.0.113.1/24 dev eth0",
+        "ip -n {host} link set eth0 up",
+        "ip -n {ext} addr add 203.0.113.2/24 dev eth0",
+        "ip -n {ext} link set eth0 up",
+        "ip netns exec {host} sysctl -qw net.ipv4.ip_forward=1",
+        "ip netns exec {host} iptables-nft -P FORWARD DROP",
+    ]);
+    let (web, host) = (t.ns("web"), t.ns("host"));
+    let c = case("forward policy drop", &web, "203.0.113.2");
+    assert_eq!(c.codes, (1, 1), "{c:?}");
+    assert!(
+        c.hop_ns.contains(&("firewall_drop".into(), host.clone())),
+        "{c:?}"
+    );
+    assert_eq!(c.verdict["agreement"], "confirmed", "{c:?}");
+
+    t.sh(&[
+        "ip netns exec {host} iptables-nft -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "ip netns exec {host} iptables-nft -A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+        "ip netns exec {host} iptables-nft -t nat -A POSTROUTING -s 10.244.1.0/24 ! -o docker0 -j MASQUERADE",
+    ]);
+    let c = case("accepted, masqueraded", &web, "203.0.113.2");
+    assert_eq!(c.codes, (0, 0), "{c:?}");
+    assert!(c.hop_ns.contains(&("snat".into(), host.clone())), "{c:?}");
+    // The capture on the host's way out sees the rewritten source.
+    let j = cnet_debug(&[
+        "trace",
+        "203.0.113.2",
+        "--from",
+        &web,
+        "--capture",
+        "--json",
+    ]);
+    let out = lines(&j.out);
+    assert!(
+        out.iter().any(|l| l["type"] == "capture"
+            && l["data"]["netns"] == host.as_str()
+            && l["data"]["ifname"] == "eth0"
+            && l["data"]["frame"]
+                .to_string()
+                .contains("\"src\":\"203.0.113.1\"")),
+        "{}",
+        j.out
+    );
+}

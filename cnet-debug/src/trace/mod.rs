@@ -29,6 +29,7 @@ use crate::probe::Proto;
 
 mod bridge;
 mod encap;
+mod firewall;
 mod path;
 mod prove;
 mod world;
@@ -195,6 +196,9 @@ pub fn explain(req: &Request) -> Result<Trace> {
         hops: Vec::new(),
         findings: Vec::new(),
         first_mtu: None,
+        fw: std::collections::HashMap::new(),
+        proto: req.proto,
+        port: req.port,
     };
     let mut pkt = Pkt {
         src: req.src,

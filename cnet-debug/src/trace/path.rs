@@ -56,6 +56,11 @@ pub(super) struct Tracer {
     pub(super) hops: Vec<Hop>,
     pub(super) findings: Vec<Finding>,
     pub(super) first_mtu: Option<u32>,
+    /// Each namespace's netfilter ruleset, read when a packet is forwarded there.
+    pub(super) fw: std::collections::HashMap<usize, Option<super::firewall::Ruleset>>,
+    /// The probe's protocol and port, for firewall matches.
+    pub(super) proto: crate::probe::Proto,
+    pub(super) port: u16,
 }
 
 pub(super) enum Step {
@@ -425,6 +430,11 @@ impl Tracer {
                 &format!("{dev} in {label} is down"),
             )));
         }
+        if let Some(inn) = &iif {
+            if let Some(v) = self.firewall(ns, inn, &dev, pkt) {
+                return Ok(Step::Done(v));
+            }
+        }
         // MTU: the source interface's MTU is what the sender will use.
         match self.first_mtu {
             None => self.first_mtu = Some(out.mtu),
@@ -509,5 +519,49 @@ impl Tracer {
             .neighbours()
             .list(Some(&dev.name), Some(fam))?;
         Ok(all.into_iter().find(|n| n.ip == ip && n.index == dev.index))
+    }
+
+    /// Netfilter where `pkt` is forwarded from `iif` to `oif` in `ns`: a drop
+    /// breaks the path here; rewrites are noted.
+    fn firewall(&mut self, ns: usize, iif: &str, oif: &str, pkt: &Pkt) -> Option<Verdict> {
+        if !self.fw.contains_key(&ns) {
+            let rs = super::firewall::load(&self.w.nss[ns].ns);
+            self.fw.insert(ns, rs);
+        }
+        let rs = self.fw.get(&ns)?.as_ref()?;
+        let e = rs.forward(&super::firewall::Probe {
+            iif: Some(iif),
+            oif: Some(oif),
+            src: pkt.src,
+            dst: pkt.dst,
+            proto: self.proto,
+            dport: self.port,
+        });
+        let label = self.w.label(ns);
+        for r in &e.rewrites {
+            let code = if r.starts_with("dnat") {
+                "dnat"
+            } else {
+                "snat"
+            };
+            self.find(
+                Severity::Info,
+                code,
+                format!("{r} (in {label}, from {iif} to {oif})"),
+            );
+        }
+        for m in &e.maybe_drop {
+            self.find(
+                Severity::Warning,
+                "firewall_maybe_drop",
+                format!("{m} in {label} may drop it: some of its matches are not evaluated here"),
+            );
+        }
+        let why = e.drop?;
+        Some(self.broken(
+            ns,
+            "firewall_drop",
+            &format!("netfilter in {label} drops it when forwarding from {iif} to {oif}: {why}"),
+        ))
     }
 }
