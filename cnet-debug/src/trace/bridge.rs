@@ -329,7 +329,13 @@ impl Tracer {
                 &format!("bridge port {} in {label} is down", port.name),
             )));
         }
-        if let Some(st) = port.port_state.filter(|s| *s != BR_STATE_FORWARDING) {
+        // A port without carrier (its veth peer down) is disabled by the
+        // kernel for that reason: the veth hop names the cause.
+        let no_carrier = !port.has_carrier();
+        if let Some(st) = port
+            .port_state
+            .filter(|s| *s != BR_STATE_FORWARDING && !(*s == 0 && no_carrier))
+        {
             return Ok(Step::Done(self.broken(
                 ns,
                 "port_blocked",

@@ -307,7 +307,7 @@ mod tests {
             })
             .collect();
         Proof {
-            last_seen_hop: hops.iter().filter(|h| h.seen).map(|h| h.hop).last(),
+            last_seen_hop: hops.iter().rev().find(|h| h.seen).map(|h| h.hop),
             hops,
             replied,
             rtt_us: None,
