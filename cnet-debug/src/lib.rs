@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod cleanup;
 pub mod nsfile;
+pub mod nsnames;
 pub mod probe;
 pub mod report;
 pub mod trace;

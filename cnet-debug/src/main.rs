@@ -6,7 +6,7 @@
 //! `| true`) ends the command quietly (ripgrep's rule: a broken pipe is not
 //! an error), and nothing on an output path panics.
 
-use cnet_debug::{capture, cleanup, nsfile, probe, report, trace};
+use cnet_debug::{capture, cleanup, nsfile, nsnames, probe, report, trace};
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -133,7 +133,7 @@ type Outcome = Result<bool, Fail>;
 fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fail> {
     use cnet_core::route::{RouteFilter, PROTOCOL};
     // Every namespace we know, to name veth peers' namespaces.
-    let mut all: Vec<(String, NetNs)> = vec![("(current)".into(), NetNs::current()?)];
+    let mut all: Vec<(String, NetNs)> = vec![(nsnames::current_label(), NetNs::current()?)];
     for n in NetNs::list()? {
         // Checked without blocking: a FIFO or a stray file there is skipped.
         if let Ok(ns) = nsfile::open_name(&n) {
@@ -141,9 +141,13 @@ fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fa
         }
     }
     let targets: Vec<(String, NetNs)> = match netns {
-        Some(n) => vec![(n.clone(), nsfile::open(&n)?)],
+        Some(n) => {
+            let ns = nsfile::open(&n)?;
+            vec![(nsnames::label_for(&n, &ns), ns)]
+        }
         None => all.clone(),
     };
+    let mut unnamed_added = false;
     for (label, ns) in targets {
         let h = Handle::at(&ns)?;
         let links = h.links().list()?;
@@ -155,6 +159,28 @@ fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fa
             for (other_label, other) in &all {
                 if let Ok(Some(id)) = h.nsid_of(other) {
                     ids.entry(id).or_insert_with(|| other_label.clone());
+                }
+            }
+            // A peer in a namespace without a name (a container's): look
+            // for it among processes' namespaces and runtimes' bind mounts.
+            let missing = links
+                .iter()
+                .any(|l| l.link_netnsid.is_some_and(|id| !ids.contains_key(&id)));
+            if missing && !unnamed_added {
+                unnamed_added = true;
+                let mut known = std::collections::HashSet::new();
+                for (_, n) in &all {
+                    known.insert(n.inode()?);
+                }
+                for u in nsnames::unnamed(&known) {
+                    if let Ok(ns) = nsnames::open(&u) {
+                        all.push((u.label, ns));
+                    }
+                }
+                for (other_label, other) in &all {
+                    if let Ok(Some(id)) = h.nsid_of(other) {
+                        ids.entry(id).or_insert_with(|| other_label.clone());
+                    }
                 }
             }
         }
@@ -348,8 +374,12 @@ fn run_trace(
     out: &mut dyn Write,
 ) -> Outcome {
     let (ns, label) = match &from {
-        Some(f) => (nsfile::open(f)?, f.clone()),
-        None => (NetNs::current()?, "(current)".to_string()),
+        Some(f) => {
+            let ns = nsfile::open(f)?;
+            let label = nsnames::label_for(f, &ns);
+            (ns, label)
+        }
+        None => (NetNs::current()?, nsnames::current_label()),
     };
     if let (Some(s), true) = (src, src.is_some_and(|s| s.is_ipv4() != dst.is_ipv4())) {
         return Err(cnet_core::Error::invalid(
@@ -366,18 +396,12 @@ fn run_trace(
         proto,
         port,
     };
-    let t = trace::explain(&req)?;
     let root = nix::unistd::geteuid().is_root();
-    let do_capture = !no_capture && (capture || root) && dst.is_ipv4();
-    let proof = if do_capture {
-        Some(trace::prove(
-            &req,
-            &t,
-            std::time::Duration::from_millis(timeout),
-        )?)
-    } else {
-        None
-    };
+    let do_capture = !no_capture && (capture || root);
+    let (t, proof) = trace::run(
+        &req,
+        do_capture.then(|| std::time::Duration::from_millis(timeout)),
+    )?;
     let r = if json {
         report::json_lines(&t, proof.as_ref(), out)
     } else {
@@ -389,11 +413,8 @@ fn run_trace(
         Ok(()) | Err(Fail::Closed) => {}
         Err(e) => return Err(e),
     }
-    let works = t.verdict.ok
-        && proof
-            .as_ref()
-            .is_none_or(|p| p.replied || (proto != probe::Proto::Icmp && p.reached_end()));
-    Ok(works)
+    // One verdict: the model's, overruled by the capture (trace::conclude).
+    Ok(t.verdict.ok)
 }
 
 fn run_cleanup(prefix: &str, out: &mut dyn Write) -> Outcome {

@@ -8,11 +8,26 @@
 //! - `"finding"`: `{hop, severity: error|warning|info, code, message}`; codes:
 //!   no_route, blackhole, unreachable, prohibit, route_type, ip_forward_off,
 //!   rp_filter_strict, link_down, peer_down, veth_peer_missing, neigh_missing,
-//!   neigh_failed, fdb_missing, bridge_no_port, no_decap, mtu, mtu_encap, loop.
+//!   neigh_failed, fdb_missing, bridge_no_port, bridge_down, port_blocked,
+//!   no_decap, mtu, mtu_encap, loop; from the capture (see `trace::conclude`):
+//!   vanished, no_reply, model_contradicted.
 //! - `"capture"`: `{hop, netns, ifname, seen, reply_seen, frame: [layer…]}`, one per
 //!   hop with an interface, when capture ran.
-//! - `"verdict"`: `{ok, outcome: delivered|leaves_machine|broken, netns, hop, message,
-//!   dst, src, from, elapsed_us, capture: {replied, rtt_us, last_seen_hop, elapsed_us, send_error} | null}`.
+//! - `"verdict"`: `{ok, model_ok, agreement, outcome: delivered|leaves_machine|broken,
+//!   netns, hop, message, dst, src, from, elapsed_us,
+//!   capture: {replied, rtt_us, last_seen_hop, elapsed_us, send_error} | null}`.
+//!
+//! Changes (all additions; a reader of the earlier schema keeps working):
+//! - verdict `model_ok` (what the tables alone said) and `agreement`
+//!   (`null` without capture, else confirmed | vanished | no_reply |
+//!   contradicted). `ok` is now the one final verdict: the capture overrules
+//!   the tables where they disagree, and the exit code follows `ok`.
+//! - `neigh_failed` is a warning (it was an error that ended the path): the
+//!   kernel resolves a FAILED/INCOMPLETE entry again on the next packet.
+//! - new codes bridge_down, port_blocked, vanished, no_reply, model_contradicted.
+//! - the root namespace is labelled `(root)` (or `(current)` when the caller
+//!   is not in init's namespace), as in `show`; namespaces without a name are
+//!   `pid N (comm)` or the runtime's bind-mount path.
 
 use std::io::Write;
 
@@ -109,6 +124,14 @@ pub fn human(t: &Trace, proof: Option<&Proof>, out: &mut dyn Write) -> std::io::
 
 fn line(out: &mut dyn Write, ty: &str, data: serde_json::Value) -> std::io::Result<()> {
     writeln!(out, "{}", json!({"type": ty, "data": data}))
+}
+
+/// The JSON Lines report as one string (for library callers such as the C ABI).
+pub fn json_string(t: &Trace, proof: Option<&Proof>) -> String {
+    let mut v = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = json_lines(t, proof, &mut v);
+    String::from_utf8_lossy(&v).into_owned()
 }
 
 /// JSON Lines report (see the module docs for the schema).

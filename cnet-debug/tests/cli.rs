@@ -17,7 +17,7 @@ fn filters(c: &Cluster) -> Vec<(String, String)> {
         [
             (r"([0-9a-f]{2}:){5}[0-9a-f]{2}", "<mac>"),
             (r"peer index \d+", "peer index <n>"),
-            (r"link-netnsid Some\(\d+\)", "link-netnsid <id>"),
+            (r"link-netnsid \d+", "link-netnsid <id>"),
             (r"\d+ µs", "<t> µs"),
             (r"id \d+ seq", "id <id> seq"),
             (r"csum 0x[0-9a-f]{4}", "csum <csum>"),

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, State,
+    InfoBridge, InfoBridgePort, InfoData, InfoIpTunnel, InfoKind, InfoPortData, InfoVxlan,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
 
 use super::MacAddr;
@@ -195,6 +195,10 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// Kind-specific parameters.
     pub details: LinkDetails,
+    /// For a bridge port, its STP state (`IFLA_BRPORT_STATE`: 0 disabled,
+    /// 1 listening, 2 learning, 3 forwarding, 4 blocking), as
+    /// `ip -d link` shows it after `bridge_slave state`.
+    pub port_state: Option<u8>,
 }
 
 impl Link {
@@ -222,6 +226,7 @@ impl Link {
             link: None,
             link_netnsid: None,
             details: LinkDetails::None,
+            port_state: None,
         };
         for a in &m.attributes {
             match a {
@@ -237,6 +242,12 @@ impl Link {
                         match i {
                             LinkInfo::Kind(k) => l.kind = LinkKind::from_info(k),
                             LinkInfo::Data(d) => l.details = details(d),
+                            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
+                                l.port_state = p.iter().find_map(|a| match a {
+                                    InfoBridgePort::State(s) => Some(u8::from(*s)),
+                                    _ => None,
+                                });
+                            }
                             _ => {}
                         }
                     }
