@@ -77,3 +77,40 @@ macro_rules! list_head {
     };
 }
 pub(crate) use list_head;
+
+/// One object with the strings it points into. `head` first and
+/// `repr(C)`, so a pointer to the box is a pointer to the head.
+#[repr(C)]
+struct OneBox<T> {
+    head: T,
+    strings: Vec<CString>,
+}
+
+/// Hand out one object whose string fields point into `strings`.
+pub(crate) fn one_out<T>(out: Out<*mut T>, head: T, strings: Vec<CString>) {
+    out.set(Box::into_raw(Box::new(OneBox { head, strings })).cast::<T>());
+}
+
+/// Free an object made by [`one_out`]; NULL is a no-op.
+pub(crate) fn free_one<T>(p: *mut T) {
+    guard_value((), || {
+        if !p.is_null() {
+            // SAFETY: `p` was made by `one_out::<T>` and is freed once.
+            drop(unsafe { Box::from_raw(p.cast::<OneBox<T>>()) });
+        }
+    })
+}
+
+/// Keeps strings alive for the C structs that point into them.
+#[derive(Debug, Default)]
+pub(crate) struct Strings(pub(crate) Vec<CString>);
+
+impl Strings {
+    /// A pointer to a copy of `s`, valid while the strings live.
+    pub(crate) fn add(&mut self, s: &str) -> *const std::ffi::c_char {
+        let c = crate::boundary::c_string(s);
+        let p = c.as_ptr();
+        self.0.push(c);
+        p
+    }
+}
