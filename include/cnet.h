@@ -110,13 +110,13 @@ typedef struct {
   uint8_t family;
 } cnet_addr;
 
-// An owned array of addresses; free with `cnet_addr_list_free`.
+// An owned array of addresses; free with `cnet_addr_array_free`.
 typedef struct {
   // The addresses.
   const cnet_addr *items;
   // How many.
   size_t len;
-} cnet_addr_list;
+} cnet_addr_array;
 
 // The cluster network to lease node subnets from.
 typedef struct {
@@ -166,13 +166,13 @@ typedef struct {
   int64_t expires_unix;
 } cnet_lease;
 
-// An owned array of leases; free with `cnet_lease_list_free`.
+// An owned array of leases; free with `cnet_lease_array_free`.
 typedef struct {
   // The leases.
   const cnet_lease *items;
   // How many.
   size_t len;
-} cnet_lease_list;
+} cnet_lease_array;
 
 // One container address.
 typedef struct {
@@ -188,13 +188,13 @@ typedef struct {
   uint64_t generation;
 } cnet_alloc;
 
-// An owned array of allocations; free with `cnet_alloc_list_free`.
+// An owned array of allocations; free with `cnet_alloc_array_free`.
 typedef struct {
   // The allocations.
   const cnet_alloc *items;
   // How many.
   size_t len;
-} cnet_alloc_list;
+} cnet_alloc_array;
 
 // A link kind.
 typedef uint32_t cnet_link_kind;
@@ -266,13 +266,50 @@ typedef struct {
   bool has_mac;
 } cnet_link;
 
-// An owned array of links; free with `cnet_link_list_free`.
+// An owned array of links; free with `cnet_link_array_free`.
 typedef struct {
   // The links.
   const cnet_link *items;
   // How many.
   size_t len;
-} cnet_link_list;
+} cnet_link_array;
+
+// A neighbour to program: `ip neigh add|replace|del IP [lladdr MAC] dev
+// DEV nud STATE [router]`.
+typedef struct {
+  // Device.
+  const char *dev;
+  // Neighbour address.
+  const char *ip;
+  // Link-layer address ("aa:bb:cc:dd:ee:ff"); NULL for a delete.
+  const char *mac;
+  // NUD state as the kernel numbers it (0x80 permanent, 0x40 noarp, …;
+  // 0: permanent).
+  uint16_t state;
+  // `router` flag.
+  bool router;
+} cnet_neigh;
+
+// An FDB entry to program: `bridge fdb add|append|replace|del MAC dev DEV
+// [dst IP] [vni VNI] [port PORT] [vlan VID] self|master permanent|static`.
+typedef struct {
+  // MAC address.
+  const char *mac;
+  // Device (a VXLAN device or a bridge port).
+  const char *dev;
+  // Remote VTEP (`dst`), or NULL.
+  const char *dst;
+  // VNI (0: the device's).
+  uint32_t vni;
+  // UDP port (0: the device's).
+  uint16_t port;
+  // VLAN (0: none).
+  uint16_t vlan;
+  // In the bridge's table (`master`) instead of the device's (`self`).
+  bool master;
+  // `static` instead of `permanent`.
+  bool static_;
+} cnet_fdb;
 
 // A neighbour as the kernel lists it.
 typedef struct {
@@ -290,29 +327,13 @@ typedef struct {
   bool router;
 } cnet_neigh_entry;
 
-// An owned array of neighbours; free with `cnet_neigh_list_free`.
+// An owned array of neighbours; free with `cnet_neigh_array_free`.
 typedef struct {
   // The entries.
   const cnet_neigh_entry *items;
   // How many.
   size_t len;
-} cnet_neigh_list;
-
-// A neighbour to program: `ip neigh add|replace|del IP [lladdr MAC] dev
-// DEV nud STATE [router]`.
-typedef struct {
-  // Device.
-  const char *dev;
-  // Neighbour address.
-  const char *ip;
-  // Link-layer address ("aa:bb:cc:dd:ee:ff"); NULL for a delete.
-  const char *mac;
-  // NUD state as the kernel numbers it (0x80 permanent, 0x40 noarp, …;
-  // 0: permanent).
-  uint16_t state;
-  // `router` flag.
-  bool router;
-} cnet_neigh;
+} cnet_neigh_array;
 
 // What a reconcile did.
 typedef struct {
@@ -350,34 +371,13 @@ typedef struct {
   uint16_t state;
 } cnet_fdb_entry;
 
-// An owned array of FDB entries; free with `cnet_fdb_list_free`.
+// An owned array of FDB entries; free with `cnet_fdb_array_free`.
 typedef struct {
   // The entries.
   const cnet_fdb_entry *items;
   // How many.
   size_t len;
-} cnet_fdb_list;
-
-// An FDB entry to program: `bridge fdb add|append|replace|del MAC dev DEV
-// [dst IP] [vni VNI] [port PORT] [vlan VID] self|master permanent|static`.
-typedef struct {
-  // MAC address.
-  const char *mac;
-  // Device (a VXLAN device or a bridge port).
-  const char *dev;
-  // Remote VTEP (`dst`), or NULL.
-  const char *dst;
-  // VNI (0: the device's).
-  uint32_t vni;
-  // UDP port (0: the device's).
-  uint16_t port;
-  // VLAN (0: none).
-  uint16_t vlan;
-  // In the bridge's table (`master`) instead of the device's (`self`).
-  bool master;
-  // `static` instead of `permanent`.
-  bool static_;
-} cnet_fdb;
+} cnet_fdb_array;
 
 // A node's configuration. NULL / zero fields take the defaults.
 typedef struct {
@@ -514,13 +514,13 @@ typedef struct {
   uint32_t nexthops;
 } cnet_route_entry;
 
-// An owned array of routes; free with `cnet_route_list_free`.
+// An owned array of routes; free with `cnet_route_array_free`.
 typedef struct {
   // The routes.
   const cnet_route_entry *items;
   // How many.
   size_t len;
-} cnet_route_list;
+} cnet_route_array;
 
 // The kernel's routing decision (`ip route get`).
 typedef struct {
@@ -702,11 +702,11 @@ cnet_result cnet_addr_delete_if_exists(const cnet_handle *h,
 // (`ip addr show [dev DEV]`).
 cnet_result cnet_addr_list(const cnet_handle *h,
                            const char *dev,
-                           cnet_addr_list **out,
+                           cnet_addr_array **out,
                            cnet_error **err);
 
-// Free an address list. `cnet_addr_list_free(NULL)` does nothing.
-void cnet_addr_list_free(cnet_addr_list *list);
+// Free an address list. `cnet_addr_array_free(NULL)` does nothing.
+void cnet_addr_array_free(cnet_addr_array *list);
 
 // The name of a result code (`"CNET_NOT_FOUND"`), a static string;
 // `"CNET_UNKNOWN"` for a number this library does not define.
@@ -786,7 +786,7 @@ cnet_result cnet_leases_renew(const cnet_leases *leases,
 cnet_result cnet_leases_release(const cnet_leases *leases, const char *node, cnet_error **err);
 
 // Every live lease and reservation.
-cnet_result cnet_leases_list(const cnet_leases *leases, cnet_lease_list **out, cnet_error **err);
+cnet_result cnet_leases_list(const cnet_leases *leases, cnet_lease_array **out, cnet_error **err);
 
 // Free a lease object. `cnet_leases_free(NULL)` does nothing.
 void cnet_leases_free(cnet_leases *l);
@@ -794,8 +794,8 @@ void cnet_leases_free(cnet_leases *l);
 // Free one lease. `cnet_lease_free(NULL)` does nothing.
 void cnet_lease_free(cnet_lease *l);
 
-// Free a lease list. `cnet_lease_list_free(NULL)` does nothing.
-void cnet_lease_list_free(cnet_lease_list *l);
+// Free a lease list. `cnet_lease_array_free(NULL)` does nothing.
+void cnet_lease_array_free(cnet_lease_array *l);
 
 // An address for (`container_id`, `ifname`): the one it holds already,
 // or a free one. `CNET_EXHAUSTED` when the pool is full. Free `*out`
@@ -815,14 +815,14 @@ cnet_result cnet_pool_release(const cnet_pool *pool,
                               cnet_error **err);
 
 // Every allocation of the pool.
-cnet_result cnet_pool_list(const cnet_pool *pool, cnet_alloc_list **out, cnet_error **err);
+cnet_result cnet_pool_list(const cnet_pool *pool, cnet_alloc_array **out, cnet_error **err);
 
 // Release every allocation whose container is not among the `len` ids of
 // `alive`; `released` (may be NULL) receives what was freed.
 cnet_result cnet_pool_gc(const cnet_pool *pool,
                          const char *const *alive,
                          size_t len,
-                         cnet_alloc_list **released,
+                         cnet_alloc_array **released,
                          cnet_error **err);
 
 // Free a pool object. `cnet_pool_free(NULL)` does nothing.
@@ -831,8 +831,8 @@ void cnet_pool_free(cnet_pool *p);
 // Free one allocation. `cnet_alloc_free(NULL)` does nothing.
 void cnet_alloc_free(cnet_alloc *a);
 
-// Free an allocation list. `cnet_alloc_list_free(NULL)` does nothing.
-void cnet_alloc_list_free(cnet_alloc_list *l);
+// Free an allocation list. `cnet_alloc_array_free(NULL)` does nothing.
+void cnet_alloc_array_free(cnet_alloc_array *l);
 
 // Create a link (`ip link add …`). `CNET_ALREADY_EXISTS` if the name is
 // taken; a veth whose peer could not be moved or brought up is removed
@@ -879,19 +879,40 @@ cnet_result cnet_link_set_master(const cnet_handle *h,
 cnet_result cnet_link_get(const cnet_handle *h, const char *name, cnet_link *out, cnet_error **err);
 
 // Every link of the handle's namespace (`ip -d link show`).
-cnet_result cnet_link_list(const cnet_handle *h, cnet_link_list **out, cnet_error **err);
+cnet_result cnet_link_list(const cnet_handle *h, cnet_link_array **out, cnet_error **err);
 
-// Free a link list. `cnet_link_list_free(NULL)` does nothing.
-void cnet_link_list_free(cnet_link_list *list);
+// Free a link list. `cnet_link_array_free(NULL)` does nothing.
+void cnet_link_array_free(cnet_link_array *list);
+
+// `ip neigh add …`; `CNET_ALREADY_EXISTS` if present.
+cnet_result cnet_neigh_add(const cnet_handle *h, const cnet_neigh *entry, cnet_error **err);
+
+// `ip neigh replace …`.
+cnet_result cnet_neigh_replace(const cnet_handle *h, const cnet_neigh *entry, cnet_error **err);
+
+// `ip neigh del IP dev DEV`; `CNET_NOT_FOUND` if absent.
+cnet_result cnet_neigh_delete(const cnet_handle *h, const cnet_neigh *entry, cnet_error **err);
+
+// `bridge fdb add …` (fails on an existing MAC).
+cnet_result cnet_fdb_add(const cnet_handle *h, const cnet_fdb *entry, cnet_error **err);
+
+// `bridge fdb append …` (one more `dst` for the same MAC: VXLAN flooding).
+cnet_result cnet_fdb_append(const cnet_handle *h, const cnet_fdb *entry, cnet_error **err);
+
+// `bridge fdb replace …`.
+cnet_result cnet_fdb_replace(const cnet_handle *h, const cnet_fdb *entry, cnet_error **err);
+
+// `bridge fdb del …`; `CNET_NOT_FOUND` if absent.
+cnet_result cnet_fdb_delete(const cnet_handle *h, const cnet_fdb *entry, cnet_error **err);
 
 // Neighbours of `dev`, or of every device when NULL (`ip neigh show`).
 cnet_result cnet_neigh_list(const cnet_handle *h,
                             const char *dev,
-                            cnet_neigh_list **out,
+                            cnet_neigh_array **out,
                             cnet_error **err);
 
-// Free a neighbour list. `cnet_neigh_list_free(NULL)` does nothing.
-void cnet_neigh_list_free(cnet_neigh_list *list);
+// Free a neighbour list. `cnet_neigh_array_free(NULL)` does nothing.
+void cnet_neigh_array_free(cnet_neigh_array *list);
 
 // Make the permanent neighbours of `dev` exactly `entries` (others'
 // dynamic entries are left alone). `counts` (may be NULL) on success.
@@ -905,11 +926,11 @@ cnet_result cnet_neigh_reconcile(const cnet_handle *h,
 // FDB entries of `dev` (`bridge fdb show dev DEV`).
 cnet_result cnet_fdb_list(const cnet_handle *h,
                           const char *dev,
-                          cnet_fdb_list **out,
+                          cnet_fdb_array **out,
                           cnet_error **err);
 
-// Free an FDB list. `cnet_fdb_list_free(NULL)` does nothing.
-void cnet_fdb_list_free(cnet_fdb_list *list);
+// Free an FDB list. `cnet_fdb_array_free(NULL)` does nothing.
+void cnet_fdb_array_free(cnet_fdb_array *list);
 
 // Make the `self` FDB entries with a `dst` on `dev` exactly `entries`.
 cnet_result cnet_fdb_reconcile(const cnet_handle *h,
@@ -999,6 +1020,16 @@ void cnet_handle_free(cnet_handle *h);
 // invalid or NULL name).
 bool cnet_netns_exists(const char *name);
 
+// `ip route add …`; `CNET_ALREADY_EXISTS` if the route exists, the
+// kernel's text for a refused one ("Nexthop has invalid gateway").
+cnet_result cnet_route_add(const cnet_handle *h, const cnet_route *route, cnet_error **err);
+
+// `ip route replace …`.
+cnet_result cnet_route_replace(const cnet_handle *h, const cnet_route *route, cnet_error **err);
+
+// `ip route del …`; `CNET_NOT_FOUND` if absent.
+cnet_result cnet_route_delete(const cnet_handle *h, const cnet_route *route, cnet_error **err);
+
 // Delete the route if present; `*deleted` (may be NULL) says whether it was.
 cnet_result cnet_route_delete_if_exists(const cnet_handle *h,
                                         const cnet_route *route,
@@ -1008,11 +1039,11 @@ cnet_result cnet_route_delete_if_exists(const cnet_handle *h,
 // Routes matching `filter` (NULL: every route of every table).
 cnet_result cnet_route_list(const cnet_handle *h,
                             const cnet_route_filter *filter,
-                            cnet_route_list **out,
+                            cnet_route_array **out,
                             cnet_error **err);
 
-// Free a route list. `cnet_route_list_free(NULL)` does nothing.
-void cnet_route_list_free(cnet_route_list *list);
+// Free a route list. `cnet_route_array_free(NULL)` does nothing.
+void cnet_route_array_free(cnet_route_array *list);
 
 // The kernel's decision for `dst` (`ip route get DST [from SRC]`): no
 // packet is sent. `src` may be NULL.

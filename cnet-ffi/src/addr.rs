@@ -29,18 +29,22 @@ pub struct cnet_addr {
     pub family: u8,
 }
 
-/// An owned array of addresses; free with `cnet_addr_list_free`.
+/// An owned array of addresses; free with `cnet_addr_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_addr_list {
+pub struct cnet_addr_array {
     /// The addresses.
     pub items: *const cnet_addr,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_addr_list, cnet_addr);
+list_head!(cnet_addr_array, cnet_addr);
 
-fn args<'a>(h: *const cnet_handle, dev: *const c_char, cidr: *const c_char) -> Res<(&'a cnet_handle, &'a str, IpNet)> {
+fn args<'a>(
+    h: *const cnet_handle,
+    dev: *const c_char,
+    cidr: *const c_char,
+) -> Res<(&'a cnet_handle, &'a str, IpNet)> {
     let h = obj(h, "handle")?;
     let dev = cstr(dev, "dev")?;
     let cidr: IpNet = parse(cstr(cidr, "cidr")?, "cidr")?;
@@ -136,27 +140,26 @@ fn addr_of(a: &Address) -> Res<cnet_addr> {
 pub extern "C" fn cnet_addr_list(
     h: *const cnet_handle,
     dev: *const c_char,
-    out: *mut *mut cnet_addr_list,
+    out: *mut *mut cnet_addr_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
         let h = obj(h, "handle")?;
         let dev = opt_nonempty(dev, "dev")?;
         let out = out_ptr(out, "out")?;
-        let items = h
-            .h
-            .addrs()
-            .list(dev)?
-            .iter()
-            .map(addr_of)
-            .collect::<Res<Vec<_>>>()?;
+        let items =
+            h.h.addrs()
+                .list(dev)?
+                .iter()
+                .map(addr_of)
+                .collect::<Res<Vec<_>>>()?;
         list_out(out, items, Vec::new());
         Ok(())
     })
 }
 
-/// Free an address list. `cnet_addr_list_free(NULL)` does nothing.
+/// Free an address list. `cnet_addr_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_addr_list_free(list: *mut cnet_addr_list) {
+pub extern "C" fn cnet_addr_array_free(list: *mut cnet_addr_array) {
     free_list(list)
 }

@@ -412,21 +412,35 @@ mod tests {
         assert!(m.to_str().unwrap().contains("injected"), "{m:?}");
         cnet_error_free(err);
         // With no error out-parameter the code alone comes back.
-        assert_eq!(
-            guard(std::ptr::null_mut(), || panic!("again")),
-            CNET_PANIC
-        );
+        assert_eq!(guard(std::ptr::null_mut(), || panic!("again")), CNET_PANIC);
         assert_eq!(guard_value(7, || panic!("in an accessor")), 7);
     }
 
     #[test]
     fn every_code_has_a_name_and_unknown_ones_say_so() {
         for c in [
-            CNET_OK, CNET_NULL_ARGUMENT, CNET_INVALID_UTF8, CNET_INVALID_ENUM,
-            CNET_BUFFER_TOO_SHORT, CNET_INVALID_ARGUMENT, CNET_NOT_FOUND,
-            CNET_ALREADY_EXISTS, CNET_PERMISSION_DENIED, CNET_UNSUPPORTED, CNET_BUSY,
-            CNET_NETLINK, CNET_MISMATCH, CNET_EXHAUSTED, CNET_CONFLICT, CNET_CORRUPT,
-            CNET_TIMEOUT, CNET_PROTOCOL, CNET_PARTIAL, CNET_IO, CNET_OTHER, CNET_PANIC,
+            CNET_OK,
+            CNET_NULL_ARGUMENT,
+            CNET_INVALID_UTF8,
+            CNET_INVALID_ENUM,
+            CNET_BUFFER_TOO_SHORT,
+            CNET_INVALID_ARGUMENT,
+            CNET_NOT_FOUND,
+            CNET_ALREADY_EXISTS,
+            CNET_PERMISSION_DENIED,
+            CNET_UNSUPPORTED,
+            CNET_BUSY,
+            CNET_NETLINK,
+            CNET_MISMATCH,
+            CNET_EXHAUSTED,
+            CNET_CONFLICT,
+            CNET_CORRUPT,
+            CNET_TIMEOUT,
+            CNET_PROTOCOL,
+            CNET_PARTIAL,
+            CNET_IO,
+            CNET_OTHER,
+            CNET_PANIC,
         ] {
             // SAFETY: static NUL-terminated strings.
             let n = unsafe { CStr::from_ptr(cnet_result_name(c)) };
@@ -448,13 +462,19 @@ mod tests {
 
     #[test]
     fn strings_null_and_bad_utf8() {
-        assert_eq!(cstr(std::ptr::null(), "name").unwrap_err().code, CNET_NULL_ARGUMENT);
+        assert_eq!(
+            cstr(std::ptr::null(), "name").unwrap_err().code,
+            CNET_NULL_ARGUMENT
+        );
         let bad = [0xffu8 as c_char, 0xfe_u8 as c_char, 0];
         let f = cstr(bad.as_ptr(), "name").unwrap_err();
         assert_eq!(f.code, CNET_INVALID_UTF8);
         assert!(f.message.contains("name"));
         let mut buf = [0 as c_char; 4];
-        assert_eq!(fill(&mut buf, "abcd").unwrap_err().code, CNET_BUFFER_TOO_SHORT);
+        assert_eq!(
+            fill(&mut buf, "abcd").unwrap_err().code,
+            CNET_BUFFER_TOO_SHORT
+        );
         fill(&mut buf, "abc").unwrap();
         assert_eq!(buf[3], 0);
     }

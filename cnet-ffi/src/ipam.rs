@@ -25,9 +25,7 @@ use crate::boundary::{
     slice, Fail, Res, CNET_PANIC,
 };
 use crate::link::CNET_ADDRSTRLEN;
-use crate::out::{
-    boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings,
-};
+use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings};
 
 enum Store {
     File(FileStore),
@@ -123,16 +121,16 @@ pub struct cnet_lease {
     pub expires_unix: i64,
 }
 
-/// An owned array of leases; free with `cnet_lease_list_free`.
+/// An owned array of leases; free with `cnet_lease_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_lease_list {
+pub struct cnet_lease_array {
     /// The leases.
     pub items: *const cnet_lease,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_lease_list, cnet_lease);
+list_head!(cnet_lease_array, cnet_lease);
 
 /// The node subnet to hand container addresses from.
 #[repr(C)]
@@ -164,23 +162,27 @@ pub struct cnet_alloc {
     pub generation: u64,
 }
 
-/// An owned array of allocations; free with `cnet_alloc_list_free`.
+/// An owned array of allocations; free with `cnet_alloc_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_alloc_list {
+pub struct cnet_alloc_array {
     /// The allocations.
     pub items: *const cnet_alloc,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_alloc_list, cnet_alloc);
+list_head!(cnet_alloc_array, cnet_alloc);
 
 fn lease_of(l: &NodeLease, s: &mut Strings) -> Res<cnet_lease> {
     let mut c = cnet_lease {
         node: s.add(&l.node),
         subnet: [0; CNET_ADDRSTRLEN],
         underlay_ip: [0; CNET_ADDRSTRLEN],
-        backend: l.attrs.backend.as_deref().map_or(std::ptr::null(), |b| s.add(b)),
+        backend: l
+            .attrs
+            .backend
+            .as_deref()
+            .map_or(std::ptr::null(), |b| s.add(b)),
         vtep_mac: l.attrs.vtep_mac.map_or([0; 6], |m| m.0),
         has_vtep_mac: l.attrs.vtep_mac.is_some(),
         expires_unix: l.expires.map_or(0, |t| {
@@ -220,7 +222,12 @@ pub extern "C" fn cnet_ipam_store_open_file(
     guard(err, || {
         let dir = cstr(dir, "dir")?;
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_ipam_store { store: Store::File(FileStore::open(dir)?) });
+        boxed(
+            out,
+            cnet_ipam_store {
+                store: Store::File(FileStore::open(dir)?),
+            },
+        );
         Ok(())
     })
 }
@@ -253,7 +260,12 @@ pub extern "C" fn cnet_ipam_store_open_etcd(
                 prefix,
                 Duration::from_millis(timeout_ms),
             )?;
-            boxed(out, cnet_ipam_store { store: Store::Etcd(s) });
+            boxed(
+                out,
+                cnet_ipam_store {
+                    store: Store::Etcd(s),
+                },
+            );
             Ok(())
         }
         #[cfg(not(feature = "etcd"))]
@@ -299,7 +311,12 @@ pub extern "C" fn cnet_ipam_store_leases(
             #[cfg(feature = "etcd")]
             Store::Etcd(e) => Box::new(e.subnets(sc)?),
         };
-        boxed(out, cnet_leases { inner: Mutex::new(inner) });
+        boxed(
+            out,
+            cnet_leases {
+                inner: Mutex::new(inner),
+            },
+        );
         Ok(())
     })
 }
@@ -323,11 +340,9 @@ pub extern "C" fn cnet_ipam_store_pool(
             (Some(a), Some(b)) => pc = pc.with_range(IpRange::new(a, b)),
             (None, None) => {}
             _ => {
-                return Err(Error::invalid(
-                    "pool config",
-                    "range_start and range_end go together",
+                return Err(
+                    Error::invalid("pool config", "range_start and range_end go together").into(),
                 )
-                .into())
             }
         }
         if let Some(g) = parse_opt::<IpAddr>(c.gateway, "config.gateway")? {
@@ -339,7 +354,12 @@ pub extern "C" fn cnet_ipam_store_pool(
             #[cfg(feature = "etcd")]
             Store::Etcd(e) => Box::new(e.pool(pc)?),
         };
-        boxed(out, cnet_pool { inner: Mutex::new(inner) });
+        boxed(
+            out,
+            cnet_pool {
+                inner: Mutex::new(inner),
+            },
+        );
         Ok(())
     })
 }
@@ -426,7 +446,7 @@ pub extern "C" fn cnet_leases_release(
 #[no_mangle]
 pub extern "C" fn cnet_leases_list(
     leases: *const cnet_leases,
-    out: *mut *mut cnet_lease_list,
+    out: *mut *mut cnet_lease_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
@@ -460,9 +480,9 @@ pub extern "C" fn cnet_lease_free(l: *mut cnet_lease) {
     free_one(l)
 }
 
-/// Free a lease list. `cnet_lease_list_free(NULL)` does nothing.
+/// Free a lease list. `cnet_lease_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_lease_list_free(l: *mut cnet_lease_list) {
+pub extern "C" fn cnet_lease_array_free(l: *mut cnet_lease_array) {
     free_list(l)
 }
 
@@ -516,7 +536,7 @@ pub extern "C" fn cnet_pool_release(
 #[no_mangle]
 pub extern "C" fn cnet_pool_list(
     pool: *const cnet_pool,
-    out: *mut *mut cnet_alloc_list,
+    out: *mut *mut cnet_alloc_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
@@ -540,7 +560,7 @@ pub extern "C" fn cnet_pool_gc(
     pool: *const cnet_pool,
     alive: *const *const c_char,
     len: usize,
-    released: *mut *mut cnet_alloc_list,
+    released: *mut *mut cnet_alloc_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
@@ -575,8 +595,8 @@ pub extern "C" fn cnet_alloc_free(a: *mut cnet_alloc) {
     free_one(a)
 }
 
-/// Free an allocation list. `cnet_alloc_list_free(NULL)` does nothing.
+/// Free an allocation list. `cnet_alloc_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_alloc_list_free(l: *mut cnet_alloc_list) {
+pub extern "C" fn cnet_alloc_array_free(l: *mut cnet_alloc_array) {
     free_list(l)
 }

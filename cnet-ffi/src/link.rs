@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use cnet_core::link::{Bridge, IpIp, Link, LinkKind, LinkSpec, MacAddr, Veth, Vxlan};
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse_opt,
-    Fail, Res, CNET_INVALID_ENUM,
+    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, Fail, Res,
+    CNET_INVALID_ENUM,
 };
 use crate::ns::{cnet_handle, cnet_netns};
 use crate::out::{free_list, list_head, list_out};
@@ -104,16 +104,16 @@ pub struct cnet_link {
     pub has_mac: bool,
 }
 
-/// An owned array of links; free with `cnet_link_list_free`.
+/// An owned array of links; free with `cnet_link_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_link_list {
+pub struct cnet_link_array {
     /// The links.
     pub items: *const cnet_link,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_link_list, cnet_link);
+list_head!(cnet_link_array, cnet_link);
 
 fn ip(p: *const c_char, what: &str) -> Res<Option<IpAddr>> {
     parse_opt(p, what)
@@ -391,26 +391,25 @@ pub extern "C" fn cnet_link_get(
 #[no_mangle]
 pub extern "C" fn cnet_link_list(
     h: *const cnet_handle,
-    out: *mut *mut cnet_link_list,
+    out: *mut *mut cnet_link_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
         let h = obj(h, "handle")?;
         let out = out_ptr(out, "out")?;
-        let items = h
-            .h
-            .links()
-            .list()?
-            .iter()
-            .map(link_of)
-            .collect::<Res<Vec<_>>>()?;
+        let items =
+            h.h.links()
+                .list()?
+                .iter()
+                .map(link_of)
+                .collect::<Res<Vec<_>>>()?;
         list_out(out, items, Vec::new());
         Ok(())
     })
 }
 
-/// Free a link list. `cnet_link_list_free(NULL)` does nothing.
+/// Free a link list. `cnet_link_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_link_list_free(list: *mut cnet_link_list) {
+pub extern "C" fn cnet_link_array_free(list: *mut cnet_link_array) {
     free_list(list)
 }

@@ -54,16 +54,16 @@ pub struct cnet_neigh_entry {
     pub router: bool,
 }
 
-/// An owned array of neighbours; free with `cnet_neigh_list_free`.
+/// An owned array of neighbours; free with `cnet_neigh_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_neigh_list {
+pub struct cnet_neigh_array {
     /// The entries.
     pub items: *const cnet_neigh_entry,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_neigh_list, cnet_neigh_entry);
+list_head!(cnet_neigh_array, cnet_neigh_entry);
 
 /// An FDB entry to program: `bridge fdb add|append|replace|del MAC dev DEV
 /// [dst IP] [vni VNI] [port PORT] [vlan VID] self|master permanent|static`.
@@ -114,16 +114,16 @@ pub struct cnet_fdb_entry {
     pub state: u16,
 }
 
-/// An owned array of FDB entries; free with `cnet_fdb_list_free`.
+/// An owned array of FDB entries; free with `cnet_fdb_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_fdb_list {
+pub struct cnet_fdb_array {
     /// The entries.
     pub items: *const cnet_fdb_entry,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_fdb_list, cnet_fdb_entry);
+list_head!(cnet_fdb_array, cnet_fdb_entry);
 
 fn neigh_of(c: &cnet_neigh) -> Res<Neighbour> {
     let dev = cstr(c.dev, "neigh.dev")?;
@@ -197,81 +197,131 @@ fn fdb_entry_of(r: &FdbRecord) -> Res<cnet_fdb_entry> {
     Ok(c)
 }
 
-macro_rules! one {
-    ($(#[$doc:meta])* $name:ident, $ty:ty, $conv:ident, $acc:ident, $method:ident) => {
-        $(#[$doc])*
-        #[no_mangle]
-        pub extern "C" fn $name(
-            h: *const cnet_handle,
-            entry: *const $ty,
-            err: *mut *mut cnet_error,
-        ) -> cnet_result {
-            guard(err, || {
-                let h = obj(h, "handle")?;
-                let e = $conv(obj(entry, "entry")?)?;
-                h.h.$acc().$method(e)?;
-                Ok(())
-            })
-        }
-    };
+/// `ip neigh add …`; `CNET_ALREADY_EXISTS` if present.
+#[no_mangle]
+pub extern "C" fn cnet_neigh_add(
+    h: *const cnet_handle,
+    entry: *const cnet_neigh,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = neigh_of(obj(entry, "entry")?)?;
+        h.h.neighbours().add(e)?;
+        Ok(())
+    })
 }
-
-one!(
-    /// `ip neigh add …`; `CNET_ALREADY_EXISTS` if present.
-    cnet_neigh_add, cnet_neigh, neigh_of, neighbours, add
-);
-one!(
-    /// `ip neigh replace …`.
-    cnet_neigh_replace, cnet_neigh, neigh_of, neighbours, replace
-);
-one!(
-    /// `ip neigh del IP dev DEV`; `CNET_NOT_FOUND` if absent.
-    cnet_neigh_delete, cnet_neigh, neigh_of, neighbours, delete
-);
-one!(
-    /// `bridge fdb add …` (fails on an existing MAC).
-    cnet_fdb_add, cnet_fdb, fdb_of, fdb, add
-);
-one!(
-    /// `bridge fdb append …` (one more `dst` for the same MAC: VXLAN flooding).
-    cnet_fdb_append, cnet_fdb, fdb_of, fdb, append
-);
-one!(
-    /// `bridge fdb replace …`.
-    cnet_fdb_replace, cnet_fdb, fdb_of, fdb, replace
-);
-one!(
-    /// `bridge fdb del …`; `CNET_NOT_FOUND` if absent.
-    cnet_fdb_delete, cnet_fdb, fdb_of, fdb, delete
-);
+/// `ip neigh replace …`.
+#[no_mangle]
+pub extern "C" fn cnet_neigh_replace(
+    h: *const cnet_handle,
+    entry: *const cnet_neigh,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = neigh_of(obj(entry, "entry")?)?;
+        h.h.neighbours().replace(e)?;
+        Ok(())
+    })
+}
+/// `ip neigh del IP dev DEV`; `CNET_NOT_FOUND` if absent.
+#[no_mangle]
+pub extern "C" fn cnet_neigh_delete(
+    h: *const cnet_handle,
+    entry: *const cnet_neigh,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = neigh_of(obj(entry, "entry")?)?;
+        h.h.neighbours().delete(e)?;
+        Ok(())
+    })
+}
+/// `bridge fdb add …` (fails on an existing MAC).
+#[no_mangle]
+pub extern "C" fn cnet_fdb_add(
+    h: *const cnet_handle,
+    entry: *const cnet_fdb,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = fdb_of(obj(entry, "entry")?)?;
+        h.h.fdb().add(e)?;
+        Ok(())
+    })
+}
+/// `bridge fdb append …` (one more `dst` for the same MAC: VXLAN flooding).
+#[no_mangle]
+pub extern "C" fn cnet_fdb_append(
+    h: *const cnet_handle,
+    entry: *const cnet_fdb,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = fdb_of(obj(entry, "entry")?)?;
+        h.h.fdb().append(e)?;
+        Ok(())
+    })
+}
+/// `bridge fdb replace …`.
+#[no_mangle]
+pub extern "C" fn cnet_fdb_replace(
+    h: *const cnet_handle,
+    entry: *const cnet_fdb,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = fdb_of(obj(entry, "entry")?)?;
+        h.h.fdb().replace(e)?;
+        Ok(())
+    })
+}
+/// `bridge fdb del …`; `CNET_NOT_FOUND` if absent.
+#[no_mangle]
+pub extern "C" fn cnet_fdb_delete(
+    h: *const cnet_handle,
+    entry: *const cnet_fdb,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let e = fdb_of(obj(entry, "entry")?)?;
+        h.h.fdb().delete(e)?;
+        Ok(())
+    })
+}
 
 /// Neighbours of `dev`, or of every device when NULL (`ip neigh show`).
 #[no_mangle]
 pub extern "C" fn cnet_neigh_list(
     h: *const cnet_handle,
     dev: *const c_char,
-    out: *mut *mut cnet_neigh_list,
+    out: *mut *mut cnet_neigh_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
         let h = obj(h, "handle")?;
         let dev = opt_nonempty(dev, "dev")?;
         let out = out_ptr(out, "out")?;
-        let items = h
-            .h
-            .neighbours()
-            .list(dev, None)?
-            .iter()
-            .map(neigh_entry_of)
-            .collect::<Res<Vec<_>>>()?;
+        let items =
+            h.h.neighbours()
+                .list(dev, None)?
+                .iter()
+                .map(neigh_entry_of)
+                .collect::<Res<Vec<_>>>()?;
         list_out(out, items, Vec::new());
         Ok(())
     })
 }
 
-/// Free a neighbour list. `cnet_neigh_list_free(NULL)` does nothing.
+/// Free a neighbour list. `cnet_neigh_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_neigh_list_free(list: *mut cnet_neigh_list) {
+pub extern "C" fn cnet_neigh_array_free(list: *mut cnet_neigh_array) {
     free_list(list)
 }
 
@@ -307,28 +357,27 @@ pub extern "C" fn cnet_neigh_reconcile(
 pub extern "C" fn cnet_fdb_list(
     h: *const cnet_handle,
     dev: *const c_char,
-    out: *mut *mut cnet_fdb_list,
+    out: *mut *mut cnet_fdb_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
         let h = obj(h, "handle")?;
         let dev = cstr(dev, "dev")?;
         let out = out_ptr(out, "out")?;
-        let items = h
-            .h
-            .fdb()
-            .list(dev)?
-            .iter()
-            .map(fdb_entry_of)
-            .collect::<Res<Vec<_>>>()?;
+        let items =
+            h.h.fdb()
+                .list(dev)?
+                .iter()
+                .map(fdb_entry_of)
+                .collect::<Res<Vec<_>>>()?;
         list_out(out, items, Vec::new());
         Ok(())
     })
 }
 
-/// Free an FDB list. `cnet_fdb_list_free(NULL)` does nothing.
+/// Free an FDB list. `cnet_fdb_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_fdb_list_free(list: *mut cnet_fdb_list) {
+pub extern "C" fn cnet_fdb_array_free(list: *mut cnet_fdb_array) {
     free_list(list)
 }
 

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use cnet_core::link::MacAddr;
 use cnet_core::network::{
-    Backend, Changes, Encap, IpIpConfig, Node, NodeConfig, Peer, PeerPath, PeerReport,
-    VxlanConfig,
+    Backend, Changes, Encap, IpIpConfig, Node, NodeConfig, Peer, PeerPath, PeerReport, VxlanConfig,
 };
 use cnet_core::{Handle, IpNet};
 
@@ -17,7 +16,7 @@ use crate::boundary::{
     cnet_error, cnet_result, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt, slice,
     Fail, Res, CNET_INVALID_ENUM,
 };
-use crate::ipam::{list_leases, cnet_leases};
+use crate::ipam::{cnet_leases, list_leases};
 use crate::ns::cnet_handle;
 use crate::out::{boxed, free_box};
 use crate::route::cnet_reconcile_counts;
@@ -152,8 +151,12 @@ fn backend_of(b: *const cnet_backend) -> Res<Backend> {
         CNET_BACKEND_HOST_GW => Backend::HostGw,
         CNET_BACKEND_VXLAN => Backend::Vxlan(v),
         CNET_BACKEND_IPIP => Backend::IpIp(i),
-        CNET_BACKEND_VXLAN_CROSS_SUBNET => Backend::CrossSubnet { encap: Encap::Vxlan(v) },
-        CNET_BACKEND_IPIP_CROSS_SUBNET => Backend::CrossSubnet { encap: Encap::IpIp(i) },
+        CNET_BACKEND_VXLAN_CROSS_SUBNET => Backend::CrossSubnet {
+            encap: Encap::Vxlan(v),
+        },
+        CNET_BACKEND_IPIP_CROSS_SUBNET => Backend::CrossSubnet {
+            encap: Encap::IpIp(i),
+        },
         k => {
             return Err(Fail::new(
                 CNET_INVALID_ENUM,
@@ -183,7 +186,10 @@ pub extern "C" fn cnet_node_new(
         let h = obj(h, "handle")?;
         let c = obj(config, "config")?;
         let subnet: IpNet = parse(cstr(c.subnet, "config.subnet")?, "config.subnet")?;
-        let uip: IpAddr = parse(cstr(c.underlay_ip, "config.underlay_ip")?, "config.underlay_ip")?;
+        let uip: IpAddr = parse(
+            cstr(c.underlay_ip, "config.underlay_ip")?,
+            "config.underlay_ip",
+        )?;
         let mut cfg = NodeConfig::new(
             cstr(c.name, "config.name")?,
             subnet,
@@ -204,7 +210,13 @@ pub extern "C" fn cnet_node_new(
         }
         let out = out_ptr(out, "out")?;
         Node::new(&h.h, cfg.clone())?;
-        boxed(out, cnet_node { h: Arc::clone(&h.h), cfg });
+        boxed(
+            out,
+            cnet_node {
+                h: Arc::clone(&h.h),
+                cfg,
+            },
+        );
         Ok(())
     })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cnet_core::{Handle, NetNs};
 
-use crate::boundary::{cstr, guard, guard_value, obj, out_ptr, cnet_error, cnet_result};
+use crate::boundary::{cnet_error, cnet_result, cstr, guard, guard_value, obj, out_ptr};
 use crate::out::{boxed, free_box};
 
 /// A network namespace, held open by a file descriptor (so it stays
@@ -38,7 +38,12 @@ pub extern "C" fn cnet_netns_create(
     guard(err, || {
         let name = cstr(name, "name")?;
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_netns { ns: NetNs::create(name)? });
+        boxed(
+            out,
+            cnet_netns {
+                ns: NetNs::create(name)?,
+            },
+        );
         Ok(())
     })
 }
@@ -53,7 +58,12 @@ pub extern "C" fn cnet_netns_open(
     guard(err, || {
         let name = cstr(name, "name")?;
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_netns { ns: NetNs::open(name)? });
+        boxed(
+            out,
+            cnet_netns {
+                ns: NetNs::open(name)?,
+            },
+        );
         Ok(())
     })
 }
@@ -70,7 +80,12 @@ pub extern "C" fn cnet_netns_open_path(
     guard(err, || {
         let path = cstr(path, "path")?;
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_netns { ns: NetNs::open_path(path)? });
+        boxed(
+            out,
+            cnet_netns {
+                ns: NetNs::open_path(path)?,
+            },
+        );
         Ok(())
     })
 }
@@ -84,7 +99,12 @@ pub extern "C" fn cnet_netns_open_pid(
 ) -> cnet_result {
     guard(err, || {
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_netns { ns: NetNs::open_pid(pid)? });
+        boxed(
+            out,
+            cnet_netns {
+                ns: NetNs::open_pid(pid)?,
+            },
+        );
         Ok(())
     })
 }
@@ -162,7 +182,12 @@ pub extern "C" fn cnet_handle_new(
     guard(err, || {
         let ns = obj(ns, "netns")?;
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_handle { h: Arc::new(Handle::at(&ns.ns)?) });
+        boxed(
+            out,
+            cnet_handle {
+                h: Arc::new(Handle::at(&ns.ns)?),
+            },
+        );
         Ok(())
     })
 }
@@ -178,7 +203,12 @@ pub extern "C" fn cnet_handle_netns(
     guard(err, || {
         let h = obj(h, "handle")?;
         let out = out_ptr(out, "out")?;
-        boxed(out, cnet_netns { ns: h.h.netns().clone() });
+        boxed(
+            out,
+            cnet_netns {
+                ns: h.h.netns().clone(),
+            },
+        );
         Ok(())
     })
 }

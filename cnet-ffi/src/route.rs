@@ -85,16 +85,16 @@ pub struct cnet_route_entry {
     pub nexthops: u32,
 }
 
-/// An owned array of routes; free with `cnet_route_list_free`.
+/// An owned array of routes; free with `cnet_route_array_free`.
 #[repr(C)]
 #[derive(Debug)]
-pub struct cnet_route_list {
+pub struct cnet_route_array {
     /// The routes.
     pub items: *const cnet_route_entry,
     /// How many.
     pub len: usize,
 }
-list_head!(cnet_route_list, cnet_route_entry);
+list_head!(cnet_route_array, cnet_route_entry);
 
 /// What to list (`ip [-4|-6] route show [table T] [dev DEV] [proto P]`);
 /// zero / NULL fields do not filter.
@@ -244,38 +244,49 @@ fn lookup_of(l: &RouteLookup) -> Res<cnet_route_lookup_result> {
     Ok(c)
 }
 
-macro_rules! route_call {
-    ($(#[$doc:meta])* $name:ident, $method:ident) => {
-        $(#[$doc])*
-        #[no_mangle]
-        pub extern "C" fn $name(
-            h: *const cnet_handle,
-            route: *const cnet_route,
-            err: *mut *mut cnet_error,
-        ) -> cnet_result {
-            guard(err, || {
-                let h = obj(h, "handle")?;
-                let r = route_of(obj(route, "route")?)?;
-                h.h.routes().$method(r)?;
-                Ok(())
-            })
-        }
-    };
+/// `ip route add …`; `CNET_ALREADY_EXISTS` if the route exists, the
+/// kernel's text for a refused one ("Nexthop has invalid gateway").
+#[no_mangle]
+pub extern "C" fn cnet_route_add(
+    h: *const cnet_handle,
+    route: *const cnet_route,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let r = route_of(obj(route, "route")?)?;
+        h.h.routes().add(r)?;
+        Ok(())
+    })
 }
-
-route_call!(
-    /// `ip route add …`; `CNET_ALREADY_EXISTS` if the route exists, the
-    /// kernel's text for a refused one ("Nexthop has invalid gateway").
-    cnet_route_add, add
-);
-route_call!(
-    /// `ip route replace …`.
-    cnet_route_replace, replace
-);
-route_call!(
-    /// `ip route del …`; `CNET_NOT_FOUND` if absent.
-    cnet_route_delete, delete
-);
+/// `ip route replace …`.
+#[no_mangle]
+pub extern "C" fn cnet_route_replace(
+    h: *const cnet_handle,
+    route: *const cnet_route,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let r = route_of(obj(route, "route")?)?;
+        h.h.routes().replace(r)?;
+        Ok(())
+    })
+}
+/// `ip route del …`; `CNET_NOT_FOUND` if absent.
+#[no_mangle]
+pub extern "C" fn cnet_route_delete(
+    h: *const cnet_handle,
+    route: *const cnet_route,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let r = route_of(obj(route, "route")?)?;
+        h.h.routes().delete(r)?;
+        Ok(())
+    })
+}
 
 /// Delete the route if present; `*deleted` (may be NULL) says whether it was.
 #[no_mangle]
@@ -301,7 +312,7 @@ pub extern "C" fn cnet_route_delete_if_exists(
 pub extern "C" fn cnet_route_list(
     h: *const cnet_handle,
     filter: *const cnet_route_filter,
-    out: *mut *mut cnet_route_list,
+    out: *mut *mut cnet_route_array,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
@@ -331,21 +342,20 @@ pub extern "C" fn cnet_route_list(
                 f = f.protocol(c.protocol);
             }
         }
-        let items = h
-            .h
-            .routes()
-            .list(&f)?
-            .iter()
-            .map(entry_of)
-            .collect::<Res<Vec<_>>>()?;
+        let items =
+            h.h.routes()
+                .list(&f)?
+                .iter()
+                .map(entry_of)
+                .collect::<Res<Vec<_>>>()?;
         list_out(out, items, Vec::new());
         Ok(())
     })
 }
 
-/// Free a route list. `cnet_route_list_free(NULL)` does nothing.
+/// Free a route list. `cnet_route_array_free(NULL)` does nothing.
 #[no_mangle]
-pub extern "C" fn cnet_route_list_free(list: *mut cnet_route_list) {
+pub extern "C" fn cnet_route_array_free(list: *mut cnet_route_array) {
     free_list(list)
 }
 
@@ -447,7 +457,11 @@ pub extern "C" fn cnet_route_reconcile(
     guard(err, || {
         let h = obj(h, "handle")?;
         let dev = opt_nonempty(dev, "dev")?;
-        let protocol = if protocol == 0 { CNET_ROUTE_PROTOCOL } else { protocol };
+        let protocol = if protocol == 0 {
+            CNET_ROUTE_PROTOCOL
+        } else {
+            protocol
+        };
         let table = if table == 0 { TABLE_MAIN } else { table };
         let mut owner = RouteOwner::new(protocol, table);
         if let Some(d) = dev {

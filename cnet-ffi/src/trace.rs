@@ -17,7 +17,9 @@ use cnet_core::Error;
 use cnet_debug::probe::Proto;
 use cnet_debug::trace::{explain, prove, Request};
 
-use crate::boundary::{cnet_error, cnet_result, cstr, guard, obj, out_ptr, parse, parse_opt, c_string};
+use crate::boundary::{
+    c_string, cnet_error, cnet_result, cstr, guard, obj, out_ptr, parse, parse_opt,
+};
 use crate::ns::cnet_netns;
 
 /// Trace the path from namespace `from` to `dst` (source address `src`,
@@ -59,12 +61,16 @@ pub extern "C" fn cnet_trace(
         };
         let t = explain(&req)?;
         let proof = if capture {
-            Some(prove(&req, &t, Duration::from_millis(u64::from(timeout_ms)))?)
+            Some(prove(
+                &req,
+                &t,
+                Duration::from_millis(u64::from(timeout_ms)),
+            )?)
         } else {
             None
         };
-        let mut v = serde_json::to_value(&t)
-            .map_err(|e| Error::invalid("trace report", e.to_string()))?;
+        let mut v =
+            serde_json::to_value(&t).map_err(|e| Error::invalid("trace report", e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert(
                 "capture".into(),

@@ -80,16 +80,33 @@ fn every_function_is_documented_and_named_cnet() {
     let h = generate();
     let lines: Vec<&str> = h.lines().collect();
     for (i, l) in lines.iter().enumerate() {
-        let is_fn = l.contains('(') && !l.starts_with(' ') && !l.starts_with('#')
-            && !l.starts_with("//") && !l.starts_with("/*") && !l.starts_with(" *")
+        let is_fn = l.contains('(')
+            && !l.starts_with(' ')
+            && !l.starts_with('#')
+            && !l.starts_with("//")
+            && !l.starts_with("/*")
+            && !l.starts_with(" *")
             && !l.starts_with("typedef");
         if !is_fn {
             continue;
         }
-        let name = l.split('(').next().unwrap().split_whitespace().last().unwrap();
+        let name = l
+            .split('(')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap();
         let name = name.trim_start_matches('*');
         assert!(name.starts_with("cnet_"), "{name} is not named cnet_*");
-        let prev = lines[..i].iter().rev().find(|p| !p.trim().is_empty()).unwrap();
-        assert!(prev.starts_with("//") || prev.trim_end().ends_with("*/"), "{name} has no doc comment");
+        let prev = lines[..i]
+            .iter()
+            .rev()
+            .find(|p| !p.trim().is_empty())
+            .unwrap();
+        assert!(
+            prev.starts_with("//") || prev.trim_end().ends_with("*/"),
+            "{name} has no doc comment"
+        );
     }
 }
