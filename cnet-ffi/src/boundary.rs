@@ -320,6 +320,27 @@ pub(crate) fn write_all<T>(p: *mut T, len: usize, vals: impl Iterator<Item = T>)
     Ok(())
 }
 
+/// Copy `s` NUL-terminated into the caller's buffer `buf` of `len` bytes.
+pub(crate) fn write_str(buf: *mut c_char, len: usize, s: &str) -> Res {
+    if buf.is_null() {
+        return Err(Fail::new(CNET_NULL_ARGUMENT, "buf is NULL"));
+    }
+    let b = s.as_bytes();
+    if b.len() >= len {
+        return Err(Fail::new(
+            CNET_BUFFER_TOO_SHORT,
+            format!("{} bytes needed, the buffer has {len}", b.len() + 1),
+        ));
+    }
+    // SAFETY: `buf` is non-NULL with `len` > b.len() writable bytes (ABI
+    // contract); `s` is our own string, so the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(b.as_ptr().cast::<c_char>(), buf, b.len());
+        buf.add(b.len()).write(0);
+    }
+    Ok(())
+}
+
 /// Parse with a clear InvalidArgument naming the argument.
 pub(crate) fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Res<T>
 where

@@ -54,13 +54,7 @@ pub extern "C" fn cnet_version() -> *const c_char {
 /// `cnet_string_free`. `cnet_string_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_string_free(s: *mut c_char) {
-    boundary::guard_value((), || {
-        if !s.is_null() {
-            // SAFETY: `s` was made by `CString::into_raw` in this library
-            // (the only strings handed out as `char *`) and is freed once.
-            drop(unsafe { std::ffi::CString::from_raw(s) });
-        }
-    })
+    out::free_string(s)
 }
 
 #[cfg(test)]

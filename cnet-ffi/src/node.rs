@@ -145,8 +145,7 @@ fn backend_of(b: *const cnet_backend) -> Res<Backend> {
     }
     let mtu = (b.mtu != 0).then_some(b.mtu);
     v.mtu = mtu;
-    let mut i = IpIpConfig::default();
-    i.mtu = mtu;
+    let i = IpIpConfig { mtu };
     Ok(match b.kind {
         CNET_BACKEND_HOST_GW => Backend::HostGw,
         CNET_BACKEND_VXLAN => Backend::Vxlan(v),

@@ -140,26 +140,7 @@ pub extern "C" fn cnet_netns_label(
 ) -> cnet_result {
     guard(err, || {
         let ns = obj(ns, "netns")?;
-        let label = ns.ns.label();
-        if buf.is_null() {
-            return Err(crate::boundary::Fail::new(
-                crate::boundary::CNET_NULL_ARGUMENT,
-                "buf is NULL",
-            ));
-        }
-        let b = label.as_bytes();
-        if b.len() >= len {
-            return Err(crate::boundary::Fail::new(
-                crate::boundary::CNET_BUFFER_TOO_SHORT,
-                format!("label needs {} bytes, buffer has {len}", b.len() + 1),
-            ));
-        }
-        // SAFETY: `buf` is non-NULL and has `len` > b.len() writable bytes
-        // (ABI contract); the regions cannot overlap (ours is a new String).
-        unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr().cast::<c_char>(), buf, b.len());
-            buf.add(b.len()).write(0);
-        }
+        crate::boundary::write_str(buf, len, &ns.ns.label())?;
         Ok(())
     })
 }

@@ -114,3 +114,14 @@ impl Strings {
         p
     }
 }
+
+/// Free a string handed out by `CString::into_raw`; NULL is a no-op.
+pub(crate) fn free_string(s: *mut std::ffi::c_char) {
+    guard_value((), || {
+        if !s.is_null() {
+            // SAFETY: `s` was made by `CString::into_raw` in this library
+            // (the only strings handed out as `char *`) and is freed once.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}

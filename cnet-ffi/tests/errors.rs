@@ -96,7 +96,7 @@ fn null_handles_and_arguments_are_a_code_never_a_crash() {
     // A NULL out-parameter is refused before any work (nothing created).
     let (rc, m) = fails(|e| cnet_netns_create(c"cn-ffi-never".as_ptr(), null_mut(), e));
     assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
-    assert_eq!(cnet_netns_exists(c"cn-ffi-never".as_ptr()), false);
+    assert!(!cnet_netns_exists(c"cn-ffi-never".as_ptr()));
 }
 
 #[test]
