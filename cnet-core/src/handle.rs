@@ -45,6 +45,16 @@ impl Handle {
         })
     }
 
+    /// A handle over `sock`, which the caller opened inside `ns` (on a
+    /// short-lived thread that entered it and does more work there, so
+    /// that no second thread is spawned just for the socket).
+    pub(crate) fn from_socket(sock: Socket, ns: NetNs) -> Handle {
+        Handle {
+            sock: Mutex::new(sock),
+            netns: ns,
+        }
+    }
+
     /// A handle for the named namespace (`/run/netns/NAME`).
     pub fn named(name: &str) -> Result<Handle> {
         Self::at(&NetNs::open(name)?)

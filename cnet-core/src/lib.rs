@@ -2,8 +2,9 @@
 //! from one synchronous library.
 //!
 //! ```text
-//!  network        container networking: a container on a bridge network,
-//!                 a node's routes to its peers (host-gw, vxlan, ipip, cross-subnet)
+//!  network        container networking: ensure a bridge network, attach / detach /
+//!                 check a container; a node's routes to its peers (host-gw, vxlan,
+//!                 ipip, cross-subnet)
 //!  ─────────────────────────────────────────────────────────────────────────────
 //!  ipam           node subnet leases, container addresses (file store; etcd with feature `etcd`)
 //!  ─────────────────────────────────────────────────────────────────────────────

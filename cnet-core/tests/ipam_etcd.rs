@@ -365,3 +365,35 @@ fn ipam_etcd_leases_revoked_underfoot() {
         });
     });
 }
+
+/// etcd's lease watch: a change by another client wakes it, a quiet store
+/// does not, and an expiry (etcd deletes the keys) wakes it too.
+#[test]
+fn ipam_etcd_lease_watch_wakes_on_changes_and_expiry() {
+    let Some(etcd) = start_etcd("ipam_etcd_lease_watch_wakes_on_changes_and_expiry") else {
+        return;
+    };
+    etcd.run(|| {
+        let mut mine = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        let mut watch = mine.watch().unwrap();
+        assert!(!watch.wait(Duration::from_millis(200)).unwrap(), "quiet");
+        let mut other = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        other
+            .acquire("node-b", &NodeAttrs::default(), Duration::from_secs(60))
+            .unwrap();
+        let t = Instant::now();
+        assert!(watch.wait(Duration::from_secs(5)).unwrap(), "acquire seen");
+        eprintln!("acquire seen after {:?}", t.elapsed());
+        while watch.wait(Duration::from_millis(100)).unwrap() {}
+        other.release("node-b").unwrap();
+        assert!(watch.wait(Duration::from_secs(5)).unwrap(), "release seen");
+        while watch.wait(Duration::from_millis(100)).unwrap() {}
+        other
+            .acquire("node-c", &NodeAttrs::default(), Duration::from_secs(1))
+            .unwrap();
+        assert!(watch.wait(Duration::from_secs(5)).unwrap(), "acquire seen");
+        while watch.wait(Duration::from_millis(100)).unwrap() {}
+        assert!(watch.wait(Duration::from_secs(10)).unwrap(), "expiry seen");
+        assert!(mine.get("node-c").unwrap().is_none());
+    });
+}

@@ -818,3 +818,48 @@ fn ipam_file_pool_crash_at_every_step_with_long_lived_holders() {
         "most children must reach their failpoint"
     );
 }
+
+/// The file store's lease watch wakes on every change another handle makes
+/// (acquire, release) and when a lease expires, and stays quiet otherwise.
+#[test]
+fn ipam_file_lease_watch_wakes_on_changes_and_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let cfg = SubnetConfig::new("10.244.0.0/16".parse().unwrap());
+    let mut mine = store.subnets(cfg.clone()).unwrap();
+    let mut watch = mine.watch().unwrap();
+    assert!(!watch.wait(Duration::from_millis(100)).unwrap(), "quiet");
+
+    let other = std::thread::spawn({
+        let store = store.clone();
+        let cfg = cfg.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut l = store.subnets(cfg).unwrap();
+            l.acquire("node-b", &NodeAttrs::default(), Duration::from_secs(60))
+                .unwrap();
+        }
+    });
+    let t = Instant::now();
+    assert!(watch.wait(Duration::from_secs(5)).unwrap(), "acquire seen");
+    println!("acquire seen after {:?}", t.elapsed());
+    other.join().unwrap();
+    assert_eq!(mine.list().unwrap().len(), 1);
+
+    store
+        .subnets(cfg.clone())
+        .unwrap()
+        .release("node-b")
+        .unwrap();
+    assert!(watch.wait(Duration::from_secs(5)).unwrap(), "release seen");
+    while watch.wait(Duration::from_millis(50)).unwrap() {}
+
+    // An expiry changes no file; the watch wakes for it all the same.
+    mine.acquire("node-c", &NodeAttrs::default(), Duration::from_millis(300))
+        .unwrap();
+    assert!(watch.wait(Duration::from_secs(5)).unwrap(), "acquire seen");
+    let t = Instant::now();
+    assert!(watch.wait(Duration::from_secs(5)).unwrap(), "expiry seen");
+    println!("expiry seen after {:?}", t.elapsed());
+    assert!(mine.list().unwrap().is_empty());
+}

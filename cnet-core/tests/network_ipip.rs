@@ -16,7 +16,10 @@ use cnet_core::Error;
 /// Whether this kernel has ipip (probed with `ip` in a throwaway
 /// namespace); in the VM it must.
 fn ipip_expected() -> bool {
-    let ns = format!("cn-ipipprobe-{}", std::process::id());
+    // Unique per call: the tests of this binary probe at the same time.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let ns = format!("cn-ipipprobe-{}-{k}", std::process::id());
     let run = |args: &[&str]| {
         Command::new("ip")
             .args(args)

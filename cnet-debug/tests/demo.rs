@@ -1,4 +1,4 @@
-//! The demo (`cnet-debug/examples/demo.rs`, run by `scripts/demo`) on every
+//! The demo (`examples/rust/demo.rs`, run by `scripts/demo`) on every
 //! way out: stopped by SIGTERM or SIGINT it removes what it made; killed by
 //! SIGKILL, or finished with `--keep`, it leaves its namespaces and
 //! `cnet-debug cleanup --prefix P` removes them; a run that is still alive

@@ -38,7 +38,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -51,8 +51,8 @@ use super::file::{check_node, check_ttl};
 use super::pool::{check_owner, Layout};
 use super::subnet::overlaps;
 use super::{
-    net_key, Allocation, LeaseStore, NodeAttrs, NodeLease, PoolConfig, PoolStore, SubnetAllocator,
-    SubnetConfig,
+    net_key, Allocation, LeaseStore, LeaseWatch, NodeAttrs, NodeLease, PoolConfig, PoolStore,
+    SubnetAllocator, SubnetConfig,
 };
 use crate::{Error, Result};
 
@@ -774,6 +774,132 @@ impl LeaseStore for EtcdLeases {
         let mut v: Vec<NodeLease> = self.all()?.into_iter().map(|(l, _)| l).collect();
         v.sort_by_key(|l| super::addr_to_u128(l.subnet.network()));
         Ok(v)
+    }
+
+    fn watch(&mut self) -> Result<Box<dyn LeaseWatch>> {
+        EtcdLeaseWatch::start(&self.client, &format!("{}/leases/", self.base), &self.ctx)
+            .map(|w| Box::new(w) as Box<dyn LeaseWatch>)
+    }
+}
+
+/// [`LeaseWatch`] of the etcd store: an etcd v3 watch on the lease keys
+/// (`/v3/watch`, a stream of JSON objects), read by a thread of its own that
+/// reconnects from the next revision when the stream ends, so no change
+/// falls between two streams. Expiry is etcd's own: it deletes the keys,
+/// which the watch sees. The thread runs in the namespace of the thread that
+/// made the watch, and ends soon after the watch is dropped.
+#[derive(Debug)]
+pub struct EtcdLeaseWatch {
+    rx: mpsc::Receiver<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EtcdLeaseWatch {
+    fn start(client: &Client, prefix: &str, ctx: &str) -> Result<EtcdLeaseWatch> {
+        // Where the watch starts: just after the revision of a first read,
+        // so a change between this call and the stream is seen.
+        let v = client.post(
+            "/v3/kv/range",
+            &json!({ "key": b64(prefix), "range_end": prefix_end(prefix), "count_only": true }),
+            ctx,
+        )?;
+        let rev = num(&v["header"]["revision"], "header revision").map_err(|w| protocol(ctx, w))?;
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A stream that stays quiet is reopened now and then (the read
+        // timeout), which is also how the thread notices a dropped watch.
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(2))
+            .timeout_read(Duration::from_secs(5))
+            .build();
+        let endpoints = client.endpoints.clone();
+        let (prefix, ctx) = (prefix.to_string(), ctx.to_string());
+        let stop2 = stop.clone();
+        std::thread::Builder::new()
+            .name("cnet-etcd-watch".into())
+            .spawn(move || watch_loop(agent, endpoints, prefix, rev + 1, tx, stop2, ctx))
+            .map_err(|e| Error::io("etcd watch: spawn thread", e))?;
+        Ok(EtcdLeaseWatch { rx, stop })
+    }
+}
+
+impl Drop for EtcdLeaseWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl LeaseWatch for EtcdLeaseWatch {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(()) => {
+                while self.rx.try_recv().is_ok() {} // coalesce a burst
+                Ok(true)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(false),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::Protocol {
+                context: "etcd lease watch".into(),
+                reason: "the watch thread ended".into(),
+            }),
+        }
+    }
+}
+
+/// Read watch streams until told to stop; send `()` for every batch of
+/// events (and whenever the watch may have missed something).
+fn watch_loop(
+    agent: ureq::Agent,
+    endpoints: Vec<String>,
+    prefix: String,
+    mut next_rev: u64,
+    tx: mpsc::Sender<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    _ctx: String,
+) {
+    let mut ep = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        let url = format!(
+            "{}/v3/watch",
+            endpoints[ep % endpoints.len()].trim_end_matches('/')
+        );
+        let body = json!({ "create_request": {
+            "key": b64(&prefix),
+            "range_end": prefix_end(&prefix),
+            "start_revision": next_rev.to_string(),
+        }});
+        let resp = match agent.post(&url).send_json(&body) {
+            Ok(r) => r,
+            Err(_) => {
+                ep += 1;
+                if tx.send(()).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        let stream = serde_json::Deserializer::from_reader(resp.into_reader()).into_iter::<Value>();
+        for item in stream {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(v) = item else { break }; // timeout or closed: reopen
+            let r = &v["result"];
+            if let Ok(rev) = num(&r["header"]["revision"], "revision") {
+                next_rev = next_rev.max(rev + 1);
+            }
+            let compacted = num(&r["compact_revision"], "compact_revision").unwrap_or(0);
+            if compacted > 0 {
+                // The history we asked for is gone: resync from now on.
+                next_rev = compacted;
+            }
+            let events = r["events"].as_array().is_some_and(|e| !e.is_empty());
+            if (events || compacted > 0 || r["canceled"].as_bool() == Some(true))
+                && tx.send(()).is_err()
+            {
+                return; // the watch was dropped
+            }
+        }
     }
 }
 

@@ -56,8 +56,8 @@ mod pool;
 mod subnet;
 
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdLeases, EtcdPool, EtcdStore};
-pub use file::{FileLeases, FileOptions, FilePool, FileStore};
+pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
+pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
 pub use subnet::{SubnetAllocator, SubnetConfig};
 
@@ -159,6 +159,36 @@ pub trait LeaseStore {
     /// Every live lease and reservation, sorted by subnet: the peer list that
     /// routing needs.
     fn list(&mut self) -> Result<Vec<NodeLease>>;
+
+    /// Learn when the leases change without listing them all the time:
+    /// the returned [`LeaseWatch`] wakes its caller when a node acquires,
+    /// renews, releases or loses a lease (the file store: inotify on the
+    /// lease file, and the next expiry; etcd: a v3 watch on the lease keys).
+    fn watch(&mut self) -> Result<Box<dyn LeaseWatch>>;
+}
+
+/// Wakes a node agent when the lease set may have changed, so it lists and
+/// reconciles then, and otherwise costs nothing.
+///
+/// ```no_run
+/// # use cnet_core::ipam::{FileStore, LeaseStore, SubnetConfig};
+/// # use std::time::Duration;
+/// # let store = FileStore::open("/var/lib/cnet/ipam")?;
+/// let mut leases = store.subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))?;
+/// let mut watch = leases.watch()?;
+/// loop {
+///     let peers = leases.list()?;          // then: node.reconcile_leases(&backend, &peers)
+///     # let _ = peers;
+///     watch.wait(Duration::from_secs(30))?; // a change, or time for a safety-net resync
+/// }
+/// # Ok::<(), cnet_core::Error>(())
+/// ```
+pub trait LeaseWatch: Send + std::fmt::Debug {
+    /// Block until the leases may have changed (`Ok(true)`) or `timeout`
+    /// passed (`Ok(false)`). A `true` may be spurious; a change is never
+    /// missed: when the watch itself lost track (a dropped connection, a
+    /// compacted etcd history) it says `true` so the caller lists again.
+    fn wait(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 /// Container addresses from one node subnet ([`PoolConfig`]).
@@ -214,4 +244,46 @@ pub(crate) fn addr_from_u128(v: u128, v6: bool) -> IpAddr {
 /// A name safe for a file or key: `10.244.0.0_16`, `fd00-10-244--_56`.
 pub(crate) fn net_key(net: &IpNet) -> String {
     net.to_string().replace(':', "-").replace('/', "_")
+}
+
+/// Entry points for the fuzz targets (`cnet-core/fuzz`) and the stable
+/// fuzz test (`tests/ipam_fuzz.rs`): every reader of on-disk or network
+/// bytes in the IPAM, each checking its own invariants. Not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::file::journal::{encode_records, parse_records, Header};
+
+    /// A pool journal: never panics; what parses re-encodes and parses
+    /// back to the same records; a torn tail is only ever past the acked
+    /// mark.
+    pub fn journal(data: &[u8]) {
+        let Ok(h) = Header::parse(data) else { return };
+        let body = &data[Header::LEN..];
+        let Ok(p) = parse_records(body, h.start, h.acked) else {
+            return;
+        };
+        assert!(p.consumed <= body.len());
+        assert_eq!(p.torn, p.consumed < body.len(), "torn iff bytes are left");
+        let n = p.records.len() as u64;
+        assert!(h.start + n >= h.acked, "fewer records than acknowledged");
+        for (i, (seq, _)) in p.records.iter().enumerate() {
+            assert_eq!(*seq, h.start + i as u64);
+        }
+        let recs: Vec<_> = p.records.iter().map(|(_, r)| r.clone()).collect();
+        let again = encode_records(h.start, &recs).expect("encode");
+        let q = parse_records(&again, h.start, h.start + n).expect("round trip");
+        assert_eq!(q.records, p.records);
+        assert!(!q.torn);
+    }
+
+    /// A pool snapshot file: never panics, and what parses loads into a pool.
+    pub fn snapshot(data: &[u8]) {
+        super::file::fuzz_snapshot(data);
+    }
+
+    /// An etcd reply (range, transaction, lease grant): never panics.
+    #[cfg(feature = "etcd")]
+    pub fn etcd_reply(data: &[u8]) {
+        super::etcd::fuzz_reply(data);
+    }
 }

@@ -1,13 +1,68 @@
-//! Container networking: the recipes built on the typed objects.
+//! Container networking in a few coarse calls: ensure a network on a
+//! node, attach / detach / check a container ([`BridgeNetwork`]), and
+//! route a node to its peers ([`node`]: host-gw, vxlan, ipip and
+//! cross-subnet backends, peer reconciliation). A layer above the typed
+//! objects and IPAM; it only calls the layers below, and nothing below
+//! calls it. The C ABI exposes exactly these operations, so inputs and
+//! results are plain data.
 //!
-//! A node of a cluster holds one pod subnet and routes to every other node's
-//! subnet ([`node`]: host-gw, vxlan, ipip and cross-subnet backends, peer
-//! reconciliation). Each recipe is a few coarse calls over plain data, so the
-//! C ABI can mirror it one to one.
+//! ```text
+//!   BridgeNetwork::ensure(host, pool, BridgeConfig)     bridge + gateway + ip_forward (verified, never changed)
+//!        │
+//!        ├─ attach(ContainerNs, id, ifname) ─▶ Attachment ──to_cni_json()──▶ CNI 1.0.0 result
+//!        │     open ns ─▶ veth (1 request) ─▶ socket in ns ─▶ allocate ─▶ MAC+up, addr, route (1 batch)
+//!        │     └──────────── each step pushed on an undo list, unwound on any error ─────────────┘
+//!        ├─ check(ContainerNs, id, ifname) ──▶ Vec<Drift>      (empty: as attach made it)
+//!        └─ detach(Option<ContainerNs>, id, ifname) ─▶ DetachReport   (gone already is fine)
+//!
+//!   uses:  link · addr · route (typed objects)   ipam::PoolStore (addresses)   Handle / NetNs (transport)
+//! ```
+//!
+//! ```no_run
+//! use cnet_core::ipam::{FileStore, PoolConfig};
+//! use cnet_core::network::{BridgeConfig, BridgeNetwork, ContainerNs};
+//! use cnet_core::Handle;
+//!
+//! let subnet = "10.244.1.0/24".parse().unwrap();
+//! let pool = FileStore::open("/var/lib/cnet/ipam")?.pool(PoolConfig::new(subnet))?;
+//! let host = Handle::current()?;
+//! let net = BridgeNetwork::ensure(&host, pool, BridgeConfig::new("cni0", subnet).mtu(1450))?;
+//! let ns = ContainerNs::path("/proc/4242/ns/net");
+//! let att = net.attach(&ns, "c1", "eth0")?;        // rolled back on failure
+//! println!("{}", att.to_cni_json());                // a CNI 1.0.0 result
+//! assert!(net.check(&ns, "c1", "eth0")?.is_empty()); // as attach made it
+//! net.detach(Some(&ns), "c1", "eth0")?;             // fine if already gone
+//! # Ok::<(), cnet_core::Error>(())
+//! ```
+//!
+//! Module map: [`bridge`] (the network and `ensure`), `attach`, `detach`,
+//! `check` (the operations, methods of [`BridgeNetwork`]), [`names`]
+//! (derived host-side names and MACs), [`result`] (the attachment and its
+//! CNI form), [`drift`] (what check reports), `container` (which
+//! namespace), `undo` (the rollback stack), [`node`] (a node's routes to
+//! its peers).
 
+mod attach;
+pub mod bridge;
+mod check;
+mod container;
+mod detach;
+pub mod drift;
+pub mod names;
 pub mod node;
+pub mod result;
+mod undo;
 
+pub use bridge::{AttachStep, BridgeConfig, BridgeNetwork};
+pub use container::ContainerNs;
+pub use detach::DetachReport;
+pub use drift::Drift;
+pub use names::{host_veth_mac, host_veth_name, mac_for_ip, DEFAULT_IFNAME};
 pub use node::{
     vtep_mac_for, Backend, Changes, DeviceChange, Encap, IpIpConfig, Node, NodeConfig, Peer,
     PeerFailure, PeerPath, PeerReport, VxlanConfig,
+};
+pub use result::{
+    AttachedRoute, Attachment, CniDns, CniInterface, CniIp, CniResult, CniRoute, Interface,
+    CNI_VERSION,
 };

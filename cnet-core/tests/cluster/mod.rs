@@ -10,9 +10,8 @@
 //!   (cnet's file IPAM), default route via 10.244.N.1
 //! ```
 //!
-//! Containers are attached by one helper ([`Cluster::attach`]) made of the
-//! typed objects (veth, bridge port, address, default route) and the IPAM;
-//! it is meant to become `BridgeNetwork::attach`. Everything is removed by a
+//! Containers are attached with `BridgeNetwork::attach` ([`Cluster::attach`])
+//! and detached with `BridgeNetwork::detach`. Everything is removed by a
 //! guard when the cluster is dropped, also on panic.
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -22,7 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cnet_core::ipam::{FilePool, FileStore, PoolConfig, PoolStore};
 use cnet_core::link::{Bridge, Veth};
-use cnet_core::network::{vtep_mac_for, Backend, Node, NodeConfig, Peer, PeerReport};
+use cnet_core::network::{
+    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, ContainerNs, Node, NodeConfig, Peer,
+    PeerReport,
+};
 use cnet_core::route::{Route, PROTOCOL_BOOT};
 use cnet_core::{Handle, IpNet, NetNs};
 use serde_json::Value;
@@ -95,6 +97,8 @@ pub struct Cluster {
     pub containers: Vec<Container>,
     pub ul: Handle,
     pub rt: Handle,
+    /// Each host's bridge network (cni0 on its subnet, file-store pool).
+    nets: Vec<BridgeNetwork>,
     store: FileStore,
     // Dropped last: the namespaces, then the IPAM directory.
     names: Namespaces,
@@ -172,9 +176,6 @@ impl Cluster {
                 .unwrap();
             h.sysctl().set_ip_forward(true).unwrap();
             let subnet: IpNet = format!("10.244.{n}.0/24").parse().unwrap();
-            let gw_net = PoolConfig::new(subnet).gateway_net().unwrap();
-            h.links().add(Bridge::new("cni0").mtu(1450).up()).unwrap();
-            h.addrs().add("cni0", gw_net).unwrap();
             hosts.push(Host {
                 role,
                 ns: name,
@@ -185,11 +186,25 @@ impl Cluster {
             });
         }
         let store = FileStore::open(dir.path()).unwrap();
+        // Each host's bridge network: cni0 with the pool's gateway.
+        let nets = hosts
+            .iter()
+            .map(|h| {
+                let pool = store.pool(PoolConfig::new(h.subnet)).unwrap();
+                BridgeNetwork::ensure(
+                    &h.handle,
+                    pool,
+                    BridgeConfig::new("cni0", h.subnet).mtu(1450),
+                )
+                .unwrap()
+            })
+            .collect();
         let mut c = Cluster {
             hosts,
             containers: Vec::new(),
             ul,
             rt,
+            nets,
             store,
             names,
             _dir: dir,
@@ -210,53 +225,36 @@ impl Cluster {
             .unwrap()
     }
 
-    /// Attach a new container namespace `role` to host `host`'s bridge:
-    /// an address from the host's pool, a veth pair (host end a port of
-    /// cni0, container end `eth0`), a default route via the bridge.
+    /// Attach a new container namespace `role` to host `host`'s bridge
+    /// with [`BridgeNetwork::attach`]: an address from the host's pool, a
+    /// veth pair (host end a port of cni0, container end `eth0`), a default
+    /// route via the bridge.
     pub fn attach(&mut self, host: usize, role: &str) -> &Container {
         let name = format!("{}-{role}-{}", self.prefix, std::process::id());
         let ns = NetNs::create(&name).unwrap();
         self.names.0.push(name.clone());
-        let alloc = self.pool(host).allocate(&name, "eth0").unwrap();
-        let veth = format!("v-{role}");
-        let h = &self.hosts[host].handle;
-        h.links()
-            .add(
-                Veth::new(&veth, "eth0")
-                    .peer_netns(&ns)
-                    .master("cni0")
-                    .mtu(1450)
-                    .up()
-                    .peer_up(),
-            )
-            .unwrap();
-        let c = Handle::at(&ns).unwrap();
-        c.links().set_up("lo").unwrap();
-        c.addrs().add("eth0", alloc.cidr()).unwrap();
-        let gw = PoolConfig::new(self.hosts[host].subnet).gateway.unwrap();
-        c.routes().add(Route::default_v4().via(gw)).unwrap();
+        Handle::at(&ns).unwrap().links().set_up("lo").unwrap();
+        let att = self.nets[host]
+            .attach(&ContainerNs::netns(&ns), &name, "eth0")
+            .unwrap_or_else(|e| panic!("attach {role}: {e}"));
         self.containers.push(Container {
             role: role.to_string(),
             ns: name,
             host,
-            ip: alloc.addr,
-            veth,
+            ip: att.address.addr(),
+            veth: att.host.name,
         });
         self.containers.last().unwrap()
     }
 
-    /// Undo [`Cluster::attach`]: the veth pair (deleting one end deletes
-    /// both), the address (with the container's end), the allocation and
-    /// the namespace. Fine if parts are already gone.
+    /// Undo [`Cluster::attach`] with [`BridgeNetwork::detach`] (the veth
+    /// pair and the allocation), then delete the namespace.
     pub fn detach(&mut self, role: &str) {
         let i = self.containers.iter().position(|c| c.role == role).unwrap();
         let c = self.containers.remove(i);
-        self.hosts[c.host]
-            .handle
-            .links()
-            .delete_if_exists(&c.veth)
+        self.nets[c.host]
+            .detach(Some(&ContainerNs::name(&c.ns)), &c.ns, "eth0")
             .unwrap();
-        self.pool(c.host).release(&c.ns, "eth0").unwrap();
         NetNs::delete(&c.ns).unwrap();
         self.names.0.retain(|n| n != &c.ns);
     }

@@ -19,6 +19,7 @@ pub struct Etcd {
     /// `http://127.0.0.1:2379` inside [`Etcd::ns`].
     pub url: String,
     pub dir: tempfile::TempDir,
+    ip: String,
     /// Declared last: dropped after the process is gone.
     pub ns: TestNs,
 }
@@ -29,13 +30,12 @@ impl Drop for Etcd {
     }
 }
 
-/// The client URL inside the namespace (the namespace is the test's alone,
-/// so fixed ports are free).
-const URL: &str = "http://127.0.0.1:2379";
-const PEER: &str = "http://127.0.0.1:2380";
-
-/// Start an etcd with a new data dir in namespace `ns`.
-fn spawn(bin: &str, ns: &str) -> (Child, tempfile::TempDir) {
+/// Start an etcd with a new data dir in namespace `ns`, on `ip` (the
+/// namespace is the test's alone, so fixed ports are free).
+fn spawn(bin: &str, ns: &str, ip: &str) -> (Child, tempfile::TempDir) {
+    let url = format!("http://{ip}:2379");
+    let peer = format!("http://{ip}:2380");
+    let (url, peer) = (url.as_str(), peer.as_str());
     // tmpfs when there is one: etcd fsyncs every write.
     let dir = if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
@@ -52,15 +52,15 @@ fn spawn(bin: &str, ns: &str) -> (Child, tempfile::TempDir) {
             "--data-dir",
             &dir.path().join("data").display().to_string(),
             "--listen-client-urls",
-            URL,
+            url,
             "--advertise-client-urls",
-            URL,
+            url,
             "--listen-peer-urls",
-            PEER,
+            peer,
             "--initial-advertise-peer-urls",
-            PEER,
+            peer,
             "--initial-cluster",
-            &format!("cnet-test={PEER}"),
+            &format!("cnet-test={peer}"),
             // Fast elections and start.
             "--heartbeat-interval",
             "10",
@@ -102,7 +102,7 @@ impl Etcd {
     /// Start etcd in a new namespace `cn-<tag>-…`, or `None` (after saying
     /// why) when the binary is missing. In CI a missing binary fails.
     pub fn start(tag: &str) -> Option<Etcd> {
-        let Some(bin) = etcd_binary() else {
+        if etcd_binary().is_none() {
             if std::env::var_os("CI").is_some() {
                 panic!("{tag}: no `etcd` binary in PATH; CI installs etcd-server");
             }
@@ -110,17 +110,25 @@ impl Etcd {
                 "SKIPPED {tag}: no `etcd` binary in PATH (apt-get install etcd-server); CI installs it"
             );
             return None;
-        };
-        let ns = TestNs::new(tag);
-        let (child, dir) = spawn(&bin, &ns.name);
+        }
+        Some(Etcd::start_at(TestNs::new(tag), "127.0.0.1", tag))
+    }
+
+    /// Start etcd in `ns` (which it then owns) listening on `ip`, an
+    /// address the test gave that namespace (so hosts on an underlay reach
+    /// it). Panics when etcd is missing.
+    pub fn start_at(ns: TestNs, ip: &str, tag: &str) -> Etcd {
+        let bin = etcd_binary().expect("no `etcd` binary in PATH (apt-get install etcd-server)");
+        let (child, dir) = spawn(&bin, &ns.name, ip);
         let mut etcd = Etcd {
             child,
-            url: URL.to_string(),
+            url: format!("http://{ip}:2379"),
             dir,
             ns,
+            ip: ip.to_string(),
         };
         etcd.wait_up(tag);
-        Some(etcd)
+        etcd
     }
 
     /// Replace the server by a new one with an empty data directory at the
@@ -128,7 +136,7 @@ impl Etcd {
     /// an old backup or now serves another cluster.
     pub fn replace_with_fresh(&mut self) {
         self.stop();
-        let (child, dir) = spawn(&etcd_binary().unwrap(), &self.ns.name);
+        let (child, dir) = spawn(&etcd_binary().unwrap(), &self.ns.name, &self.ip);
         self.child = child;
         self.dir = dir;
         self.wait_up("replaced etcd");

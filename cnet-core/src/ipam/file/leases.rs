@@ -9,7 +9,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{config_mismatch, frame, lock, read_opt, unframe, write_atomic, FileOptions};
-use crate::ipam::{LeaseStore, NodeAttrs, NodeLease, SubnetAllocator, SubnetConfig};
+use std::os::fd::AsFd;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::ipam::{LeaseStore, LeaseWatch, NodeAttrs, NodeLease, SubnetAllocator, SubnetConfig};
 use crate::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -239,6 +244,102 @@ impl LeaseStore for FileLeases {
     fn list(&mut self) -> Result<Vec<NodeLease>> {
         let (l, _) = self.locked(|st| Ok((st.leases.clone(), false)))?;
         Ok(l)
+    }
+
+    fn watch(&mut self) -> Result<Box<dyn LeaseWatch>> {
+        let ctx = format!("{}: watch", self.ctx);
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .map_err(|e| Error::io(ctx.clone(), e.into()))?;
+        // The lease file is replaced by rename (IN_MOVED_TO) on every change.
+        inotify
+            .add_watch(
+                &self.dir,
+                AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_DELETE,
+            )
+            .map_err(|e| Error::io(format!("{ctx}: {}", self.dir.display()), e.into()))?;
+        let leases = FileLeases {
+            dir: self.dir.clone(),
+            opts: self.opts.clone(),
+            config: self.config.clone(),
+            ctx: self.ctx.clone(),
+        };
+        let mut w = FileLeaseWatch {
+            inotify,
+            leases,
+            next_expiry: None,
+            ctx,
+        };
+        w.learn_expiry()?;
+        Ok(Box::new(w))
+    }
+}
+
+/// [`LeaseWatch`] of the file store: inotify on the network's directory
+/// (the lease file is replaced on every change), and a wake-up when the
+/// next lease expires (an expiry changes no file).
+#[derive(Debug)]
+pub struct FileLeaseWatch {
+    inotify: Inotify,
+    leases: FileLeases,
+    next_expiry: Option<SystemTime>,
+    ctx: String,
+}
+
+impl FileLeaseWatch {
+    fn learn_expiry(&mut self) -> Result<()> {
+        self.next_expiry = self.leases.list()?.iter().filter_map(|l| l.expires).min();
+        Ok(())
+    }
+}
+
+impl LeaseWatch for FileLeaseWatch {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let mut left = deadline - now;
+            if let Some(exp) = self.next_expiry {
+                match exp.duration_since(SystemTime::now()) {
+                    Ok(d) => left = left.min(d + Duration::from_millis(1)),
+                    Err(_) => {
+                        // A lease ran out: the set changed.
+                        self.learn_expiry()?;
+                        return Ok(true);
+                    }
+                }
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::io(self.ctx.clone(), e.into())),
+            }
+            let mut changed = false;
+            loop {
+                match self.inotify.read_events() {
+                    Ok(evs) if evs.is_empty() => break,
+                    Ok(evs) => {
+                        changed |= evs.iter().any(|e| {
+                            e.name.as_deref() == Some(std::ffi::OsStr::new("leases"))
+                                || e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                        })
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(e) => return Err(Error::io(self.ctx.clone(), e.into())),
+                }
+            }
+            if changed {
+                self.learn_expiry()?;
+                return Ok(true);
+            }
+        }
     }
 }
 

@@ -92,8 +92,9 @@ pub(crate) mod journal;
 mod leases;
 mod pool;
 
-pub use leases::FileLeases;
+#[cfg(feature = "etcd")]
 pub(crate) use leases::{check_node, check_ttl};
+pub use leases::{FileLeaseWatch, FileLeases};
 pub use pool::FilePool;
 
 /// Tuning of a [`FileStore`].
@@ -420,6 +421,27 @@ fn read_opt(path: &Path, ctx: &str) -> Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("{ctx}: read {}", path.display()), e)),
     }
+}
+
+/// See [`crate::ipam::fuzz::snapshot`].
+pub(crate) fn fuzz_snapshot(data: &[u8]) {
+    let Ok(body) = unframe("pool", data, "fuzz", Path::new("snapshot")) else {
+        return;
+    };
+    let Ok(s) = serde_json::from_slice::<pool::Snapshot>(body) else {
+        return;
+    };
+    if s.config.validate().is_err() || s.config.subnet.prefix_len() < 8 {
+        return; // a config this store would refuse (or a huge bitmap)
+    }
+    let Ok(mut p) = crate::ipam::AddressPool::new(s.config.clone()) else {
+        return;
+    };
+    for a in s.allocations {
+        let _ = p.restore(a);
+    }
+    p.set_cursor_state(s.cursor, s.next_generation);
+    let _ = p.allocate("fuzz", "eth0");
 }
 
 #[cfg(test)]

@@ -4,14 +4,16 @@
 //!   ul: bridge br0 — the "underlay" switch, 192.0.2.0/24
 //!   host-1 (192.0.2.11)               host-2 (192.0.2.12)
 //!     cni0 + pod-a, pod-b               cni0 + pod-c
-//!     flannel.1 ══ VXLAN VNI 1, UDP 8472 ══ flannel.1
+//!     cnet.vxlan ══ VXLAN VNI 1, UDP 8472 ══ cnet.vxlan
 //! ```
-//! Each host leases a /24 from 10.244.0.0/16 and each pod gets an address
-//! from its host's /24 (cnet-core's file IPAM, in the run's own directory);
-//! veth pairs attach the pods to their host's bridge; a Flannel-style VXLAN
-//! overlay with a neighbour and FDB entry per peer connects the hosts. Then
-//! pods ping each other and `cnet-debug trace` explains and proves the
-//! cross-host path with live capture.
+//! Built on cnet's container-networking layer: each host leases a /24 of
+//! 10.244.0.0/16 (cnet-core's file IPAM, in the run's own directory) and
+//! publishes its underlay address and VTEP MAC; a `BridgeNetwork` on each
+//! host attaches pods in one call each (address from the host's pool, veth,
+//! default route); a `Node` per host reconciles Flannel-style VXLAN routes
+//! to its peers from the lease list. Then every pod pings every other, and
+//! `cnet-debug trace` explains and proves the cross-host path with live
+//! capture.
 //!
 //! Run as root: `scripts/demo [--keep | --hold] [--prefix P]`.
 //! - Namespaces are `PREFIX ROLE - PID` (default prefix `demo-`), unique to
@@ -29,11 +31,11 @@ use std::net::IpAddr;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use cnet_core::fdb::FdbEntry;
-use cnet_core::ipam::{FileStore, LeaseStore, NodeAttrs, PoolConfig, PoolStore, SubnetConfig};
-use cnet_core::link::{Bridge, MacAddr, Veth, Vxlan};
-use cnet_core::neigh::Neighbour;
-use cnet_core::route::Route;
+use cnet_core::ipam::{FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
+use cnet_core::link::{Bridge, Veth};
+use cnet_core::network::{
+    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, ContainerNs, Node, NodeConfig, VxlanConfig,
+};
 use cnet_core::{Handle, IpNet};
 use cnet_debug::cleanup::{Run, Stop, Stopped};
 use cnet_debug::probe::Proto;
@@ -188,6 +190,10 @@ fn main() -> ExitCode {
     })
 }
 
+const HOSTS: [&str; 2] = ["host-1", "host-2"];
+/// Each pod and the index of its host.
+const PODS: [(&str, usize); 3] = [("pod-a", 0), ("pod-b", 0), ("pod-c", 1)];
+
 fn demo(run: &mut Run, stop: &Stop, hold: bool) -> Result<(), Failed> {
     let roles = ["ul", "host-1", "host-2", "pod-a", "pod-b", "pod-c"];
     let name = |r: &str| run.name(r);
@@ -207,26 +213,13 @@ fn demo(run: &mut Run, stop: &Stop, hold: bool) -> Result<(), Failed> {
     ul.links().add(Bridge::new("br0").up())?;
 
     stop.check()?;
-    say!("== 2. IPAM: each host leases a /24 of 10.244.0.0/16");
+    say!("== 2. hosts: an underlay port each; each leases a /24 of 10.244.0.0/16");
     let store = FileStore::open(&store_dir)?;
     let mut leases = store.subnets(SubnetConfig::new("10.244.0.0/16".parse()?))?;
+    let backend = Backend::Vxlan(VxlanConfig::default());
     let mut subnets = Vec::new();
-    for (i, host) in ["host-1", "host-2"].iter().enumerate() {
-        let attrs = NodeAttrs {
-            underlay_ip: Some(format!("192.0.2.1{}", i + 1).parse()?),
-            backend: Some("vxlan".into()),
-            ..Default::default()
-        };
-        let lease = leases.acquire(host, &attrs, Duration::from_secs(3600))?;
-        say!("   {host}: {}", lease.subnet);
-        subnets.push(lease.subnet);
-    }
-
-    stop.check()?;
-    say!("== 3. hosts: underlay eth0, bridge cni0, vxlan flannel.1");
-    let vtep_mac = |i: usize| MacAddr([0x02, 0, 0, 0, i as u8 + 1, 0x01]);
-    for (i, host) in ["host-1", "host-2"].iter().enumerate() {
-        let h = Handle::at(&ns[host])?;
+    for (i, host) in HOSTS.iter().enumerate() {
+        let underlay: IpAddr = format!("192.0.2.1{}", i + 1).parse()?;
         ul.links().add(
             Veth::new(&format!("p{}", i + 1), "eth0")
                 .peer_netns(&ns[host])
@@ -234,75 +227,55 @@ fn demo(run: &mut Run, stop: &Stop, hold: bool) -> Result<(), Failed> {
                 .up()
                 .peer_up(),
         )?;
-        h.addrs()
-            .add("eth0", format!("192.0.2.1{}/24", i + 1).parse()?)?;
-        h.sysctl().set_ip_forward(true)?;
-        let IpNet::V4(sub) = subnets[i] else {
-            unreachable!("IPv4 cluster")
+        Handle::at(&ns[host])?
+            .addrs()
+            .add("eth0", IpNet::new(underlay, 24)?)?;
+        let attrs = NodeAttrs {
+            underlay_ip: Some(underlay),
+            backend: Some(backend.name().into()),
+            vtep_mac: Some(vtep_mac_for(host)),
+            ..Default::default()
         };
-        let gw = sub.hosts().next().expect("a /24 has hosts");
-        h.links().add(Bridge::new("cni0").mtu(1450).up())?;
-        h.addrs()
-            .add("cni0", IpNet::new(gw.into(), sub.prefix_len())?)?;
-        h.links().add(
-            Vxlan::new("flannel.1", 1)
-                .local(format!("192.0.2.1{}", i + 1).parse()?)
-                .dev("eth0")
-                .learning(false)
-                .mac(vtep_mac(i))
-                .mtu(1450)
-                .up(),
-        )?;
-        h.addrs()
-            .add("flannel.1", IpNet::new(sub.network().into(), 32)?)?;
-    }
-    for (i, host) in ["host-1", "host-2"].iter().enumerate() {
-        let (p, h) = (1 - i, Handle::at(&ns[host])?);
-        let peer_vtep: IpAddr = subnets[p].network();
-        h.neighbours()
-            .add(Neighbour::new("flannel.1", peer_vtep, vtep_mac(p)))?;
-        h.fdb().add(
-            FdbEntry::new(vtep_mac(p), "flannel.1")
-                .dst(format!("192.0.2.1{}", p + 1).parse()?)
-                .on_self(),
-        )?;
-        h.routes().add(
-            Route::to(subnets[p])
-                .via(peer_vtep)
-                .dev("flannel.1")
-                .onlink(),
-        )?;
+        let lease = leases.acquire(host, &attrs, Duration::from_secs(3600))?;
+        say!("   {host}: underlay {underlay}, pods {}", lease.subnet);
+        subnets.push(lease.subnet);
     }
 
     stop.check()?;
-    say!("== 4. pods: an address from the host's pool, a veth to cni0, a default route");
-    let mut pod_ip = std::collections::HashMap::new();
-    for (pod, host, hi) in [
-        ("pod-a", "host-1", 0),
-        ("pod-b", "host-1", 0),
-        ("pod-c", "host-2", 1),
-    ] {
-        let mut pool = store.pool(PoolConfig::new(subnets[hi]))?;
-        let a = pool.allocate(&names[pod], "eth0")?;
+    say!("== 3. on each host: a bridge network (cni0) and vxlan routes to every peer");
+    let all = leases.list()?;
+    let mut nets = Vec::new();
+    for (i, host) in HOSTS.iter().enumerate() {
         let h = Handle::at(&ns[host])?;
-        h.links().add(
-            Veth::new(&format!("veth-{pod}"), "eth0")
-                .peer_netns(&ns[pod])
-                .master("cni0")
-                .mtu(1450)
-                .up()
-                .peer_up(),
-        )?;
-        let p = Handle::at(&ns[pod])?;
-        p.addrs()
-            .add("eth0", IpNet::new(a.addr, subnets[hi].prefix_len())?)?;
-        let IpNet::V4(sub) = subnets[hi] else {
-            unreachable!()
-        };
-        let gw: IpAddr = sub.hosts().next().expect("gateway").into();
-        p.routes().add(Route::to("0.0.0.0/0".parse()?).via(gw))?;
-        say!("   {pod} on {host}: {}", a.addr);
-        pod_ip.insert(pod, a.addr);
+        let pool = store.pool(PoolConfig::new(subnets[i]))?;
+        let net = BridgeNetwork::ensure(&h, pool, BridgeConfig::new("cni0", subnets[i]).mtu(1450))?;
+        let underlay = all[i].attrs.underlay_ip.expect("published above");
+        let node = Node::new(&h, NodeConfig::new(host, subnets[i], "eth0", underlay))?;
+        let r = node.reconcile_leases(&backend, &all)?.into_result()?;
+        say!(
+            "   {host}: cni0 {}; {} peer(s) over vxlan ({} routes, {} neighbours, {} FDB entries added)",
+            net.gateway(),
+            r.peers.len(),
+            r.routes.added,
+            r.neighbours.added,
+            r.fdb.added
+        );
+        nets.push(net);
+    }
+
+    stop.check()?;
+    say!("== 4. pods: attached in one call each (address, veth, route; rolled back on failure)");
+    let mut pod_ip = std::collections::HashMap::new();
+    for (pod, hi) in PODS {
+        let att = nets[hi].attach(&ContainerNs::netns(&ns[pod]), &names[pod], "eth0")?;
+        say!(
+            "   {pod} on {}: {} (host end {}, gateway {})",
+            HOSTS[hi],
+            att.address,
+            att.host.name,
+            att.gateway
+        );
+        pod_ip.insert(pod, att.address.addr());
     }
 
     stop.check()?;
@@ -316,37 +289,44 @@ fn demo(run: &mut Run, stop: &Stop, hold: bool) -> Result<(), Failed> {
         "fdb",
         "show",
         "dev",
-        "flannel.1",
+        NodeConfig::VXLAN_DEV,
     ]);
 
     stop.check()?;
-    say!("== 6. traffic");
+    say!("== 6. traffic: every pod pings every other (ping -c1 from the row's pod)");
+    let pods: Vec<&str> = PODS.iter().map(|(p, _)| *p).collect();
+    say!(
+        "   {:>6} {}",
+        "",
+        pods.iter().map(|p| format!("{p:>6}")).collect::<String>()
+    );
+    let mut all_ok = true;
+    for from in &pods {
+        let mut row = format!("   {from:>6} ");
+        for to in &pods {
+            let cell = if from == to {
+                "-".to_string()
+            } else {
+                stop.check()?;
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", &names[from], "ping", "-c", "1", "-W", "2"])
+                    .arg(pod_ip[to].to_string())
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                all_ok &= ok;
+                if ok { "ok" } else { "FAIL" }.to_string()
+            };
+            row.push_str(&format!("{cell:>6}"));
+        }
+        say!("{row}");
+    }
     let c = pod_ip["pod-c"].to_string();
-    let b = pod_ip["pod-b"].to_string();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &names["pod-a"],
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        &b,
-    ]);
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &names["pod-a"],
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        &c,
-    ]);
+    if !all_ok {
+        return Err(Failed::Core(cnet_core::Error::Protocol {
+            context: "demo".into(),
+            reason: "some pods cannot reach others".into(),
+        }));
+    }
 
     stop.check()?;
     say!(

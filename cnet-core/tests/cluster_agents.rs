@@ -1,0 +1,417 @@
+//! Flannel's design end to end: a real etcd and three node agents
+//! (`examples/rust/node_agent.rs`, one process per host namespace), two
+//! containers attached to each host's bridge with `BridgeNetwork::attach`.
+//!
+//! ```text
+//!   ul: br0 192.0.2.0/24 ── e0: etcd on 192.0.2.254
+//!        │ p1 .11     │ p2 .12     │ p3 .13
+//!        h1           h2           h3          each: node-agent (vxlan), cni0, 2 containers
+//! ```
+//!
+//! All 6×5 container pairs ping; an agent stopped with SIGTERM releases its
+//! lease and the others remove its routes, neighbour and FDB entry; the host
+//! "reboots" (namespaces deleted and rebuilt, agent restarted) and gets its
+//! subnet back; every container detached leaves no link, address or
+//! allocation. Everything runs in namespaces this test made; a guard kills
+//! the agents and etcd and deletes the namespaces, also on panic.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cnet_core::ipam::{FileStore, PoolConfig, PoolStore};
+use cnet_core::link::{Bridge, Veth};
+use cnet_core::network::{vtep_mac_for, BridgeConfig, BridgeNetwork, ContainerNs};
+use cnet_core::{Handle, IpNet};
+use common::etcd::Etcd;
+use common::TestNs;
+
+/// The node-agent example next to this test binary.
+fn agent_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("examples").join("node-agent");
+    p.is_file().then_some(p)
+}
+
+/// A node agent process; SIGKILLed on drop if still running.
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    subnet: IpNet,
+}
+
+impl Agent {
+    fn start(bin: &Path, host: &TestNs, node: &str, etcd: &str, ipam: &Path) -> Agent {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", host.name))
+            .arg(bin)
+            .args(["--etcd", etcd, "--node", node, "--underlay-dev", "eth0"])
+            .args(["--backend", "vxlan", "--ttl", "10", "--resync", "30"])
+            .arg("--ipam-dir")
+            .arg(ipam)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start node-agent");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("[agent] {l}");
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut a = Agent {
+            child,
+            lines,
+            subnet: "0.0.0.0/0".parse().unwrap(),
+        };
+        let l = a.expect_line(": subnet ");
+        a.subnet = l
+            .split(": subnet ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        a.expect_line(": bridge ");
+        a
+    }
+
+    fn expect_line(&mut self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("node-agent did not say {what:?} within 30 s"),
+            }
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "node-agent exited with {st}");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One host: its namespace, its underlay port, its containers.
+struct Host {
+    ns: TestNs,
+    name: String,
+    ipam: PathBuf,
+    containers: Vec<(TestNs, String, IpAddr)>,
+    net: Option<BridgeNetwork>,
+}
+
+fn make_host(ul: &Handle, n: u8, ipam_root: &Path) -> Host {
+    let ns = TestNs::new(&format!("ag-h{n}"));
+    let underlay: IpAddr = format!("192.0.2.{}", 10 + n).parse().unwrap();
+    // The underlay port keeps its name across a reboot: delete what a
+    // previous incarnation left (its namespace going takes the peer along).
+    ul.links().delete_if_exists(&format!("p{n}")).unwrap();
+    ul.links()
+        .add(
+            Veth::new(&format!("p{n}"), "eth0")
+                .peer_netns(&ns.ns)
+                .master("br0")
+                .up()
+                .peer_up(),
+        )
+        .unwrap();
+    ns.handle()
+        .addrs()
+        .add("eth0", IpNet::new(underlay, 24).unwrap())
+        .unwrap();
+    Host {
+        ns,
+        name: format!("h{n}"),
+        ipam: ipam_root.join(format!("h{n}")),
+        containers: Vec::new(),
+        net: None,
+    }
+}
+
+/// Attach `count` containers to the host's bridge (which its agent made).
+fn attach_containers(h: &mut Host, subnet: IpNet, count: usize) {
+    let pool = FileStore::open(&h.ipam)
+        .unwrap()
+        .pool(PoolConfig::new(subnet))
+        .unwrap();
+    let net = BridgeNetwork::ensure(
+        &h.ns.handle(),
+        pool,
+        BridgeConfig::new("cni0", subnet).mtu(1450),
+    )
+    .unwrap();
+    for i in 0..count {
+        let c = TestNs::new(&format!("ag-{}c{i}", h.name));
+        let cid = format!("{}-c{i}", h.name);
+        let att = net
+            .attach(&ContainerNs::name(&c.name), &cid, "eth0")
+            .unwrap();
+        h.containers.push((c, cid, att.address.addr()));
+    }
+    h.net = Some(net);
+}
+
+fn all_pairs_ping(hosts: &[Host], deadline: Duration) -> Vec<String> {
+    let all: Vec<(&TestNs, IpAddr)> = hosts
+        .iter()
+        .flat_map(|h| h.containers.iter().map(|(ns, _, ip)| (ns, *ip)))
+        .collect();
+    let started = Instant::now();
+    let mut failing: Vec<String>;
+    loop {
+        failing = std::thread::scope(|s| {
+            let hs: Vec<_> = all
+                .iter()
+                .flat_map(|(a, _)| all.iter().map(move |(b_ns, b)| (*a, *b_ns, *b)))
+                .filter(|(a, b_ns, _)| a.name != b_ns.name)
+                .map(|(a, _, b)| {
+                    s.spawn(move || (a.ping(&b.to_string()), format!("{} → {b}", a.name)))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|(ok, _)| !ok)
+                .map(|(_, what)| what)
+                .collect()
+        });
+        if failing.is_empty() || started.elapsed() > deadline {
+            return failing;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Routes of protocol 119 (cnet's) in `ns`, as `dst via gw`.
+fn cnet_routes(ns: &TestNs) -> Vec<String> {
+    ns.ip_json(&["route", "show", "proto", "119"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} via {}",
+                r["dst"].as_str().unwrap_or("?"),
+                r["gateway"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
+    if !common::privileged() {
+        return;
+    }
+    let Some(bin) = agent_binary() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("the node-agent example is not built (cargo build --all-features --examples)");
+        }
+        eprintln!("SKIPPED: the node-agent example is not built (cargo build -p cnet-core --all-features --examples)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ul_ns = TestNs::new("ag-ul");
+    let ul = ul_ns.handle();
+    ul.links().add(Bridge::new("br0").up()).unwrap();
+    let etcd_ns = TestNs::new("ag-etcd");
+    ul.links()
+        .add(
+            Veth::new("pe", "eth0")
+                .peer_netns(&etcd_ns.ns)
+                .master("br0")
+                .up()
+                .peer_up(),
+        )
+        .unwrap();
+    etcd_ns
+        .handle()
+        .addrs()
+        .add("eth0", "192.0.2.254/24".parse().unwrap())
+        .unwrap();
+    let etcd = Etcd::start_at(etcd_ns, "192.0.2.254", "agents");
+
+    let mut hosts: Vec<Host> = (1..=3).map(|n| make_host(&ul, n, tmp.path())).collect();
+    let started = Instant::now();
+    let mut agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| Agent::start(&bin, &h.ns, &h.name, &etcd.url, &h.ipam))
+        .collect();
+    eprintln!("3 agents up in {:?}", started.elapsed());
+    for (h, a) in hosts.iter_mut().zip(&agents) {
+        attach_containers(h, a.subnet, 2);
+    }
+    let failing = all_pairs_ping(&hosts, Duration::from_secs(15));
+    assert!(failing.is_empty(), "pairs that do not ping: {failing:?}");
+    eprintln!("30/30 pairs ping after {:?}", started.elapsed());
+
+    // Every host has a route, a neighbour and an FDB entry per peer.
+    for (i, h) in hosts.iter().enumerate() {
+        let routes = cnet_routes(&h.ns);
+        for (j, a) in agents.iter().enumerate() {
+            if i != j {
+                assert!(
+                    routes.iter().any(|r| r.starts_with(&a.subnet.to_string())),
+                    "{}: no route to {} in {routes:?}",
+                    h.name,
+                    a.subnet
+                );
+            }
+        }
+        let fdb = h.ns.bridge_json(&["fdb", "show", "dev", "cnet.vxlan"]);
+        let macs: Vec<&str> = fdb
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["mac"].as_str())
+            .collect();
+        for (j, other) in hosts.iter().enumerate() {
+            if i != j {
+                let mac = vtep_mac_for(&other.name).to_string();
+                assert!(
+                    macs.contains(&mac.as_str()),
+                    "{}: no FDB entry for {mac}: {macs:?}",
+                    h.name
+                );
+            }
+        }
+    }
+
+    // h3's agent stops: it releases its lease; the others drop its subnet.
+    let gone = agents.pop().unwrap();
+    let gone_subnet = gone.subnet;
+    let t = Instant::now();
+    gone.stop();
+    let h3_mac = vtep_mac_for("h3").to_string();
+    loop {
+        let left: Vec<String> = hosts[..2]
+            .iter()
+            .flat_map(|h| {
+                let mut v: Vec<String> = cnet_routes(&h.ns)
+                    .into_iter()
+                    .filter(|r| r.starts_with(&gone_subnet.to_string()))
+                    .collect();
+                let fdb = h.ns.bridge_json(&["fdb", "show", "dev", "cnet.vxlan"]);
+                if fdb
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["mac"].as_str() == Some(&h3_mac))
+                {
+                    v.push(format!("{}: fdb {h3_mac}", h.name));
+                }
+                let neigh = h.ns.ip_json(&["neigh", "show", "dev", "cnet.vxlan"]);
+                if neigh
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["lladdr"].as_str() == Some(&h3_mac))
+                {
+                    v.push(format!("{}: neighbour {h3_mac}", h.name));
+                }
+                v
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still there after h3 left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "h3's departure programmed on h1 and h2 in {:?}",
+        t.elapsed()
+    );
+
+    // h3 "reboots": its containers' and its own namespace are deleted and
+    // rebuilt, the agent restarted: same subnet (the store's history).
+    let h3 = hosts.pop().unwrap();
+    drop(h3);
+    let mut h3 = make_host(&ul, 3, tmp.path());
+    let t = Instant::now();
+    let a3 = Agent::start(&bin, &h3.ns, "h3", &etcd.url, &h3.ipam);
+    assert_eq!(
+        a3.subnet, gone_subnet,
+        "a returning node gets its subnet back"
+    );
+    // The rebuilt host's old allocations died with its containers: gc.
+    FileStore::open(&h3.ipam)
+        .unwrap()
+        .pool(PoolConfig::new(a3.subnet))
+        .unwrap()
+        .gc(&Default::default())
+        .unwrap();
+    attach_containers(&mut h3, a3.subnet, 2);
+    agents.push(a3);
+    hosts.push(h3);
+    let failing = all_pairs_ping(&hosts, Duration::from_secs(15));
+    assert!(
+        failing.is_empty(),
+        "after the reboot, pairs that do not ping: {failing:?}"
+    );
+    eprintln!(
+        "after h3's reboot all pairs ping again in {:?}",
+        t.elapsed()
+    );
+
+    // Detach every container: no link, address or allocation left.
+    for h in &mut hosts {
+        let net = h.net.take().unwrap();
+        for (c, cid, _) in h.containers.drain(..) {
+            net.detach(Some(&ContainerNs::name(&c.name)), cid.as_str(), "eth0")
+                .unwrap();
+            drop(c);
+        }
+        assert!(
+            net.allocations().unwrap().is_empty(),
+            "{}: allocations left",
+            h.name
+        );
+        let ports = h.ns.ip_json(&["link", "show", "master", "cni0"]);
+        assert_eq!(
+            ports.as_array().unwrap().len(),
+            0,
+            "{}: ports left: {ports}",
+            h.name
+        );
+    }
+    for a in agents {
+        a.stop();
+    }
+    for h in &hosts {
+        assert!(
+            cnet_routes(&h.ns).is_empty(),
+            "{}: routes left after its agent stopped",
+            h.name
+        );
+    }
+}
