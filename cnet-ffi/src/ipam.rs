@@ -1,0 +1,602 @@
+//! IPAM: a store (file; etcd when built with feature `etcd`), node subnet
+//! leases from a cluster network (`cnet_leases`) and container addresses
+//! from a node subnet (`cnet_pool`).
+//!
+//! ```text
+//!  cnet_ipam_store ──leases(10.244.0.0/16)──▶ cnet_leases: acquire / renew / release / list
+//!                  └─pool(10.244.1.0/24)────▶ cnet_pool:   allocate / release / list / gc
+//! ```
+
+use std::collections::HashSet;
+use std::ffi::c_char;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cnet_core::ipam::{
+    Allocation, FileStore, IpRange, LeaseStore, NodeAttrs, NodeLease, PoolConfig, PoolStore,
+    SubnetConfig,
+};
+use cnet_core::link::MacAddr;
+use cnet_core::{Error, IpNet};
+
+use crate::boundary::{
+    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
+    slice, Fail, Res, CNET_PANIC,
+};
+use crate::link::CNET_ADDRSTRLEN;
+use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings};
+
+enum Store {
+    File(FileStore),
+    #[cfg(feature = "etcd")]
+    Etcd(cnet_core::ipam::EtcdStore),
+}
+
+/// An IPAM store. May be shared between threads; the lease and pool
+/// objects made from it are independent of it.
+pub struct cnet_ipam_store {
+    store: Store,
+}
+
+impl std::fmt::Debug for cnet_ipam_store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cnet_ipam_store")
+    }
+}
+
+/// Node subnet leases over one cluster network. May be shared between
+/// threads (calls are serialised); several processes may use the same
+/// store at once.
+pub struct cnet_leases {
+    inner: Mutex<Box<dyn LeaseStore + Send>>,
+}
+
+/// Container addresses of one node subnet. May be shared between threads
+/// (calls are serialised); several processes may use the same store.
+pub struct cnet_pool {
+    inner: Mutex<Box<dyn PoolStore + Send>>,
+}
+
+impl std::fmt::Debug for cnet_leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cnet_leases")
+    }
+}
+
+impl std::fmt::Debug for cnet_pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cnet_pool")
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<Box<T>>) -> Res<MutexGuard<'_, Box<T>>> {
+    m.lock().map_err(|_| {
+        Fail::new(
+            CNET_PANIC,
+            "an earlier call panicked while using this object; free it and open it again",
+        )
+    })
+}
+
+/// The cluster network to lease node subnets from.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_subnet_config {
+    /// The cluster network ("10.244.0.0/16").
+    pub network: *const c_char,
+    /// Prefix length of each node subnet (0: 24 for IPv4, 64 for IPv6).
+    pub subnet_len: u8,
+}
+
+/// What a node publishes with its lease; NULL fields are not published.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_node_attrs {
+    /// The node's underlay address.
+    pub underlay_ip: *const c_char,
+    /// Backend name ("host-gw", "vxlan", …).
+    pub backend: *const c_char,
+    /// The node's VTEP MAC ("aa:bb:cc:dd:ee:ff").
+    pub vtep_mac: *const c_char,
+}
+
+/// A node's subnet lease.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_lease {
+    /// Node name (owned by the lease or list).
+    pub node: *const c_char,
+    /// The node's subnet ("10.244.1.0/24").
+    pub subnet: [c_char; CNET_ADDRSTRLEN],
+    /// Published underlay address, or "".
+    pub underlay_ip: [c_char; CNET_ADDRSTRLEN],
+    /// Published backend name, or NULL.
+    pub backend: *const c_char,
+    /// Published VTEP MAC (valid when `has_vtep_mac`).
+    pub vtep_mac: [u8; 6],
+    /// A VTEP MAC was published.
+    pub has_vtep_mac: bool,
+    /// Expiry in seconds since the Unix epoch; 0 for a reservation.
+    pub expires_unix: i64,
+}
+
+/// An owned array of leases; free with `cnet_lease_array_free`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_lease_array {
+    /// The leases.
+    pub items: *const cnet_lease,
+    /// How many.
+    pub len: usize,
+}
+list_head!(cnet_lease_array, cnet_lease);
+
+/// The node subnet to hand container addresses from.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_pool_config {
+    /// The subnet ("10.244.1.0/24").
+    pub subnet: *const c_char,
+    /// First address to hand out, or NULL (then the whole subnet).
+    pub range_start: *const c_char,
+    /// Last address to hand out (with `range_start`).
+    pub range_end: *const c_char,
+    /// Gateway (never handed out), or NULL for the subnet's first address.
+    pub gateway: *const c_char,
+}
+
+/// One container address.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_alloc {
+    /// The address ("10.244.1.2").
+    pub addr: [c_char; CNET_ADDRSTRLEN],
+    /// With the pool's prefix ("10.244.1.2/24"), as `cnet_addr_add` takes it.
+    pub cidr: [c_char; CNET_ADDRSTRLEN],
+    /// The container holding it (owned by the allocation or list).
+    pub container_id: *const c_char,
+    /// Its interface (owned by the allocation or list).
+    pub ifname: *const c_char,
+    /// Unique within the pool, never reused.
+    pub generation: u64,
+}
+
+/// An owned array of allocations; free with `cnet_alloc_array_free`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_alloc_array {
+    /// The allocations.
+    pub items: *const cnet_alloc,
+    /// How many.
+    pub len: usize,
+}
+list_head!(cnet_alloc_array, cnet_alloc);
+
+fn lease_of(l: &NodeLease, s: &mut Strings) -> Res<cnet_lease> {
+    let mut c = cnet_lease {
+        node: s.add(&l.node),
+        subnet: [0; CNET_ADDRSTRLEN],
+        underlay_ip: [0; CNET_ADDRSTRLEN],
+        backend: l
+            .attrs
+            .backend
+            .as_deref()
+            .map_or(std::ptr::null(), |b| s.add(b)),
+        vtep_mac: l.attrs.vtep_mac.map_or([0; 6], |m| m.0),
+        has_vtep_mac: l.attrs.vtep_mac.is_some(),
+        expires_unix: l.expires.map_or(0, |t| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        }),
+    };
+    fill(&mut c.subnet, &l.subnet.to_string())?;
+    if let Some(u) = l.attrs.underlay_ip {
+        fill(&mut c.underlay_ip, &u.to_string())?;
+    }
+    Ok(c)
+}
+
+fn alloc_of(a: &Allocation, s: &mut Strings) -> Res<cnet_alloc> {
+    let mut c = cnet_alloc {
+        addr: [0; CNET_ADDRSTRLEN],
+        cidr: [0; CNET_ADDRSTRLEN],
+        container_id: s.add(&a.container_id),
+        ifname: s.add(&a.ifname),
+        generation: a.generation,
+    };
+    fill(&mut c.addr, &a.addr.to_string())?;
+    fill(&mut c.cidr, &a.cidr().to_string())?;
+    Ok(c)
+}
+
+/// Open (creating if needed) a file store in directory `dir`: safe between
+/// processes and against crashes. `CNET_PERMISSION_DENIED` if the
+/// directory cannot be written.
+#[no_mangle]
+pub extern "C" fn cnet_ipam_store_open_file(
+    dir: *const c_char,
+    out: *mut *mut cnet_ipam_store,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let dir = cstr(dir, "dir")?;
+        let out = out_ptr(out, "out")?;
+        boxed(
+            out,
+            cnet_ipam_store {
+                store: Store::File(FileStore::open(dir)?),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Connect to an etcd v3 cluster (`endpoints`: `len` URLs such as
+/// "http://127.0.0.1:2379", tried in order), keys under `prefix`, every
+/// request bounded by `timeout_ms`. `CNET_UNSUPPORTED` when libcnet was
+/// built without feature `etcd`.
+#[no_mangle]
+pub extern "C" fn cnet_ipam_store_open_etcd(
+    endpoints: *const *const c_char,
+    len: usize,
+    prefix: *const c_char,
+    timeout_ms: u64,
+    out: *mut *mut cnet_ipam_store,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let eps = slice(endpoints, len, "endpoints")?
+            .iter()
+            .enumerate()
+            .map(|(i, p)| cstr(*p, &format!("endpoints[{i}]")))
+            .collect::<Res<Vec<&str>>>()?;
+        let prefix = cstr(prefix, "prefix")?;
+        let out = out_ptr(out, "out")?;
+        #[cfg(feature = "etcd")]
+        {
+            let s = cnet_core::ipam::EtcdStore::connect(
+                &eps,
+                prefix,
+                Duration::from_millis(timeout_ms),
+            )?;
+            boxed(
+                out,
+                cnet_ipam_store {
+                    store: Store::Etcd(s),
+                },
+            );
+            Ok(())
+        }
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = (eps, prefix, timeout_ms, out);
+            Err(Error::Unsupported {
+                context: "open etcd IPAM store".into(),
+                kernel: None,
+            }
+            .with_context("libcnet was built without feature etcd")
+            .into())
+        }
+    })
+}
+
+/// Free a store. `cnet_ipam_store_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_ipam_store_free(s: *mut cnet_ipam_store) {
+    free_box(s)
+}
+
+/// The node subnet leases of the cluster network `config` (made known to
+/// the store on first use; a different config for the same network is
+/// `CNET_CONFLICT`).
+#[no_mangle]
+pub extern "C" fn cnet_ipam_store_leases(
+    store: *const cnet_ipam_store,
+    config: *const cnet_subnet_config,
+    out: *mut *mut cnet_leases,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let s = obj(store, "store")?;
+        let c = obj(config, "config")?;
+        let net: IpNet = parse(cstr(c.network, "config.network")?, "config.network")?;
+        let mut sc = SubnetConfig::new(net);
+        if c.subnet_len != 0 {
+            sc = sc.with_subnet_len(c.subnet_len);
+        }
+        let out = out_ptr(out, "out")?;
+        let inner: Box<dyn LeaseStore + Send> = match &s.store {
+            Store::File(f) => Box::new(f.subnets(sc)?),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => Box::new(e.subnets(sc)?),
+        };
+        boxed(
+            out,
+            cnet_leases {
+                inner: Mutex::new(inner),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Container addresses of the node subnet `config`.
+#[no_mangle]
+pub extern "C" fn cnet_ipam_store_pool(
+    store: *const cnet_ipam_store,
+    config: *const cnet_pool_config,
+    out: *mut *mut cnet_pool,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let s = obj(store, "store")?;
+        let c = obj(config, "config")?;
+        let net: IpNet = parse(cstr(c.subnet, "config.subnet")?, "config.subnet")?;
+        let mut pc = PoolConfig::new(net);
+        let start = parse_opt::<IpAddr>(c.range_start, "config.range_start")?;
+        let end = parse_opt::<IpAddr>(c.range_end, "config.range_end")?;
+        match (start, end) {
+            (Some(a), Some(b)) => pc = pc.with_range(IpRange::new(a, b)),
+            (None, None) => {}
+            _ => {
+                return Err(
+                    Error::invalid("pool config", "range_start and range_end go together").into(),
+                )
+            }
+        }
+        if let Some(g) = parse_opt::<IpAddr>(c.gateway, "config.gateway")? {
+            pc = pc.with_gateway(Some(g));
+        }
+        let out = out_ptr(out, "out")?;
+        let inner: Box<dyn PoolStore + Send> = match &s.store {
+            Store::File(f) => Box::new(f.pool(pc)?),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => Box::new(e.pool(pc)?),
+        };
+        boxed(
+            out,
+            cnet_pool {
+                inner: Mutex::new(inner),
+            },
+        );
+        Ok(())
+    })
+}
+
+fn attrs_of(a: *const cnet_node_attrs) -> Res<NodeAttrs> {
+    let mut n = NodeAttrs::default();
+    if a.is_null() {
+        return Ok(n);
+    }
+    let a = obj(a, "attrs")?;
+    n.underlay_ip = parse_opt(a.underlay_ip, "attrs.underlay_ip")?;
+    n.backend = opt_nonempty(a.backend, "attrs.backend")?.map(str::to_string);
+    n.vtep_mac = parse_opt::<MacAddr>(a.vtep_mac, "attrs.vtep_mac")?;
+    Ok(n)
+}
+
+fn ttl(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+
+/// Lease a subnet to `node` for `ttl_secs` (the same one again if it
+/// holds one), publishing `attrs` (may be NULL). `CNET_EXHAUSTED` when the
+/// network is full. Free `*out` with `cnet_lease_free`.
+#[no_mangle]
+pub extern "C" fn cnet_leases_acquire(
+    leases: *const cnet_leases,
+    node: *const c_char,
+    attrs: *const cnet_node_attrs,
+    ttl_secs: u64,
+    out: *mut *mut cnet_lease,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let l = obj(leases, "leases")?;
+        let node = cstr(node, "node")?;
+        let attrs = attrs_of(attrs)?;
+        let out = out_ptr(out, "out")?;
+        let lease = lock(&l.inner)?.acquire(node, &attrs, ttl(ttl_secs))?;
+        let mut s = Strings::default();
+        let c = lease_of(&lease, &mut s)?;
+        one_out(out, c, s.0);
+        Ok(())
+    })
+}
+
+/// Extend `node`'s lease by `ttl_secs` from now; `CNET_NOT_FOUND` if it
+/// holds none. `out` may be NULL.
+#[no_mangle]
+pub extern "C" fn cnet_leases_renew(
+    leases: *const cnet_leases,
+    node: *const c_char,
+    ttl_secs: u64,
+    out: *mut *mut cnet_lease,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let l = obj(leases, "leases")?;
+        let node = cstr(node, "node")?;
+        let lease = lock(&l.inner)?.renew(node, ttl(ttl_secs))?;
+        if !out.is_null() {
+            let mut s = Strings::default();
+            let c = lease_of(&lease, &mut s)?;
+            one_out(out_ptr(out, "out")?, c, s.0);
+        }
+        Ok(())
+    })
+}
+
+/// Give back `node`'s lease (succeeds when it holds none).
+#[no_mangle]
+pub extern "C" fn cnet_leases_release(
+    leases: *const cnet_leases,
+    node: *const c_char,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let l = obj(leases, "leases")?;
+        lock(&l.inner)?.release(cstr(node, "node")?)?;
+        Ok(())
+    })
+}
+
+/// Every live lease and reservation.
+#[no_mangle]
+pub extern "C" fn cnet_leases_list(
+    leases: *const cnet_leases,
+    out: *mut *mut cnet_lease_array,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let l = obj(leases, "leases")?;
+        let out = out_ptr(out, "out")?;
+        let all = lock(&l.inner)?.list()?;
+        let mut s = Strings::default();
+        let items = all
+            .iter()
+            .map(|x| lease_of(x, &mut s))
+            .collect::<Res<Vec<_>>>()?;
+        list_out(out, items, s.0);
+        Ok(())
+    })
+}
+
+/// The leases as cnet-core has them (for `cnet_node_reconcile_leases`).
+pub(crate) fn list_leases(l: &cnet_leases) -> Res<Vec<NodeLease>> {
+    Ok(lock(&l.inner)?.list()?)
+}
+
+/// Free a lease object. `cnet_leases_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_leases_free(l: *mut cnet_leases) {
+    free_box(l)
+}
+
+/// Free one lease. `cnet_lease_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_lease_free(l: *mut cnet_lease) {
+    free_one(l)
+}
+
+/// Free a lease list. `cnet_lease_array_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_lease_array_free(l: *mut cnet_lease_array) {
+    free_list(l)
+}
+
+/// An address for (`container_id`, `ifname`): the one it holds already,
+/// or a free one. `CNET_EXHAUSTED` when the pool is full. Free `*out`
+/// with `cnet_alloc_free`.
+#[no_mangle]
+pub extern "C" fn cnet_pool_allocate(
+    pool: *const cnet_pool,
+    container_id: *const c_char,
+    ifname: *const c_char,
+    out: *mut *mut cnet_alloc,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let p = obj(pool, "pool")?;
+        let cid = cstr(container_id, "container_id")?;
+        let ifname = cstr(ifname, "ifname")?;
+        let out = out_ptr(out, "out")?;
+        let a = lock(&p.inner)?.allocate(cid, ifname)?;
+        let mut s = Strings::default();
+        let c = alloc_of(&a, &mut s)?;
+        one_out(out, c, s.0);
+        Ok(())
+    })
+}
+
+/// Release the address of (`container_id`, `ifname`); succeeds when it
+/// holds none. `*released` (may be NULL) says whether one was freed.
+#[no_mangle]
+pub extern "C" fn cnet_pool_release(
+    pool: *const cnet_pool,
+    container_id: *const c_char,
+    ifname: *const c_char,
+    released: *mut bool,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let p = obj(pool, "pool")?;
+        let cid = cstr(container_id, "container_id")?;
+        let ifname = cstr(ifname, "ifname")?;
+        let r = lock(&p.inner)?.release(cid, ifname)?;
+        if !released.is_null() {
+            out_ptr(released, "released")?.set(r.is_some());
+        }
+        Ok(())
+    })
+}
+
+/// Every allocation of the pool.
+#[no_mangle]
+pub extern "C" fn cnet_pool_list(
+    pool: *const cnet_pool,
+    out: *mut *mut cnet_alloc_array,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let p = obj(pool, "pool")?;
+        let out = out_ptr(out, "out")?;
+        let all = lock(&p.inner)?.list()?;
+        let mut s = Strings::default();
+        let items = all
+            .iter()
+            .map(|a| alloc_of(a, &mut s))
+            .collect::<Res<Vec<_>>>()?;
+        list_out(out, items, s.0);
+        Ok(())
+    })
+}
+
+/// Release every allocation whose container is not among the `len` ids of
+/// `alive`; `released` (may be NULL) receives what was freed.
+#[no_mangle]
+pub extern "C" fn cnet_pool_gc(
+    pool: *const cnet_pool,
+    alive: *const *const c_char,
+    len: usize,
+    released: *mut *mut cnet_alloc_array,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let p = obj(pool, "pool")?;
+        let alive = slice(alive, len, "alive")?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| cstr(*s, &format!("alive[{i}]")).map(str::to_string))
+            .collect::<Res<HashSet<String>>>()?;
+        let gone = lock(&p.inner)?.gc(&alive)?;
+        if !released.is_null() {
+            let mut s = Strings::default();
+            let items = gone
+                .iter()
+                .map(|a| alloc_of(a, &mut s))
+                .collect::<Res<Vec<_>>>()?;
+            list_out(out_ptr(released, "released")?, items, s.0);
+        }
+        Ok(())
+    })
+}
+
+/// Free a pool object. `cnet_pool_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_pool_free(p: *mut cnet_pool) {
+    free_box(p)
+}
+
+/// Free one allocation. `cnet_alloc_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_alloc_free(a: *mut cnet_alloc) {
+    free_one(a)
+}
+
+/// Free an allocation list. `cnet_alloc_array_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_alloc_array_free(l: *mut cnet_alloc_array) {
+    free_list(l)
+}

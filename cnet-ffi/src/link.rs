@@ -1,0 +1,415 @@
+//! Links: `ip link add|del|set|show` for veth, bridge, vxlan and ipip,
+//! from a plain C struct (`cnet_link_config`), read back as `cnet_link`.
+
+use std::ffi::c_char;
+use std::net::IpAddr;
+
+use cnet_core::link::{Bridge, IpIp, Link, LinkKind, LinkSpec, MacAddr, Veth, Vxlan};
+
+use crate::boundary::{
+    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, Fail, Res,
+    CNET_INVALID_ENUM,
+};
+use crate::ns::{cnet_handle, cnet_netns};
+use crate::out::{free_list, list_head, list_out};
+
+/// Bytes of a link name field, NUL included (the kernel's IFNAMSIZ).
+pub const CNET_IFNAMSIZ: usize = 16;
+/// Bytes of an address or prefix field ("ffff:…:ffff/128"), NUL included.
+pub const CNET_ADDRSTRLEN: usize = 64;
+
+/// A link kind.
+pub type cnet_link_kind = u32;
+/// Any other kind (`tun`, `macvlan`, …; see `kind_name`).
+pub const CNET_LINK_OTHER: cnet_link_kind = 0;
+/// A veth pair.
+pub const CNET_LINK_VETH: cnet_link_kind = 1;
+/// A bridge.
+pub const CNET_LINK_BRIDGE: cnet_link_kind = 2;
+/// A VXLAN device.
+pub const CNET_LINK_VXLAN: cnet_link_kind = 3;
+/// An IP-in-IP tunnel.
+pub const CNET_LINK_IPIP: cnet_link_kind = 4;
+/// A device without kind (loopback, NIC); only in `cnet_link`.
+pub const CNET_LINK_DEVICE: cnet_link_kind = 5;
+
+/// What to create (`cnet_link_add`, `cnet_link_ensure`). Zero / NULL
+/// fields mean "not set"; set `kind` and `name`, then the fields of that
+/// kind. Start from a zeroed struct (`= {0}`) so fields added later stay
+/// unset.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_link_config {
+    /// `CNET_LINK_VETH`, `_BRIDGE`, `_VXLAN` or `_IPIP`.
+    pub kind: cnet_link_kind,
+    /// The link's name (at most 15 bytes).
+    pub name: *const c_char,
+    /// MTU (0: the kernel's default).
+    pub mtu: u32,
+    /// Bring the link up once created.
+    pub up: bool,
+    /// Bridge to enslave it to (`master BR`), or NULL.
+    pub master: *const c_char,
+    /// MAC address ("02:00:00:00:00:01"), or NULL for the kernel's choice.
+    pub mac: *const c_char,
+    /// veth: the peer's name.
+    pub peer_name: *const c_char,
+    /// veth: the namespace the peer goes to (`peer netns NS`), or NULL.
+    pub peer_netns: *const cnet_netns,
+    /// veth: bring the peer up (after creation; the kernel refuses it in
+    /// the creating request).
+    pub peer_up: bool,
+    /// veth: the peer's MTU (0: same as the link).
+    pub peer_mtu: u32,
+    /// vxlan: the VNI.
+    pub vni: u32,
+    /// vxlan: UDP port (0: 8472, Flannel's).
+    pub port: u16,
+    /// vxlan, ipip: local address, or NULL.
+    pub local: *const c_char,
+    /// vxlan, ipip: remote address, or NULL.
+    pub remote: *const c_char,
+    /// vxlan, ipip: the underlay device (`dev DEV`), or NULL.
+    pub dev: *const c_char,
+    /// vxlan, ipip: TTL (0: inherit / kernel default).
+    pub ttl: u8,
+    /// vxlan: turn off MAC learning (`nolearning`), as overlays with a
+    /// programmed FDB want.
+    pub nolearning: bool,
+}
+
+/// A link as the kernel lists it (`ip -d link show`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cnet_link {
+    /// Interface index.
+    pub index: u32,
+    /// Name.
+    pub name: [c_char; CNET_IFNAMSIZ],
+    /// Kind (`CNET_LINK_*`).
+    pub kind: cnet_link_kind,
+    /// The kernel's kind name ("veth", "tun", "" for a plain device).
+    pub kind_name: [c_char; CNET_IFNAMSIZ],
+    /// MTU.
+    pub mtu: u32,
+    /// Raw IFF_* flags.
+    pub flags: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Index of its master (bridge), 0 if none.
+    pub master: u32,
+    /// Hardware address (valid when `has_mac`).
+    pub mac: [u8; 6],
+    /// The link has an Ethernet-like hardware address.
+    pub has_mac: bool,
+}
+
+/// An owned array of links; free with `cnet_link_array_free`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_link_array {
+    /// The links.
+    pub items: *const cnet_link,
+    /// How many.
+    pub len: usize,
+}
+list_head!(cnet_link_array, cnet_link);
+
+fn ip(p: *const c_char, what: &str) -> Res<Option<IpAddr>> {
+    parse_opt(p, what)
+}
+
+/// The Rust builder for a C config.
+pub(crate) fn spec_of(c: &cnet_link_config) -> Res<Box<dyn LinkSpec>> {
+    let name = cstr(c.name, "config.name")?;
+    let master = opt_nonempty(c.master, "config.master")?;
+    let mac: Option<MacAddr> = parse_opt(c.mac, "config.mac")?;
+    macro_rules! common {
+        ($b:expr) => {{
+            let mut b = $b;
+            if c.mtu != 0 {
+                b = b.mtu(c.mtu);
+            }
+            if c.up {
+                b = b.up();
+            }
+            if let Some(m) = master {
+                b = b.master(m);
+            }
+            if let Some(m) = mac {
+                b = b.mac(m);
+            }
+            b
+        }};
+    }
+    Ok(match c.kind {
+        CNET_LINK_VETH => {
+            let peer = cstr(c.peer_name, "config.peer_name")?;
+            let mut v = common!(Veth::new(name, peer));
+            if !c.peer_netns.is_null() {
+                v = v.peer_netns(&obj(c.peer_netns, "config.peer_netns")?.ns);
+            }
+            if c.peer_up {
+                v = v.peer_up();
+            }
+            if c.peer_mtu != 0 {
+                v = v.peer_mtu(c.peer_mtu);
+            }
+            Box::new(v)
+        }
+        CNET_LINK_BRIDGE => Box::new(common!(Bridge::new(name))),
+        CNET_LINK_VXLAN => {
+            let mut v = common!(Vxlan::new(name, c.vni));
+            if c.port != 0 {
+                v = v.port(c.port);
+            }
+            if let Some(a) = ip(c.local, "config.local")? {
+                v = v.local(a);
+            }
+            if let Some(a) = ip(c.remote, "config.remote")? {
+                v = v.remote(a);
+            }
+            if let Some(d) = opt_nonempty(c.dev, "config.dev")? {
+                v = v.dev(d);
+            }
+            if c.ttl != 0 {
+                v = v.ttl(c.ttl);
+            }
+            if c.nolearning {
+                v = v.learning(false);
+            }
+            Box::new(v)
+        }
+        CNET_LINK_IPIP => {
+            let mut v = common!(IpIp::new(name));
+            if let Some(a) = ip(c.local, "config.local")? {
+                v = v.local(a);
+            }
+            if let Some(a) = ip(c.remote, "config.remote")? {
+                v = v.remote(a);
+            }
+            if let Some(d) = opt_nonempty(c.dev, "config.dev")? {
+                v = v.dev(d);
+            }
+            if c.ttl != 0 {
+                v = v.ttl(c.ttl);
+            }
+            Box::new(v)
+        }
+        k => {
+            return Err(Fail::new(
+                CNET_INVALID_ENUM,
+                format!("config.kind {k} is not a link kind this library creates (1-4)"),
+            ))
+        }
+    })
+}
+
+pub(crate) fn link_of(l: &Link) -> Res<cnet_link> {
+    let mut c = cnet_link {
+        index: l.index,
+        name: [0; CNET_IFNAMSIZ],
+        kind: match &l.kind {
+            LinkKind::Veth => CNET_LINK_VETH,
+            LinkKind::Bridge => CNET_LINK_BRIDGE,
+            LinkKind::Vxlan => CNET_LINK_VXLAN,
+            LinkKind::IpIp => CNET_LINK_IPIP,
+            LinkKind::Device => CNET_LINK_DEVICE,
+            _ => CNET_LINK_OTHER,
+        },
+        kind_name: [0; CNET_IFNAMSIZ],
+        mtu: l.mtu,
+        flags: l.flags,
+        up: l.is_up(),
+        master: l.master.unwrap_or(0),
+        mac: l.mac.map_or([0; 6], |m| m.0),
+        has_mac: l.mac.is_some(),
+    };
+    fill(&mut c.name, &l.name)?;
+    let kn = match &l.kind {
+        LinkKind::Device => "",
+        k => k.as_str(),
+    };
+    // A kind name longer than a link name is cut: it is informational.
+    let kn: String = kn.chars().take(CNET_IFNAMSIZ - 1).collect();
+    fill(&mut c.kind_name, &kn)?;
+    Ok(c)
+}
+
+/// Create a link (`ip link add …`). `CNET_ALREADY_EXISTS` if the name is
+/// taken; a veth whose peer could not be moved or brought up is removed
+/// again.
+#[no_mangle]
+pub extern "C" fn cnet_link_add(
+    h: *const cnet_handle,
+    config: *const cnet_link_config,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let spec = spec_of(obj(config, "config")?)?;
+        h.h.links().add(&*spec)?;
+        Ok(())
+    })
+}
+
+/// Create the link, or accept an existing one of the same kind and
+/// parameters (`CNET_MISMATCH` naming each difference otherwise); brings
+/// it up and sets its master as asked. `out` (may be NULL) receives the
+/// link as it now is.
+#[no_mangle]
+pub extern "C" fn cnet_link_ensure(
+    h: *const cnet_handle,
+    config: *const cnet_link_config,
+    out: *mut cnet_link,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let spec = spec_of(obj(config, "config")?)?;
+        let l = h.h.links().ensure(&*spec)?;
+        if !out.is_null() {
+            let c = link_of(&l)?;
+            out_ptr(out, "out")?.set(c);
+        }
+        Ok(())
+    })
+}
+
+/// Delete a link (`ip link del NAME`); `CNET_NOT_FOUND` if absent.
+#[no_mangle]
+pub extern "C" fn cnet_link_delete(
+    h: *const cnet_handle,
+    name: *const c_char,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        h.h.links().delete(cstr(name, "name")?)?;
+        Ok(())
+    })
+}
+
+/// Delete a link if it exists; `*deleted` (may be NULL) says whether it did.
+#[no_mangle]
+pub extern "C" fn cnet_link_delete_if_exists(
+    h: *const cnet_handle,
+    name: *const c_char,
+    deleted: *mut bool,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let d = h.h.links().delete_if_exists(cstr(name, "name")?)?;
+        if !deleted.is_null() {
+            out_ptr(deleted, "deleted")?.set(d);
+        }
+        Ok(())
+    })
+}
+
+/// `ip link set NAME up`.
+#[no_mangle]
+pub extern "C" fn cnet_link_set_up(
+    h: *const cnet_handle,
+    name: *const c_char,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        obj(h, "handle")?.h.links().set_up(cstr(name, "name")?)?;
+        Ok(())
+    })
+}
+
+/// `ip link set NAME down` (the kernel deletes the routes through it).
+#[no_mangle]
+pub extern "C" fn cnet_link_set_down(
+    h: *const cnet_handle,
+    name: *const c_char,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        obj(h, "handle")?.h.links().set_down(cstr(name, "name")?)?;
+        Ok(())
+    })
+}
+
+/// `ip link set NAME mtu MTU`.
+#[no_mangle]
+pub extern "C" fn cnet_link_set_mtu(
+    h: *const cnet_handle,
+    name: *const c_char,
+    mtu: u32,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        obj(h, "handle")?
+            .h
+            .links()
+            .set_mtu(cstr(name, "name")?, mtu)?;
+        Ok(())
+    })
+}
+
+/// `ip link set NAME master MASTER`, or `nomaster` when `master` is NULL.
+#[no_mangle]
+pub extern "C" fn cnet_link_set_master(
+    h: *const cnet_handle,
+    name: *const c_char,
+    master: *const c_char,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let links = obj(h, "handle")?.h.links();
+        let name = cstr(name, "name")?;
+        match opt_nonempty(master, "master")? {
+            Some(m) => links.set_master(name, m)?,
+            None => links.set_nomaster(name)?,
+        }
+        Ok(())
+    })
+}
+
+/// The link named `name` (`ip -d link show NAME`); `CNET_NOT_FOUND` if absent.
+#[no_mangle]
+pub extern "C" fn cnet_link_get(
+    h: *const cnet_handle,
+    name: *const c_char,
+    out: *mut cnet_link,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let name = cstr(name, "name")?;
+        let out = out_ptr(out, "out")?;
+        out.set(link_of(&h.h.links().get(name)?)?);
+        Ok(())
+    })
+}
+
+/// Every link of the handle's namespace (`ip -d link show`).
+#[no_mangle]
+pub extern "C" fn cnet_link_list(
+    h: *const cnet_handle,
+    out: *mut *mut cnet_link_array,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let out = out_ptr(out, "out")?;
+        let items =
+            h.h.links()
+                .list()?
+                .iter()
+                .map(link_of)
+                .collect::<Res<Vec<_>>>()?;
+        list_out(out, items, Vec::new());
+        Ok(())
+    })
+}
+
+/// Free a link list. `cnet_link_array_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_link_array_free(list: *mut cnet_link_array) {
+    free_list(list)
+}

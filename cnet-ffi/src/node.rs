@@ -1,0 +1,303 @@
+//! Node backends: a node's routes (and VXLAN neighbours and FDB entries)
+//! to its peers' pod subnets, reconciled to exactly a peer set or to the
+//! leases of an IPAM store (`cnet_node`).
+
+use std::ffi::c_char;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cnet_core::link::MacAddr;
+use cnet_core::network::{
+    Backend, Changes, Encap, IpIpConfig, Node, NodeConfig, Peer, PeerPath, PeerReport, VxlanConfig,
+};
+use cnet_core::{Handle, IpNet};
+
+use crate::boundary::{
+    cnet_error, cnet_result, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt, slice,
+    Fail, Res, CNET_INVALID_ENUM,
+};
+use crate::ipam::{cnet_leases, list_leases};
+use crate::ns::cnet_handle;
+use crate::out::{boxed, free_box};
+use crate::route::cnet_reconcile_counts;
+
+/// A node: the host namespace (through a handle it keeps alive) and its
+/// configuration. May be shared between threads.
+#[derive(Debug)]
+pub struct cnet_node {
+    h: Arc<Handle>,
+    cfg: NodeConfig,
+}
+
+/// A node's configuration. NULL / zero fields take the defaults.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_node_config {
+    /// Node name (the lease's node name; seeds the VTEP MAC).
+    pub name: *const c_char,
+    /// The node's pod subnet ("10.244.1.0/24"), never routed to a peer.
+    pub subnet: *const c_char,
+    /// The underlay device ("eth0").
+    pub underlay_dev: *const c_char,
+    /// The node's underlay address.
+    pub underlay_ip: *const c_char,
+    /// VXLAN device name (NULL: "cnet.vxlan").
+    pub vxlan_dev: *const c_char,
+    /// IP-in-IP device name (NULL: "cnet.ipip").
+    pub ipip_dev: *const c_char,
+    /// Table of the peer routes (0: main).
+    pub route_table: u32,
+    /// Protocol of the peer routes (0: 119). The node owns every route of
+    /// this protocol in that table.
+    pub route_protocol: u8,
+}
+
+/// A backend kind.
+pub type cnet_backend_kind = u32;
+/// A route per peer via its underlay address (peers on one L2 segment).
+pub const CNET_BACKEND_HOST_GW: cnet_backend_kind = 1;
+/// Flannel's VXLAN.
+pub const CNET_BACKEND_VXLAN: cnet_backend_kind = 2;
+/// IP-in-IP.
+pub const CNET_BACKEND_IPIP: cnet_backend_kind = 3;
+/// host-gw on the node's segment, VXLAN beyond it.
+pub const CNET_BACKEND_VXLAN_CROSS_SUBNET: cnet_backend_kind = 4;
+/// host-gw on the node's segment, IP-in-IP beyond it.
+pub const CNET_BACKEND_IPIP_CROSS_SUBNET: cnet_backend_kind = 5;
+
+/// How the node reaches its peers. Zero fields take Flannel's defaults.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_backend {
+    /// `CNET_BACKEND_*`.
+    pub kind: cnet_backend_kind,
+    /// VXLAN: the VNI (0: 1).
+    pub vni: u32,
+    /// VXLAN: UDP port (0: 8472).
+    pub port: u16,
+    /// Tunnel device MTU (0: the underlay's minus the overhead).
+    pub mtu: u32,
+}
+
+/// A peer node.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_peer {
+    /// Its name.
+    pub name: *const c_char,
+    /// Its pod subnet.
+    pub subnet: *const c_char,
+    /// Its underlay address.
+    pub underlay: *const c_char,
+    /// Its VTEP MAC (VXLAN), or NULL.
+    pub vtep_mac: *const c_char,
+}
+
+/// What a peer reconcile did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct cnet_peer_report {
+    /// Peers reached by a direct route.
+    pub direct: usize,
+    /// Peers reached through the VXLAN device.
+    pub vxlan: usize,
+    /// Peers reached through the IP-in-IP device.
+    pub ipip: usize,
+    /// Devices created, re-created, updated or deleted.
+    pub devices_changed: usize,
+    /// Peer routes.
+    pub routes: cnet_reconcile_counts,
+    /// Permanent neighbours on the VXLAN device.
+    pub neighbours: cnet_reconcile_counts,
+    /// FDB entries on the VXLAN device.
+    pub fdb: cnet_reconcile_counts,
+}
+
+fn changes(c: Changes) -> cnet_reconcile_counts {
+    cnet_reconcile_counts {
+        added: c.added,
+        replaced: c.replaced,
+        deleted: c.deleted,
+        unchanged: c.unchanged,
+    }
+}
+
+fn report_of(r: &PeerReport) -> cnet_peer_report {
+    cnet_peer_report {
+        direct: r.count(PeerPath::Direct),
+        vxlan: r.count(PeerPath::Vxlan),
+        ipip: r.count(PeerPath::IpIp),
+        devices_changed: r.devices.len(),
+        routes: changes(r.routes),
+        neighbours: changes(r.neighbours),
+        fdb: changes(r.fdb),
+    }
+}
+
+fn backend_of(b: *const cnet_backend) -> Res<Backend> {
+    let b = obj(b, "backend")?;
+    let mut v = VxlanConfig::default();
+    if b.vni != 0 {
+        v.vni = b.vni;
+    }
+    if b.port != 0 {
+        v.port = b.port;
+    }
+    let mtu = (b.mtu != 0).then_some(b.mtu);
+    v.mtu = mtu;
+    let i = IpIpConfig { mtu };
+    Ok(match b.kind {
+        CNET_BACKEND_HOST_GW => Backend::HostGw,
+        CNET_BACKEND_VXLAN => Backend::Vxlan(v),
+        CNET_BACKEND_IPIP => Backend::IpIp(i),
+        CNET_BACKEND_VXLAN_CROSS_SUBNET => Backend::CrossSubnet {
+            encap: Encap::Vxlan(v),
+        },
+        CNET_BACKEND_IPIP_CROSS_SUBNET => Backend::CrossSubnet {
+            encap: Encap::IpIp(i),
+        },
+        k => {
+            return Err(Fail::new(
+                CNET_INVALID_ENUM,
+                format!("backend.kind {k} is not a backend (1-5)"),
+            ))
+        }
+    })
+}
+
+fn write_report(out: *mut cnet_peer_report, r: &PeerReport) -> Res {
+    if !out.is_null() {
+        out_ptr(out, "report")?.set(report_of(r));
+    }
+    Ok(())
+}
+
+/// A node working in `h`'s namespace (the host's). `CNET_INVALID_ARGUMENT`
+/// for a bad configuration.
+#[no_mangle]
+pub extern "C" fn cnet_node_new(
+    h: *const cnet_handle,
+    config: *const cnet_node_config,
+    out: *mut *mut cnet_node,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let h = obj(h, "handle")?;
+        let c = obj(config, "config")?;
+        let subnet: IpNet = parse(cstr(c.subnet, "config.subnet")?, "config.subnet")?;
+        let uip: IpAddr = parse(
+            cstr(c.underlay_ip, "config.underlay_ip")?,
+            "config.underlay_ip",
+        )?;
+        let mut cfg = NodeConfig::new(
+            cstr(c.name, "config.name")?,
+            subnet,
+            cstr(c.underlay_dev, "config.underlay_dev")?,
+            uip,
+        );
+        if let Some(d) = opt_nonempty(c.vxlan_dev, "config.vxlan_dev")? {
+            cfg.vxlan_dev = d.to_string();
+        }
+        if let Some(d) = opt_nonempty(c.ipip_dev, "config.ipip_dev")? {
+            cfg.ipip_dev = d.to_string();
+        }
+        if c.route_table != 0 {
+            cfg.route_table = c.route_table;
+        }
+        if c.route_protocol != 0 {
+            cfg.route_protocol = c.route_protocol;
+        }
+        let out = out_ptr(out, "out")?;
+        Node::new(&h.h, cfg.clone())?;
+        boxed(
+            out,
+            cnet_node {
+                h: Arc::clone(&h.h),
+                cfg,
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Program exactly the `len` `peers` with `backend` (devices, routes,
+/// neighbours, FDB entries), removing what belonged to peers no longer
+/// listed; switching backend in place is allowed. A peer that cannot be
+/// programmed is rolled back and the call returns its error (the message
+/// lists every failed peer) while the others stay programmed. `report`
+/// (may be NULL) is written on success.
+#[no_mangle]
+pub extern "C" fn cnet_node_reconcile_peers(
+    node: *const cnet_node,
+    backend: *const cnet_backend,
+    peers: *const cnet_peer,
+    len: usize,
+    report: *mut cnet_peer_report,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(node, "node")?;
+        let b = backend_of(backend)?;
+        let peers = slice(peers, len, "peers")?
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let f = |what: &str| format!("peers[{i}].{what}");
+                let mut peer = Peer::new(
+                    cstr(p.name, &f("name"))?,
+                    parse(cstr(p.subnet, &f("subnet"))?, &f("subnet"))?,
+                    parse(cstr(p.underlay, &f("underlay"))?, &f("underlay"))?,
+                );
+                if let Some(m) = parse_opt::<MacAddr>(p.vtep_mac, &f("vtep_mac"))? {
+                    peer = peer.with_vtep_mac(m);
+                }
+                Ok(peer)
+            })
+            .collect::<Res<Vec<_>>>()?;
+        let node = Node::new(&n.h, n.cfg.clone())?;
+        let r = node.reconcile_peers(&b, &peers)?.into_result()?;
+        write_report(report, &r)
+    })
+}
+
+/// Like `cnet_node_reconcile_peers` with every other node's lease in
+/// `leases` as the peer set (the node agent's loop: list, reconcile).
+#[no_mangle]
+pub extern "C" fn cnet_node_reconcile_leases(
+    node: *const cnet_node,
+    backend: *const cnet_backend,
+    leases: *const cnet_leases,
+    report: *mut cnet_peer_report,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(node, "node")?;
+        let b = backend_of(backend)?;
+        let all = list_leases(obj(leases, "leases")?)?;
+        let node = Node::new(&n.h, n.cfg.clone())?;
+        let r = node.reconcile_leases(&b, &all)?.into_result()?;
+        write_report(report, &r)
+    })
+}
+
+/// Remove everything the node programmed (peer routes, VXLAN and IP-in-IP
+/// devices); what is already gone is fine.
+#[no_mangle]
+pub extern "C" fn cnet_node_teardown(
+    node: *const cnet_node,
+    report: *mut cnet_peer_report,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(node, "node")?;
+        let node = Node::new(&n.h, n.cfg.clone())?;
+        let r = node.teardown()?.into_result()?;
+        write_report(report, &r)
+    })
+}
+
+/// Free a node (what it programmed stays). `cnet_node_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_node_free(n: *mut cnet_node) {
+    free_box(n)
+}

@@ -1,0 +1,318 @@
+//! Error paths of the exports, called as C would: NULL arguments, invalid
+//! UTF-8, out-of-range enums, unknown names (in a throwaway namespace),
+//! and `_free(NULL)`. Runs as root (namespaces); says so otherwise.
+
+use std::ffi::{c_char, CStr, CString};
+use std::ptr::{null, null_mut};
+
+use cnet::addr::*;
+use cnet::boundary::*;
+use cnet::ipam::*;
+use cnet::link::*;
+use cnet::neigh::*;
+use cnet::node::*;
+use cnet::ns::*;
+use cnet::route::*;
+use cnet::trace::*;
+
+const BAD: &[u8] = b"\xff\xfe\0";
+
+fn bad() -> *const c_char {
+    BAD.as_ptr().cast()
+}
+
+/// Code and message of a call that fails, the error freed.
+fn fails(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) -> (cnet_result, String) {
+    let mut err = null_mut();
+    let rc = f(&mut err);
+    assert_ne!(rc, CNET_OK);
+    assert!(!err.is_null(), "a failing call sets *err");
+    assert_eq!(cnet_error_code(err), rc);
+    // SAFETY: a live error's message is a NUL-terminated string.
+    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
+        .to_string_lossy()
+        .into_owned();
+    cnet_error_free(err);
+    (rc, m)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Ns(String, *mut cnet_netns, *mut cnet_handle);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        cnet_handle_free(self.2);
+        cnet_netns_free(self.1);
+        let n = CString::new(self.0.clone()).unwrap();
+        assert_eq!(
+            cnet_netns_delete(n.as_ptr(), null_mut(), null_mut()),
+            CNET_OK
+        );
+    }
+}
+
+fn netns(tag: &str) -> Ns {
+    let name = format!("cn-ffi{tag}-{}", std::process::id());
+    let c = CString::new(name.clone()).unwrap();
+    let mut ns = null_mut();
+    assert_eq!(cnet_netns_create(c.as_ptr(), &mut ns, null_mut()), CNET_OK);
+    // The guard exists before the handle, so a failure still deletes it.
+    let mut g = Ns(name, ns, null_mut());
+    assert_eq!(cnet_handle_new(ns, &mut g.2, null_mut()), CNET_OK);
+    g
+}
+
+#[test]
+fn null_handles_and_arguments_are_a_code_never_a_crash() {
+    let h: *const cnet_handle = null();
+    let name = c"x".as_ptr();
+    let null_codes = [
+        fails(|e| cnet_link_delete(h, name, e)).0,
+        fails(|e| cnet_link_set_up(h, name, e)).0,
+        fails(|e| cnet_link_add(h, null(), e)).0,
+        fails(|e| cnet_addr_add(h, name, c"10.0.0.1/24".as_ptr(), e)).0,
+        fails(|e| cnet_route_add(h, null(), e)).0,
+        fails(|e| cnet_route_lookup(h, c"10.0.0.1".as_ptr(), null(), null_mut(), e)).0,
+        fails(|e| cnet_neigh_add(h, null(), e)).0,
+        fails(|e| cnet_fdb_append(h, null(), e)).0,
+        fails(|e| cnet_netns_open(null(), null_mut(), e)).0,
+        fails(|e| cnet_netns_create(name, null_mut(), e)).0,
+        fails(|e| cnet_handle_new(null(), null_mut(), e)).0,
+        fails(|e| cnet_ipam_store_open_file(null(), null_mut(), e)).0,
+        fails(|e| cnet_pool_allocate(null(), name, name, null_mut(), e)).0,
+        fails(|e| cnet_leases_acquire(null(), name, null(), 60, null_mut(), e)).0,
+        fails(|e| cnet_node_new(h, null(), null_mut(), e)).0,
+        fails(|e| cnet_trace(null(), name, null(), false, 0, null_mut(), e)).0,
+        fails(|e| cnet_route_batch(h, null(), 3, null_mut(), e)).0,
+    ];
+    assert!(
+        null_codes.iter().all(|&c| c == CNET_NULL_ARGUMENT),
+        "{null_codes:?}"
+    );
+    // Without an error out-parameter, the code alone.
+    assert_eq!(cnet_link_delete(h, name, null_mut()), CNET_NULL_ARGUMENT);
+    // A NULL out-parameter is refused before any work (nothing created).
+    let (rc, m) = fails(|e| cnet_netns_create(c"cn-ffi-never".as_ptr(), null_mut(), e));
+    assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
+    assert!(!cnet_netns_exists(c"cn-ffi-never".as_ptr()));
+}
+
+#[test]
+fn frees_of_null_do_nothing() {
+    cnet_error_free(null_mut());
+    cnet_netns_free(null_mut());
+    cnet_handle_free(null_mut());
+    cnet_link_array_free(null_mut());
+    cnet_addr_array_free(null_mut());
+    cnet_route_array_free(null_mut());
+    cnet_neigh_array_free(null_mut());
+    cnet_fdb_array_free(null_mut());
+    cnet_ipam_store_free(null_mut());
+    cnet_leases_free(null_mut());
+    cnet_lease_free(null_mut());
+    cnet_lease_array_free(null_mut());
+    cnet_pool_free(null_mut());
+    cnet_alloc_free(null_mut());
+    cnet_alloc_array_free(null_mut());
+    cnet_node_free(null_mut());
+    cnet::cnet_string_free(null_mut());
+}
+
+#[test]
+fn invalid_utf8_and_enums_and_unparsable_input() {
+    let (rc, m) = fails(|e| cnet_netns_open(bad(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_UTF8, "{m}");
+    assert!(m.contains("name"), "{m}");
+    let (rc, _) = fails(|e| cnet_ipam_store_open_file(bad(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_UTF8);
+    let dir = std::env::temp_dir().join(format!("cnet-ffi-ipam-{}", std::process::id()));
+    let d = CString::new(dir.to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    assert_eq!(
+        cnet_ipam_store_open_file(d.as_ptr(), &mut store, null_mut()),
+        CNET_OK
+    );
+    let cfg = cnet_pool_config {
+        subnet: c"10.244.1.0/33".as_ptr(),
+        range_start: null(),
+        range_end: null(),
+        gateway: null(),
+    };
+    let (rc, m) = fails(|e| cnet_ipam_store_pool(store, &cfg, &mut null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("config.subnet"), "{m}");
+    let cfg = cnet_pool_config {
+        subnet: c"10.244.1.0/24".as_ptr(),
+        ..cfg
+    };
+    let mut pool = null_mut();
+    assert_eq!(
+        cnet_ipam_store_pool(store, &cfg, &mut pool, null_mut()),
+        CNET_OK
+    );
+    let (rc, _) = fails(|e| cnet_pool_allocate(pool, bad(), c"eth0".as_ptr(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_UTF8);
+    let mut a = null_mut();
+    assert_eq!(
+        cnet_pool_allocate(pool, c"c1".as_ptr(), c"eth0".as_ptr(), &mut a, null_mut()),
+        CNET_OK
+    );
+    // SAFETY: a live allocation.
+    let cidr = unsafe { CStr::from_ptr((*a).cidr.as_ptr()) };
+    assert_eq!(cidr.to_str().unwrap(), "10.244.1.2/24");
+    cnet_alloc_free(a);
+    let etcd = [c"http://127.0.0.1:1".as_ptr()];
+    let rc = cnet_ipam_store_open_etcd(
+        etcd.as_ptr(),
+        1,
+        c"/cnet".as_ptr(),
+        100,
+        &mut null_mut(),
+        null_mut(),
+    );
+    assert!(
+        rc == CNET_UNSUPPORTED || rc == CNET_IO || rc == CNET_TIMEOUT || rc == CNET_NETLINK,
+        "{rc}"
+    );
+    cnet_pool_free(pool);
+    cnet_ipam_store_free(store);
+    std::fs::remove_dir_all(dir).ok();
+
+    let backend = cnet_backend {
+        kind: 77,
+        vni: 0,
+        port: 0,
+        mtu: 0,
+    };
+    let (rc, m) = fails(|e| cnet_node_reconcile_peers(null(), &backend, null(), 0, null_mut(), e));
+    assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
+}
+
+#[test]
+fn unknown_names_and_bad_kinds_in_a_namespace() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = netns("e");
+    let h = ns.2;
+    let (rc, m) = fails(|e| cnet_link_delete(h, c"nope0".as_ptr(), e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    let mut l = std::mem::MaybeUninit::<cnet_link>::uninit();
+    assert_eq!(
+        cnet_link_get(h, c"nope0".as_ptr(), l.as_mut_ptr(), null_mut()),
+        CNET_NOT_FOUND
+    );
+    let mut deleted = true;
+    assert_eq!(
+        cnet_link_delete_if_exists(h, c"nope0".as_ptr(), &mut deleted, null_mut()),
+        CNET_OK
+    );
+    assert!(!deleted);
+    // SAFETY: all-zero is a valid cnet_link_config (NULL pointers, 0, false).
+    let mut cfg: cnet_link_config = unsafe { std::mem::zeroed() };
+    cfg.kind = 99;
+    cfg.name = c"x0".as_ptr();
+    let (rc, m) = fails(|e| cnet_link_add(h, &cfg, e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    cfg.kind = CNET_LINK_BRIDGE;
+    cfg.name = bad();
+    assert_eq!(fails(|e| cnet_link_add(h, &cfg, e)).0, CNET_INVALID_UTF8);
+    cfg.name = c"this-name-is-far-too-long".as_ptr();
+    assert_eq!(
+        fails(|e| cnet_link_add(h, &cfg, e)).0,
+        CNET_INVALID_ARGUMENT
+    );
+    cfg.name = c"br0".as_ptr();
+    cfg.up = true;
+    assert_eq!(cnet_link_add(h, &cfg, null_mut()), CNET_OK);
+    let (rc, m) = fails(|e| cnet_link_add(h, &cfg, e));
+    assert_eq!(rc, CNET_ALREADY_EXISTS, "{m}");
+    let mut err = null_mut();
+    assert_eq!(cnet_link_add(h, &cfg, &mut err), CNET_ALREADY_EXISTS);
+    assert_eq!(cnet_error_errno(err), libc::EEXIST);
+    cnet_error_free(err);
+    // The kernel's extended-ACK text comes through.
+    // SAFETY: zeroed route: NULL pointers and zeros.
+    let mut r: cnet_route = unsafe { std::mem::zeroed() };
+    r.dst = c"10.9.0.0/24".as_ptr();
+    r.via = c"203.0.113.9".as_ptr();
+    let mut err = null_mut();
+    let rc = cnet_route_add(h, &r, &mut err);
+    assert_ne!(rc, CNET_OK);
+    // SAFETY: live error.
+    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
+        .to_string_lossy()
+        .into_owned();
+    assert!(cnet_error_errno(err) != 0, "{m}");
+    cnet_error_free(err);
+    let mut res = std::mem::MaybeUninit::<cnet_route_lookup_result>::uninit();
+    let rc = cnet_route_lookup(
+        h,
+        c"not-an-ip".as_ptr(),
+        null(),
+        res.as_mut_ptr(),
+        null_mut(),
+    );
+    assert_eq!(rc, CNET_INVALID_ARGUMENT);
+    // A batch with one bad op sends nothing; one failing item is PARTIAL.
+    // SAFETY: zeroed ops.
+    let mut ops: [cnet_route_op; 2] = unsafe { std::mem::zeroed() };
+    ops[0].op = CNET_ROUTE_ADD;
+    ops[0].route.dst = c"10.8.0.0/24".as_ptr();
+    ops[0].route.dev = c"br0".as_ptr();
+    ops[1].op = 9;
+    ops[1].route.dst = c"10.8.1.0/24".as_ptr();
+    assert_eq!(
+        fails(|e| cnet_route_batch(h, ops.as_ptr(), 2, null_mut(), e)).0,
+        CNET_INVALID_ENUM
+    );
+    ops[1].op = CNET_ROUTE_DELETE;
+    let mut codes = [0u32; 2];
+    let (rc, m) = fails(|e| cnet_route_batch(h, ops.as_ptr(), 2, codes.as_mut_ptr(), e));
+    assert_eq!(rc, CNET_PARTIAL, "{m}");
+    assert_eq!(codes, [CNET_OK, CNET_NOT_FOUND]);
+    let (rc, _) = fails(|e| cnet_neigh_list(h, c"nope0".as_ptr(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_NOT_FOUND);
+    let mut json = null_mut();
+    assert_eq!(
+        cnet_trace(
+            ns.1,
+            c"10.8.0.9".as_ptr(),
+            c"::1".as_ptr(),
+            false,
+            0,
+            &mut json,
+            null_mut()
+        ),
+        CNET_INVALID_ARGUMENT
+    );
+    assert!(json.is_null(), "outputs are written only on success");
+    assert_eq!(
+        cnet_trace(
+            ns.1,
+            c"10.8.0.9".as_ptr(),
+            null(),
+            false,
+            0,
+            &mut json,
+            null_mut()
+        ),
+        CNET_OK
+    );
+    // SAFETY: a string made by libcnet.
+    let j = unsafe { CStr::from_ptr(json) }
+        .to_string_lossy()
+        .into_owned();
+    assert!(j.contains("\"verdict\""), "{j}");
+    cnet::cnet_string_free(json);
+    let (rc, _) = fails(|e| cnet_netns_open(c"cn-ffi-no-such-ns".as_ptr(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_NOT_FOUND);
+    let mut lbl = [0 as c_char; 4];
+    assert_eq!(
+        cnet_netns_label(ns.1, lbl.as_mut_ptr(), lbl.len(), null_mut()),
+        CNET_BUFFER_TOO_SHORT
+    );
+}

@@ -1,0 +1,193 @@
+/* Calls every function of cnet.h at least once (scripts/test-examples
+ * checks that the header has no function this file, bridge.c or the Rust
+ * ABI tests leave out), in a throwaway namespace cn-exa-PID, checking each
+ * result code. Run as root: ./all_calls IPAM-DIR */
+#include <cnet.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int fails;
+static void expect(const char *what, cnet_result rc, cnet_result want, cnet_error *err) {
+    if (rc != want) {
+        fprintf(stderr, "all_calls: %s: %s, want %s: %s\n", what, cnet_result_name(rc),
+                cnet_result_name(want), err ? cnet_error_message(err) : "");
+        fails++;
+    }
+    cnet_error_free(err);
+}
+#define OK(call) IS(CNET_OK, call)
+#define IS(want, call) do { cnet_error *e_ = NULL; cnet_result r_ = (call); expect(#call, r_, want, e_); } while (0)
+#define E &e_
+
+int main(int argc, char **argv) {
+    char name[64], path[128];
+    cnet_netns *ns = NULL, *ns2 = NULL, *ns3 = NULL;
+    cnet_handle *h = NULL;
+    snprintf(name, sizeof name, "cn-exa-%d", (int)getpid());
+    OK(cnet_netns_create(name, &ns, E));
+    OK(cnet_handle_new(ns, &h, E));
+    OK(cnet_handle_netns(h, &ns2, E));
+    snprintf(path, sizeof path, "/run/netns/%s", name);
+    OK(cnet_netns_open_path(path, &ns3, E));
+    cnet_netns_free(ns3); ns3 = NULL;
+    OK(cnet_netns_open_pid((uint32_t)getpid(), &ns3, E));
+    cnet_netns_free(ns3); ns3 = NULL;
+    OK(cnet_netns_open(name, &ns3, E));
+
+    cnet_link_config br = {0}, vx = {0};
+    br.kind = CNET_LINK_BRIDGE; br.name = "br0"; br.up = true;
+    OK(cnet_link_add(h, &br, E));
+    cnet_link_config veth = {0};
+    veth.kind = CNET_LINK_VETH; veth.name = "va"; veth.peer_name = "vb";
+    OK(cnet_link_add(h, &veth, E));
+    OK(cnet_link_set_mtu(h, "va", 1400, E));
+    OK(cnet_link_set_master(h, "va", "br0", E));
+    OK(cnet_link_set_master(h, "va", NULL, E));
+    OK(cnet_link_set_up(h, "va", E));
+    OK(cnet_link_set_down(h, "va", E));
+    cnet_link l;
+    OK(cnet_link_get(h, "va", &l, E));
+    if (l.mtu != 1400 || l.kind != CNET_LINK_VETH) fprintf(stderr, "all_calls: link get\n"), fails++;
+    OK(cnet_addr_add(h, "br0", "192.0.2.1/24", E));
+    OK(cnet_addr_replace(h, "br0", "192.0.2.1/24", E));
+    cnet_addr_array *addrs = NULL;
+    OK(cnet_addr_list(h, "br0", &addrs, E));
+    if (!addrs || addrs->len < 1 || strcmp(addrs->items[0].local, "192.0.2.1/24")) fprintf(stderr, "all_calls: addr list\n"), fails++;
+    cnet_addr_array_free(addrs);
+
+    cnet_route r = {0};
+    r.dst = "198.51.100.0/24"; r.via = "192.0.2.2";
+    OK(cnet_route_add(h, &r, E));
+    r.metric = 0; OK(cnet_route_replace(h, &r, E));
+    cnet_route_array *routes = NULL;
+    cnet_route_filter f = {0};
+    f.protocol = CNET_ROUTE_PROTOCOL;
+    OK(cnet_route_list(h, &f, &routes, E));
+    if (!routes || routes->len != 1) fprintf(stderr, "all_calls: route list\n"), fails++;
+    cnet_route_array_free(routes);
+    OK(cnet_route_delete(h, &r, E));
+    bool gone = true;
+    OK(cnet_route_delete_if_exists(h, &r, &gone, E));
+    if (gone) fprintf(stderr, "all_calls: route already deleted\n"), fails++;
+    cnet_reconcile_counts counts;
+    cnet_route want[2] = {{0}, {0}};
+    want[0].dst = "203.0.113.0/25"; want[0].via = "192.0.2.3";
+    want[1].dst = "203.0.113.128/25"; want[1].via = "192.0.2.3";
+    OK(cnet_route_reconcile(h, 0, 0, NULL, want, 2, &counts, E));
+    if (counts.added != 2) fprintf(stderr, "all_calls: reconcile added %zu\n", counts.added), fails++;
+    /* Before the node below: it owns every protocol-119 route of the table. */
+    cnet_route_lookup_result lr;
+    OK(cnet_route_lookup(h, "203.0.113.7", NULL, &lr, E));
+    cnet_route_op ops[1] = {{0}};
+    ops[0].op = CNET_ROUTE_DELETE; ops[0].route = want[0];
+    cnet_result codes[1];
+    OK(cnet_route_batch(h, ops, 1, codes, E));
+
+    vx.kind = CNET_LINK_VXLAN; vx.name = "vx0"; vx.vni = 42; vx.dev = "br0"; vx.local = "192.0.2.1"; vx.nolearning = true; vx.up = true;
+    cnet_link vxl;
+    OK(cnet_link_ensure(h, &vx, &vxl, E));
+    cnet_neigh n = {0};
+    n.dev = "vx0"; n.ip = "10.244.2.0"; n.mac = "02:00:00:00:00:02";
+    OK(cnet_neigh_add(h, &n, E));
+    OK(cnet_neigh_replace(h, &n, E));
+    OK(cnet_neigh_delete(h, &n, E));
+    OK(cnet_neigh_reconcile(h, "vx0", &n, 1, &counts, E));
+    cnet_neigh_array *neighs = NULL;
+    OK(cnet_neigh_list(h, "vx0", &neighs, E));
+    cnet_neigh_array_free(neighs);
+    cnet_fdb fd = {0};
+    fd.mac = "02:00:00:00:00:02"; fd.dev = "vx0"; fd.dst = "192.0.2.9";
+    OK(cnet_fdb_add(h, &fd, E));
+    OK(cnet_fdb_replace(h, &fd, E));
+    OK(cnet_fdb_delete(h, &fd, E));
+    OK(cnet_fdb_append(h, &fd, E));
+    OK(cnet_fdb_reconcile(h, "vx0", &fd, 1, &counts, E));
+    cnet_fdb_array *fdb = NULL;
+    OK(cnet_fdb_list(h, "vx0", &fdb, E));
+    cnet_fdb_array_free(fdb);
+
+    cnet_ipam_store *store = NULL;
+    OK(cnet_ipam_store_open_file(argc > 1 ? argv[1] : "/tmp/cnet-all-calls-ipam", &store, E));
+    cnet_subnet_config sc = {0};
+    sc.network = "10.244.0.0/16";
+    cnet_leases *leases = NULL;
+    OK(cnet_ipam_store_leases(store, &sc, &leases, E));
+    cnet_node_attrs at = {0};
+    at.underlay_ip = "192.0.2.9"; at.backend = "host-gw";
+    cnet_lease *lease = NULL;
+    OK(cnet_leases_acquire(leases, "peer-a", &at, 3600, &lease, E));
+    cnet_lease_free(lease); lease = NULL;
+    OK(cnet_leases_renew(leases, "peer-a", 3600, &lease, E));
+    cnet_lease_free(lease);
+    cnet_lease_array *la = NULL;
+    OK(cnet_leases_list(leases, &la, E));
+    cnet_lease_array_free(la);
+    cnet_node_config nc = {0};
+    nc.name = "me"; nc.subnet = "10.244.9.0/24"; nc.underlay_dev = "br0"; nc.underlay_ip = "192.0.2.1";
+    cnet_node *node = NULL;
+    OK(cnet_node_new(h, &nc, &node, E));
+    cnet_backend be = {0};
+    be.kind = CNET_BACKEND_HOST_GW;
+    cnet_peer_report rep;
+    OK(cnet_node_reconcile_leases(node, &be, leases, &rep, E));
+    if (rep.direct != 1) fprintf(stderr, "all_calls: node direct %zu\n", rep.direct), fails++;
+    cnet_peer peer = {0};
+    peer.name = "peer-b"; peer.subnet = "10.244.3.0/24"; peer.underlay = "192.0.2.10";
+    OK(cnet_node_reconcile_peers(node, &be, &peer, 1, &rep, E));
+    OK(cnet_node_teardown(node, &rep, E));
+    OK(cnet_leases_release(leases, "peer-a", E));
+    cnet_pool_config pc = {0};
+    pc.subnet = "10.244.9.0/24";
+    cnet_pool *pool = NULL;
+    OK(cnet_ipam_store_pool(store, &pc, &pool, E));
+    cnet_alloc *a = NULL;
+    OK(cnet_pool_allocate(pool, "dead", "eth0", &a, E));
+    cnet_alloc_free(a);
+    cnet_alloc_array *all = NULL, *gc = NULL;
+    OK(cnet_pool_list(pool, &all, E));
+    if (!all || all->len != 1) fprintf(stderr, "all_calls: pool list\n"), fails++;
+    cnet_alloc_array_free(all);
+    const char *alive[] = {"alive"};
+    OK(cnet_pool_gc(pool, alive, 1, &gc, E));
+    if (!gc || gc->len != 1 || strcmp(gc->items[0].container_id, "dead")) fprintf(stderr, "all_calls: gc\n"), fails++;
+    cnet_alloc_array_free(gc);
+    OK(cnet_pool_release(pool, "dead", "eth0", NULL, E));
+    const char *eps[] = {"http://127.0.0.1:9"};
+    cnet_ipam_store *etcd = NULL;
+    cnet_error *ee = NULL;
+    if (cnet_ipam_store_open_etcd(eps, 1, "/cnet", 200, &etcd, &ee) == CNET_OK) cnet_ipam_store_free(etcd);
+    cnet_error_free(ee);
+
+    cnet_link_array *links = NULL;
+    OK(cnet_link_list(h, &links, E));
+    cnet_link_array_free(links);
+    char *json = NULL;
+    OK(cnet_trace(ns, "203.0.113.7", NULL, false, 0, &json, E));
+    cnet_string_free(json);
+    char label[256];
+    OK(cnet_netns_label(ns3, label, sizeof label, E));
+    OK(cnet_link_delete(h, "vx0", E));
+    OK(cnet_link_delete_if_exists(h, "va", NULL, E));
+    OK(cnet_addr_delete(h, "br0", "192.0.2.1/24", E));
+    OK(cnet_addr_delete_if_exists(h, "br0", "192.0.2.1/24", NULL, E));
+    cnet_error *err = NULL;
+    IS(CNET_NOT_FOUND, cnet_link_delete(h, "nope", &err));
+    (void)cnet_error_code(err);
+    (void)cnet_error_errno(err);
+    (void)cnet_error_kernel_message(err);
+    cnet_error_free(err);
+    printf("libcnet %s: %s\n", cnet_version(), cnet_netns_exists(name) ? "namespace exists" : "?");
+
+    cnet_pool_free(pool);
+    cnet_node_free(node);
+    cnet_leases_free(leases);
+    cnet_ipam_store_free(store);
+    cnet_handle_free(h);
+    cnet_netns_free(ns);
+    cnet_netns_free(ns2);
+    cnet_netns_free(ns3);
+    OK(cnet_netns_delete(name, NULL, E));
+    printf("all_calls: %s\n", fails ? "FAILED" : "every call as expected");
+    return fails != 0;
+}

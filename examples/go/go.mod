@@ -1,0 +1,3 @@
+module example.com/cnet
+
+go 1.19
