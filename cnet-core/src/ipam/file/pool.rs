@@ -498,6 +498,29 @@ impl FilePool {
     }
 }
 
+impl FilePool {
+    /// Run an allocating operation under the lock; journal it only when it
+    /// handed out something new (asking again is idempotent and writes
+    /// nothing).
+    fn allocate_with(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        op: impl FnOnce(&mut AddressPool) -> Result<Allocation>,
+    ) -> Result<Allocation> {
+        self.locked(|p| {
+            let had = p.get(container_id, ifname).is_some();
+            let a = op(p)?;
+            let recs = if had {
+                vec![]
+            } else {
+                vec![Record::Alloc(a.clone())]
+            };
+            Ok((a, recs))
+        })
+    }
+}
+
 /// Open and read a whole file, with the identity of what was read; `None`
 /// if it does not exist.
 fn open_read(path: &Path, ctx: &str) -> Result<Option<(Vec<u8>, FileId)>> {
@@ -541,17 +564,7 @@ impl PoolStore for FilePool {
     }
 
     fn allocate(&mut self, container_id: &str, ifname: &str) -> Result<Allocation> {
-        self.locked(|p| {
-            let had = p.get(container_id, ifname).is_some();
-            let a = p.allocate(container_id, ifname)?;
-            let recs = if had {
-                vec![]
-            } else {
-                vec![Record::Alloc(a.clone())]
-            };
-            Ok((Some(a), recs))
-        })
-        .and_then(|a| a.ok_or_else(|| unreachable_none(&self.ctx)))
+        self.allocate_with(container_id, ifname, |p| p.allocate(container_id, ifname))
     }
 
     fn allocate_addr(
@@ -560,17 +573,9 @@ impl PoolStore for FilePool {
         ifname: &str,
         addr: IpAddr,
     ) -> Result<Allocation> {
-        self.locked(|p| {
-            let had = p.get(container_id, ifname).is_some();
-            let a = p.allocate_addr(container_id, ifname, addr)?;
-            let recs = if had {
-                vec![]
-            } else {
-                vec![Record::Alloc(a.clone())]
-            };
-            Ok((Some(a), recs))
+        self.allocate_with(container_id, ifname, |p| {
+            p.allocate_addr(container_id, ifname, addr)
         })
-        .and_then(|a| a.ok_or_else(|| unreachable_none(&self.ctx)))
     }
 
     fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<Allocation>> {
@@ -620,9 +625,3 @@ impl PoolStore for FilePool {
     }
 }
 
-fn unreachable_none(ctx: &str) -> Error {
-    Error::Corrupt {
-        context: ctx.to_string(),
-        reason: "internal: operation returned no allocation".into(),
-    }
-}
