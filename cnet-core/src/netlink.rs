@@ -846,7 +846,11 @@ pub(crate) fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
-pub(crate) fn recv_into(sock: &RawSocket, buf: &mut [u8], flags: libc::c_int) -> std::io::Result<usize> {
+pub(crate) fn recv_into(
+    sock: &RawSocket,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> std::io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for
         // the duration of the call; recv writes at most that many.

@@ -298,7 +298,7 @@ impl Watch {
         while self.poll(Duration::ZERO)? {
             match self.read_one() {
                 Ok(()) => self.pending.clear(),
-                Err(e) if matches!(e, Error::Protocol { .. }) => self.pending.clear(),
+                Err(Error::Protocol { .. }) => self.pending.clear(),
                 Err(e) => return Err(e),
             }
         }

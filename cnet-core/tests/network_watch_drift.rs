@@ -123,9 +123,8 @@ fn network_watch_drift_is_repaired_from_events_while_containers_ping() {
                 .unwrap()
                 .pool(PoolConfig::new(subnet))
                 .unwrap();
-            let net =
-                BridgeNetwork::ensure(&h, pool, BridgeConfig::new("cni0", subnet).mtu(1450))
-                    .unwrap();
+            let net = BridgeNetwork::ensure(&h, pool, BridgeConfig::new("cni0", subnet).mtu(1450))
+                .unwrap();
             ready_tx.send(()).unwrap();
             while !stop.load(Ordering::SeqCst) {
                 let Some(ev) = watch.next(Duration::from_millis(50)).unwrap() else {
@@ -240,11 +239,7 @@ fn network_watch_drift_is_repaired_from_events_while_containers_ping() {
     // Everything is back, read independently, and traffic flows.
     assert_eq!(c.cnet_routes(0), routes_before);
     let link = &c.ip_json(&h1.ns, &["link", "show", "dev", vx])[0];
-    assert!(link["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|f| f == "UP"));
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
     let port = &c.ip_json(&h1.ns, &["link", "show", "dev", &c.containers[0].veth])[0];
     assert!(port["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
     let neigh = c.ip_json(&h1.ns, &["neigh", "show", "dev", vx]);

@@ -22,7 +22,9 @@ fn host(tag: &str) -> (TestNs, Handle) {
     let h = t.handle();
     h.links().add(Veth::new("v0", "v1").up()).unwrap();
     h.links().set_up("v1").unwrap();
-    h.addrs().add("v0", "192.0.2.11/24".parse().unwrap()).unwrap();
+    h.addrs()
+        .add("v0", "192.0.2.11/24".parse().unwrap())
+        .unwrap();
     (t, h)
 }
 
@@ -57,9 +59,11 @@ fn watch_reports_changes_made_by_ip_and_bridge_as_typed_events() {
 
     // Links: created, set down, deleted.
     t.ip(&["link", "add", "wa0", "type", "veth", "peer", "name", "wa1"]);
-    let (e, _) = wait_for(&mut w, "new link wa0", |e| {
-        matches!(e, Event::Link(Change::New, l) if l.name == "wa0")
-    });
+    let (e, _) = wait_for(
+        &mut w,
+        "new link wa0",
+        |e| matches!(e, Event::Link(Change::New, l) if l.name == "wa0"),
+    );
     let Event::Link(_, wa0) = e else {
         unreachable!()
     };
@@ -67,47 +71,84 @@ fn watch_reports_changes_made_by_ip_and_bridge_as_typed_events() {
 
     // Addresses.
     t.ip(&["addr", "add", "203.0.113.5/24", "dev", "v1"]);
-    wait_for(&mut w, "new address", |e| {
-        matches!(e, Event::Addr(Change::New, a) if a.local == net("203.0.113.5/24"))
-    });
+    wait_for(
+        &mut w,
+        "new address",
+        |e| matches!(e, Event::Addr(Change::New, a) if a.local == net("203.0.113.5/24")),
+    );
     t.ip(&["addr", "del", "203.0.113.5/24", "dev", "v1"]);
-    wait_for(&mut w, "deleted address", |e| {
-        matches!(e, Event::Addr(Change::Del, a) if a.local == net("203.0.113.5/24"))
-    });
+    wait_for(
+        &mut w,
+        "deleted address",
+        |e| matches!(e, Event::Addr(Change::Del, a) if a.local == net("203.0.113.5/24")),
+    );
 
     // Routes, with their protocol and table.
     t.ip(&[
-        "route", "add", "10.9.0.0/16", "via", "192.0.2.12", "proto", "119", "table", "7",
+        "route",
+        "add",
+        "10.9.0.0/16",
+        "via",
+        "192.0.2.12",
+        "proto",
+        "119",
+        "table",
+        "7",
     ]);
-    let (e, _) = wait_for(&mut w, "new route", |e| {
-        matches!(e, Event::Route(Change::New, r) if r.dst == net("10.9.0.0/16"))
-    });
+    let (e, _) = wait_for(
+        &mut w,
+        "new route",
+        |e| matches!(e, Event::Route(Change::New, r) if r.dst == net("10.9.0.0/16")),
+    );
     let Event::Route(_, r) = e else {
         unreachable!()
     };
     assert_eq!((r.protocol, r.table), (119, 7));
     assert_eq!(r.gateway, Some("192.0.2.12".parse::<IpAddr>().unwrap()));
     t.ip(&["route", "del", "10.9.0.0/16", "table", "7"]);
-    wait_for(&mut w, "deleted route", |e| {
-        matches!(e, Event::Route(Change::Del, r) if r.dst == net("10.9.0.0/16"))
-    });
+    wait_for(
+        &mut w,
+        "deleted route",
+        |e| matches!(e, Event::Route(Change::Del, r) if r.dst == net("10.9.0.0/16")),
+    );
 
     // Neighbours.
     t.ip(&[
-        "neigh", "add", "192.0.2.99", "lladdr", "02:00:00:00:00:99", "dev", "v0", "nud",
+        "neigh",
+        "add",
+        "192.0.2.99",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "v0",
+        "nud",
         "permanent",
     ]);
-    wait_for(&mut w, "new neighbour", |e| {
-        matches!(e, Event::Neigh(Change::New, n) if n.ip.to_string() == "192.0.2.99")
-    });
+    wait_for(
+        &mut w,
+        "new neighbour",
+        |e| matches!(e, Event::Neigh(Change::New, n) if n.ip.to_string() == "192.0.2.99"),
+    );
     t.ip(&["neigh", "del", "192.0.2.99", "dev", "v0"]);
-    wait_for(&mut w, "deleted neighbour", |e| {
-        matches!(e, Event::Neigh(Change::Del, n) if n.ip.to_string() == "192.0.2.99")
-    });
+    wait_for(
+        &mut w,
+        "deleted neighbour",
+        |e| matches!(e, Event::Neigh(Change::Del, n) if n.ip.to_string() == "192.0.2.99"),
+    );
 
     // FDB entries of a VXLAN device.
     t.ip(&[
-        "link", "add", "wvx", "type", "vxlan", "id", "42", "dstport", "4789", "dev", "v0",
+        "link",
+        "add",
+        "wvx",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "dev",
+        "v0",
         "nolearning",
     ]);
     t.run_bridge(&[
@@ -121,9 +162,11 @@ fn watch_reports_changes_made_by_ip_and_bridge_as_typed_events() {
         "self",
         "permanent",
     ]);
-    let (e, _) = wait_for(&mut w, "new fdb entry", |e| {
-        matches!(e, Event::Fdb(Change::New, f) if f.mac.to_string() == "02:00:00:00:00:42")
-    });
+    let (e, _) = wait_for(
+        &mut w,
+        "new fdb entry",
+        |e| matches!(e, Event::Fdb(Change::New, f) if f.mac.to_string() == "02:00:00:00:00:42"),
+    );
     let Event::Fdb(_, f) = e else { unreachable!() };
     assert_eq!(f.dst, Some("192.0.2.12".parse::<IpAddr>().unwrap()));
     assert!(f.on_self);
@@ -137,20 +180,26 @@ fn watch_reports_changes_made_by_ip_and_bridge_as_typed_events() {
         "192.0.2.12",
         "self",
     ]);
-    wait_for(&mut w, "deleted fdb entry", |e| {
-        matches!(e, Event::Fdb(Change::Del, f) if f.mac.to_string() == "02:00:00:00:00:42")
-    });
+    wait_for(
+        &mut w,
+        "deleted fdb entry",
+        |e| matches!(e, Event::Fdb(Change::Del, f) if f.mac.to_string() == "02:00:00:00:00:42"),
+    );
 
     // A link set down, then deleted.
     t.ip(&["link", "set", "wa0", "up"]);
     t.ip(&["link", "set", "wa0", "down"]);
-    wait_for(&mut w, "wa0 down", |e| {
-        matches!(e, Event::Link(Change::New, l) if l.name == "wa0" && !l.is_up())
-    });
+    wait_for(
+        &mut w,
+        "wa0 down",
+        |e| matches!(e, Event::Link(Change::New, l) if l.name == "wa0" && !l.is_up()),
+    );
     t.ip(&["link", "del", "wa0"]);
-    wait_for(&mut w, "deleted link", |e| {
-        matches!(e, Event::Link(Change::Del, l) if l.name == "wa0")
-    });
+    wait_for(
+        &mut w,
+        "deleted link",
+        |e| matches!(e, Event::Link(Change::Del, l) if l.name == "wa0"),
+    );
 
     // Nothing more: an idle watch times out with None.
     let _ = w.drain().unwrap();
@@ -167,9 +216,11 @@ fn watch_only_joins_the_groups_asked_for() {
     t.ip(&["link", "add", "wg0", "type", "veth", "peer", "name", "wg1"]);
     t.ip(&["addr", "add", "203.0.113.7/24", "dev", "v1"]);
     t.ip(&["route", "add", "10.8.0.0/16", "via", "192.0.2.12"]);
-    let (_, before) = wait_for(&mut w, "new route", |e| {
-        matches!(e, Event::Route(Change::New, r) if r.dst == net("10.8.0.0/16"))
-    });
+    let (_, before) = wait_for(
+        &mut w,
+        "new route",
+        |e| matches!(e, Event::Route(Change::New, r) if r.dst == net("10.8.0.0/16")),
+    );
     // Routes only: the address's own local/prefix routes may come first,
     // links and addresses never.
     assert!(
@@ -231,9 +282,11 @@ fn watch_overflow_of_a_small_buffer_is_a_resync_never_silence() {
         .len();
     assert_eq!(ip_count, n as usize, "the independent reader agrees");
     t.ip(&["route", "del", "10.60.0.7/32"]);
-    wait_for(&mut w, "deleted route after resync", |e| {
-        matches!(e, Event::Route(Change::Del, r) if r.dst == net("10.60.0.7/32"))
-    });
+    wait_for(
+        &mut w,
+        "deleted route after resync",
+        |e| matches!(e, Event::Route(Change::Del, r) if r.dst == net("10.60.0.7/32")),
+    );
 }
 
 #[test]
@@ -307,9 +360,6 @@ fn watch_snapshot_refuses_a_handle_of_another_namespace() {
     // The right one lists links, addresses, routes, neighbours.
     let s = w.snapshot(&h).unwrap();
     assert!(s.links.iter().any(|l| l.name == "v0"));
-    assert!(s
-        .addrs
-        .iter()
-        .any(|a| a.local == net("192.0.2.11/24")));
+    assert!(s.addrs.iter().any(|a| a.local == net("192.0.2.11/24")));
     assert!(s.routes.iter().any(|r| r.dst == net("192.0.2.0/24")));
 }

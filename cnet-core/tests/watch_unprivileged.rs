@@ -33,7 +33,9 @@ fn watch_unprivileged_thread_reads_and_watches_its_own_namespace() {
     let root = t.handle();
     root.links().add(Veth::new("v0", "v1").up()).unwrap();
     root.links().set_up("v1").unwrap();
-    root.addrs().add("v0", "192.0.2.11/24".parse().unwrap()).unwrap();
+    root.addrs()
+        .add("v0", "192.0.2.11/24".parse().unwrap())
+        .unwrap();
     root.neighbours()
         .add(cnet_core::neigh::Neighbour::new(
             "v0",
@@ -80,7 +82,8 @@ fn watch_unprivileged_thread_reads_and_watches_its_own_namespace() {
         }
         panic!("the unprivileged watch saw no route event");
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("worker ready");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("worker ready");
     t.ip(&["route", "add", "10.7.0.0/16", "via", "192.0.2.12"]);
     go_tx.send(()).unwrap();
     worker.join().unwrap();

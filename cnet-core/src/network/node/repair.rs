@@ -96,7 +96,8 @@ impl Programmed {
                     .insert(n.ip(), (name.clone(), n, p.peer.vtep_mac));
             }
             for f in d.fdb {
-                self.fdb.insert(f.mac(), (name.clone(), f, Some(p.peer.underlay)));
+                self.fdb
+                    .insert(f.mac(), (name.clone(), f, Some(p.peer.underlay)));
             }
         }
     }
@@ -223,18 +224,15 @@ impl DriftRepair {
                 if r.protocol != cfg.route_protocol || r.table != cfg.route_table {
                     return Ok(None);
                 }
-                match (self.p.routes.get(&r.dst), change) {
-                    (Some((peer, route, want)), Change::Del)
-                    | (Some((peer, route, want)), Change::New)
-                        if *change == Change::Del || !r.same_as(want) =>
-                    {
+                match self.p.routes.get(&r.dst) {
+                    Some((peer, route, want)) if *change == Change::Del || !r.same_as(want) => {
                         h.routes().replace(route).context(ctx())?;
                         Ok(Some(Repair::Route {
                             peer: peer.clone(),
                             dst: r.dst,
                         }))
                     }
-                    (None, Change::New) => {
+                    None if *change == Change::New => {
                         let stray = Route::to(r.dst)
                             .table(r.table)
                             .protocol(r.protocol)
@@ -255,9 +253,8 @@ impl DriftRepair {
                 let Some((peer, want, mac)) = self.p.neighbours.get(&n.ip) else {
                     return Ok(None);
                 };
-                let intact = *change == Change::New
-                    && n.state == NeighState::Permanent
-                    && n.mac == *mac;
+                let intact =
+                    *change == Change::New && n.state == NeighState::Permanent && n.mac == *mac;
                 if intact {
                     return Ok(None);
                 }
@@ -295,7 +292,16 @@ impl DriftRepair {
                         // Someone made a device with our name anew.
                         l.name == name && *change == Change::New
                     };
-                    if broken {
+                    // A stale event (the device was made down, then set
+                    // up, before the last reconcile) is not drift: ask
+                    // the kernel how the device is now.
+                    let stale = broken
+                        && *change == Change::New
+                        && l.index == idx
+                        && h.links()
+                            .get_by_index(idx)
+                            .is_ok_and(|now| now.is_up() && now.name == name);
+                    if broken && !stale {
                         let what = match change {
                             Change::Del => "deleted",
                             Change::New if l.index != idx => "re-created",
