@@ -222,7 +222,7 @@ pub struct Address {
 }
 
 impl Address {
-    fn from_message(m: &AddressMessage) -> Option<Address> {
+    pub(crate) fn from_message(m: &AddressMessage) -> Option<Address> {
         let mut local = None;
         let mut address = None;
         let mut broadcast = None;

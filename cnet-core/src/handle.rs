@@ -30,15 +30,23 @@ pub struct Handle {
 
 impl Handle {
     /// A handle for the process's own namespace (`/proc/self/ns/net`).
+    /// Needs no privilege when the calling thread is in it (see
+    /// [`Handle::at`]): an unprivileged caller can list links, addresses,
+    /// routes and neighbours, as with `ip`; changes need CAP_NET_ADMIN.
     pub fn current() -> Result<Handle> {
         Self::at(&NetNs::current()?)
     }
 
-    /// A handle bound to `ns`.
+    /// A handle bound to `ns`. When `ns` is the calling thread's own
+    /// namespace the socket is opened right here; otherwise a short-lived
+    /// thread enters `ns` to open it (`setns`, which needs CAP_SYS_ADMIN).
     pub fn at(ns: &NetNs) -> Result<Handle> {
-        let sock = ns
-            .run(Socket::open)?
-            .map_err(|e| e.with_context(format!("namespace {}", ns.label())))?;
+        let sock = if crate::netns::is_current(ns) {
+            Socket::open()
+        } else {
+            ns.run(Socket::open)?
+        }
+        .map_err(|e| e.with_context(format!("namespace {}", ns.label())))?;
         Ok(Handle {
             sock: Mutex::new(sock),
             netns: ns.clone(),

@@ -56,6 +56,7 @@ pub mod network;
 pub mod reconcile;
 pub mod route;
 pub mod sysctl;
+pub mod watch;
 
 pub use error::{Error, KernelError, Result, ResultExt};
 pub use handle::Handle;

@@ -30,7 +30,7 @@ const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const HDR_LEN: usize = 16;
+pub(crate) const HDR_LEN: usize = 16;
 
 /// First wait before an interrupted dump is restarted; each further
 /// interruption doubles it up to [`DUMP_BACKOFF_MAX`].
@@ -656,7 +656,7 @@ fn recv_err(ctx: &dyn Fn() -> String, e: std::io::Error) -> Error {
 
 /// Walk the netlink messages of one datagram. `f` returns `Some` to say the
 /// exchange is complete.
-fn for_each_message<T>(
+pub(crate) fn for_each_message<T>(
     data: &[u8],
     mut f: impl FnMut(&NetlinkHeader, &[u8]) -> Result<Option<T>>,
 ) -> Result<Option<T>> {
@@ -735,7 +735,7 @@ fn ext_ack_msg(flags: u16, rest: &[u8], has_echo: bool) -> Option<String> {
     None
 }
 
-fn decode(
+pub(crate) fn decode(
     hdr: &NetlinkHeader,
     body: &[u8],
     ctx: &dyn Fn() -> String,
@@ -828,7 +828,7 @@ fn truncated_ack(data: &[u8]) -> Option<(NetlinkHeader, i32)> {
     ))
 }
 
-fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {
+pub(crate) fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {
     let mut b = [0u8; 0];
     // SAFETY: a zero-length buffer; MSG_PEEK|MSG_TRUNC makes recv return the
     // datagram's real length without consuming or writing anything.
@@ -846,7 +846,11 @@ fn peek_len(sock: &RawSocket) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
-fn recv_into(sock: &RawSocket, buf: &mut [u8], flags: libc::c_int) -> std::io::Result<usize> {
+pub(crate) fn recv_into(
+    sock: &RawSocket,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> std::io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for
         // the duration of the call; recv writes at most that many.
@@ -862,7 +866,7 @@ fn recv_into(sock: &RawSocket, buf: &mut [u8], flags: libc::c_int) -> std::io::R
     }
 }
 
-fn set_rcvbuf(sock: &RawSocket, want: usize) -> usize {
+pub(crate) fn set_rcvbuf(sock: &RawSocket, want: usize) -> usize {
     let fd = sock.as_raw_fd();
     let v = want as libc::c_int;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {

@@ -306,6 +306,21 @@ fn prepare_run_dir() -> Result<()> {
     }
 }
 
+/// Whether `ns` is the calling thread's own network namespace (same
+/// device and inode as `/proc/thread-self/ns/net`): a socket for it can be
+/// opened right here, without `setns` and so without privilege.
+pub(crate) fn is_current(ns: &NetNs) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(own) = std::fs::metadata("/proc/thread-self/ns/net") else {
+        return false;
+    };
+    let Ok(f) = ns.inner.fd.try_clone().map(File::from) else {
+        return false;
+    };
+    f.metadata()
+        .is_ok_and(|m| m.ino() == own.ino() && m.dev() == own.dev())
+}
+
 pub(crate) fn io_to_error(context: impl Into<String>, e: std::io::Error) -> Error {
     use crate::error::KernelError;
     match e.raw_os_error() {

@@ -6,9 +6,13 @@
 //! routes to every other node's subnet with the chosen backend (host-gw,
 //! vxlan, ipip, cross-subnet). It follows lease changes with a watch (no
 //! polling: a peer that joins or leaves is programmed within milliseconds),
-//! renews its lease at a third of its TTL, resyncs everything now and then
-//! as a safety net, and on SIGTERM/SIGINT releases its lease and removes
-//! its routes and tunnel devices (the bridge and containers stay).
+//! watches the kernel (`cnet_core::watch`) and repairs within milliseconds
+//! exactly what someone else changed of its routes, neighbours, FDB
+//! entries, devices and bridge ports (`DriftRepair`), renews its lease at
+//! a third of its TTL, resyncs everything now and then as a safety net
+//! (`--resync`, default 10 min), and on SIGTERM/SIGINT releases its lease
+//! and removes its routes and tunnel devices (the bridge and containers
+//! stay).
 //!
 //! ```sh
 //! node-agent --etcd http://192.0.2.254:2379 --node h1 --underlay-dev eth0 --backend vxlan
@@ -25,7 +29,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cnet_core::ipam::{EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
-use cnet_core::network::{vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, Node, NodeConfig};
+use cnet_core::network::{
+    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Node, NodeConfig, Repair,
+};
+use cnet_core::watch::Watch;
 use cnet_core::{Error, Handle, IpNet};
 
 /// Run one node of a cnet cluster (leases in etcd, routes to every peer).
@@ -61,8 +68,9 @@ struct Args {
     /// Lease TTL in seconds.
     #[arg(long, default_value_t = 60)]
     ttl: u64,
-    /// Full resync interval in seconds (the watch does the real work).
-    #[arg(long, default_value_t = 60)]
+    /// Full resync interval in seconds: a safety net only (lease changes
+    /// and drift are both acted on as they are seen).
+    #[arg(long, default_value_t = 600)]
     resync: u64,
 }
 
@@ -132,6 +140,10 @@ fn run(a: Args) -> Result<(), Error> {
         NodeConfig::new(&a.node, lease.subnet, &a.underlay_dev, underlay_ip),
     )?;
     let mut watch = leases.watch()?;
+    // The kernel watch is opened before the first reconcile, so a change
+    // made while it runs is seen afterwards.
+    let mut kernel = Watch::all(&host)?;
+    let mut drift = DriftRepair::new();
     let renew_every = ttl / 3;
     let resync_every = Duration::from_secs(a.resync);
     let (mut renewed, mut synced) = (Instant::now(), None::<Instant>);
@@ -139,7 +151,7 @@ fn run(a: Args) -> Result<(), Error> {
     while !stop.load(Ordering::SeqCst) {
         if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
             let all = leases.list()?;
-            let report = node.reconcile_leases(&a.backend, &all)?;
+            let report = drift.reconcile_leases(&node, &a.backend, &all)?;
             if !report.is_noop() || synced.is_none() {
                 let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
                 println!(
@@ -180,9 +192,35 @@ fn run(a: Args) -> Result<(), Error> {
             }
             renewed = Instant::now();
         }
-        // Short waits so a signal is acted on at once; a quiet cluster
-        // costs a poll(2) per wait and nothing else.
-        dirty |= watch.wait(Duration::from_millis(250))?;
+        // Wait on the kernel (drift is repaired as it is seen), then look
+        // at the leases without waiting. Short waits so a signal is acted
+        // on at once; a quiet cluster costs a poll(2) per wait and nothing
+        // else.
+        let started = Instant::now();
+        while let Some(ev) = kernel.next(if started.elapsed() < Duration::from_millis(100) {
+            Duration::from_millis(100) - started.elapsed()
+        } else {
+            Duration::ZERO
+        })? {
+            let t = Instant::now();
+            match drift.repair(&node, &ev) {
+                Ok(Some(r)) => println!(
+                    "node {}: repaired {} in {:.2} ms",
+                    a.node,
+                    describe(&r),
+                    t.elapsed().as_secs_f64() * 1e3
+                ),
+                Ok(None) => {}
+                // The next full reconcile tries again.
+                Err(e) => eprintln!("node-agent: repair: {e}"),
+            }
+            match net.repair_port(&ev) {
+                Ok(Some(port)) => println!("node {}: bridge port {port} set up again", a.node),
+                Ok(None) => {}
+                Err(e) => eprintln!("node-agent: repair: {e}"),
+            }
+        }
+        dirty |= watch.wait(Duration::ZERO)?;
     }
     leases.release(&a.node)?;
     let r = node.teardown()?.into_result()?;
@@ -193,6 +231,17 @@ fn run(a: Args) -> Result<(), Error> {
         r.devices.len()
     );
     Ok(())
+}
+
+fn describe(r: &Repair) -> String {
+    match r {
+        Repair::Route { peer, dst } => format!("route {dst} to {peer}"),
+        Repair::StrayRoute { dst } => format!("(deleted) stray route {dst}"),
+        Repair::Neighbour { peer, ip } => format!("neighbour {ip} of {peer}"),
+        Repair::Fdb { peer, mac } => format!("fdb entry {mac} of {peer}"),
+        Repair::Full { reason, .. } => format!("everything ({reason})"),
+        other => format!("{other:?}"),
+    }
 }
 
 fn report_errors(r: &cnet_core::network::PeerReport) -> String {

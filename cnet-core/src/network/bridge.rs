@@ -270,6 +270,29 @@ impl BridgeNetwork {
         &self.host
     }
 
+    /// Drift repair for [`crate::watch`] users: when `ev` says a port of
+    /// this network's bridge (a container's host-side veth) was set down
+    /// by someone else, set it up again (`ip link set PORT up`) and return
+    /// its name. Other events: `None`. (A port caught half-way through
+    /// attach is set up a moment early; attach does the same next.)
+    pub fn repair_port(&self, ev: &crate::watch::Event) -> Result<Option<String>> {
+        use crate::watch::{Change, Event};
+        match ev {
+            Event::Link(Change::New, l) if l.master == Some(self.bridge_index) && !l.is_up() => {
+                match self.host.links().set_up(&l.name) {
+                    Ok(()) => Ok(Some(l.name.clone())),
+                    // Deleted in the meantime (detach): nothing to repair.
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e.with_context(format!(
+                        "bridge network {}: set port {} up again",
+                        self.config.name, l.name
+                    ))),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Every allocation of the pool (what the store holds).
     pub fn allocations(&self) -> Result<Vec<Allocation>> {
         self.pool()?.list()

@@ -59,8 +59,8 @@ pub use detach::DetachReport;
 pub use drift::Drift;
 pub use names::{host_veth_mac, host_veth_name, mac_for_ip, DEFAULT_IFNAME};
 pub use node::{
-    vtep_mac_for, Backend, Changes, DeviceChange, Encap, IpIpConfig, Node, NodeConfig, Peer,
-    PeerFailure, PeerPath, PeerReport, VxlanConfig,
+    vtep_mac_for, Backend, Changes, DeviceChange, DriftRepair, Encap, IpIpConfig, Node, NodeConfig,
+    Peer, PeerFailure, PeerPath, PeerReport, Repair, VxlanConfig,
 };
 pub use result::{
     AttachedRoute, Attachment, CniDns, CniInterface, CniIp, CniResult, CniRoute, Interface,

@@ -33,9 +33,11 @@
 
 mod checks;
 mod config;
+mod repair;
 mod report;
 
 pub use config::{vtep_mac_for, Backend, Encap, IpIpConfig, NodeConfig, Peer, VxlanConfig};
+pub use repair::{DriftRepair, Repair};
 pub use report::{Changes, DeviceChange, PeerFailure, PeerPath, PeerReport};
 
 use std::collections::{HashMap, HashSet};
@@ -133,13 +135,20 @@ impl<'h> Node<'h> {
     /// listed in [`PeerReport::failed`] with none of its entries left, and
     /// the other peers are programmed.
     pub fn reconcile_peers(&self, backend: &Backend, peers: &[Peer]) -> Result<PeerReport> {
-        self.reconcile(backend, peers, Vec::new())
+        self.reconcile(backend, peers, Vec::new(), None)
     }
 
     /// [`Node::reconcile_peers`] over the leases of the IPAM
     /// (`LeaseStore::list`): this node's own lease is skipped, a lease that
     /// does not make a peer ([`Peer::from_lease`]) is reported as failed.
     pub fn reconcile_leases(&self, backend: &Backend, leases: &[NodeLease]) -> Result<PeerReport> {
+        let (peers, failed) = self.peers_of_leases(leases);
+        self.reconcile(backend, &peers, failed, None)
+    }
+
+    /// The peers the leases make (this node's own skipped), and the leases
+    /// that make none.
+    fn peers_of_leases(&self, leases: &[NodeLease]) -> (Vec<Peer>, Vec<PeerFailure>) {
         let mut failed = Vec::new();
         let mut peers = Vec::with_capacity(leases.len());
         for l in leases.iter().filter(|l| l.node != self.cfg.name) {
@@ -151,20 +160,23 @@ impl<'h> Node<'h> {
                 }),
             }
         }
-        self.reconcile(backend, &peers, failed)
+        (peers, failed)
     }
 
     /// Remove everything the node made: its routes and both devices (with
     /// their neighbours and FDB entries). Fine if already gone.
     pub fn teardown(&self) -> Result<PeerReport> {
-        self.reconcile(&Backend::HostGw, &[], Vec::new())
+        self.reconcile(&Backend::HostGw, &[], Vec::new(), None)
     }
 
+    /// The full reconcile. With `track`, what it programmed (devices and
+    /// each placed peer's entries) is written there for drift repair.
     fn reconcile(
         &self,
         backend: &Backend,
         peers: &[Peer],
         mut failed: Vec<PeerFailure>,
+        track: Option<&mut repair::Programmed>,
     ) -> Result<PeerReport> {
         let ctx = self.ctx();
         backend.validate().context(&ctx)?;
@@ -243,6 +255,9 @@ impl<'h> Node<'h> {
             .iter()
             .map(|p| (p.peer.name.clone(), p.path))
             .collect();
+        if let Some(t) = track {
+            t.record(self, backend, peers, &devs, &placed, underlay.index);
+        }
         Ok(report)
     }
 

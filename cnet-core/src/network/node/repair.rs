@@ -1,0 +1,362 @@
+//! Drift repair: put back exactly what someone else changed of what the
+//! node owns, as the kernel reports it ([`crate::watch`]), instead of
+//! finding it at the next periodic full reconcile.
+//!
+//! ```text
+//!  DriftRepair::reconcile_peers ── full reconcile, and remember what it
+//!                                  programmed, by the keys events carry:
+//!                                  route dst · neighbour ip · FDB mac · devices
+//!  Event ──▶ repair(node, event)
+//!    route of ours deleted / changed (proto, table) ──▶ replace that route
+//!    route of ours nobody asked for ─────────────────▶ delete it
+//!    permanent neighbour of a peer deleted / changed ▶ replace it
+//!    self FDB entry of a peer deleted ───────────────▶ replace it
+//!    our device deleted, down, renamed, address lost;
+//!    underlay back up; Resync ───────────────────────▶ full reconcile
+//!    anything else (our own writes included) ────────▶ nothing
+//! ```
+//!
+//! A write is one netlink request; repairing writes that the node itself
+//! caused is avoided by comparing each event with what was programmed (an
+//! event equal to it is the node's own write, or harmless). Repairs use
+//! `replace`, so an event that arrives late (after a newer full
+//! reconcile) costs at worst one idempotent write.
+//!
+//! The kernel does not notify the IPv4 routes it flushes when a device
+//! goes down; those are restored by the full reconcile that the device
+//! event triggers (our device) or the underlay coming back up.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::{Backend, Devs, Node, Peer, PeerReport, Placed};
+use crate::error::{Result, ResultExt};
+use crate::fdb::FdbEntry;
+use crate::ipam::NodeLease;
+use crate::link::MacAddr;
+use crate::neigh::{NeighState, Neighbour};
+use crate::route::{Route, RouteEntry};
+use crate::watch::{Change, Event, Watch};
+
+/// What a full reconcile programmed, indexed by the keys of events.
+#[derive(Debug, Default)]
+pub(super) struct Programmed {
+    backend: Option<Backend>,
+    peers: Vec<Peer>,
+    devs: Option<Devs>,
+    underlay: u32,
+    underlay_up: bool,
+    /// dst → (peer, route, the entry the kernel lists for it).
+    routes: HashMap<IpNet, (String, Route, RouteEntry)>,
+    /// VTEP ip → (peer, entry, its MAC).
+    neighbours: HashMap<IpAddr, (String, Neighbour, Option<MacAddr>)>,
+    /// VTEP mac → (peer, entry, its dst).
+    fdb: HashMap<MacAddr, (String, FdbEntry, Option<IpAddr>)>,
+}
+
+impl Programmed {
+    pub(super) fn record(
+        &mut self,
+        node: &Node<'_>,
+        backend: &Backend,
+        peers: &[Peer],
+        devs: &Devs,
+        placed: &[Placed<'_>],
+        underlay: u32,
+    ) {
+        self.backend = Some(backend.clone());
+        self.peers = peers.to_vec();
+        self.devs = Some(Devs {
+            vx: devs.vx,
+            ipip: devs.ipip,
+        });
+        self.underlay = underlay;
+        self.underlay_up = true;
+        self.routes.clear();
+        self.neighbours.clear();
+        self.fdb.clear();
+        // Devices in our routes are indices: nothing to look up.
+        let resolve = |r: &crate::link::LinkRef| match r {
+            crate::link::LinkRef::Index(i) => Ok(*i),
+            crate::link::LinkRef::Name(n) => node.h.links().index_of(n),
+        };
+        for p in placed {
+            let d = node.desired(devs, std::slice::from_ref(p));
+            let name = &p.peer.name;
+            for r in d.routes {
+                if let Ok(e) = r.expected(&resolve) {
+                    self.routes.insert(e.dst, (name.clone(), r, e));
+                }
+            }
+            for n in d.neighbours {
+                self.neighbours
+                    .insert(n.ip(), (name.clone(), n, p.peer.vtep_mac));
+            }
+            for f in d.fdb {
+                self.fdb
+                    .insert(f.mac(), (name.clone(), f, Some(p.peer.underlay)));
+            }
+        }
+    }
+}
+
+/// One repair [`DriftRepair::repair`] made.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Repair {
+    /// A peer's route was deleted or changed: put back (`ip route replace`).
+    Route {
+        /// The peer.
+        peer: String,
+        /// Its subnet.
+        dst: IpNet,
+    },
+    /// A route of the node's protocol and table that no peer needs was
+    /// added by someone else: deleted, as a full reconcile would.
+    StrayRoute {
+        /// Its destination.
+        dst: IpNet,
+    },
+    /// A peer's VTEP neighbour was deleted or changed: put back
+    /// (`ip neigh replace … nud permanent`).
+    Neighbour {
+        /// The peer.
+        peer: String,
+        /// The peer's VTEP address.
+        ip: IpAddr,
+    },
+    /// A peer's FDB entry was deleted: put back (`bridge fdb replace … self`).
+    Fdb {
+        /// The peer.
+        peer: String,
+        /// The peer's VTEP MAC.
+        mac: MacAddr,
+    },
+    /// A device of the node (or the underlay, or the event stream) changed
+    /// so that only a full reconcile repairs it.
+    Full {
+        /// What was seen.
+        reason: String,
+        /// The reconcile's report.
+        report: PeerReport,
+    },
+}
+
+/// A node's peers, kept as programmed: full reconciles remember what they
+/// programmed, and [`DriftRepair::repair`] puts back exactly the entry an
+/// event says someone else changed. See the [module documentation](self).
+///
+/// ```no_run
+/// # use cnet_core::{Handle, watch::Watch};
+/// # use cnet_core::network::{Backend, DriftRepair, Node, NodeConfig, Peer};
+/// # use std::time::Duration;
+/// # fn f(h: &Handle, node: &Node<'_>, peers: &[Peer]) -> cnet_core::Result<()> {
+/// let mut watch = Watch::all(h)?;             // subscribe first: no gap
+/// let mut drift = DriftRepair::new();
+/// drift.reconcile_peers(node, &Backend::HostGw, peers)?;
+/// loop {
+///     for r in drift.run(node, &mut watch, Duration::from_secs(1))? {
+///         println!("repaired {r:?}");
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct DriftRepair {
+    p: Programmed,
+}
+
+impl DriftRepair {
+    /// Nothing programmed yet: events are ignored until the first full
+    /// reconcile.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`Node::reconcile_peers`], remembering what it programmed.
+    pub fn reconcile_peers(
+        &mut self,
+        node: &Node<'_>,
+        backend: &Backend,
+        peers: &[Peer],
+    ) -> Result<PeerReport> {
+        node.reconcile(backend, peers, Vec::new(), Some(&mut self.p))
+    }
+
+    /// [`Node::reconcile_leases`], remembering what it programmed.
+    pub fn reconcile_leases(
+        &mut self,
+        node: &Node<'_>,
+        backend: &Backend,
+        leases: &[NodeLease],
+    ) -> Result<PeerReport> {
+        let (peers, failed) = node.peers_of_leases(leases);
+        node.reconcile(backend, &peers, failed, Some(&mut self.p))
+    }
+
+    /// Full reconcile with the last backend and peers.
+    fn full(&mut self, node: &Node<'_>, reason: String) -> Result<Option<Repair>> {
+        let Some(backend) = self.p.backend.clone() else {
+            return Ok(None);
+        };
+        let peers = std::mem::take(&mut self.p.peers);
+        let report = node.reconcile(&backend, &peers, Vec::new(), Some(&mut self.p))?;
+        Ok(Some(Repair::Full { reason, report }))
+    }
+
+    /// Repair what `ev` says someone changed of what the node owns; `None`
+    /// when it concerns nothing of the node's (or repeats what the node
+    /// programmed). `Err` when the repair write fails (the next full
+    /// reconcile tries again).
+    pub fn repair(&mut self, node: &Node<'_>, ev: &Event) -> Result<Option<Repair>> {
+        let Some(devs) = &self.p.devs else {
+            return Ok(None);
+        };
+        let cfg = &node.cfg;
+        let h = node.h;
+        let ctx = || format!("{}: repair drift", node.ctx());
+        match ev {
+            Event::Resync => self.full(node, "watch overflowed (resync)".into()),
+            Event::Route(change, r) => {
+                if r.protocol != cfg.route_protocol || r.table != cfg.route_table {
+                    return Ok(None);
+                }
+                match self.p.routes.get(&r.dst) {
+                    Some((peer, route, want)) if *change == Change::Del || !r.same_as(want) => {
+                        h.routes().replace(route).context(ctx())?;
+                        Ok(Some(Repair::Route {
+                            peer: peer.clone(),
+                            dst: r.dst,
+                        }))
+                    }
+                    None if *change == Change::New => {
+                        let stray = Route::to(r.dst)
+                            .table(r.table)
+                            .protocol(r.protocol)
+                            .metric(r.metric);
+                        if h.routes().delete_if_exists(&stray).context(ctx())? {
+                            Ok(Some(Repair::StrayRoute { dst: r.dst }))
+                        } else {
+                            Ok(None)
+                        }
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Event::Neigh(change, n) => {
+                if Some(n.index) != devs.vx {
+                    return Ok(None);
+                }
+                let Some((peer, want, mac)) = self.p.neighbours.get(&n.ip) else {
+                    return Ok(None);
+                };
+                let intact =
+                    *change == Change::New && n.state == NeighState::Permanent && n.mac == *mac;
+                if intact {
+                    return Ok(None);
+                }
+                h.neighbours().replace(want).context(ctx())?;
+                Ok(Some(Repair::Neighbour {
+                    peer: peer.clone(),
+                    ip: n.ip,
+                }))
+            }
+            Event::Fdb(Change::Del, f) => {
+                if Some(f.index) != devs.vx || !f.on_self {
+                    return Ok(None);
+                }
+                match self.p.fdb.get(&f.mac) {
+                    Some((peer, want, dst)) if f.dst == *dst => {
+                        h.fdb().replace(want).context(ctx())?;
+                        Ok(Some(Repair::Fdb {
+                            peer: peer.clone(),
+                            mac: f.mac,
+                        }))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Event::Link(change, l) => {
+                let ours = [
+                    (devs.vx, cfg.vxlan_dev.as_str()),
+                    (devs.ipip, cfg.ipip_dev.as_str()),
+                ];
+                for (idx, name) in ours {
+                    let Some(idx) = idx else { continue };
+                    let broken = if l.index == idx {
+                        *change == Change::Del || !l.is_up() || l.name != name
+                    } else {
+                        // Someone made a device with our name anew.
+                        l.name == name && *change == Change::New
+                    };
+                    // A stale event (the device was made down, then set
+                    // up, before the last reconcile) is not drift: ask
+                    // the kernel how the device is now.
+                    let stale = broken
+                        && *change == Change::New
+                        && l.index == idx
+                        && h.links()
+                            .get_by_index(idx)
+                            .is_ok_and(|now| now.is_up() && now.name == name);
+                    if broken && !stale {
+                        let what = match change {
+                            Change::Del => "deleted",
+                            Change::New if l.index != idx => "re-created",
+                            Change::New if l.name != name => "renamed",
+                            Change::New => "set down",
+                        };
+                        return self.full(node, format!("device {name} {what}"));
+                    }
+                }
+                if l.index == self.p.underlay {
+                    let was = self.p.underlay_up;
+                    self.p.underlay_up = *change == Change::New && l.is_up();
+                    if !was && self.p.underlay_up {
+                        return self.full(node, format!("underlay {} up again", l.name));
+                    }
+                }
+                Ok(None)
+            }
+            Event::Addr(Change::Del, a) => {
+                let dev = [devs.vx, devs.ipip];
+                if dev.contains(&Some(a.index)) && a.local.addr() == cfg.vtep_ip() {
+                    return self.full(node, format!("address {} deleted", a.local));
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The driver: wait up to `timeout` for an event, then repair it and
+    /// everything else already queued. Returns the repairs made (empty
+    /// when nothing of the node's changed). A repair that fails does not
+    /// stop the others; the first error is returned after all were tried.
+    pub fn run(
+        &mut self,
+        node: &Node<'_>,
+        watch: &mut Watch,
+        timeout: Duration,
+    ) -> Result<Vec<Repair>> {
+        let mut out = Vec::new();
+        let mut first_err = None;
+        let mut wait = timeout;
+        while let Some(ev) = watch.next(wait)? {
+            wait = Duration::ZERO;
+            match self.repair(node, &ev) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Drift repaired from the watch: on a three-host VXLAN cluster, someone
+//! else deletes host 1's peer route, neighbour and FDB entry, sets its
+//! VXLAN device down and a container's bridge port down, while containers
+//! ping across hosts; `DriftRepair` (and `BridgeNetwork::repair_port`)
+//! put each back. The times from the event to the repair, and from the
+//! start of the deleting command to the repair, are printed (no timing
+//! assertions). Run with `--nocapture` to see them:
+//!
+//! ```sh
+//! cargo test -p cnet-core --test network_watch_drift -- --nocapture
+//! ```
+
+mod cluster;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cluster::{privileged, Cluster, Spec};
+use cnet_core::ipam::{FileStore, PoolConfig};
+use cnet_core::network::{
+    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Node, NodeConfig, Repair,
+    VxlanConfig,
+};
+use cnet_core::watch::Watch;
+use cnet_core::Handle;
+
+/// What the repair thread reports: a one-line description, when the
+/// event was read, when the repair was written.
+struct Repaired {
+    what: String,
+    event_at: Instant,
+    done_at: Instant,
+}
+
+fn describe(r: &Repair) -> String {
+    match r {
+        Repair::Route { peer, dst } => format!("route {dst} of {peer}"),
+        Repair::StrayRoute { dst } => format!("stray route {dst}"),
+        Repair::Neighbour { peer, ip } => format!("neighbour {ip} of {peer}"),
+        Repair::Fdb { peer, mac } => format!("fdb {mac} of {peer}"),
+        Repair::Full { reason, .. } => format!("full reconcile: {reason}"),
+        _ => format!("{r:?}"),
+    }
+}
+
+/// A continuous ping (every 10 ms) from a container, stopped with SIGINT
+/// at the end to read its loss summary.
+fn start_ping(ns: &str, dst: &str) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-i", "0.01", "-q", dst])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ping")
+}
+
+fn stop_ping(c: Child) -> String {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let out = c.wait_with_output().expect("ping output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no summary")
+        .to_string()
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn network_watch_drift_is_repaired_from_events_while_containers_ping() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::build(
+        "wdr",
+        Spec {
+            near: 3,
+            far: 0,
+            containers: 1,
+        },
+    );
+    let backend = Backend::Vxlan(VxlanConfig::default());
+    c.reconcile_all(&backend);
+    assert!(c.all_pairs_ping().is_empty());
+
+    let h1 = &c.hosts[0];
+    let h2 = &c.hosts[1];
+    let vx = NodeConfig::VXLAN_DEV;
+    let routes_before = c.cnet_routes(0);
+    let cfg = c.node_config(0);
+    let peers = c.peers_of(0);
+    let ns = h1.ns.clone();
+    let subnet = h1.subnet;
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<Repaired>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+
+    std::thread::scope(|s| {
+        let repairer = s.spawn(|| {
+            let h = Handle::named(&ns).unwrap();
+            // Subscribe before the reconcile: nothing can slip between.
+            let mut watch = Watch::all(&h).unwrap();
+            let node = Node::new(&h, cfg.clone()).unwrap();
+            let mut drift = DriftRepair::new();
+            let r = drift.reconcile_peers(&node, &backend, &peers).unwrap();
+            assert!(r.is_noop(), "converged cluster: {r:?}");
+            // The bridge network, for its port repair (a throwaway pool:
+            // only the bridge matters here).
+            let dir = tempfile::tempdir().unwrap();
+            let pool = FileStore::open(dir.path())
+                .unwrap()
+                .pool(PoolConfig::new(subnet))
+                .unwrap();
+            let net = BridgeNetwork::ensure(&h, pool, BridgeConfig::new("cni0", subnet).mtu(1450))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let Some(ev) = watch.next(Duration::from_millis(50)).unwrap() else {
+                    continue;
+                };
+                let event_at = Instant::now();
+                if let Some(r) = drift.repair(&node, &ev).unwrap() {
+                    let what = describe(&r);
+                    if let Repair::Full { report, .. } = &r {
+                        assert!(report.is_ok(), "{report:?}");
+                    }
+                    let _ = tx.send(Repaired {
+                        what,
+                        event_at,
+                        done_at: Instant::now(),
+                    });
+                }
+                if let Some(port) = net.repair_port(&ev).unwrap() {
+                    let _ = tx.send(Repaired {
+                        what: format!("bridge port {port} up"),
+                        event_at,
+                        done_at: Instant::now(),
+                    });
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("repair thread ready");
+
+        let c1 = &c.containers[0];
+        let c2 = &c.containers[1];
+        let ping = start_ping(&c1.ns, &c2.ip.to_string());
+        std::thread::sleep(Duration::from_millis(300));
+
+        let h2_subnet = h2.subnet.to_string();
+        let h2_vtep = h2.subnet.network().to_string();
+        let h2_mac = vtep_mac_for(&h2.role).to_string();
+        let h2_underlay = h2.underlay.to_string();
+        let drifts: Vec<(&str, &str, Vec<&str>, &str)> = vec![
+            (
+                "ip route del (peer route)",
+                "ip",
+                vec!["-n", &h1.ns, "route", "del", &h2_subnet, "proto", "119"],
+                "route",
+            ),
+            (
+                "ip neigh del (peer VTEP neighbour)",
+                "ip",
+                vec!["-n", &h1.ns, "neigh", "del", &h2_vtep, "dev", vx],
+                "neighbour",
+            ),
+            (
+                "bridge fdb del (peer VTEP entry)",
+                "bridge",
+                vec![
+                    "-n",
+                    &h1.ns,
+                    "fdb",
+                    "del",
+                    &h2_mac,
+                    "dev",
+                    vx,
+                    "dst",
+                    &h2_underlay,
+                    "self",
+                ],
+                "fdb",
+            ),
+            (
+                "ip link set vxlan down",
+                "ip",
+                vec!["-n", &h1.ns, "link", "set", vx, "down"],
+                "full reconcile",
+            ),
+            (
+                "ip link set (container's bridge port) down",
+                "ip",
+                vec!["-n", &h1.ns, "link", "set", &c1.veth, "down"],
+                "bridge port",
+            ),
+        ];
+        let mut table = Vec::new();
+        for (label, cmd, args, expect) in &drifts {
+            // Let the previous repair's own events pass.
+            std::thread::sleep(Duration::from_millis(200));
+            while rx.try_recv().is_ok() {}
+            let start = Instant::now();
+            run(cmd, args);
+            let r = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{label}: not repaired within 10 s"));
+            assert!(r.what.starts_with(expect), "{label}: repaired {}", r.what);
+            table.push(format!(
+                "{label:<44} event→repair {:>7.3} ms   command start→repair {:>7.3} ms   ({})",
+                (r.done_at - r.event_at).as_secs_f64() * 1e3,
+                (r.done_at - start).as_secs_f64() * 1e3,
+                r.what
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let summary = stop_ping(ping);
+        stop.store(true, Ordering::SeqCst);
+        repairer.join().unwrap();
+        eprintln!("drift repair on host h1 (vxlan, 3 hosts):");
+        for l in &table {
+            eprintln!("  {l}");
+        }
+        eprintln!("  ping c1a → c2a every 10 ms throughout: {summary}");
+    });
+
+    // Everything is back, read independently, and traffic flows.
+    assert_eq!(c.cnet_routes(0), routes_before);
+    let link = &c.ip_json(&h1.ns, &["link", "show", "dev", vx])[0];
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    let port = &c.ip_json(&h1.ns, &["link", "show", "dev", &c.containers[0].veth])[0];
+    assert!(port["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    let neigh = c.ip_json(&h1.ns, &["neigh", "show", "dev", vx]);
+    assert!(
+        neigh.as_array().unwrap().iter().any(|n| {
+            n["dst"] == h2.subnet.network().to_string()
+                && n["state"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x == "PERMANENT"))
+        }),
+        "{neigh}"
+    );
+    let fdb = c.bridge_json(&h1.ns, &["fdb", "show", "dev", vx]);
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["mac"] == vtep_mac_for(&h2.role).to_string()
+                && f["dst"] == h2.underlay.to_string()),
+        "{fdb}"
+    );
+    assert!(c.all_pairs_ping().is_empty());
+}
