@@ -303,6 +303,79 @@ fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
         }
     }
 
+    // Drift: someone deletes a peer route, neighbour and FDB entry on h1;
+    // h1's agent puts each back (it watches the kernel), timed from the
+    // command's start.
+    let h2_subnet = agents[1].subnet.to_string();
+    let h2_mac = vtep_mac_for("h2").to_string();
+    let vtep2 = agents[1].subnet.network().to_string();
+    for (what, cmd, is_back) in [
+        (
+            "peer route",
+            vec!["ip", "-n", &hosts[0].ns.name, "route", "del", &h2_subnet],
+            Box::new(|h: &TestNs| cnet_routes(h).iter().any(|r| r.starts_with(&h2_subnet)))
+                as Box<dyn Fn(&TestNs) -> bool>,
+        ),
+        (
+            "neighbour",
+            vec![
+                "ip",
+                "-n",
+                &hosts[0].ns.name,
+                "neigh",
+                "del",
+                &vtep2,
+                "dev",
+                "cnet.vxlan",
+            ],
+            Box::new(|h: &TestNs| {
+                let v = h.ip_json(&["neigh", "show", "dev", "cnet.vxlan"]);
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["lladdr"].as_str() == Some(&h2_mac))
+            }),
+        ),
+        (
+            "FDB entry",
+            vec![
+                "bridge",
+                "-n",
+                &hosts[0].ns.name,
+                "fdb",
+                "del",
+                &h2_mac,
+                "dev",
+                "cnet.vxlan",
+                "dst",
+                "192.0.2.12",
+            ],
+            Box::new(|h: &TestNs| {
+                let v = h.bridge_json(&["fdb", "show", "dev", "cnet.vxlan"]);
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["mac"].as_str() == Some(&h2_mac))
+            }),
+        ),
+    ] {
+        let t = Instant::now();
+        common::run(cmd[0], &cmd[1..]);
+        while !is_back(&hosts[0].ns) {
+            assert!(t.elapsed() < Duration::from_secs(20), "{what} not repaired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        eprintln!(
+            "h1's agent repaired the deleted {what} within {:?} of the command",
+            t.elapsed()
+        );
+    }
+    let failing = all_pairs_ping(&hosts, Duration::from_secs(15));
+    assert!(
+        failing.is_empty(),
+        "after the repairs, pairs that do not ping: {failing:?}"
+    );
+
     // h3's agent stops: it releases its lease; the others drop its subnet.
     let gone = agents.pop().unwrap();
     let gone_subnet = gone.subnet;

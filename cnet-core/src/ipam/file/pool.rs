@@ -624,4 +624,3 @@ impl PoolStore for FilePool {
         })
     }
 }
-
