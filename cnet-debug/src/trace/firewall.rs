@@ -129,7 +129,10 @@ fn has_tables() -> Option<bool> {
             if len < 16 || at + len > data.len() {
                 return None;
             }
-            match NetlinkMessage::<NfGen>::deserialize(&data[at..at + len]).ok()?.payload {
+            match NetlinkMessage::<NfGen>::deserialize(&data[at..at + len])
+                .ok()?
+                .payload
+            {
                 NetlinkPayload::InnerMessage(_) => return Some(true),
                 NetlinkPayload::Done(_) => return Some(false),
                 NetlinkPayload::Error(_) => return None,
