@@ -4,6 +4,7 @@
 //! out; a DNAT that rewrites its destination on the way in).
 //!
 //! ```text
+//! NFT_MSG_GETTABLE dump (NETLINK_NETFILTER, in the namespace) ─▶ no table: nothing to evaluate
 //! nft -j list ruleset (run in the namespace) ─▶ base chains by hook and priority
 //!   forward  (filter): rules in order, jump/goto followed ─▶ accept | drop (rule or policy)
 //!   postrouting (nat): masquerade / snat                  ─▶ source rewritten
@@ -114,7 +115,7 @@ fn has_tables() -> Option<bool> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = 1;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(NfGen::default()));
+    let mut req = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(NfGen));
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
