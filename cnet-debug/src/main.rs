@@ -72,8 +72,8 @@ enum Cmd {
     },
     /// Send one probe and report on which interfaces it was seen (live capture).
     Probe {
-        /// Destination IPv4 address.
-        dst: std::net::Ipv4Addr,
+        /// Destination IP (IPv4 or IPv6).
+        dst: std::net::IpAddr,
         /// Source namespace (name, /proc/PID/ns/net or a path); default: current.
         #[arg(long)]
         from: Option<String>,
@@ -300,7 +300,7 @@ fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fa
 }
 
 fn run_probe(
-    dst: std::net::Ipv4Addr,
+    dst: std::net::IpAddr,
     from: Option<String>,
     on: Vec<String>,
     proto: probe::Proto,

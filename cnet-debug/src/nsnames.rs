@@ -4,6 +4,7 @@
 //! named        /run/netns/NAME                      → "NAME"
 //! current      the caller's own namespace           → "(root)" if it is init's, else "(current)"
 //! processes    /proc/PID/ns/net, one per inode      → "pid PID (COMM)"   (lowest PID holding it)
+//!              a Docker or podman container's        → "container NAME (pid PID COMM)"
 //! bind mounts  nsfs mounts in /proc/self/mountinfo  → the mount path     (Docker's /run/docker/netns/ID, …)
 //! ```
 //!
@@ -58,12 +59,96 @@ pub fn label_for(spec: &str, ns: &NetNs) -> String {
     }
 }
 
-/// `pid N (comm)`.
+/// `pid N (comm)`, or `container NAME (pid N comm)` when the process is a
+/// container's whose name its runtime's state gives cheaply (see
+/// [`container_name`]).
 pub fn process_label(pid: u32) -> String {
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(c) => format!("pid {pid} ({})", c.trim()),
-        Err(_) => format!("pid {pid}"),
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
+    match (container_name(pid), comm) {
+        (Some(name), Ok(c)) => format!("container {name} (pid {pid} {})", c.trim()),
+        (Some(name), Err(_)) => format!("container {name} (pid {pid})"),
+        (None, Ok(c)) => format!("pid {pid} ({})", c.trim()),
+        (None, Err(_)) => format!("pid {pid}"),
     }
+}
+
+/// The name of the container whose process `pid` is, from its parent:
+/// - Docker: a `containerd-shim… -namespace moby -id ID`, and the `Name` in
+///   `DATA_ROOT/containers/ID/config.v2.json` of a running dockerd
+///   (`--data-root`, default /var/lib/docker);
+/// - podman: `conmon … -n NAME` (or `--name NAME`).
+///
+/// A few small reads under /proc and one file; `None` when any is missing.
+pub fn container_name(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the last ')' (comm may hold spaces): state ppid …
+    let ppid: u32 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let args = cmdline(ppid)?;
+    let arg = |flags: &[&str]| {
+        args.iter()
+            .position(|a| flags.contains(&a.as_str()))
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let prog = args.first()?.rsplit('/').next()?.to_string();
+    if prog == "conmon" {
+        return arg(&["-n", "--name"]);
+    }
+    if !prog.starts_with("containerd-shim") || arg(&["-namespace"]).as_deref() != Some("moby") {
+        return None;
+    }
+    let id = arg(&["-id"])?;
+    if id.is_empty() || id.contains('/') || id.contains("..") {
+        return None;
+    }
+    dockerd_data_roots().into_iter().find_map(|root| {
+        let f = std::fs::read(root.join("containers").join(&id).join("config.v2.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&f).ok()?;
+        Some(v.get("Name")?.as_str()?.trim_start_matches('/').to_string())
+    })
+}
+
+/// A process's arguments.
+fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// The data roots of the running dockerd processes (and the default).
+fn dockerd_data_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "dockerd")
+        {
+            continue;
+        }
+        let Some(args) = cmdline(pid) else { continue };
+        for (i, a) in args.iter().enumerate() {
+            if let Some(v) = a.strip_prefix("--data-root=") {
+                roots.push(PathBuf::from(v));
+            } else if a == "--data-root" {
+                if let Some(v) = args.get(i + 1) {
+                    roots.push(PathBuf::from(v));
+                }
+            }
+        }
+    }
+    roots.push(PathBuf::from("/var/lib/docker"));
+    roots
 }
 
 /// A namespace found without a name.
@@ -116,7 +201,7 @@ pub fn unnamed(known: &HashSet<u64>) -> Vec<Unnamed> {
         match found.get_mut(&m.ino()) {
             // Held by a process too: say both, the mount tells the runtime.
             Some(u) => {
-                if !u.label.contains(" at ") {
+                if !u.label.contains(" at ") && !u.label.starts_with("container ") {
                     u.label = format!("{} at {}", u.label, mount.display());
                 }
             }

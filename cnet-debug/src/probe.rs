@@ -1,7 +1,7 @@
-//! The probe: one ICMP echo (or UDP datagram) carrying a unique token, sent
-//! from a thread inside the source namespace.
+//! The probe: one ICMP or ICMPv6 echo (or UDP datagram, or TCP SYN)
+//! carrying a unique token, sent from a thread inside the source namespace.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -72,27 +72,38 @@ fn checksum(b: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Send one probe from `ns` to `dst` and wait up to `timeout` for the
-/// echo reply (ICMP).
+/// Send one probe from `ns` to `dst` (IPv4 or IPv6) and wait up to
+/// `timeout` for the echo reply (ICMP / ICMPv6).
 pub fn send(
     ns: &NetNs,
-    src: Option<Ipv4Addr>,
-    dst: Ipv4Addr,
+    src: Option<IpAddr>,
+    dst: IpAddr,
     proto: Proto,
     port: u16,
     token: &[u8],
     timeout: Duration,
 ) -> Result<Outcome> {
     let ctx = format!("send probe to {dst}");
+    if src.is_some_and(|s| s.is_ipv4() != dst.is_ipv4()) {
+        return Err(Error::invalid(
+            ctx,
+            "source and destination of different families",
+        ));
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
                 .map_err(|e| Error::io(ctx.clone(), std::io::Error::from(e)))?;
             match proto {
                 Proto::Udp => {
-                    let bind = SocketAddrV4::new(src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+                    let any = if dst.is_ipv4() {
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    };
+                    let bind = SocketAddr::new(src.unwrap_or(any), 0);
                     let sock = UdpSocket::bind(bind).map_err(|e| Error::io(ctx.clone(), e))?;
-                    if let Err(e) = sock.send_to(token, SocketAddrV4::new(dst, port)) {
+                    if let Err(e) = sock.send_to(token, SocketAddr::new(dst, port)) {
                         return Ok(Outcome::refused(e));
                     }
                     Ok(Outcome {
@@ -115,31 +126,58 @@ pub fn send(
     })
 }
 
-fn icmp(
-    src: Option<Ipv4Addr>,
-    dst: Ipv4Addr,
-    token: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Outcome> {
+/// A raw socket of `dst`'s family for `proto` (checked, owned).
+fn raw(dst: IpAddr, proto: libc::c_int) -> std::io::Result<socket2_like::Raw> {
+    let fam = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2); the result is checked before use and owned
     // by an OwnedFd that closes it.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    let fd = unsafe { libc::socket(fam, libc::SOCK_RAW, proto) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh, valid descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let sock = socket2_like::Raw(fd);
+    Ok(socket2_like::Raw(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// ICMP echo request type and the reply's, by family (ICMPv6: 128/129).
+fn echo_types(dst: IpAddr) -> (u8, u8) {
+    if dst.is_ipv4() {
+        (8, 0)
+    } else {
+        (128, 129)
+    }
+}
+
+fn icmp(
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    token: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Outcome> {
+    let sock = if dst.is_ipv4() {
+        raw(dst, libc::IPPROTO_ICMP)?
+    } else {
+        raw(dst, libc::IPPROTO_ICMPV6)?
+    };
     if let Some(s) = src {
         sock.bind(s)?;
     }
+    let (request, reply) = echo_types(dst);
     let id = (std::process::id() & 0xffff) as u16;
-    let mut pkt = vec![8u8, 0, 0, 0];
+    let mut pkt = vec![request, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
     pkt.extend_from_slice(&1u16.to_be_bytes());
     pkt.extend_from_slice(token);
-    let c = checksum(&pkt);
-    pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    if dst.is_ipv4() {
+        let c = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    // ICMPv6: the kernel always fills in the checksum of a raw ICMPv6
+    // socket's messages (RFC 3542 §3.1), pseudo-header included.
     let t0 = Instant::now();
     if let Err(e) = sock.send_to(&pkt, dst) {
         return Ok(Outcome::refused(e));
@@ -162,12 +200,18 @@ fn icmp(
             }
             Err(e) => return Err(e),
         };
-        let d = crate::wire::decode_ipv4(&buf[..n]);
-        let is_reply = d
-            .layers
-            .iter()
-            .any(|l| matches!(l, crate::wire::Layer::Icmp { icmp_type: 0, .. }));
-        if is_reply && d.carries(token) {
+        // An IPv4 raw socket reads the IP header too; an ICMPv6 one reads
+        // the ICMPv6 message alone.
+        let is_reply = if dst.is_ipv4() {
+            let d = crate::wire::decode_ipv4(&buf[..n]);
+            d.layers
+                .iter()
+                .any(|l| matches!(l, crate::wire::Layer::Icmp { icmp_type: 0, .. }))
+                && d.carries(token)
+        } else {
+            n > 8 && buf[0] == reply && buf[8..n].windows(token.len()).any(|w| w == token)
+        };
+        if is_reply {
             return Ok(Outcome {
                 replied: true,
                 rtt: Some(t0.elapsed()),
@@ -183,29 +227,11 @@ fn icmp(
 }
 
 /// One TCP SYN with the token as payload, from a raw socket (the kernel
-/// adds the IP header). The source address is the one the kernel would pick
-/// when `src` is not given (asked with a connected UDP socket).
-fn tcp(src: Option<Ipv4Addr>, dst: Ipv4Addr, port: u16, token: &[u8]) -> std::io::Result<Outcome> {
-    let src = match src {
-        Some(s) => s,
-        None => {
-            let u = UdpSocket::bind("0.0.0.0:0")?;
-            if let Err(e) = u.connect(SocketAddrV4::new(dst, port)) {
-                return Ok(Outcome::refused(e));
-            }
-            match u.local_addr()? {
-                std::net::SocketAddr::V4(a) => *a.ip(),
-                _ => Ipv4Addr::UNSPECIFIED,
-            }
-        }
-    };
-    // SAFETY: plain socket(2); checked, then owned by an OwnedFd.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    let sock = socket2_like::Raw(unsafe { OwnedFd::from_raw_fd(fd) });
+/// adds the IP header). IPv4: the checksum is computed here, over the
+/// source address the kernel would pick when `src` is not given (asked
+/// with a connected UDP socket). IPv6: the kernel computes it
+/// (`IPV6_CHECKSUM`).
+fn tcp(src: Option<IpAddr>, dst: IpAddr, port: u16, token: &[u8]) -> std::io::Result<Outcome> {
     let sport: u16 = 40000 + (std::process::id() % 20000) as u16;
     let mut seg = Vec::with_capacity(20 + token.len());
     seg.extend_from_slice(&sport.to_be_bytes());
@@ -216,16 +242,40 @@ fn tcp(src: Option<Ipv4Addr>, dst: Ipv4Addr, port: u16, token: &[u8]) -> std::io
     seg.extend_from_slice(&64240u16.to_be_bytes()); // window
     seg.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
     seg.extend_from_slice(token);
-    let mut pseudo = Vec::with_capacity(12 + seg.len());
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(&seg);
-    let c = checksum(&pseudo);
-    seg[16..18].copy_from_slice(&c.to_be_bytes());
-    if src != Ipv4Addr::UNSPECIFIED {
-        sock.bind(src)?;
+    let sock = raw(dst, libc::IPPROTO_TCP)?;
+    match dst {
+        IpAddr::V4(d) => {
+            let s = match src {
+                Some(IpAddr::V4(s)) => s,
+                _ => {
+                    let u = UdpSocket::bind("0.0.0.0:0")?;
+                    if let Err(e) = u.connect(SocketAddr::new(dst, port)) {
+                        return Ok(Outcome::refused(e));
+                    }
+                    match u.local_addr()? {
+                        SocketAddr::V4(a) => *a.ip(),
+                        _ => Ipv4Addr::UNSPECIFIED,
+                    }
+                }
+            };
+            let mut pseudo = Vec::with_capacity(12 + seg.len());
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, 6]);
+            pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            pseudo.extend_from_slice(&seg);
+            let c = checksum(&pseudo);
+            seg[16..18].copy_from_slice(&c.to_be_bytes());
+            if s != Ipv4Addr::UNSPECIFIED {
+                sock.bind(IpAddr::V4(s))?;
+            }
+        }
+        IpAddr::V6(_) => {
+            sock.checksum_at(16)?;
+            if let Some(s) = src {
+                sock.bind(s)?;
+            }
+        }
     }
     if let Err(e) = sock.send_to(&seg, dst) {
         return Ok(Outcome::refused(e));
@@ -237,21 +287,49 @@ fn tcp(src: Option<Ipv4Addr>, dst: Ipv4Addr, port: u16, token: &[u8]) -> std::io
     })
 }
 
-/// Minimal raw-socket helpers (what the socket2 crate would give).
+/// Minimal raw-socket helpers (what the socket2 crate would give). Kept
+/// here rather than adding socket2 for five calls on one raw socket type:
+/// bind, sendto, a receive timeout, recv and `IPV6_CHECKSUM`.
 mod socket2_like {
     use super::*;
 
     pub struct Raw(pub OwnedFd);
 
-    fn sin(a: Ipv4Addr) -> libc::sockaddr_in {
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.octets()),
-            },
-            sin_zero: [0; 8],
-        }
+    /// `a` as a sockaddr of its family, in a sockaddr_storage, and its length.
+    fn sockaddr(a: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            IpAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for
+                // any sockaddr; the write stays within it.
+                unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            IpAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: 0,
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: as above.
+                unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
     }
 
     fn check(r: libc::c_int) -> std::io::Result<()> {
@@ -263,20 +341,20 @@ mod socket2_like {
     }
 
     impl Raw {
-        pub fn bind(&self, a: Ipv4Addr) -> std::io::Result<()> {
-            let sa = sin(a);
-            // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
+        pub fn bind(&self, a: IpAddr) -> std::io::Result<()> {
+            let (sa, len) = sockaddr(a);
+            // SAFETY: `sa` holds a valid sockaddr of `len` bytes.
             check(unsafe {
                 libc::bind(
                     self.0.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    (&sa as *const libc::sockaddr_storage).cast(),
+                    len,
                 )
             })
         }
 
-        pub fn send_to(&self, b: &[u8], a: Ipv4Addr) -> std::io::Result<()> {
-            let sa = sin(a);
+        pub fn send_to(&self, b: &[u8], a: IpAddr) -> std::io::Result<()> {
+            let (sa, len) = sockaddr(a);
             // SAFETY: `b` and `sa` are valid for the call; sizes passed.
             let n = unsafe {
                 libc::sendto(
@@ -284,14 +362,28 @@ mod socket2_like {
                     b.as_ptr().cast(),
                     b.len(),
                     0,
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    (&sa as *const libc::sockaddr_storage).cast(),
+                    len,
                 )
             };
             if n < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
+        }
+
+        /// `IPV6_CHECKSUM`: the kernel computes the checksum at `offset`.
+        pub fn checksum_at(&self, offset: libc::c_int) -> std::io::Result<()> {
+            // SAFETY: `offset` is a valid c_int and its size is passed.
+            check(unsafe {
+                libc::setsockopt(
+                    self.0.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_CHECKSUM,
+                    (&offset as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })
         }
 
         pub fn set_timeout(&self, d: Duration) -> std::io::Result<()> {

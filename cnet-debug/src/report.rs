@@ -27,7 +27,11 @@
 //! - new codes bridge_down, port_blocked, vanished, no_reply, model_contradicted.
 //! - the root namespace is labelled `(root)` (or `(current)` when the caller
 //!   is not in init's namespace), as in `show`; namespaces without a name are
-//!   `pid N (comm)` or the runtime's bind-mount path.
+//!   `pid N (comm)` or the runtime's bind-mount path; a Docker or podman
+//!   container's namespace is `container NAME (pid N comm)`.
+//! - IPv6 destinations: `dst`/`src` and packets are IPv6 addresses, captured
+//!   frames carry `ipv6` and `icmpv6` layers (echo request 128, reply 129);
+//!   `ip_forward_off` also means `net.ipv6.conf.all.forwarding=0`.
 
 use std::io::Write;
 

@@ -250,8 +250,13 @@ impl Tracer {
                 let why = match l2.mac {
                     Some(_) => format!("{target} not in the FDB: flooded to all ports"),
                     None => format!(
-                        "MAC of {} not resolved yet: ARP is flooded to all ports",
-                        l2.ip
+                        "MAC of {} not resolved yet: {} flooded to all ports",
+                        l2.ip,
+                        if l2.ip.is_ipv4() {
+                            "ARP is"
+                        } else {
+                            "neighbour solicitations are"
+                        }
                     ),
                 };
                 (found, why)

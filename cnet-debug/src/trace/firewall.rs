@@ -4,6 +4,7 @@
 //! out; a DNAT that rewrites its destination on the way in).
 //!
 //! ```text
+//! NFT_MSG_GETTABLE dump (NETLINK_NETFILTER, in the namespace) ─▶ no table: nothing to evaluate
 //! nft -j list ruleset (run in the namespace) ─▶ base chains by hook and priority
 //!   forward  (filter): rules in order, jump/goto followed ─▶ accept | drop (rule or policy)
 //!   postrouting (nat): masquerade / snat                  ─▶ source rewritten
@@ -71,8 +72,14 @@ pub(super) struct Effect {
 }
 
 /// Read the ruleset of `ns` (`nft -j list ruleset` from a thread inside
-/// it). `None` when `nft` is not installed or fails.
+/// it). `None` when `nft` is not installed or fails. A namespace without a
+/// single nftables table (most of a trace's namespaces) is answered by one
+/// netlink dump (see [`has_tables`]) instead: running `nft` costs a process
+/// and several milliseconds per namespace.
 pub(super) fn load(ns: &NetNs) -> Option<Ruleset> {
+    if ns.run(has_tables).ok().flatten() == Some(false) {
+        return Some(Ruleset::default());
+    }
     let out = ns
         .run(|| {
             Command::new("nft")
@@ -86,6 +93,88 @@ pub(super) fn load(ns: &NetNs) -> Option<Ruleset> {
         return None;
     }
     parse(&out.stdout)
+}
+
+/// Whether the calling thread's namespace has any nftables table (of any
+/// family): `nft list tables` as one netlink dump, NFT_MSG_GETTABLE over
+/// NETLINK_NETFILTER. `None` when the kernel cannot be asked (no nftables,
+/// no permission): the caller then runs `nft`, which knows better.
+///
+/// The request is netlink-packet-core's message around a 4-byte `nfgenmsg`;
+/// no crate encodes nftables messages that fits (see the module's note), and
+/// only the presence of a reply is read, never its attributes.
+fn has_tables() -> Option<bool> {
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    };
+    use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+    let mut sock = Socket::new(NETLINK_NETFILTER).ok()?;
+    sock.bind_auto().ok()?;
+    sock.connect(&SocketAddr::new(0, 0)).ok()?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = 1;
+    let mut req = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(NfGen));
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    sock.send(&buf, 0).ok()?;
+    // A dump ends with NLMSG_DONE (or an error); 64 datagrams is far more
+    // than the first table needs, which is all that is read.
+    for _ in 0..64 {
+        let (data, _) = sock.recv_from_full().ok()?;
+        let mut at = 0;
+        while at + 16 <= data.len() {
+            let len = u32::from_ne_bytes(data[at..at + 4].try_into().ok()?) as usize;
+            if len < 16 || at + len > data.len() {
+                return None;
+            }
+            match NetlinkMessage::<NfGen>::deserialize(&data[at..at + len])
+                .ok()?
+                .payload
+            {
+                NetlinkPayload::InnerMessage(_) => return Some(true),
+                NetlinkPayload::Done(_) => return Some(false),
+                NetlinkPayload::Error(_) => return None,
+                _ => {}
+            }
+            at += (len + 3) & !3;
+        }
+    }
+    None
+}
+
+/// `struct nfgenmsg` (linux/netfilter/nfnetlink.h) with family
+/// NFPROTO_UNSPEC (every family), sent as NFT_MSG_GETTABLE; a reply's body
+/// is not decoded.
+#[derive(Debug, Default)]
+struct NfGen;
+
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE` (linux/netfilter/nf_tables.h).
+const NFT_GETTABLE: u16 = (10 << 8) | 1;
+
+impl netlink_packet_core::NetlinkSerializable for NfGen {
+    fn message_type(&self) -> u16 {
+        NFT_GETTABLE
+    }
+    fn buffer_len(&self) -> usize {
+        4
+    }
+    fn serialize(&self, buffer: &mut [u8]) {
+        // family AF_UNSPEC, version NFNETLINK_V0, res_id 0.
+        buffer[..4].fill(0);
+    }
+}
+
+impl netlink_packet_core::NetlinkDeserializable for NfGen {
+    type Error = std::io::Error;
+    fn deserialize(
+        _header: &netlink_packet_core::NetlinkHeader,
+        _payload: &[u8],
+    ) -> Result<Self, Self::Error> {
+        Ok(NfGen)
+    }
 }
 
 fn parse(json: &[u8]) -> Option<Ruleset> {
@@ -281,6 +370,12 @@ fn eval(m: &Value, p: &Probe) -> Option<bool> {
         }
     } else if let Some(pl) = left.get("payload") {
         let proto = pl.get("protocol")?.as_str()?;
+        // `ip …` applies to IPv4 packets only and `ip6 …` to IPv6 (nft adds
+        // the family as an implicit match): the other family never matches,
+        // whatever the operator.
+        if (proto == "ip" && !p.dst.is_ipv4()) || (proto == "ip6" && p.dst.is_ipv4()) {
+            return Some(false);
+        }
         match (proto, pl.get("field")?.as_str()?) {
             ("ip" | "ip6", "saddr") => addr_match(p.src?, right)?,
             ("ip" | "ip6", "daddr") => addr_match(p.dst, right)?,

@@ -8,6 +8,9 @@
 //! packet and the outer packet is looked up again, until a namespace that
 //! owns the destination delivers it, or the path breaks. What breaks paths
 //! in practice is checked where it matters and reported as a [`Finding`].
+//! IPv4 and IPv6 destinations take the same way (IPv6: the forwarding
+//! sysctl is `net.ipv6.conf.all.forwarding`, neighbours are found by
+//! neighbour discovery, the probe is an ICMPv6 echo, and no rp_filter).
 //!
 //! Files, by concern:
 //! - `world.rs`: which namespaces exist and how to reach them (handles,

@@ -188,11 +188,18 @@ impl Tracer {
         // Forwarding and reverse-path checks come before the lookup: the
         // kernel's answers for them are ambiguous errnos.
         if let Some(dev) = &iif {
-            if !local && pkt.dst.is_ipv4() {
-                let fwd = self
-                    .w
-                    .sysctl(ns, &["net", "ipv4", "ip_forward"])
-                    .unwrap_or_default();
+            if !local {
+                // IPv6 forwarding is `conf.all.forwarding` (per-device
+                // values follow it when it is set).
+                let (key, path): (&str, &[&str]) = if pkt.dst.is_ipv4() {
+                    ("net.ipv4.ip_forward", &["net", "ipv4", "ip_forward"])
+                } else {
+                    (
+                        "net.ipv6.conf.all.forwarding",
+                        &["net", "ipv6", "conf", "all", "forwarding"],
+                    )
+                };
+                let fwd = self.w.sysctl(ns, path).unwrap_or_default();
                 if fwd.trim() != "1" {
                     self.hop(
                         ns,
@@ -205,7 +212,7 @@ impl Tracer {
                     return Ok(Step::Done(self.broken(
                         ns,
                         "ip_forward_off",
-                        &format!("net.ipv4.ip_forward=0 in {label}: packets arriving on {dev} are not forwarded"),
+                        &format!("{key}=0 in {label}: packets arriving on {dev} are not forwarded"),
                     )));
                 }
             }

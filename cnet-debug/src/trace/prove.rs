@@ -2,10 +2,9 @@
 //! probe is sent from the source namespace.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Instant;
 
-use cnet_core::{Error, Result};
+use cnet_core::Result;
 use serde::Serialize;
 
 use super::{Request, Trace};
@@ -74,20 +73,16 @@ pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<P
         }
     }
     let token = crate::probe::token();
-    let dst = match req.dst {
-        IpAddr::V4(d) => d,
-        IpAddr::V6(_) => return Err(Error::invalid("probe", "IPv6 probes are not supported yet")),
-    };
-    let src = match t.src {
-        Some(IpAddr::V4(s)) => Some(s),
-        _ => None,
-    };
+    // The source the model found, if it is of the destination's family.
+    let src = t.src.filter(|s| s.is_ipv4() == req.dst.is_ipv4());
     let cap = crate::capture::Capture::start(
         &targets,
         &token,
         timeout + std::time::Duration::from_millis(200),
     )?;
-    let outcome = crate::probe::send(&req.from, src, dst, req.proto, req.port, &token, timeout);
+    let outcome = crate::probe::send(
+        &req.from, src, req.dst, req.proto, req.port, &token, timeout,
+    );
     if req.proto != Proto::Icmp {
         std::thread::sleep(std::time::Duration::from_millis(100));
     } else {
@@ -101,10 +96,13 @@ pub fn prove(req: &Request, t: &Trace, timeout: std::time::Duration) -> Result<P
         let mine: Vec<&crate::capture::Sighting> =
             sightings.iter().filter(|s| s.target == ti).collect();
         let is_reply = |s: &&crate::capture::Sighting| {
-            s.frame
-                .layers
-                .iter()
-                .any(|l| matches!(l, crate::wire::Layer::Icmp { icmp_type: 0, .. }))
+            s.frame.layers.iter().any(|l| {
+                matches!(
+                    l,
+                    crate::wire::Layer::Icmp { icmp_type: 0, .. }
+                        | crate::wire::Layer::Icmpv6 { icmp_type: 129, .. }
+                )
+            })
         };
         let request: Vec<&&crate::capture::Sighting> =
             mine.iter().filter(|s| !is_reply(s)).collect();
@@ -243,7 +241,7 @@ pub fn conclude(t: &mut Trace, p: &Proof, proto: Proto) {
 pub fn run(req: &Request, capture: Option<std::time::Duration>) -> Result<(Trace, Option<Proof>)> {
     let mut t = super::explain(req)?;
     let proof = match capture {
-        Some(timeout) if req.dst.is_ipv4() => {
+        Some(timeout) => {
             let p = prove(req, &t, timeout)?;
             conclude(&mut t, &p, req.proto);
             Some(p)

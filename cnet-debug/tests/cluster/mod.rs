@@ -11,6 +11,8 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cases;
+
 use std::net::IpAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -209,6 +211,148 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The dual-stack variant: IPv6 beside IPv4 on the same namespaces and
+    /// devices, added with plain `ip` (`nodad`: no duplicate address
+    /// detection to wait for).
+    ///
+    /// ```text
+    ///   underlay fd00:192:0:2::1H/64 on each host's eth0
+    ///   pods fd00:10:244:H::/64 per host: cni0 ::1, c1a ::2, c1b ::3, c2 ::2, c3 ::2
+    ///   h1 ↔ h2 host-gw (fd00:10:244:2::/64 via fd00:192:0:2::12)
+    ///   h1 ↔ h3 the same flannel.1 carries IPv6 inside (fd00:10:244:H::/128
+    ///   on it, neighbour fd00:10:244:P:: → VTEP MAC, onlink route)
+    /// ```
+    pub fn dual_stack(&self) {
+        for h in 1..=3u8 {
+            let host = format!("h{h}");
+            self.ip(
+                &host,
+                &[
+                    "addr",
+                    "add",
+                    &format!("fd00:192:0:2::1{h}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            );
+            self.ip(
+                &host,
+                &[
+                    "addr",
+                    "add",
+                    &format!("fd00:10:244:{h}::1/64"),
+                    "dev",
+                    "cni0",
+                    "nodad",
+                ],
+            );
+            self.sysctl(&host, "net.ipv6.conf.all.forwarding=1");
+        }
+        for (role, h, last) in [("c1a", 1u8, 2u8), ("c1b", 1, 3), ("c2", 2, 2), ("c3", 3, 2)] {
+            self.ip(
+                role,
+                &[
+                    "addr",
+                    "add",
+                    &format!("fd00:10:244:{h}::{last}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            );
+            self.ip(
+                role,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("fd00:10:244:{h}::1"),
+                ],
+            );
+        }
+        self.ip(
+            "h1",
+            &[
+                "-6",
+                "route",
+                "add",
+                "fd00:10:244:2::/64",
+                "via",
+                "fd00:192:0:2::12",
+            ],
+        );
+        self.ip(
+            "h2",
+            &[
+                "-6",
+                "route",
+                "add",
+                "fd00:10:244:1::/64",
+                "via",
+                "fd00:192:0:2::11",
+            ],
+        );
+        for (me, peer) in [(1u8, 3u8), (3, 1)] {
+            let host = format!("h{me}");
+            let gw = format!("fd00:10:244:{peer}::");
+            self.ip(
+                &host,
+                &[
+                    "addr",
+                    "add",
+                    &format!("fd00:10:244:{me}::/128"),
+                    "dev",
+                    "flannel.1",
+                    "nodad",
+                ],
+            );
+            self.ip(
+                &host,
+                &[
+                    "neigh",
+                    "add",
+                    &gw,
+                    "lladdr",
+                    &vtep_mac(peer).to_string(),
+                    "dev",
+                    "flannel.1",
+                    "nud",
+                    "permanent",
+                ],
+            );
+            self.ip(
+                &host,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("fd00:10:244:{peer}::/64"),
+                    "via",
+                    &gw,
+                    "dev",
+                    "flannel.1",
+                    "onlink",
+                ],
+            );
+        }
+    }
+
+    /// `sysctl -qw KEY=VALUE` inside ROLE's namespace.
+    pub fn sysctl(&self, role: &str, kv: &str) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "sysctl", "-qw", kv])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "sysctl {kv}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// `bridge -n ROLE ARGS` must succeed.
     pub fn bridge(&self, role: &str, args: &[&str]) {
         let ns = self.ns(role);
@@ -266,6 +410,20 @@ impl Plain {
                 .args(["-n", n, "link", "set", "lo", "up"])
                 .output()
                 .unwrap();
+            // No duplicate address detection on the devices made here:
+            // their link-local addresses would stay tentative for a second
+            // or two, and a router sends no neighbour solicitation before
+            // they are valid (IPv6 traffic stalls; `nodad` covers only the
+            // addresses the tests add).
+            let o = Command::new("ip")
+                .args(["netns", "exec", n, "sysctl", "-qw"])
+                .args([
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
         p
     }
