@@ -73,8 +73,9 @@ impl Bird {
             nc.ipip_dev = cfg.tunnel_dev.clone();
             // The node's reconcile with no peers: the tunnel device and
             // nothing else (it owns protocol 119, never BIRD's routes).
-            Node::new(host, nc)?
+            let _device_made = Node::new(host, nc)?
                 .reconcile_peers(&Backend::IpIp(IpIpConfig::default()), &[])
+                .and_then(|r| r.into_result())
                 .map_err(|e| e.with_context(&ctx))?;
         }
         write_checked(&dir, &text, &ctx)?;

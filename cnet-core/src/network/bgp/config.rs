@@ -407,11 +407,7 @@ impl BgpConfig {
                 let _ = writeln!(w, "  {tunnel}");
             }
             BgpMode::CrossSubnet => {
-                let _ = writeln!(
-                    w,
-                    "  if !(bgp_next_hop ~ {}) then {tunnel}",
-                    self.segment
-                );
+                let _ = writeln!(w, "  if !(bgp_next_hop ~ {}) then {tunnel}", self.segment);
             }
         }
         let _ = writeln!(w, "  accept;\n}}");
@@ -448,11 +444,7 @@ impl BgpConfig {
         let t = self.timers;
         let _ = writeln!(w, "template bgp cnet_peer {{");
         let _ = writeln!(w, "  local {} as {};", self.underlay_ip, self.asn);
-        let _ = writeln!(
-            w,
-            "  hold time {}; keepalive time {};",
-            t.hold, t.keepalive
-        );
+        let _ = writeln!(w, "  hold time {}; keepalive time {};", t.hold, t.keepalive);
         let _ = writeln!(
             w,
             "  connect delay time {0}; connect retry time {0}; error wait time {0}, {1};",

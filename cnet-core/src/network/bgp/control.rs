@@ -157,7 +157,11 @@ impl Control {
                     code,
                     text: text.to_string(),
                 }),
-                Some(Parsed::Coded { code: c, last, text }) => {
+                Some(Parsed::Coded {
+                    code: c,
+                    last,
+                    text,
+                }) => {
                     code = c;
                     reply.lines.push(ReplyLine {
                         code,
@@ -192,7 +196,11 @@ impl Control {
 }
 
 enum Parsed<'a> {
-    Coded { code: u16, last: bool, text: &'a str },
+    Coded {
+        code: u16,
+        last: bool,
+        text: &'a str,
+    },
     Continuation(&'a str),
 }
 
