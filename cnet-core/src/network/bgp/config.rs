@@ -319,6 +319,7 @@ impl BgpConfig {
                 ));
             }
             if self.mode == BgpMode::NoEncap
+                && self.install_routes
                 && !self.segment.contains(&p.address)
                 && p.asn.is_none()
             {
@@ -351,14 +352,22 @@ impl BgpConfig {
         let _ = writeln!(w, "timeformat base iso long ms;");
         let _ = writeln!(w);
         let _ = writeln!(w, "protocol device {{ scan time 10; }}");
+        // Next hops are resolved through BIRD's own table (recursive
+        // gateways) in the tunnel modes and for peers beyond the segment
+        // (multihop sessions cannot use direct gateways).
         let recursive = self.mode.needs_tunnel();
-        if recursive {
-            // The underlay's routes, to resolve next hops of peers beyond
-            // the segment (recursive gateways).
+        let any_multihop = self
+            .peers
+            .iter()
+            .any(|p| !self.segment.contains(&p.address));
+        if recursive || any_multihop {
+            // Connected routes, to resolve those next hops; never the pod
+            // subnets (the bridge's route would shadow the anchor).
             let _ = writeln!(
                 w,
-                "protocol direct cnet_underlay {{ ipv4; interface \"{}\"; }}",
-                self.underlay_dev
+                "protocol direct cnet_direct {{ ipv4 {{ import where !(net ~ [ {}+ ]); }}; \
+                 interface \"*\"; }}",
+                self.cluster
             );
         }
         if let Some(subnet) = self.subnet {
@@ -397,8 +406,10 @@ impl BgpConfig {
         let _ = writeln!(w, "  reject;\n}}");
         let _ = writeln!(w, "filter cnet_to_kernel {{");
         let _ = writeln!(w, "  if source != RTS_BGP then reject;");
+        // In this order: `ifname` clears the gateway, `onlink` lets `gw`
+        // take an address that is no neighbour on the tunnel.
         let tunnel = format!(
-            "{{ gw = bgp_next_hop; ifname = \"{}\"; onlink = true; }}",
+            "{{ ifname = \"{}\"; onlink = true; gw = bgp_next_hop; }}",
             self.tunnel_dev
         );
         match self.mode {
@@ -457,9 +468,7 @@ impl BgpConfig {
         }
         let _ = writeln!(
             w,
-            "  ipv4 {{ import filter cnet_from_peers; export filter cnet_to_peers; \
-             gateway {}; }};",
-            if recursive { "recursive" } else { "direct" }
+            "  ipv4 {{ import filter cnet_from_peers; export filter cnet_to_peers; }};"
         );
         let _ = writeln!(w, "}}");
         for p in &self.peers {
@@ -472,18 +481,23 @@ impl BgpConfig {
                 p.address,
                 p.asn.unwrap_or(self.asn)
             );
-            if self.segment.contains(&p.address) {
-                let _ = writeln!(w, "  direct;");
-            } else {
-                let _ = writeln!(w, "  multihop;");
-            }
+            let on_segment = self.segment.contains(&p.address);
+            let _ = writeln!(w, "  {};", if on_segment { "direct" } else { "multihop" });
             if p.rr_client {
                 let _ = writeln!(w, "  rr client;");
             }
-            if p.asn.is_some_and(|a| a != self.asn) {
-                // eBGP (a ToR): the ToR forwards; it must see us as next hop.
-                let _ = writeln!(w, "  ipv4 {{ next hop self; }};");
-            }
+            let gateway = if recursive || !on_segment {
+                "recursive"
+            } else {
+                "direct"
+            };
+            // eBGP (a ToR): the ToR forwards; it must see us as next hop.
+            let ebgp = p.asn.is_some_and(|a| a != self.asn);
+            let _ = writeln!(
+                w,
+                "  ipv4 {{ gateway {gateway};{} }};",
+                if ebgp { " next hop self;" } else { "" }
+            );
             let _ = writeln!(w, "}}");
         }
         Ok(s)
@@ -514,16 +528,42 @@ mod tests {
         ])
     }
 
+    /// `bird -p` parses the file (where BIRD is installed; CI installs it).
+    fn bird_parses(text: &str) {
+        let dir = std::env::temp_dir().join(format!("cnet-bgp-parse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(format!("{:x}.conf", fastrand::u64(..)));
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(crate::network::bgp::BIRD_BIN)
+            .arg("-p")
+            .arg("-c")
+            .arg(&f)
+            .output();
+        let _ = std::fs::remove_file(&f);
+        match out {
+            Ok(o) => assert!(
+                o.status.success(),
+                "bird -p: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("bird not installed ({e}): config not parsed by BIRD"),
+        }
+    }
+
     #[test]
     fn bgp_full_mesh_no_encap() {
-        insta::assert_snapshot!(h1().render().unwrap());
+        let text = h1().render().unwrap();
+        bird_parses(&text);
+        insta::assert_snapshot!(text);
     }
 
     #[test]
     fn bgp_cross_subnet_with_route_reflector_peer() {
         let mut c = h1().mode(BgpMode::CrossSubnet);
-        c.peers.push(BgpPeer::new("rr", ip("198.51.100.1")));
-        insta::assert_snapshot!(c.render().unwrap());
+        c.peers.push(BgpPeer::new("rr", ip("192.0.2.1")));
+        let text = c.render().unwrap();
+        bird_parses(&text);
+        insta::assert_snapshot!(text);
     }
 
     #[test]
@@ -536,7 +576,6 @@ mod tests {
             None,
             "10.244.0.0/16".parse().unwrap(),
         )
-        .mode(BgpMode::CrossSubnet)
         .route_reflector(ip("192.0.2.1"))
         .install_routes(false)
         .peers(vec![
@@ -544,7 +583,9 @@ mod tests {
             BgpPeer::new("h4", ip("198.51.100.14")).rr_client(),
             BgpPeer::new("tor", ip("192.0.2.254")).with_asn(65000),
         ]);
-        insta::assert_snapshot!(c.render().unwrap());
+        let text = c.render().unwrap();
+        bird_parses(&text);
+        insta::assert_snapshot!(text);
     }
 
     #[test]
