@@ -46,6 +46,10 @@
 //! (the control socket's text protocol, typed status), `bird` (the
 //! process).
 
+/// The route protocol of the routes BIRD puts in the kernel (`proto bird`,
+/// RTPROT_BIRD).
+pub const ROUTE_PROTOCOL: u8 = 12;
+
 mod bird;
 pub mod config;
 pub mod control;
