@@ -540,6 +540,7 @@ mod tests {
             .arg(&f)
             .output();
         let _ = std::fs::remove_file(&f);
+        let _ = std::fs::remove_dir(&dir); // the last test out removes it
         match out {
             Ok(o) => assert!(
                 o.status.success(),
