@@ -69,6 +69,9 @@ enum Cmd {
         /// JSON Lines output.
         #[arg(long)]
         json: bool,
+        /// A BIRD control socket to read BGP sessions from (repeatable).
+        #[arg(long, value_name = "SOCKET")]
+        bird: Vec<std::path::PathBuf>,
     },
     /// Send one probe and report on which interfaces it was seen (live capture).
     Probe {
@@ -131,6 +134,7 @@ impl From<std::io::Error> for Fail {
 type Outcome = Result<bool, Fail>;
 
 fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fail> {
+    use cnet_core::network::bgp::ROUTE_PROTOCOL as BGP;
     use cnet_core::route::{RouteFilter, PROTOCOL};
     // Every namespace we know, to name veth peers' namespaces.
     let mut all: Vec<(String, NetNs)> = vec![(nsnames::current_label(), NetNs::current()?)];
@@ -152,7 +156,9 @@ fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fa
         let h = Handle::at(&ns)?;
         let links = h.links().list()?;
         let addrs = h.addrs().list(None)?;
-        let own_routes = h.routes().list(&RouteFilter::new().protocol(PROTOCOL))?;
+        // cnet's routes and those BIRD learnt over BGP.
+        let mut own_routes = h.routes().list(&RouteFilter::new().protocol(PROTOCOL))?;
+        own_routes.extend(h.routes().list(&RouteFilter::new().protocol(BGP))?);
         // netnsid (as this namespace numbers them) → namespace label.
         let mut ids = std::collections::HashMap::new();
         if links.iter().any(|l| l.link_netnsid.is_some()) {
@@ -287,12 +293,61 @@ fn show(netns: Option<String>, json: bool, out: &mut dyn Write) -> Result<(), Fa
                 .unwrap_or_default();
             writeln!(
                 out,
-                "  route {} {}{via}{dev}{} (proto {}, table {})",
+                "  route {} {}{via}{dev}{} (proto {}, table {}){}",
                 r.kind.as_str(),
                 r.dst,
                 if r.onlink { " onlink" } else { "" },
                 r.protocol,
-                r.table
+                r.table,
+                if r.protocol == BGP {
+                    " learned over BGP"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The BGP sessions of each BIRD whose control socket is given: peer,
+/// state, uptime, routes received (read over the socket's text protocol).
+fn show_bgp(sockets: &[std::path::PathBuf], json: bool, out: &mut dyn Write) -> Result<(), Fail> {
+    for sock in sockets {
+        let sessions = cnet_core::network::bgp::Control::connect(sock)?.sessions()?;
+        if !json {
+            writeln!(out, "bgp {}", sock.display())?;
+        }
+        for s in sessions {
+            let uptime = s.uptime.map(|u| u.as_secs_f64());
+            if json {
+                let v = serde_json::json!({"type": "bgp_session", "data": {
+                    "socket": sock.display().to_string(), "protocol": s.protocol,
+                    "peer": s.peer, "neighbor": s.neighbor, "neighbor_as": s.neighbor_as,
+                    "state": s.state.to_string(), "since": s.since, "uptime_s": uptime,
+                    "routes_received": s.routes_imported, "routes_sent": s.routes_exported,
+                    "last_error": s.last_error,
+                }});
+                writeln!(out, "{v}")?;
+                continue;
+            }
+            writeln!(
+                out,
+                "  {:<12} {:<8} {:<15} {:<11} {} {} received, {} sent{}",
+                s.protocol,
+                s.peer.as_deref().unwrap_or("-"),
+                s.neighbor
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.state.to_string(),
+                uptime
+                    .map(|u| format!("for {u:.1} s,"))
+                    .unwrap_or_else(|| "since ?,".into()),
+                s.routes_imported,
+                s.routes_exported,
+                s.last_error
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
             )?;
         }
     }
@@ -456,9 +511,9 @@ fn main() -> ExitCode {
         } => run_trace(
             dst, from, src, proto, port, capture, no_capture, timeout, json, &mut out,
         ),
-        Cmd::Show { netns, json } => {
-            show(netns, json, &mut out).and_then(|()| Ok(out.flush().map(|()| true)?))
-        }
+        Cmd::Show { netns, json, bird } => show(netns, json, &mut out)
+            .and_then(|()| show_bgp(&bird, json, &mut out))
+            .and_then(|()| Ok(out.flush().map(|()| true)?)),
         Cmd::Probe {
             dst,
             from,

@@ -40,9 +40,10 @@
 //! (derived host-side names and MACs), [`result`] (the attachment and its
 //! CNI form), [`drift`] (what check reports), `container` (which
 //! namespace), `undo` (the rollback stack), [`node`] (a node's routes to
-//! its peers).
+//! its peers), [`bgp`] (the same routes learnt over BGP from BIRD).
 
 mod attach;
+pub mod bgp;
 pub mod bridge;
 mod check;
 mod container;
@@ -53,6 +54,7 @@ pub mod node;
 pub mod result;
 mod undo;
 
+pub use bgp::{BgpConfig, BgpMode, BgpPeer, Bird, SessionState, SessionStatus};
 pub use bridge::{AttachStep, BridgeConfig, BridgeNetwork};
 pub use container::ContainerNs;
 pub use detach::DetachReport;

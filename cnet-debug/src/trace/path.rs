@@ -355,7 +355,15 @@ impl Tracer {
                 if m.onlink {
                     s += " onlink";
                 }
-                s + &format!(" (table {}, proto {})", m.table, m.protocol)
+                s += &format!(" (table {}, proto {})", m.table, m.protocol);
+                if m.protocol == cnet_core::network::bgp::ROUTE_PROTOCOL {
+                    // BIRD installs iBGP routes with the announcing peer as next hop.
+                    s += " learned over BGP";
+                    if let Some(g) = m.gateway {
+                        s += &format!(" from peer {g}");
+                    }
+                }
+                s
             })
             .map(|m| format!("matched: {m}"))
             .unwrap_or_else(|| format!("no FIB entry matches; the kernel says: {kernel}"));

@@ -1,0 +1,234 @@
+//! BGP with cross-subnet IP-in-IP (Calico's `ipipMode: CrossSubnet`): three
+//! hosts on segment A in a full mesh, a fourth on segment B behind the
+//! router namespace, which runs BIRD as a route reflector for all four.
+//! Direct routes on the segment, `via PEER dev cnet.ipip onlink` across it.
+//!
+//! This machine's kernel has no ipip: here the test asserts that
+//! `Bird::start` in the tunnel modes fails with `Unsupported` and the
+//! kernel's "Unknown device type", with no BIRD started and no device or
+//! file left. `scripts/test` runs this binary again in the stock-kernel VM
+//! (`CNET_IN_VM=1`), where the sessions, the routes and the all-pairs ping
+//! are proven.
+
+mod cluster;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cluster::{privileged, Cluster, Spec};
+use cnet_core::network::bgp::{BgpConfig, BgpMode, BgpPeer, BgpTimers, Bird};
+use cnet_core::{Error, IpNet};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Whether this kernel has ipip (probed with `ip` in a throwaway
+/// namespace); in the VM it must.
+fn ipip_expected() -> bool {
+    let ns = format!("cn-bgpipprobe-{}", std::process::id());
+    let run = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(run(&["netns", "add", &ns]));
+    let has = run(&[
+        "-n",
+        &ns,
+        "link",
+        "add",
+        "probe0",
+        "type",
+        "ipip",
+        "remote",
+        "198.51.100.254",
+        "local",
+        "198.51.100.253",
+    ]);
+    assert!(run(&["netns", "del", &ns]));
+    let in_vm = std::env::var_os("CNET_IN_VM").is_some();
+    if in_vm {
+        assert!(has, "the VM's kernel must provide ipip");
+    }
+    eprintln!("kernel has ipip: {has} (in VM: {in_vm})");
+    has
+}
+
+fn cidr() -> IpNet {
+    "10.244.0.0/16".parse().unwrap()
+}
+
+fn seg(far: bool) -> IpNet {
+    if far {
+        "198.51.100.0/24".parse().unwrap()
+    } else {
+        "192.0.2.0/24".parse().unwrap()
+    }
+}
+
+/// The router's BIRD: a route reflector on 192.0.2.1 for every host,
+/// installing nothing (it forwards the tunnels' outer packets only).
+fn rr_config(c: &Cluster) -> BgpConfig {
+    BgpConfig::new(
+        "rt",
+        "192.0.2.1".parse().unwrap(),
+        seg(false),
+        "eth0",
+        None,
+        cidr(),
+    )
+    .route_reflector("192.0.2.1".parse().unwrap())
+    .install_routes(false)
+    .timers(BgpTimers::fast())
+    .peers(
+        c.hosts
+            .iter()
+            .map(|h| BgpPeer::new(&h.role, h.underlay).rr_client())
+            .collect(),
+    )
+}
+
+/// Host `i`: cross-subnet, the near hosts in a full mesh with each other,
+/// every host a client of the reflector at 192.0.2.1.
+fn host_config(c: &Cluster, i: usize) -> BgpConfig {
+    let h = &c.hosts[i];
+    let mut peers: Vec<BgpPeer> = if h.far {
+        Vec::new()
+    } else {
+        c.hosts
+            .iter()
+            .enumerate()
+            .filter(|(j, o)| *j != i && !o.far)
+            .map(|(_, o)| BgpPeer::new(&o.role, o.underlay))
+            .collect()
+    };
+    peers.push(BgpPeer::new("rr", "192.0.2.1".parse().unwrap()));
+    BgpConfig::new(
+        &h.role,
+        h.underlay,
+        seg(h.far),
+        "eth0",
+        Some(h.subnet),
+        cidr(),
+    )
+    .mode(BgpMode::CrossSubnet)
+    .timers(BgpTimers::fast())
+    .peers(peers)
+}
+
+/// `DST via GW dev DEV[ onlink]` of host `i`'s `proto bird` routes, sorted.
+fn bird_routes(c: &Cluster, i: usize) -> Vec<String> {
+    let v = c.ip_json(&c.hosts[i].ns, &["route", "show", "proto", "bird"]);
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let onlink = r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "onlink"));
+            format!(
+                "{} via {} dev {}{}",
+                r["dst"].as_str().unwrap_or("?"),
+                r["gateway"].as_str().unwrap_or("-"),
+                r["dev"].as_str().unwrap_or("-"),
+                if onlink { " onlink" } else { "" }
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn expected(c: &Cluster, i: usize) -> Vec<String> {
+    let me = &c.hosts[i];
+    let mut v: Vec<String> = c
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, h)| {
+            if h.far == me.far {
+                format!("{} via {} dev eth0", h.subnet, h.underlay)
+            } else {
+                format!("{} via {} dev cnet.ipip onlink", h.subnet, h.underlay)
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bgp_cross_subnet_ipip_with_route_reflector() {
+    if !privileged() {
+        return;
+    }
+    let has_ipip = ipip_expected();
+    let c = Cluster::build(
+        "bgpx",
+        Spec {
+            near: 3,
+            far: 1,
+            containers: 1,
+        },
+    );
+    if !has_ipip {
+        for (i, mode) in [(0, BgpMode::CrossSubnet), (3, BgpMode::IpIp)] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = host_config(&c, i).mode(mode);
+            let e = Bird::start(&c.hosts[i].handle, dir.path(), &cfg).unwrap_err();
+            assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+            assert_eq!(e.kernel_message(), Some("Unknown device type"), "{e}");
+            assert!(e.to_string().contains("cnet.ipip"), "{e}");
+            // Nothing started, nothing written, no device.
+            assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+            let links = c.ip_json(&c.hosts[i].ns, &["link", "show"]);
+            assert!(
+                !links.to_string().contains("cnet.ipip"),
+                "nothing half-made"
+            );
+            assert!(bird_routes(&c, i).is_empty());
+        }
+        return;
+    }
+
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let t0 = Instant::now();
+    let rr = Bird::start(&c.rt, dirs[4].path(), &rr_config(&c)).unwrap();
+    let birds: Vec<Bird> = (0..4)
+        .map(|i| Bird::start(&c.hosts[i].handle, dirs[i].path(), &host_config(&c, i)).unwrap())
+        .collect();
+    let deadline = Instant::now() + CONVERGE;
+    while !(0..4).all(|i| bird_routes(&c, i) == expected(&c, i)) {
+        assert!(
+            Instant::now() < deadline,
+            "not converged: {:?}\nlogs: {:?}",
+            (0..4).map(|i| bird_routes(&c, i)).collect::<Vec<_>>(),
+            birds.iter().map(Bird::log_tail).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("cross-subnet cluster converged in {:?}", t0.elapsed());
+    for b in birds.iter().chain(std::iter::once(&rr)) {
+        let s = b.wait_established(CONVERGE).unwrap();
+        eprintln!(
+            "{}: {:?}",
+            b.config().node,
+            s.iter()
+                .map(|x| (&x.protocol, x.routes_imported))
+                .collect::<Vec<_>>()
+        );
+    }
+    let failed = c.all_pairs_ping();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    let pids: Vec<u32> = birds.iter().chain([&rr]).filter_map(Bird::pid).collect();
+    for b in birds {
+        b.stop().unwrap();
+    }
+    rr.stop().unwrap();
+    for p in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists());
+    }
+}
