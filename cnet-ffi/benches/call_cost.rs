@@ -25,13 +25,18 @@ const N: u32 = 10_000;
 
 fn report(label: &str, t: std::time::Duration) {
     let per = t.as_nanos() as f64 / f64::from(N);
-    println!("{label:>16}: {N} lookups in {:.1} ms, {per:.0} ns/call", t.as_secs_f64() * 1e3);
+    println!(
+        "{label:>16}: {N} lookups in {:.1} ms, {per:.0} ns/call",
+        t.as_secs_f64() * 1e3
+    );
     println!("RESULT {label} {per:.0}");
 }
 
 fn main() {
-    let (Ok(ns), Ok(dst)) = (std::env::var("CNET_BENCH_NS"), std::env::var("CNET_BENCH_DST"))
-    else {
+    let (Ok(ns), Ok(dst)) = (
+        std::env::var("CNET_BENCH_NS"),
+        std::env::var("CNET_BENCH_DST"),
+    ) else {
         eprintln!("call_cost: run by scripts/bench-ffi (it sets CNET_BENCH_NS and CNET_BENCH_DST)");
         return;
     };
@@ -54,7 +59,10 @@ fn main() {
     assert_eq!(cnet_handle_new(n, &mut ch, null_mut()), 0);
     let mut r = std::mem::MaybeUninit::<cnet_route_lookup_result>::uninit();
     for _ in 0..1000 {
-        assert_eq!(cnet_route_lookup(ch, d.as_ptr(), null(), r.as_mut_ptr(), null_mut()), 0);
+        assert_eq!(
+            cnet_route_lookup(ch, d.as_ptr(), null(), r.as_mut_ptr(), null_mut()),
+            0
+        );
     }
     let t = Instant::now();
     for _ in 0..N {
