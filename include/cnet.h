@@ -53,6 +53,12 @@
 // The main routing table.
 #define CNET_TABLE_MAIN 254
 
+// A bridge network on one node: the bridge in the host namespace, the
+// pool its containers' addresses come from, its own netlink socket in
+// the host namespace. May be shared between threads: attaches, detaches
+// and checks of different containers may run at once.
+typedef struct cnet_bridge_network cnet_bridge_network;
+
 // An error: its result code, a message for people (the operation, the
 // object, and the kernel's words), the errno and the kernel's
 // extended-ACK text when the kernel refused. Made by a failing call
@@ -86,7 +92,9 @@ typedef struct cnet_netns cnet_netns;
 typedef struct cnet_node cnet_node;
 
 // Container addresses of one node subnet. May be shared between threads
-// (calls are serialised); several processes may use the same store.
+// (calls are serialised); several processes may use the same store. A
+// bridge network made from it (`cnet_bridge_network_ensure`) shares it:
+// either may be freed first.
 typedef struct cnet_pool cnet_pool;
 
 // A result code. Every fallible function returns one; `CNET_OK` (0) is
@@ -379,6 +387,117 @@ typedef struct {
   size_t len;
 } cnet_fdb_array;
 
+// What a bridge network is. Equivalent to `ip link add NAME type bridge;
+// ip link set NAME mtu MTU up; ip addr add GATEWAY/PLEN dev NAME; sysctl
+// net.ipv4.ip_forward=1`, the gateway being the pool's.
+typedef struct {
+  // The bridge's name ("cni0").
+  const char *name;
+  // The node subnet ("10.244.1.0/24"), or NULL for the pool's. It must
+  // be the pool's (`CNET_CONFLICT` otherwise).
+  const char *subnet;
+  // MTU of the bridge and of both ends of every veth (0: 1500).
+  uint32_t mtu;
+} cnet_bridge_config;
+
+// How a container's namespace is given.
+typedef uint32_t cnet_container_ns_kind;
+
+// A container's network namespace: `kind` says which one field is used.
+typedef struct {
+  // `CNET_CONTAINER_NS_*`.
+  cnet_container_ns_kind kind;
+  // The name, for `CNET_CONTAINER_NS_NAME`.
+  const char *name;
+  // The path, for `CNET_CONTAINER_NS_PATH`.
+  const char *path;
+  // The process id, for `CNET_CONTAINER_NS_PID`.
+  uint32_t pid;
+  // The open namespace, for `CNET_CONTAINER_NS_NETNS` (only read
+  // during the call).
+  const cnet_netns *netns;
+} cnet_container_ns;
+
+// One interface of an attachment.
+typedef struct {
+  // Its name (in its namespace).
+  char name[CNET_IFNAMSIZ];
+  // Its index (in its namespace).
+  uint32_t index;
+  // Its MAC address.
+  uint8_t mac[6];
+} cnet_attached_link;
+
+// A container attached to a bridge network (what attach made). Free with
+// `cnet_attachment_free`. The same data as the CNI result, plus indexes,
+// MTU and the allocation's generation.
+typedef struct {
+  // The container id (owned by the attachment).
+  const char *container_id;
+  // The interface name inside the container.
+  char ifname[CNET_IFNAMSIZ];
+  // The bridge (host namespace).
+  cnet_attached_link bridge;
+  // The host end of the veth pair, a port of the bridge.
+  cnet_attached_link host;
+  // The container end, in the container's namespace.
+  cnet_attached_link container;
+  // The container's namespace path, the CNI `sandbox` (owned by the
+  // attachment).
+  const char *sandbox;
+  // The container's address with the subnet's prefix ("10.244.1.2/24").
+  char address[CNET_ADDRSTRLEN];
+  // The address alone ("10.244.1.2").
+  char ip[CNET_ADDRSTRLEN];
+  // The gateway, the bridge's address ("10.244.1.1"); the container's
+  // default route goes through it.
+  char gateway[CNET_ADDRSTRLEN];
+  // MTU of both veth ends.
+  uint32_t mtu;
+  // The IPAM allocation's generation.
+  uint64_t generation;
+} cnet_attachment;
+
+// What a detach did. Free with `cnet_detach_report_free`.
+typedef struct {
+  // The host-side veth name derived from the container id.
+  char host_veth[CNET_IFNAMSIZ];
+  // A veth pair was deleted (false: it was already gone).
+  bool link_removed;
+  // The pool held an address for the container and released it.
+  bool released;
+  // The address released ("10.244.1.2"), or "".
+  char released_ip[CNET_ADDRSTRLEN];
+  // What was found but left alone and why ("; "-separated), or NULL
+  // (owned by the report).
+  const char *left_alone;
+} cnet_detach_report;
+
+// A drift kind: how a container's live state differs from what attach
+// made. Numbers are never reused.
+typedef uint32_t cnet_drift_kind;
+
+// One difference found by `cnet_bridge_network_check`.
+typedef struct {
+  // `CNET_DRIFT_*`.
+  cnet_drift_kind kind;
+  // The kind's name ("host_link_down"), as in `json`.
+  const char *kind_name;
+  // For people ("host end veth1a2b is down").
+  const char *message;
+  // The drift with its details as a JSON object (`{"kind":
+  // "mtu","link":"eth0","have":1500,"want":1450}`).
+  const char *json;
+} cnet_drift;
+
+// An owned array of drifts; free with `cnet_drift_array_free`.
+typedef struct {
+  // The drifts.
+  const cnet_drift *items;
+  // How many (0: the container is as attach made it).
+  size_t len;
+} cnet_drift_array;
+
 // A node's configuration. NULL / zero fields take the defaults.
 typedef struct {
   // Node name (the lease's node name; seeds the VTEP MAC).
@@ -635,6 +754,73 @@ typedef struct {
 
 // A device without kind (loopback, NIC); only in `cnet_link`.
 #define CNET_LINK_DEVICE 5
+
+// By `ip netns` name (`/run/netns/NAME`): the `name` field.
+#define CNET_CONTAINER_NS_NAME 1
+
+// By path (`/proc/PID/ns/net`, a runtime's bind mount, CNI_NETNS): the
+// `path` field.
+#define CNET_CONTAINER_NS_PATH 2
+
+// By process id (`/proc/PID/ns/net`): the `pid` field.
+#define CNET_CONTAINER_NS_PID 3
+
+// A namespace already open: the `netns` field.
+#define CNET_CONTAINER_NS_NETNS 4
+
+// The network's bridge is gone.
+#define CNET_DRIFT_BRIDGE_MISSING 1
+
+// The bridge is down.
+#define CNET_DRIFT_BRIDGE_DOWN 2
+
+// The bridge lacks its gateway address.
+#define CNET_DRIFT_GATEWAY_MISSING 3
+
+// The container's namespace could not be opened.
+#define CNET_DRIFT_NAMESPACE_MISSING 4
+
+// No link has the host-side name.
+#define CNET_DRIFT_HOST_LINK_MISSING 5
+
+// A link has the host-side name but is not this attachment's.
+#define CNET_DRIFT_HOST_LINK_FOREIGN 6
+
+// The host end is not a port of the network's bridge.
+#define CNET_DRIFT_HOST_LINK_OFF_BRIDGE 7
+
+// The host end is down.
+#define CNET_DRIFT_HOST_LINK_DOWN 8
+
+// The container interface is gone.
+#define CNET_DRIFT_CONTAINER_LINK_MISSING 9
+
+// The container interface is down.
+#define CNET_DRIFT_CONTAINER_LINK_DOWN 10
+
+// The host end and the container interface are not one veth pair.
+#define CNET_DRIFT_NOT_PEERS 11
+
+// A link's MTU differs from the network's.
+#define CNET_DRIFT_MTU 12
+
+// The container interface lacks its address.
+#define CNET_DRIFT_ADDRESS_MISSING 13
+
+// The container interface has an address attach did not put there.
+#define CNET_DRIFT_ADDRESS_UNEXPECTED 14
+
+// The container has no default route.
+#define CNET_DRIFT_DEFAULT_ROUTE_MISSING 15
+
+// The container's default route goes elsewhere.
+#define CNET_DRIFT_DEFAULT_ROUTE_WRONG 16
+
+// The pool holds no address for the container.
+#define CNET_DRIFT_ALLOCATION_MISSING 17
+
+// A kind newer than this header (see `kind_name` and `json`).
+#define CNET_DRIFT_OTHER 99
 
 // A route per peer via its underlay address (peers on one L2 segment).
 #define CNET_BACKEND_HOST_GW 1
@@ -939,6 +1125,75 @@ cnet_result cnet_fdb_reconcile(const cnet_handle *h,
                                size_t len,
                                cnet_reconcile_counts *counts,
                                cnet_error **err);
+
+// Make sure the bridge network exists in `host`'s namespace: the bridge
+// `config->name` (created with the MTU, up, its address the pool's
+// gateway with the subnet's prefix) and IP forwarding on in that
+// namespace. An existing bridge that matches is used as it is; one that
+// differs (MTU, address, down) is never changed: `CNET_MISMATCH` lists
+// each difference. The network shares `pool` (its addresses come from
+// it); `pool` and `host` may be freed before the network. Free `*out`
+// with `cnet_bridge_network_free`.
+cnet_result cnet_bridge_network_ensure(const cnet_handle *host,
+                                       const cnet_pool *pool,
+                                       const cnet_bridge_config *config,
+                                       cnet_bridge_network **out,
+                                       cnet_error **err);
+
+// Free a bridge network object (closes its socket; the bridge and the
+// attached containers stay). `cnet_bridge_network_free(NULL)` does nothing.
+void cnet_bridge_network_free(cnet_bridge_network *net);
+
+// Attach a container (CNI `ADD`): a veth pair whose host end, named from
+// `container_id` and `ifname`, is a port of the bridge, and whose other
+// end `ifname` is born in the container's namespace with an address from
+// the pool and a default route via the gateway. Any failure undoes every
+// step done so far, the address included. Attaching the same pair again
+// returns the same attachment when nothing drifted (`CNET_MISMATCH`
+// listing the drifts otherwise).
+//
+// Outputs, each optional (NULL: not wanted): `*out` the attachment (free
+// with `cnet_attachment_free`), `*cni_json` the CNI 1.0.0 result a CNI
+// plugin prints for `ADD` (free with `cnet_string_free`).
+cnet_result cnet_bridge_network_attach(const cnet_bridge_network *net,
+                                       const cnet_container_ns *ns,
+                                       const char *container_id,
+                                       const char *ifname,
+                                       cnet_attachment **out,
+                                       char **cni_json,
+                                       cnet_error **err);
+
+// Free an attachment. `cnet_attachment_free(NULL)` does nothing.
+void cnet_attachment_free(cnet_attachment *a);
+
+// Detach a container (CNI `DEL`): delete the veth pair (its container
+// end, address and routes go with it) and release the address. Succeeds
+// when the namespace, the link or the allocation is already gone. `ns`
+// may be NULL (the host end is found by its derived name). `*out` (may
+// be NULL) receives what was done; free it with `cnet_detach_report_free`.
+cnet_result cnet_bridge_network_detach(const cnet_bridge_network *net,
+                                       const cnet_container_ns *ns,
+                                       const char *container_id,
+                                       const char *ifname,
+                                       cnet_detach_report **out,
+                                       cnet_error **err);
+
+// Free a detach report. `cnet_detach_report_free(NULL)` does nothing.
+void cnet_detach_report_free(cnet_detach_report *r);
+
+// Compare a container's live state with what attach made (reads only):
+// `*out` lists every difference, empty when all is as attach made it. An
+// unreadable namespace is a `CNET_DRIFT_NAMESPACE_MISSING` drift, not an
+// error. Free `*out` with `cnet_drift_array_free`.
+cnet_result cnet_bridge_network_check(const cnet_bridge_network *net,
+                                      const cnet_container_ns *ns,
+                                      const char *container_id,
+                                      const char *ifname,
+                                      cnet_drift_array **out,
+                                      cnet_error **err);
+
+// Free a drift list. `cnet_drift_array_free(NULL)` does nothing.
+void cnet_drift_array_free(cnet_drift_array *l);
 
 // A node working in `h`'s namespace (the host's). `CNET_INVALID_ARGUMENT`
 // for a bad configuration.

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::ffi::c_char;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cnet_core::ipam::{
@@ -53,9 +53,86 @@ pub struct cnet_leases {
 }
 
 /// Container addresses of one node subnet. May be shared between threads
-/// (calls are serialised); several processes may use the same store.
+/// (calls are serialised); several processes may use the same store. A
+/// bridge network made from it (`cnet_bridge_network_ensure`) shares it:
+/// either may be freed first.
 pub struct cnet_pool {
-    inner: Mutex<Box<dyn PoolStore + Send>>,
+    inner: Arc<Mutex<Box<dyn PoolStore + Send>>>,
+    config: PoolConfig,
+}
+
+impl cnet_pool {
+    /// A pool object over any store (tests give one that fails or panics).
+    #[doc(hidden)]
+    pub fn from_store(store: Box<dyn PoolStore + Send>) -> cnet_pool {
+        cnet_pool {
+            config: store.config().clone(),
+            inner: Arc::new(Mutex::new(store)),
+        }
+    }
+
+    /// Another owner of the same pool, for a bridge network.
+    pub(crate) fn share(&self) -> SharedPool {
+        SharedPool {
+            config: self.config.clone(),
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// A pool shared between a `cnet_pool` and the bridge networks made from
+/// it: `BridgeNetwork::ensure` takes its pool by value, and the C caller
+/// keeps its `cnet_pool` (to list or gc) and may free the two in any
+/// order. Each call locks the pool's mutex, as `cnet_pool_*` calls do.
+pub(crate) struct SharedPool {
+    config: PoolConfig,
+    inner: Arc<Mutex<Box<dyn PoolStore + Send>>>,
+}
+
+impl SharedPool {
+    fn lock(&self) -> cnet_core::Result<MutexGuard<'_, Box<dyn PoolStore + Send>>> {
+        self.inner.lock().map_err(|_| Error::Protocol {
+            context: format!("address pool of {}", self.config.subnet),
+            reason: "an earlier call panicked while using this pool".into(),
+        })
+    }
+}
+
+impl PoolStore for SharedPool {
+    fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+    fn allocate(&mut self, container_id: &str, ifname: &str) -> cnet_core::Result<Allocation> {
+        self.lock()?.allocate(container_id, ifname)
+    }
+    fn allocate_addr(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        addr: IpAddr,
+    ) -> cnet_core::Result<Allocation> {
+        self.lock()?.allocate_addr(container_id, ifname, addr)
+    }
+    fn release(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+    ) -> cnet_core::Result<Option<Allocation>> {
+        self.lock()?.release(container_id, ifname)
+    }
+    fn release_generation(
+        &mut self,
+        addr: IpAddr,
+        generation: u64,
+    ) -> cnet_core::Result<Option<Allocation>> {
+        self.lock()?.release_generation(addr, generation)
+    }
+    fn list(&mut self) -> cnet_core::Result<Vec<Allocation>> {
+        self.lock()?.list()
+    }
+    fn gc(&mut self, alive: &HashSet<String>) -> cnet_core::Result<Vec<Allocation>> {
+        self.lock()?.gc(alive)
+    }
 }
 
 impl std::fmt::Debug for cnet_leases {
@@ -354,12 +431,7 @@ pub extern "C" fn cnet_ipam_store_pool(
             #[cfg(feature = "etcd")]
             Store::Etcd(e) => Box::new(e.pool(pc)?),
         };
-        boxed(
-            out,
-            cnet_pool {
-                inner: Mutex::new(inner),
-            },
-        );
+        boxed(out, cnet_pool::from_store(inner));
         Ok(())
     })
 }
@@ -502,7 +574,7 @@ pub extern "C" fn cnet_pool_allocate(
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
         let out = out_ptr(out, "out")?;
-        let a = lock(&p.inner)?.allocate(cid, ifname)?;
+        let a = lock(&*p.inner)?.allocate(cid, ifname)?;
         let mut s = Strings::default();
         let c = alloc_of(&a, &mut s)?;
         one_out(out, c, s.0);
@@ -524,7 +596,7 @@ pub extern "C" fn cnet_pool_release(
         let p = obj(pool, "pool")?;
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
-        let r = lock(&p.inner)?.release(cid, ifname)?;
+        let r = lock(&*p.inner)?.release(cid, ifname)?;
         if !released.is_null() {
             out_ptr(released, "released")?.set(r.is_some());
         }
@@ -542,7 +614,7 @@ pub extern "C" fn cnet_pool_list(
     guard(err, || {
         let p = obj(pool, "pool")?;
         let out = out_ptr(out, "out")?;
-        let all = lock(&p.inner)?.list()?;
+        let all = lock(&*p.inner)?.list()?;
         let mut s = Strings::default();
         let items = all
             .iter()
@@ -570,7 +642,7 @@ pub extern "C" fn cnet_pool_gc(
             .enumerate()
             .map(|(i, s)| cstr(*s, &format!("alive[{i}]")).map(str::to_string))
             .collect::<Res<HashSet<String>>>()?;
-        let gone = lock(&p.inner)?.gc(&alive)?;
+        let gone = lock(&*p.inner)?.gc(&alive)?;
         if !released.is_null() {
             let mut s = Strings::default();
             let items = gone

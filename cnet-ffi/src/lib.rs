@@ -8,6 +8,7 @@
 //!               ▼
 //!  cnet_netns, cnet_handle ── links · addrs · routes · neigh · fdb        (cnet-core objects)
 //!  cnet_ipam_store ── cnet_leases (node subnets) · cnet_pool (addresses)  (cnet-core ipam)
+//!  cnet_bridge_network ── ensure · attach (CNI JSON) · detach · check     (cnet-core network)
 //!  cnet_node ── reconcile peers / leases with a backend                   (cnet-core network)
 //!  cnet_trace ── the path a packet takes, as JSON                          (cnet-debug library)
 //! ```
@@ -27,6 +28,7 @@ pub mod boundary;
 pub mod ipam;
 pub mod link;
 pub mod neigh;
+pub mod network;
 pub mod node;
 pub mod ns;
 mod out;

@@ -153,6 +153,35 @@ int main(int argc, char **argv) {
     if (!gc || gc->len != 1 || strcmp(gc->items[0].container_id, "dead")) fprintf(stderr, "all_calls: gc\n"), fails++;
     cnet_alloc_array_free(gc);
     OK(cnet_pool_release(pool, "dead", "eth0", NULL, E));
+
+    /* The bridge network on the pool: a container namespace given open. */
+    char cname[80];
+    snprintf(cname, sizeof cname, "%s-c", name);
+    cnet_netns *cns = NULL;
+    OK(cnet_netns_create(cname, &cns, E));
+    cnet_bridge_config bc = {0};
+    bc.name = "cnb0";
+    cnet_bridge_network *bn = NULL;
+    OK(cnet_bridge_network_ensure(h, pool, &bc, &bn, E));
+    cnet_container_ns cn = {0};
+    cn.kind = CNET_CONTAINER_NS_NETNS; cn.netns = cns;
+    cnet_attachment *att = NULL;
+    char *cni = NULL;
+    OK(cnet_bridge_network_attach(bn, &cn, "ctr", "eth0", &att, &cni, E));
+    if (!att || !cni || !strstr(cni, att->address)) fprintf(stderr, "all_calls: attach\n"), fails++;
+    cnet_drift_array *drift = NULL;
+    OK(cnet_bridge_network_check(bn, &cn, "ctr", "eth0", &drift, E));
+    if (!drift || drift->len) fprintf(stderr, "all_calls: check\n"), fails++;
+    cnet_drift_array_free(drift);
+    cnet_detach_report *rep2 = NULL;
+    OK(cnet_bridge_network_detach(bn, NULL, "ctr", "eth0", &rep2, E));
+    if (!rep2 || !rep2->link_removed || !rep2->released) fprintf(stderr, "all_calls: detach\n"), fails++;
+    cnet_detach_report_free(rep2);
+    cnet_attachment_free(att);
+    cnet_string_free(cni);
+    cnet_bridge_network_free(bn);
+    cnet_netns_free(cns);
+    OK(cnet_netns_delete(cname, NULL, E));
     const char *eps[] = {"http://127.0.0.1:9"};
     cnet_ipam_store *etcd = NULL;
     cnet_error *ee = NULL;

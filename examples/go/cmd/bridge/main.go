@@ -1,12 +1,13 @@
-// Two containers on a bridge network in throwaway namespaces, a ping
-// between them (the trace's probe, proved by capture), then teardown: what
+// A bridge network in a throwaway "host" namespace, two containers
+// attached to it (one by name, one by path), a ping between them (ping
+// via `ip netns exec`), a drift check, detach, teardown: what
 // examples/c/bridge.c does, from Go. Run as root.
 package main
 
 import (
 	"fmt"
 	"os"
-	"strings"
+	"os/exec"
 
 	"example.com/cnet/cnet"
 )
@@ -25,64 +26,64 @@ func run(dir string) error {
 		return err
 	}
 	defer host.Close()
-	if err := host.LinkAdd(cnet.LinkConfig{Kind: cnet.LinkBridge, Name: "cnet0", Up: true}); err != nil {
-		return err
-	}
-	if err := host.AddrAdd("cnet0", "10.244.1.1/24"); err != nil {
-		return err
-	}
-	pool, err := cnet.OpenFilePool(dir, "10.244.1.0/24", "10.244.1.1")
+	pool, err := cnet.OpenFilePool(dir, "10.244.1.0/24", "")
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	var nss [2]*cnet.NetNs
-	var addrs [2]string
-	for i := range nss {
+	net, err := cnet.EnsureBridgeNetwork(host, pool, cnet.BridgeConfig{Name: "cnet0", MTU: 1500})
+	if err != nil {
+		return err
+	}
+	defer net.Close()
+
+	var atts [2]*cnet.Attachment
+	var where [2]cnet.ContainerNs
+	for i := range atts {
 		name := fmt.Sprintf("cn-exg-%d-c%d", pid, i+1)
 		defer cnet.DeleteNetNs(name)
 		ns, err := cnet.CreateNetNs(name)
 		if err != nil {
 			return err
 		}
-		defer ns.Close()
-		nss[i] = ns
-		h, err := cnet.NewHandle(ns)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		veth := fmt.Sprintf("veth-c%d", i+1)
-		if err := host.LinkAdd(cnet.LinkConfig{Kind: cnet.LinkVeth, Name: veth, PeerName: "eth0",
-			PeerNetNs: ns, Master: "cnet0", Up: true, PeerUp: true}); err != nil {
-			return err
+		ns.Close()
+		// c1 by name, c2 by path (what a runtime passes as CNI_NETNS).
+		where[i] = cnet.ContainerNs{Name: name}
+		if i == 1 {
+			where[i] = cnet.ContainerNs{Path: "/run/netns/" + name}
 		}
 		id := fmt.Sprintf("c%d-%d", i+1, pid)
-		addr, cidr, err := pool.Allocate(id, "eth0")
+		att, err := net.Attach(where[i], id, "eth0")
 		if err != nil {
 			return err
 		}
-		defer pool.Release(id, "eth0")
-		addrs[i] = addr
-		if err := h.AddrAdd("eth0", cidr); err != nil {
-			return err
-		}
-		if err := h.LinkSetUp("lo"); err != nil {
-			return err
-		}
-		if err := h.RouteAddVia("default", "10.244.1.1"); err != nil {
-			return err
-		}
-		fmt.Printf("attached %s: %s on eth0 in %s\n", id, cidr, name)
+		defer func(i int, id string) {
+			rep, err := net.Detach(&where[i], id, "eth0")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bridge: detach:", err)
+				return
+			}
+			fmt.Printf("detached %s: link removed %v, address %s released\n", id, rep.LinkRemoved, rep.ReleasedIP)
+		}(i, id)
+		atts[i] = att
+		fmt.Printf("attached %s: %s on eth0 in %s (host end %s, gateway %s)\n",
+			id, att.IPs[0].Address, name, att.HostVeth, att.IPs[0].Gateway)
 	}
-	report, err := cnet.Trace(nss[0], addrs[1], true, 2000)
+	fmt.Println("CNI result of c1:", atts[0].JSON)
+	out, err := exec.Command("ip", "netns", "exec", fmt.Sprintf("cn-exg-%d-c1", pid),
+		"ping", "-c1", "-W2", atts[1].IP).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ping c1 -> c2 (%s): %v: %s", atts[1].IP, err, out)
+	}
+	fmt.Printf("ping c1 -> c2 (%s): reply received\n", atts[1].IP)
+	drifts, err := net.Check(where[0], fmt.Sprintf("c1-%d", pid), "eth0")
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(report, `"replied":true`) {
-		return fmt.Errorf("no echo reply from %s: %s", addrs[1], report)
+	fmt.Printf("check c1: %d drift(s)\n", len(drifts))
+	if len(drifts) != 0 {
+		return fmt.Errorf("c1 drifted: %v", drifts)
 	}
-	fmt.Printf("ping c1 -> c2 (%s): reply received\n", addrs[1])
 	return nil
 }
 
