@@ -858,8 +858,15 @@ fn ipam_file_lease_watch_wakes_on_changes_and_expiry() {
     mine.acquire("node-c", &NodeAttrs::default(), Duration::from_millis(300))
         .unwrap();
     assert!(watch.wait(Duration::from_secs(5)).unwrap(), "acquire seen");
+    // A wake-up may be spurious (the contract allows it); the expiry must
+    // come as one of the next few.
     let t = Instant::now();
-    assert!(watch.wait(Duration::from_secs(5)).unwrap(), "expiry seen");
-    println!("expiry seen after {:?}", t.elapsed());
-    assert!(mine.list().unwrap().is_empty());
+    for _ in 0..10 {
+        assert!(watch.wait(Duration::from_secs(5)).unwrap(), "expiry seen");
+        if mine.list().unwrap().is_empty() {
+            println!("expiry seen after {:?}", t.elapsed());
+            return;
+        }
+    }
+    panic!("the lease did not expire");
 }

@@ -311,8 +311,14 @@ fn node_leaves_and_returns(tag: &str, kill: bool) {
     }
     if kill {
         // A killed BIRD says goodbye to no one: its kernel routes stay in
-        // its own table (BIRD removes them when it starts again).
-        assert_eq!(bird_routes(&c, 2), expected_routes(&c, &[0, 1]));
+        // its own table (BIRD removes them when it starts again) — unless
+        // it saw its link go down in the moment before the SIGKILL landed
+        // and withdrew them itself. Either is right; nothing else is.
+        let left = bird_routes(&c, 2);
+        assert!(
+            left.is_empty() || left == expected_routes(&c, &[0, 1]),
+            "{left:?}"
+        );
     } else {
         assert!(bird_routes(&c, 2).is_empty(), "{:?}", bird_routes(&c, 2));
     }
