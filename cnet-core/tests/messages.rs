@@ -177,3 +177,15 @@ fn route_validation_refuses_bad_input_without_privileges() {
         );
     }
 }
+
+#[test]
+fn rule_message() {
+    let r = cnet_core::rule::Rule::v4()
+        .priority(100)
+        .from("10.244.1.0/24".parse().unwrap())
+        .iif("eth0")
+        .fwmark_masked(0x10, 0xff)
+        .table(100);
+    r.validate().unwrap();
+    insta::assert_snapshot!(render_msg(&r.message()));
+}
