@@ -8,7 +8,9 @@
 mod model;
 mod spec;
 
-pub use model::{BridgeInfo, IpIpInfo, Link, LinkDetails, LinkKind, OperState, VxlanInfo};
+pub use model::{
+    BridgeInfo, IpIpInfo, Link, LinkDetails, LinkKind, LinkStats, OperState, VxlanInfo,
+};
 pub use spec::{Bridge, IpIp, LinkRef, LinkSpec, Resolver, Veth, Vxlan};
 
 use std::fmt;

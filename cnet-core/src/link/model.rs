@@ -154,6 +154,31 @@ pub struct BridgeInfo {
     pub ageing_time: Option<u32>,
 }
 
+/// Traffic counters of a link (`ip -s link`), from `IFLA_STATS64` (or
+/// the 32-bit `IFLA_STATS` where a device gives only those). Counters
+/// start at 0 when the device is created and wrap only at 2^64.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received packets with errors (`rx errors`).
+    pub rx_errors: u64,
+    /// Packets that failed to send (`tx errors`).
+    pub tx_errors: u64,
+    /// Received packets dropped (no buffer, no handler, …).
+    pub rx_dropped: u64,
+    /// Packets dropped before sending (e.g. a veth whose peer is down).
+    pub tx_dropped: u64,
+    /// Multicast packets received.
+    pub multicast: u64,
+}
+
 /// Kind-specific details.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +224,9 @@ pub struct Link {
     /// 1 listening, 2 learning, 3 forwarding, 4 blocking), as
     /// `ip -d link` shows it after `bridge_slave state`.
     pub port_state: Option<u8>,
+    /// Traffic counters (`ip -s link show`), when the kernel sent them
+    /// (it does in dumps and gets).
+    pub stats: Option<LinkStats>,
 }
 
 impl Link {
@@ -227,6 +255,7 @@ impl Link {
             link_netnsid: None,
             details: LinkDetails::None,
             port_state: None,
+            stats: None,
         };
         for a in &m.attributes {
             match a {
@@ -237,6 +266,33 @@ impl Link {
                 LinkAttribute::Controller(v) => l.master = Some(*v),
                 LinkAttribute::Link(v) => l.link = Some(*v),
                 LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
+                LinkAttribute::Stats64(s) => {
+                    l.stats = Some(LinkStats {
+                        rx_packets: s.rx_packets,
+                        tx_packets: s.tx_packets,
+                        rx_bytes: s.rx_bytes,
+                        tx_bytes: s.tx_bytes,
+                        rx_errors: s.rx_errors,
+                        tx_errors: s.tx_errors,
+                        rx_dropped: s.rx_dropped,
+                        tx_dropped: s.tx_dropped,
+                        multicast: s.multicast,
+                    })
+                }
+                // Only when no 64-bit counters came (the kernel sends them first).
+                LinkAttribute::Stats(s) if l.stats.is_none() => {
+                    l.stats = Some(LinkStats {
+                        rx_packets: s.rx_packets.into(),
+                        tx_packets: s.tx_packets.into(),
+                        rx_bytes: s.rx_bytes.into(),
+                        tx_bytes: s.tx_bytes.into(),
+                        rx_errors: s.rx_errors.into(),
+                        tx_errors: s.tx_errors.into(),
+                        rx_dropped: s.rx_dropped.into(),
+                        tx_dropped: s.tx_dropped.into(),
+                        multicast: s.multicast.into(),
+                    })
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         match i {
