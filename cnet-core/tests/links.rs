@@ -4,7 +4,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use cnet_core::link::{Bridge, LinkKind, MacAddr, Veth, Vxlan};
+use cnet_core::link::{Bridge, LinkDetails, LinkKind, MacAddr, MacVlan, MacVlanMode, Veth, Vxlan};
 use cnet_core::{Error, NetNs};
 use common::{privileged, TestNs};
 
@@ -578,4 +578,73 @@ fn link_stats_match_ip_after_real_traffic() {
     let after = ip_stats(&a, "v0");
     assert!(before[5] <= s.tx_dropped && s.tx_dropped <= after[5]);
     assert!(s.tx_dropped > dropped, "{dropped} → {s:?}");
+}
+
+/// Two macvlans in bridge mode on one parent (a veth in a "host"
+/// namespace), moved into two namespaces: they ping each other.
+#[test]
+fn macvlan_bridge_mode_pair_reads_back_and_pings() {
+    if !privileged() {
+        return;
+    }
+    let host = TestNs::new("mvh");
+    let a = TestNs::new("mva");
+    let b = TestNs::new("mvb");
+    let h = host.handle();
+    h.links()
+        .add(Veth::new("par0", "par0p").up().peer_up())
+        .unwrap();
+    let mac: MacAddr = "02:00:00:00:0a:01".parse().unwrap();
+    h.links()
+        .add(
+            MacVlan::new("mv-a", "par0")
+                .mode(MacVlanMode::Bridge)
+                .mac(mac)
+                .mtu(1400),
+        )
+        .unwrap();
+    h.links()
+        .add(MacVlan::new("mv-b", "par0").mode(MacVlanMode::Bridge))
+        .unwrap();
+    let j = host.link_json("mv-a");
+    assert_eq!(j["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(j["linkinfo"]["info_data"]["mode"], "bridge");
+    assert_eq!(j["link"], "par0");
+    assert_eq!(j["address"], "02:00:00:00:0a:01");
+    assert_eq!(j["mtu"], 1400);
+    let l = h.links().get("mv-a").unwrap();
+    let par = h.links().get("par0").unwrap();
+    assert_eq!(l.kind, LinkKind::MacVlan);
+    assert_eq!(l.link, Some(par.index));
+    assert_eq!(l.mac, Some(mac));
+    let LinkDetails::MacVlan(d) = &l.details else {
+        panic!("{l:?}")
+    };
+    assert_eq!(d.mode, Some(MacVlanMode::Bridge));
+    // ensure: compatible passes; another mode or parent is named.
+    h.links()
+        .ensure(MacVlan::new("mv-a", "par0").mode(MacVlanMode::Bridge))
+        .unwrap();
+    let e = h
+        .links()
+        .ensure(MacVlan::new("mv-a", "par0p").mode(MacVlanMode::Vepa))
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("mode: have bridge, want vepa"), "{text}");
+    assert!(text.contains("parent: have"), "{text}");
+    // A parent that does not exist: NotFound naming it, nothing made.
+    let e = h.links().add(MacVlan::new("mv-c", "nope0")).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(h.links().find("mv-c").unwrap().is_none());
+
+    for (dev, t, addr) in [("mv-a", &a, "10.244.1.2/24"), ("mv-b", &b, "10.244.1.3/24")] {
+        h.links().set_netns(dev, &t.ns).unwrap();
+        let th = t.handle();
+        th.links().set_up(dev).unwrap();
+        th.addrs().add(dev, addr.parse().unwrap()).unwrap();
+    }
+    assert!(a.ping("10.244.1.3"), "macvlan a → b");
+    assert!(b.ping("10.244.1.2"), "macvlan b → a");
+    let s = a.handle().links().get("mv-a").unwrap().stats.unwrap();
+    assert!(s.tx_packets >= 2 && s.rx_packets >= 2, "{s:?}");
 }
