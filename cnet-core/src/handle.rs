@@ -10,12 +10,13 @@ use crate::neigh::Neighbours;
 use crate::netlink::Socket;
 use crate::netns::NetNs;
 use crate::route::Routes;
+use crate::rule::Rules;
 use crate::sysctl::Sysctl;
 
 /// One rtnetlink socket bound to one network namespace, plus that
 /// namespace. Every typed operation hangs off a handle:
 /// [`links`](Handle::links), [`addrs`](Handle::addrs),
-/// [`routes`](Handle::routes), [`neighbours`](Handle::neighbours),
+/// [`routes`](Handle::routes), [`rules`](Handle::rules), [`neighbours`](Handle::neighbours),
 /// [`fdb`](Handle::fdb), [`sysctl`](Handle::sysctl), …
 ///
 /// The socket is opened by a short-lived thread that enters the namespace;
@@ -86,6 +87,11 @@ impl Handle {
     /// Routes: `ip route`.
     pub fn routes(&self) -> Routes<'_> {
         Routes::new(self)
+    }
+
+    /// Policy routing rules: `ip rule`.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules::new(self)
     }
 
     /// Neighbours (ARP / NDP): `ip neigh`.

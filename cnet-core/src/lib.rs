@@ -24,7 +24,8 @@
 //! From a handle hang the typed modules: [`Handle::links`] ([`link`]:
 //! veth, bridge, VXLAN, IP-in-IP), [`Handle::addrs`] ([`addr`]),
 //! [`Handle::routes`] ([`route`]: ECMP, lookups, pipelined batches,
-//! reconciliation of the routes one protocol owns), [`Handle::neighbours`]
+//! reconciliation of the routes one protocol owns), [`Handle::rules`]
+//! ([`rule`]: policy routing rules, reconciled by protocol and priority), [`Handle::neighbours`]
 //! ([`neigh`]), [`Handle::fdb`] ([`fdb`]) and [`Handle::sysctl`]
 //! ([`sysctl`]). Reconciles share [`reconcile`]: their report is
 //! `#[must_use]`, and [`ReconcileReport::into_result`](reconcile::ReconcileReport::into_result)
@@ -55,6 +56,7 @@ pub mod netns;
 pub mod network;
 pub mod reconcile;
 pub mod route;
+pub mod rule;
 pub mod sysctl;
 pub mod watch;
 

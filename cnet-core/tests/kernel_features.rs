@@ -1,4 +1,5 @@
-//! Tests of features this machine's kernel lacks (ipip). On the host they
+//! Tests of features this machine's kernel lacks (ipip; dummy, vlan,
+//! ipvlan and wireguard links). On the host they
 //! assert that the library reports `Unsupported` with the kernel's words; in
 //! the VM (`tools/vm/run`, a stock Debian kernel, `CNET_IN_VM=1`) the feature
 //! must exist and the tests prove it end to end. `scripts/test` runs this
@@ -7,18 +8,56 @@
 mod common;
 
 use cnet_core::addr::AddressSpec;
-use cnet_core::link::{IpIp, LinkKind, Veth};
+use cnet_core::link::{
+    Dummy, IpIp, IpVlan, IpVlanMode, LinkDetails, LinkKind, LinkSpec, Veth, Vlan, VlanProtocol,
+    WireGuard,
+};
 use cnet_core::Error;
 use common::{privileged, TestNs};
 
 /// Whether this kernel must have ipip: in the VM it must, else we probe.
 fn expect_ipip() -> bool {
-    let has = common::kernel_has("ipip");
+    expect_kind("ipip")
+}
+
+/// Whether this kernel has link kind `kind`: in the VM (a stock Debian
+/// kernel) it must, elsewhere we probe with `ip`.
+fn expect_kind(kind: &str) -> bool {
+    let has = match kind {
+        "vlan" | "ipvlan" => kernel_has_on_parent(kind),
+        _ => common::kernel_has(kind),
+    };
     if std::env::var_os("CNET_IN_VM").is_some() {
-        assert!(has, "the VM's kernel must provide ipip");
+        assert!(has, "the VM's kernel must provide {kind}");
     }
-    eprintln!("kernel has ipip: {has}");
+    eprintln!("kernel has {kind}: {has}");
     has
+}
+
+/// [`common::kernel_has`] for kinds that need a parent device (and a
+/// VLAN id): probed with `ip` on a veth in a throwaway namespace.
+fn kernel_has_on_parent(kind: &str) -> bool {
+    let t = TestNs::new("probe");
+    t.ip(&["link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
+    let extra: &[&str] = if kind == "vlan" { &["id", "1"] } else { &[] };
+    std::process::Command::new("ip")
+        .args([
+            "-n", &t.name, "link", "add", "probe0", "link", "p0", "type", kind,
+        ])
+        .args(extra)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// On a kernel without the kind: `Unsupported` with the kernel's words,
+/// naming the link, and nothing left behind.
+fn assert_unsupported(h: &cnet_core::Handle, name: &str, r: cnet_core::Result<()>) {
+    let e = r.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    assert_eq!(e.kernel_message(), Some("Unknown device type"), "{e}");
+    assert!(e.to_string().contains(name), "{e}");
+    assert!(h.links().find(name).unwrap().is_none(), "nothing half-made");
 }
 
 #[test]
@@ -147,4 +186,167 @@ fn ipip_overlay_between_two_namespaces_pings() {
     let j = a.ip_json(&["-s", "link", "show", "dev", "tun0"]);
     let tx = j[0]["stats64"]["tx"]["packets"].as_u64().unwrap_or(0);
     assert!(tx >= 1, "packets went through tun0: {j}");
+}
+
+#[test]
+fn dummy_and_wireguard_are_created_and_read_back_or_unsupported() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new("dumwg");
+    let h = t.handle();
+    let cases: [(&str, &dyn LinkSpec, LinkKind); 2] = [
+        ("dummy", &Dummy::new("dum0").mtu(9000).up(), LinkKind::Dummy),
+        (
+            "wireguard",
+            &WireGuard::new("wg0").mtu(1420).up(),
+            LinkKind::WireGuard,
+        ),
+    ];
+    for (kind, spec, want) in cases {
+        let has = expect_kind(kind);
+        let r = h.links().add(spec);
+        if !has {
+            assert_unsupported(&h, spec.name(), r);
+            continue;
+        }
+        r.unwrap();
+        let j = t.link_json(spec.name());
+        assert_eq!(j["linkinfo"]["info_kind"], kind, "{j}");
+        let l = h.links().get(spec.name()).unwrap();
+        assert_eq!(l.kind, want);
+        assert_eq!(l.mtu, j["mtu"].as_u64().unwrap() as u32);
+        assert!(l.is_up());
+        h.links().ensure(spec).unwrap();
+        if spec.name() == "wg0" {
+            let e = h.links().ensure(Dummy::new("wg0")).unwrap_err();
+            assert!(
+                e.to_string().contains("kind: have wireguard, want dummy"),
+                "{e}"
+            );
+        }
+    }
+    if expect_kind("dummy") {
+        // A dummy takes addresses and routes: the kernel answers for them.
+        h.addrs()
+            .add("dum0", "203.0.113.1/24".parse().unwrap())
+            .unwrap();
+        assert!(t.ping("203.0.113.1"), "own address on dum0");
+        let got = h.routes().get("203.0.113.9".parse().unwrap()).unwrap();
+        assert_eq!(got.dev.as_deref(), Some("dum0"), "{got:?}");
+    }
+}
+
+/// Two namespaces joined by a veth; VLAN 100 (802.1Q) on each end, and a
+/// second VLAN 200 that is 802.1ad: pings over the tagged link.
+#[test]
+fn vlan_between_two_namespaces_pings_or_unsupported() {
+    if !privileged() {
+        return;
+    }
+    let has = expect_kind("vlan");
+    let a = TestNs::new("vla");
+    let b = TestNs::new("vlb");
+    let (ha, hb) = (a.handle(), b.handle());
+    ha.links()
+        .add(Veth::new("ul0", "ul0").peer_netns(&b.ns).up().peer_up())
+        .unwrap();
+    let r = ha.links().add(Vlan::new("ul0.100", "ul0", 100).up());
+    if !has {
+        assert_unsupported(&ha, "ul0.100", r);
+        return;
+    }
+    r.unwrap();
+    hb.links()
+        .add(Vlan::new("ul0.100", "ul0", 100).up())
+        .unwrap();
+    ha.links()
+        .add(
+            Vlan::new("ul0.200", "ul0", 200)
+                .protocol(VlanProtocol::Dot1Ad)
+                .up(),
+        )
+        .unwrap();
+    let j = a.link_json("ul0.100");
+    let d = &j["linkinfo"]["info_data"];
+    assert_eq!(j["linkinfo"]["info_kind"], "vlan");
+    assert_eq!(d["id"], 100);
+    assert_eq!(d["protocol"], "802.1Q");
+    assert_eq!(j["link"], "ul0");
+    assert_eq!(
+        a.link_json("ul0.200")["linkinfo"]["info_data"]["protocol"],
+        "802.1ad"
+    );
+    let l = ha.links().get("ul0.200").unwrap();
+    assert_eq!(l.kind, LinkKind::Vlan);
+    assert_eq!(l.link, Some(ha.links().index_of("ul0").unwrap()));
+    let LinkDetails::Vlan(v) = &l.details else {
+        panic!("{l:?}")
+    };
+    assert_eq!((v.id, v.protocol), (Some(200), Some(VlanProtocol::Dot1Ad)));
+    let e = ha
+        .links()
+        .ensure(Vlan::new("ul0.100", "ul0", 101))
+        .unwrap_err();
+    assert!(e.to_string().contains("id: have 100, want 101"), "{e}");
+
+    ha.addrs()
+        .add("ul0.100", "10.244.1.1/24".parse().unwrap())
+        .unwrap();
+    hb.addrs()
+        .add("ul0.100", "10.244.1.2/24".parse().unwrap())
+        .unwrap();
+    assert!(a.ping("10.244.1.2"), "ping over VLAN 100");
+    let s = ha.links().get("ul0.100").unwrap().stats.unwrap();
+    assert!(s.tx_packets >= 1 && s.rx_packets >= 1, "{s:?}");
+}
+
+/// Two ipvlans (l2) on one parent in a host namespace, moved into two
+/// namespaces: they ping each other.
+#[test]
+fn ipvlan_pair_pings_or_unsupported() {
+    if !privileged() {
+        return;
+    }
+    let has = expect_kind("ipvlan");
+    let host = TestNs::new("ivh");
+    let a = TestNs::new("iva");
+    let b = TestNs::new("ivb");
+    let h = host.handle();
+    h.links()
+        .add(Veth::new("par0", "par0p").up().peer_up())
+        .unwrap();
+    let r = h
+        .links()
+        .add(IpVlan::new("ipv-a", "par0").mode(IpVlanMode::L2));
+    if !has {
+        assert_unsupported(&h, "ipv-a", r);
+        return;
+    }
+    r.unwrap();
+    h.links()
+        .add(IpVlan::new("ipv-b", "par0").mode(IpVlanMode::L2))
+        .unwrap();
+    let j = host.link_json("ipv-a");
+    assert_eq!(j["linkinfo"]["info_kind"], "ipvlan");
+    assert_eq!(j["linkinfo"]["info_data"]["mode"], "l2");
+    let l = h.links().get("ipv-a").unwrap();
+    let par = h.links().get("par0").unwrap();
+    assert_eq!(l.kind, LinkKind::IpVlan);
+    assert_eq!(l.mac, par.mac, "an ipvlan has its parent's MAC");
+    let LinkDetails::IpVlan(d) = &l.details else {
+        panic!("{l:?}")
+    };
+    assert_eq!(d.mode, Some(IpVlanMode::L2));
+    for (dev, t, addr) in [
+        ("ipv-a", &a, "10.244.1.2/24"),
+        ("ipv-b", &b, "10.244.1.3/24"),
+    ] {
+        h.links().set_netns(dev, &t.ns).unwrap();
+        let th = t.handle();
+        th.links().set_up(dev).unwrap();
+        th.addrs().add(dev, addr.parse().unwrap()).unwrap();
+    }
+    assert!(a.ping("10.244.1.3"), "ipvlan a → b");
+    assert!(b.ping("10.244.1.2"), "ipvlan b → a");
 }

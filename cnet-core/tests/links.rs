@@ -4,7 +4,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use cnet_core::link::{Bridge, LinkKind, MacAddr, Veth, Vxlan};
+use cnet_core::link::{Bridge, LinkDetails, LinkKind, MacAddr, MacVlan, MacVlanMode, Veth, Vxlan};
 use cnet_core::{Error, NetNs};
 use common::{privileged, TestNs};
 
@@ -483,4 +483,168 @@ fn master_that_is_not_a_bridge_is_an_invalid_argument() {
     h.links().add(Bridge::new("br0")).unwrap();
     h.links().set_master("vm1", "br0").unwrap();
     assert_eq!(t.link_json("vm1")["master"], "br0");
+}
+
+/// `ip -j -s link show dev DEV`'s counters: (rx, tx) of packets, bytes,
+/// dropped, errors.
+fn ip_stats(t: &TestNs, dev: &str) -> [u64; 8] {
+    let j = t.ip_json(&["-s", "link", "show", "dev", dev]);
+    let s = &j[0]["stats64"];
+    let n = |dir: &str, k: &str| {
+        s[dir][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {dir}.{k} in {j}"))
+    };
+    [
+        n("rx", "packets"),
+        n("tx", "packets"),
+        n("rx", "bytes"),
+        n("tx", "bytes"),
+        n("rx", "dropped"),
+        n("tx", "dropped"),
+        n("rx", "errors"),
+        n("tx", "errors"),
+    ]
+}
+
+#[test]
+fn link_stats_match_ip_after_real_traffic() {
+    if !privileged() {
+        return;
+    }
+    let a = TestNs::new("sta");
+    let b = TestNs::new("stb");
+    // No IPv6: no router solicitations or MLD reports moving the counters.
+    for t in [&a, &b] {
+        t.handle()
+            .sysctl()
+            .set("net.ipv6.conf.all.disable_ipv6", "1")
+            .unwrap();
+    }
+    let ha = a.handle();
+    ha.links()
+        .add(Veth::new("v0", "v0").peer_netns(&b.ns).up().peer_up())
+        .unwrap();
+    ha.addrs()
+        .add("v0", "192.0.2.1/24".parse().unwrap())
+        .unwrap();
+    b.handle()
+        .addrs()
+        .add("v0", "192.0.2.2/24".parse().unwrap())
+        .unwrap();
+    let zero = ha.links().get("v0").unwrap().stats.expect("stats");
+    assert!(
+        a.exec_ok(&["ping", "-c", "5", "-i", "0.01", "-s", "1000", "192.0.2.2"]),
+        "ping"
+    );
+    // Counters only grow: what the library read lies between two `ip`
+    // readings taken around it.
+    let before = ip_stats(&a, "v0");
+    let l = ha.links().get("v0").unwrap();
+    let listed = ha.links().list().unwrap();
+    let after = ip_stats(&a, "v0");
+    let s = l.stats.expect("stats in a get");
+    let got = [
+        s.rx_packets,
+        s.tx_packets,
+        s.rx_bytes,
+        s.tx_bytes,
+        s.rx_dropped,
+        s.tx_dropped,
+        s.rx_errors,
+        s.tx_errors,
+    ];
+    for i in 0..8 {
+        assert!(
+            before[i] <= got[i] && got[i] <= after[i],
+            "counter {i}: ip {} ≤ cnet {} ≤ ip {}",
+            before[i],
+            got[i],
+            after[i]
+        );
+    }
+    assert!(s.tx_packets >= zero.tx_packets + 5, "{zero:?} → {s:?}");
+    assert!(s.rx_packets >= 5, "{s:?}");
+    assert!(s.tx_bytes >= 5 * 1028, "five 1000-byte echoes: {s:?}");
+    let in_list = listed.iter().find(|x| x.name == "v0").unwrap();
+    assert!(in_list.stats.is_some_and(|x| x.tx_packets >= 5));
+
+    // Drops: with the peer down, what v0 sends is dropped by the veth.
+    let dropped = s.tx_dropped;
+    b.handle().links().set_down("v0").unwrap();
+    a.exec_ok(&["ping", "-c", "3", "-i", "0.01", "-W", "1", "192.0.2.2"]);
+    let before = ip_stats(&a, "v0");
+    let s = ha.links().get("v0").unwrap().stats.unwrap();
+    let after = ip_stats(&a, "v0");
+    assert!(before[5] <= s.tx_dropped && s.tx_dropped <= after[5]);
+    assert!(s.tx_dropped > dropped, "{dropped} → {s:?}");
+}
+
+/// Two macvlans in bridge mode on one parent (a veth in a "host"
+/// namespace), moved into two namespaces: they ping each other.
+#[test]
+fn macvlan_bridge_mode_pair_reads_back_and_pings() {
+    if !privileged() {
+        return;
+    }
+    let host = TestNs::new("mvh");
+    let a = TestNs::new("mva");
+    let b = TestNs::new("mvb");
+    let h = host.handle();
+    h.links()
+        .add(Veth::new("par0", "par0p").up().peer_up())
+        .unwrap();
+    let mac: MacAddr = "02:00:00:00:0a:01".parse().unwrap();
+    h.links()
+        .add(
+            MacVlan::new("mv-a", "par0")
+                .mode(MacVlanMode::Bridge)
+                .mac(mac)
+                .mtu(1400),
+        )
+        .unwrap();
+    h.links()
+        .add(MacVlan::new("mv-b", "par0").mode(MacVlanMode::Bridge))
+        .unwrap();
+    let j = host.link_json("mv-a");
+    assert_eq!(j["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(j["linkinfo"]["info_data"]["mode"], "bridge");
+    assert_eq!(j["link"], "par0");
+    assert_eq!(j["address"], "02:00:00:00:0a:01");
+    assert_eq!(j["mtu"], 1400);
+    let l = h.links().get("mv-a").unwrap();
+    let par = h.links().get("par0").unwrap();
+    assert_eq!(l.kind, LinkKind::MacVlan);
+    assert_eq!(l.link, Some(par.index));
+    assert_eq!(l.mac, Some(mac));
+    let LinkDetails::MacVlan(d) = &l.details else {
+        panic!("{l:?}")
+    };
+    assert_eq!(d.mode, Some(MacVlanMode::Bridge));
+    // ensure: compatible passes; another mode or parent is named.
+    h.links()
+        .ensure(MacVlan::new("mv-a", "par0").mode(MacVlanMode::Bridge))
+        .unwrap();
+    let e = h
+        .links()
+        .ensure(MacVlan::new("mv-a", "par0p").mode(MacVlanMode::Vepa))
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("mode: have bridge, want vepa"), "{text}");
+    assert!(text.contains("parent: have"), "{text}");
+    // A parent that does not exist: NotFound naming it, nothing made.
+    let e = h.links().add(MacVlan::new("mv-c", "nope0")).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(h.links().find("mv-c").unwrap().is_none());
+
+    for (dev, t, addr) in [("mv-a", &a, "10.244.1.2/24"), ("mv-b", &b, "10.244.1.3/24")] {
+        h.links().set_netns(dev, &t.ns).unwrap();
+        let th = t.handle();
+        th.links().set_up(dev).unwrap();
+        th.addrs().add(dev, addr.parse().unwrap()).unwrap();
+    }
+    assert!(a.ping("10.244.1.3"), "macvlan a → b");
+    assert!(b.ping("10.244.1.2"), "macvlan b → a");
+    let s = a.handle().links().get("mv-a").unwrap().stats.unwrap();
+    assert!(s.tx_packets >= 2 && s.rx_packets >= 2, "{s:?}");
 }

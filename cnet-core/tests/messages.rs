@@ -4,7 +4,10 @@
 //! encoding is pinned on kernels that cannot create ipip.
 
 use cnet_core::fdb::FdbEntry;
-use cnet_core::link::{Bridge, IpIp, LinkRef, LinkSpec, Veth, Vxlan};
+use cnet_core::link::{
+    Bridge, Dummy, IpIp, IpVlan, IpVlanMode, LinkRef, LinkSpec, MacVlan, MacVlanMode, Veth, Vlan,
+    VlanProtocol, Vxlan, WireGuard,
+};
 use cnet_core::neigh::Neighbour;
 use cnet_core::route::{NextHop, Route};
 use cnet_core::{Error, Result};
@@ -93,6 +96,64 @@ fn ipip_message() {
 }
 
 #[test]
+fn macvlan_message() {
+    insta::assert_snapshot!(render(
+        &MacVlan::new("mv0", "eth0")
+            .mode(MacVlanMode::Bridge)
+            .mac("02:00:00:00:00:21".parse().unwrap())
+            .up()
+    ));
+}
+
+#[test]
+fn ipvlan_message() {
+    insta::assert_snapshot!(render(
+        &IpVlan::new("ipvl0", "eth0").mode(IpVlanMode::L2).mtu(1400)
+    ));
+}
+
+#[test]
+fn vlan_message() {
+    insta::assert_snapshot!(render(
+        &Vlan::new("eth0.100", "eth0", 100)
+            .protocol(VlanProtocol::Dot1Ad)
+            .master("cni0")
+    ));
+}
+
+#[test]
+fn dummy_message() {
+    insta::assert_snapshot!(render(&Dummy::new("dummy0").mtu(9000).up()));
+}
+
+#[test]
+fn wireguard_message() {
+    insta::assert_snapshot!(render(&WireGuard::new("wg0").mtu(1420).up()));
+}
+
+#[test]
+fn parented_kinds_refuse_bad_input_without_privileges() {
+    let bad: [&dyn LinkSpec; 5] = [
+        &Vlan::new("v0", "eth0", 4095),
+        &Vlan::new("eth0", "eth0", 1),
+        &MacVlan::new("mv0", "bad/name"),
+        &IpVlan::new("ipvl0", "eth0").mac("02:00:00:00:00:01".parse().unwrap()),
+        &Dummy::new("a-name-too-long-0"),
+    ];
+    for s in bad {
+        assert!(
+            matches!(s.validate(), Err(Error::InvalidArgument { .. })),
+            "{}",
+            s.name()
+        );
+    }
+    let e = MacVlan::new("mv0", "missing0")
+        .message(&resolve)
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
+
+#[test]
 fn unresolvable_device_is_not_found() {
     let e = Vxlan::new("vx0", 1)
         .dev("missing0")
@@ -176,4 +237,16 @@ fn route_validation_refuses_bad_input_without_privileges() {
             "{r}"
         );
     }
+}
+
+#[test]
+fn rule_message() {
+    let r = cnet_core::rule::Rule::v4()
+        .priority(100)
+        .from("10.244.1.0/24".parse().unwrap())
+        .iif("eth0")
+        .fwmark_masked(0x10, 0xff)
+        .table(100);
+    r.validate().unwrap();
+    insta::assert_snapshot!(render_msg(&r.message()));
 }

@@ -1,15 +1,23 @@
 //! Links: `ip link`.
 //!
-//! One builder per link kind ([`Veth`], [`Bridge`], [`Vxlan`], [`IpIp`]),
+//! One builder per link kind ([`Veth`], [`Bridge`], [`Vxlan`], [`IpIp`],
+//! [`MacVlan`], [`IpVlan`], [`Vlan`], [`Dummy`], [`WireGuard`]),
 //! each building its `RTM_NEWLINK` message separately from sending it (so
 //! messages can be snapshot-tested without privileges), and a typed read
-//! model, [`Link`].
+//! model, [`Link`] (kind-specific [`LinkDetails`], traffic counters in
+//! [`LinkStats`]).
 
 mod model;
 mod spec;
 
-pub use model::{BridgeInfo, IpIpInfo, Link, LinkDetails, LinkKind, OperState, VxlanInfo};
-pub use spec::{Bridge, IpIp, LinkRef, LinkSpec, Resolver, Veth, Vxlan};
+pub use model::{
+    BridgeInfo, IpIpInfo, IpVlanInfo, IpVlanMode, Link, LinkDetails, LinkKind, LinkStats,
+    MacVlanInfo, MacVlanMode, OperState, VlanInfo, VlanProtocol, VxlanInfo,
+};
+pub use spec::{
+    Bridge, Dummy, IpIp, IpVlan, LinkRef, LinkSpec, MacVlan, Resolver, Veth, Vlan, Vxlan,
+    WireGuard, MAX_VLAN_ID,
+};
 
 use std::fmt;
 use std::str::FromStr;

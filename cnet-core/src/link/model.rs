@@ -3,8 +3,9 @@
 use std::net::IpAddr;
 
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoIpTunnel, InfoKind, InfoPortData, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoBridge, InfoBridgePort, InfoData, InfoIpTunnel, InfoIpVlan, InfoKind, InfoMacVlan,
+    InfoPortData, InfoVlan, InfoVxlan, IpVlanMode as NlIpVlanMode, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, MacVlanMode as NlMacVlanMode, State, VlanProtocol as NlVlanProtocol,
 };
 
 use super::MacAddr;
@@ -21,6 +22,16 @@ pub enum LinkKind {
     Vxlan,
     /// `ipip`
     IpIp,
+    /// `macvlan`
+    MacVlan,
+    /// `ipvlan`
+    IpVlan,
+    /// `vlan` (802.1Q / 802.1ad)
+    Vlan,
+    /// `dummy`
+    Dummy,
+    /// `wireguard`
+    WireGuard,
     /// A physical or kind-less device (loopback, NIC).
     Device,
     /// Any other kind, by its kernel name (`tun`, `macvlan`, …).
@@ -35,6 +46,11 @@ impl LinkKind {
             LinkKind::Bridge => "bridge",
             LinkKind::Vxlan => "vxlan",
             LinkKind::IpIp => "ipip",
+            LinkKind::MacVlan => "macvlan",
+            LinkKind::IpVlan => "ipvlan",
+            LinkKind::Vlan => "vlan",
+            LinkKind::Dummy => "dummy",
+            LinkKind::WireGuard => "wireguard",
             LinkKind::Device => "",
             LinkKind::Other(s) => s,
         }
@@ -46,6 +62,11 @@ impl LinkKind {
             InfoKind::Bridge => LinkKind::Bridge,
             InfoKind::Vxlan => LinkKind::Vxlan,
             InfoKind::IpIp => LinkKind::IpIp,
+            InfoKind::MacVlan => LinkKind::MacVlan,
+            InfoKind::IpVlan => LinkKind::IpVlan,
+            InfoKind::Vlan => LinkKind::Vlan,
+            InfoKind::Dummy => LinkKind::Dummy,
+            InfoKind::Wireguard => LinkKind::WireGuard,
             other => LinkKind::Other(other.to_string()),
         }
     }
@@ -154,6 +175,179 @@ pub struct BridgeInfo {
     pub ageing_time: Option<u32>,
 }
 
+/// Traffic counters of a link (`ip -s link`), from `IFLA_STATS64` (or
+/// the 32-bit `IFLA_STATS` where a device gives only those). Counters
+/// start at 0 when the device is created and wrap only at 2^64.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received packets with errors (`rx errors`).
+    pub rx_errors: u64,
+    /// Packets that failed to send (`tx errors`).
+    pub tx_errors: u64,
+    /// Received packets dropped (no buffer, no handler, …).
+    pub rx_dropped: u64,
+    /// Packets dropped before sending (e.g. a veth whose peer is down).
+    pub tx_dropped: u64,
+    /// Multicast packets received.
+    pub multicast: u64,
+}
+
+/// How a macvlan device shares its parent (`ip link … type macvlan mode M`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacVlanMode {
+    /// `private`: no traffic between macvlans of one parent.
+    Private,
+    /// `vepa`: traffic between them goes out to the switch (the kernel's default).
+    Vepa,
+    /// `bridge`: macvlans of one parent talk to each other directly.
+    Bridge,
+    /// `passthru`: one macvlan takes the parent over.
+    Passthru,
+    /// `source`: only frames from listed source MACs.
+    Source,
+    /// Another `MACVLAN_MODE_*` value.
+    Other(u32),
+}
+
+impl MacVlanMode {
+    pub(crate) fn to_nl(self) -> NlMacVlanMode {
+        match self {
+            MacVlanMode::Private => NlMacVlanMode::Private,
+            MacVlanMode::Vepa => NlMacVlanMode::Vepa,
+            MacVlanMode::Bridge => NlMacVlanMode::Bridge,
+            MacVlanMode::Passthru => NlMacVlanMode::Passthrough,
+            MacVlanMode::Source => NlMacVlanMode::Source,
+            MacVlanMode::Other(v) => NlMacVlanMode::Other(v),
+        }
+    }
+    fn from_nl(m: &NlMacVlanMode) -> Self {
+        match m {
+            NlMacVlanMode::Private => MacVlanMode::Private,
+            NlMacVlanMode::Vepa => MacVlanMode::Vepa,
+            NlMacVlanMode::Bridge => MacVlanMode::Bridge,
+            NlMacVlanMode::Passthrough => MacVlanMode::Passthru,
+            NlMacVlanMode::Source => MacVlanMode::Source,
+            other => MacVlanMode::Other(u32::from(*other)),
+        }
+    }
+    /// As `ip -d link` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MacVlanMode::Private => "private",
+            MacVlanMode::Vepa => "vepa",
+            MacVlanMode::Bridge => "bridge",
+            MacVlanMode::Passthru => "passthru",
+            MacVlanMode::Source => "source",
+            MacVlanMode::Other(_) => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for MacVlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an ipvlan device forwards (`ip link … type ipvlan mode M`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpVlanMode {
+    /// `l2`: switching by MAC on the parent, like a bridge.
+    L2,
+    /// `l3`: routing by IP on the parent (the kernel's default).
+    L3,
+    /// `l3s`: like l3, with netfilter hooks in the parent's namespace.
+    L3S,
+    /// Another `IPVLAN_MODE_*` value.
+    Other(u16),
+}
+
+impl IpVlanMode {
+    pub(crate) fn to_nl(self) -> NlIpVlanMode {
+        match self {
+            IpVlanMode::L2 => NlIpVlanMode::L2,
+            IpVlanMode::L3 => NlIpVlanMode::L3,
+            IpVlanMode::L3S => NlIpVlanMode::L3S,
+            IpVlanMode::Other(v) => NlIpVlanMode::Other(v),
+        }
+    }
+    fn from_nl(m: &NlIpVlanMode) -> Self {
+        match m {
+            NlIpVlanMode::L2 => IpVlanMode::L2,
+            NlIpVlanMode::L3 => IpVlanMode::L3,
+            NlIpVlanMode::L3S => IpVlanMode::L3S,
+            other => IpVlanMode::Other(u16::from(*other)),
+        }
+    }
+    /// As `ip -d link` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IpVlanMode::L2 => "l2",
+            IpVlanMode::L3 => "l3",
+            IpVlanMode::L3S => "l3s",
+            IpVlanMode::Other(_) => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for IpVlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VLAN's tag protocol (`ip link … type vlan protocol P`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VlanProtocol {
+    /// `802.1Q` (the default).
+    #[default]
+    Dot1Q,
+    /// `802.1ad` (QinQ's outer tag).
+    Dot1Ad,
+}
+
+impl std::fmt::Display for VlanProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VlanProtocol::Dot1Q => "802.1Q",
+            VlanProtocol::Dot1Ad => "802.1ad",
+        })
+    }
+}
+
+/// macvlan parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MacVlanInfo {
+    /// Mode.
+    pub mode: Option<MacVlanMode>,
+}
+
+/// ipvlan parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpVlanInfo {
+    /// Mode.
+    pub mode: Option<IpVlanMode>,
+}
+
+/// VLAN parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VlanInfo {
+    /// VLAN id (0–4094).
+    pub id: Option<u16>,
+    /// Tag protocol.
+    pub protocol: Option<VlanProtocol>,
+}
+
 /// Kind-specific details.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +360,12 @@ pub enum LinkDetails {
     Vxlan(VxlanInfo),
     /// An ipip tunnel.
     IpIp(IpIpInfo),
+    /// A macvlan device (its parent is [`Link::link`]).
+    MacVlan(MacVlanInfo),
+    /// An ipvlan device (its parent is [`Link::link`]).
+    IpVlan(IpVlanInfo),
+    /// A VLAN device (its parent is [`Link::link`]).
+    Vlan(VlanInfo),
 }
 
 /// A link as the kernel reports it.
@@ -199,6 +399,9 @@ pub struct Link {
     /// 1 listening, 2 learning, 3 forwarding, 4 blocking), as
     /// `ip -d link` shows it after `bridge_slave state`.
     pub port_state: Option<u8>,
+    /// Traffic counters (`ip -s link show`), when the kernel sent them
+    /// (it does in dumps and gets).
+    pub stats: Option<LinkStats>,
 }
 
 impl Link {
@@ -227,6 +430,7 @@ impl Link {
             link_netnsid: None,
             details: LinkDetails::None,
             port_state: None,
+            stats: None,
         };
         for a in &m.attributes {
             match a {
@@ -237,6 +441,33 @@ impl Link {
                 LinkAttribute::Controller(v) => l.master = Some(*v),
                 LinkAttribute::Link(v) => l.link = Some(*v),
                 LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
+                LinkAttribute::Stats64(s) => {
+                    l.stats = Some(LinkStats {
+                        rx_packets: s.rx_packets,
+                        tx_packets: s.tx_packets,
+                        rx_bytes: s.rx_bytes,
+                        tx_bytes: s.tx_bytes,
+                        rx_errors: s.rx_errors,
+                        tx_errors: s.tx_errors,
+                        rx_dropped: s.rx_dropped,
+                        tx_dropped: s.tx_dropped,
+                        multicast: s.multicast,
+                    })
+                }
+                // Only when no 64-bit counters came (the kernel sends them first).
+                LinkAttribute::Stats(s) if l.stats.is_none() => {
+                    l.stats = Some(LinkStats {
+                        rx_packets: s.rx_packets.into(),
+                        tx_packets: s.tx_packets.into(),
+                        rx_bytes: s.rx_bytes.into(),
+                        tx_bytes: s.tx_bytes.into(),
+                        rx_errors: s.rx_errors.into(),
+                        tx_errors: s.tx_errors.into(),
+                        rx_dropped: s.rx_dropped.into(),
+                        tx_dropped: s.tx_dropped.into(),
+                        multicast: s.multicast.into(),
+                    })
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         match i {
@@ -307,6 +538,34 @@ fn details(d: &InfoData) -> LinkDetails {
                 }
             }
             LinkDetails::Bridge(x)
+        }
+        InfoData::MacVlan(v) => LinkDetails::MacVlan(MacVlanInfo {
+            mode: v.iter().find_map(|a| match a {
+                InfoMacVlan::Mode(m) => Some(MacVlanMode::from_nl(m)),
+                _ => None,
+            }),
+        }),
+        InfoData::IpVlan(v) => LinkDetails::IpVlan(IpVlanInfo {
+            mode: v.iter().find_map(|a| match a {
+                InfoIpVlan::Mode(m) => Some(IpVlanMode::from_nl(m)),
+                _ => None,
+            }),
+        }),
+        InfoData::Vlan(v) => {
+            let mut x = VlanInfo::default();
+            for a in v {
+                match a {
+                    InfoVlan::Id(id) => x.id = Some(*id),
+                    InfoVlan::Protocol(NlVlanProtocol::Ieee8021Q) => {
+                        x.protocol = Some(VlanProtocol::Dot1Q)
+                    }
+                    InfoVlan::Protocol(NlVlanProtocol::Ieee8021Ad) => {
+                        x.protocol = Some(VlanProtocol::Dot1Ad)
+                    }
+                    _ => {}
+                }
+            }
+            LinkDetails::Vlan(x)
         }
         _ => LinkDetails::None,
     }

@@ -1,14 +1,17 @@
-//! Link builders: one per kind, each producing an `RTM_NEWLINK` message.
+//! Link builders: one per kind, each producing an `RTM_NEWLINK` message
+//! (veth, bridge, vxlan, ipip; macvlan, ipvlan and vlan on a parent;
+//! dummy; wireguard).
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoIpTunnel, InfoKind, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoIpTunnel, InfoIpVlan, InfoKind, InfoMacVlan,
+    InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    VlanProtocol as NlVlanProtocol,
 };
 
-use super::model::{Link, LinkDetails, LinkKind};
+use super::model::{IpVlanMode, Link, LinkDetails, LinkKind, MacVlanMode, VlanProtocol};
 use super::{validate_mac, validate_mtu, validate_name, MacAddr};
 use crate::error::{Error, Result};
 use crate::netns::NetNs;
@@ -766,6 +769,356 @@ impl LinkSpec for IpIp {
                 self.dev.as_ref().and_then(|d| resolve(d).ok()),
             );
         }
+        out
+    }
+}
+
+// ------------------------------------------------- devices on a parent
+
+/// Check the parent of a macvlan / ipvlan / vlan device.
+fn validate_parent(kind: &str, name: &str, parent: &LinkRef) -> Result<()> {
+    if let LinkRef::Name(p) = parent {
+        validate_name(p)?;
+        if p == name {
+            return Err(Error::invalid(
+                format!("{kind} {name}"),
+                "a device cannot be its own parent",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `IFLA_LINK` (the parent) added to a message built by [`Common::message`].
+fn with_parent(mut m: LinkMessage, parent: &LinkRef, resolve: Resolver<'_>) -> Result<LinkMessage> {
+    m.attributes.push(LinkAttribute::Link(resolve(parent)?));
+    Ok(m)
+}
+
+fn cmp_parent(out: &mut Vec<String>, l: &Link, parent: &LinkRef, resolve: Resolver<'_>) {
+    cmp(out, "parent", l.link, resolve(parent).ok());
+}
+
+// ---------------------------------------------------------------- macvlan
+
+/// A macvlan device: a second MAC address on a parent Ethernet device.
+/// Equivalent to `ip link add NAME link PARENT type macvlan [mode
+/// private|vepa|bridge|passthru|source]`; without a mode the kernel picks
+/// `vepa`, where macvlans of one parent cannot reach each other without a
+/// hairpinning switch: containers want [`MacVlanMode::Bridge`].
+#[derive(Debug, Clone)]
+pub struct MacVlan {
+    common: Common,
+    parent: LinkRef,
+    mode: Option<MacVlanMode>,
+}
+
+impl MacVlan {
+    /// A macvlan named `name` on `parent`.
+    pub fn new(name: &str, parent: impl Into<LinkRef>) -> Self {
+        MacVlan {
+            common: Common::new(name),
+            parent: parent.into(),
+            mode: None,
+        }
+    }
+    common_setters!();
+    /// `mode M`.
+    pub fn mode(mut self, mode: MacVlanMode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+}
+
+impl LinkSpec for MacVlan {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
+    }
+    fn kind(&self) -> LinkKind {
+        LinkKind::MacVlan
+    }
+    fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        validate_parent("macvlan", &self.common.name, &self.parent)?;
+        if let Some(MacVlanMode::Other(v)) = self.mode {
+            return Err(Error::invalid(
+                format!("macvlan {}", self.common.name),
+                format!("unknown mode {v}"),
+            ));
+        }
+        Ok(())
+    }
+    fn message(&self, resolve: Resolver<'_>) -> Result<LinkMessage> {
+        let data = self
+            .mode
+            .map(|m| InfoData::MacVlan(vec![InfoMacVlan::Mode(m.to_nl())]));
+        let m = self.common.message(InfoKind::MacVlan, data, resolve)?;
+        with_parent(m, &self.parent, resolve)
+    }
+    fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        self.common
+            .differences(&LinkKind::MacVlan, l, resolve, &mut out);
+        if l.kind == LinkKind::MacVlan {
+            cmp_parent(&mut out, l, &self.parent, resolve);
+            if let LinkDetails::MacVlan(v) = &l.details {
+                cmp(&mut out, "mode", v.mode, self.mode);
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------- ipvlan
+
+/// An ipvlan device: shares its parent's MAC, told apart by IP. Equivalent
+/// to `ip link add NAME link PARENT type ipvlan [mode l2|l3|l3s]` (the
+/// kernel's default mode is l3).
+#[derive(Debug, Clone)]
+pub struct IpVlan {
+    common: Common,
+    parent: LinkRef,
+    mode: Option<IpVlanMode>,
+}
+
+impl IpVlan {
+    /// An ipvlan named `name` on `parent`.
+    pub fn new(name: &str, parent: impl Into<LinkRef>) -> Self {
+        IpVlan {
+            common: Common::new(name),
+            parent: parent.into(),
+            mode: None,
+        }
+    }
+    common_setters!();
+    /// `mode M`.
+    pub fn mode(mut self, mode: IpVlanMode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+}
+
+impl LinkSpec for IpVlan {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
+    }
+    fn kind(&self) -> LinkKind {
+        LinkKind::IpVlan
+    }
+    fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        validate_parent("ipvlan", &self.common.name, &self.parent)?;
+        if self.common.mac.is_some() {
+            return Err(Error::invalid(
+                format!("ipvlan {}", self.common.name),
+                "an ipvlan device has its parent's MAC address; it cannot have its own",
+            ));
+        }
+        if let Some(IpVlanMode::Other(v)) = self.mode {
+            return Err(Error::invalid(
+                format!("ipvlan {}", self.common.name),
+                format!("unknown mode {v}"),
+            ));
+        }
+        Ok(())
+    }
+    fn message(&self, resolve: Resolver<'_>) -> Result<LinkMessage> {
+        let data = self
+            .mode
+            .map(|m| InfoData::IpVlan(vec![InfoIpVlan::Mode(m.to_nl())]));
+        let m = self.common.message(InfoKind::IpVlan, data, resolve)?;
+        with_parent(m, &self.parent, resolve)
+    }
+    fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        self.common
+            .differences(&LinkKind::IpVlan, l, resolve, &mut out);
+        if l.kind == LinkKind::IpVlan {
+            cmp_parent(&mut out, l, &self.parent, resolve);
+            if let LinkDetails::IpVlan(v) = &l.details {
+                cmp(&mut out, "mode", v.mode, self.mode);
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------- vlan
+
+/// Largest VLAN id (4095 is reserved).
+pub const MAX_VLAN_ID: u16 = 4094;
+
+/// A VLAN device: frames tagged with `id` on its parent. Equivalent to
+/// `ip link add NAME link PARENT type vlan id ID [protocol 802.1Q|802.1ad]`.
+#[derive(Debug, Clone)]
+pub struct Vlan {
+    common: Common,
+    parent: LinkRef,
+    id: u16,
+    protocol: Option<VlanProtocol>,
+}
+
+impl Vlan {
+    /// VLAN `id` on `parent`, named `name` (often `PARENT.ID`).
+    pub fn new(name: &str, parent: impl Into<LinkRef>, id: u16) -> Self {
+        Vlan {
+            common: Common::new(name),
+            parent: parent.into(),
+            id,
+            protocol: None,
+        }
+    }
+    common_setters!();
+    /// `protocol 802.1Q|802.1ad`.
+    pub fn protocol(mut self, p: VlanProtocol) -> Self {
+        self.protocol = Some(p);
+        self
+    }
+}
+
+impl LinkSpec for Vlan {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
+    }
+    fn kind(&self) -> LinkKind {
+        LinkKind::Vlan
+    }
+    fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        validate_parent("vlan", &self.common.name, &self.parent)?;
+        if self.id > MAX_VLAN_ID {
+            return Err(Error::invalid(
+                format!("vlan {}", self.common.name),
+                format!("id {} is over {MAX_VLAN_ID} (4095 is reserved)", self.id),
+            ));
+        }
+        Ok(())
+    }
+    fn message(&self, resolve: Resolver<'_>) -> Result<LinkMessage> {
+        let mut d = vec![InfoVlan::Id(self.id)];
+        if let Some(p) = self.protocol {
+            d.push(InfoVlan::Protocol(match p {
+                VlanProtocol::Dot1Q => NlVlanProtocol::Ieee8021Q,
+                VlanProtocol::Dot1Ad => NlVlanProtocol::Ieee8021Ad,
+            }));
+        }
+        let m = self
+            .common
+            .message(InfoKind::Vlan, Some(InfoData::Vlan(d)), resolve)?;
+        with_parent(m, &self.parent, resolve)
+    }
+    fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        self.common
+            .differences(&LinkKind::Vlan, l, resolve, &mut out);
+        if l.kind == LinkKind::Vlan {
+            cmp_parent(&mut out, l, &self.parent, resolve);
+            if let LinkDetails::Vlan(v) = &l.details {
+                cmp(&mut out, "id", v.id, Some(self.id));
+                cmp(&mut out, "protocol", v.protocol, self.protocol);
+            }
+        }
+        out
+    }
+}
+
+// ------------------------------------------------ dummy and wireguard
+
+/// A dummy device: a place for addresses and routes that goes nowhere.
+/// Equivalent to `ip link add NAME type dummy`.
+#[derive(Debug, Clone)]
+pub struct Dummy {
+    common: Common,
+}
+
+impl Dummy {
+    /// A dummy device named `name`.
+    pub fn new(name: &str) -> Self {
+        Dummy {
+            common: Common::new(name),
+        }
+    }
+    common_setters!();
+}
+
+impl LinkSpec for Dummy {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn master(&self) -> Option<&LinkRef> {
+        self.common.master.as_ref()
+    }
+    fn kind(&self) -> LinkKind {
+        LinkKind::Dummy
+    }
+    fn validate(&self) -> Result<()> {
+        self.common.validate()
+    }
+    fn message(&self, resolve: Resolver<'_>) -> Result<LinkMessage> {
+        self.common.message(InfoKind::Dummy, None, resolve)
+    }
+    fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        self.common
+            .differences(&LinkKind::Dummy, l, resolve, &mut out);
+        out
+    }
+}
+
+/// A WireGuard device. Equivalent to `ip link add NAME type wireguard`.
+/// Keys and peers are not link attributes: they are set over the
+/// `wireguard` generic-netlink family (`wg set NAME …`), which this
+/// builder does not do.
+#[derive(Debug, Clone)]
+pub struct WireGuard {
+    common: Common,
+}
+
+impl WireGuard {
+    /// A WireGuard device named `name`.
+    pub fn new(name: &str) -> Self {
+        WireGuard {
+            common: Common::new(name),
+        }
+    }
+    /// Set the MTU (`mtu N`; wg-quick uses 1420).
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.common.mtu = Some(mtu);
+        self
+    }
+    /// Create the link administratively up (`up`).
+    pub fn up(mut self) -> Self {
+        self.common.up = true;
+        self
+    }
+}
+
+impl LinkSpec for WireGuard {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn kind(&self) -> LinkKind {
+        LinkKind::WireGuard
+    }
+    fn validate(&self) -> Result<()> {
+        self.common.validate()
+    }
+    fn message(&self, resolve: Resolver<'_>) -> Result<LinkMessage> {
+        self.common.message(InfoKind::Wireguard, None, resolve)
+    }
+    fn differences(&self, l: &Link, resolve: Resolver<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        self.common
+            .differences(&LinkKind::WireGuard, l, resolve, &mut out);
         out
     }
 }
