@@ -12,7 +12,11 @@
 //!
 //! Messages are encoded and decoded by `netlink-packet-route`; this module
 //! only frames them, numbers them and interprets `NLMSG_ERROR` / `NLMSG_DONE`,
-//! including the kernel's extended-ACK text (`NETLINK_EXT_ACK`).
+//! including the kernel's extended-ACK text (`NETLINK_EXT_ACK`). For the
+//! few message kinds that crate lacks (nexthop objects, `RTM_*NEXTHOP`),
+//! [`Socket::request_raw`] and [`Socket::dump_raw_each`] take a payload the
+//! caller serialised and return raw payloads, with the same sequencing,
+//! ACK, ext-ack and interrupted-dump handling.
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -102,6 +106,22 @@ impl Socket {
         seq
     }
 
+    /// [`Socket::frame`] for a payload the caller serialised itself.
+    fn frame_raw(&mut self, message_type: u16, payload: &[u8], flags: u16) -> u32 {
+        use netlink_packet_core::Emitable;
+        let seq = self.next_seq();
+        self.out.clear();
+        let mut hdr = NetlinkHeader::default();
+        hdr.length = (HDR_LEN + payload.len()) as u32;
+        hdr.message_type = message_type;
+        hdr.flags = NLM_F_REQUEST | flags;
+        hdr.sequence_number = seq;
+        self.out.resize((HDR_LEN + payload.len() + 3) & !3, 0);
+        hdr.emit(&mut self.out[..HDR_LEN]);
+        self.out[HDR_LEN..HDR_LEN + payload.len()].copy_from_slice(payload);
+        seq
+    }
+
     fn send(&self, bytes: &[u8], ctx: &dyn Fn() -> String) -> Result<()> {
         let n = self.sock.send(bytes, 0).map_err(|e| Error::io(ctx(), e))?;
         if n != bytes.len() {
@@ -155,8 +175,43 @@ impl Socket {
         ctx: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
         let seq = self.frame(&msg, flags | NLM_F_ACK);
-        self.send(&self.out, ctx)?;
         let mut out = Vec::new();
+        self.exchange(seq, ctx, &mut |hdr, body| {
+            out.push(decode(hdr, body, ctx)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Socket::request`] for a message `netlink-packet-route` cannot
+    /// encode (nexthop objects, `RTM_*NEXTHOP`): `payload` is the message
+    /// after the netlink header, already serialised by the caller. Returns
+    /// each reply before the ACK as (message type, payload).
+    pub fn request_raw(
+        &mut self,
+        message_type: u16,
+        payload: &[u8],
+        flags: u16,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Vec<(u16, Vec<u8>)>> {
+        let seq = self.frame_raw(message_type, payload, flags | NLM_F_ACK);
+        let mut out = Vec::new();
+        self.exchange(seq, ctx, &mut |hdr, body| {
+            out.push((hdr.message_type, body.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Send the request framed in `self.out` as `seq` and hand every reply
+    /// before its ACK (or `NLMSG_DONE`) to `f`.
+    fn exchange(
+        &mut self,
+        seq: u32,
+        ctx: &dyn Fn() -> String,
+        f: &mut dyn FnMut(&NetlinkHeader, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.send(&self.out, ctx)?;
         loop {
             let n = self.recv_full(ctx)?;
             let buf = std::mem::take(&mut self.buf);
@@ -174,14 +229,14 @@ impl Socket {
                     }
                     NLMSG_DONE => Ok(Some(())),
                     _ => {
-                        out.push(decode(hdr, body, ctx)?);
+                        f(hdr, body)?;
                         Ok(None)
                     }
                 }
             });
             self.buf = buf;
             if r?.is_some() {
-                return Ok(out);
+                return Ok(());
             }
         }
     }
@@ -243,13 +298,44 @@ impl Socket {
         ctx: &dyn Fn() -> String,
         f: &mut dyn FnMut(Option<(&NetlinkHeader, &[u8])>) -> Result<()>,
     ) -> Result<()> {
+        self.dump_framed(&mut |s| s.frame(&msg, NLM_F_DUMP), ctx, f)
+    }
+
+    /// [`Socket::dump_each`] for a request `netlink-packet-route` cannot
+    /// encode (nexthop objects): `payload` is the dump request after the
+    /// netlink header, already serialised by the caller (kernel-side
+    /// filter attributes included).
+    #[allow(clippy::type_complexity)]
+    pub fn dump_raw_each(
+        &mut self,
+        message_type: u16,
+        payload: &[u8],
+        ctx: &dyn Fn() -> String,
+        f: &mut dyn FnMut(Option<(&NetlinkHeader, &[u8])>) -> Result<()>,
+    ) -> Result<()> {
+        self.dump_framed(
+            &mut |s| s.frame_raw(message_type, payload, NLM_F_DUMP),
+            ctx,
+            f,
+        )
+    }
+
+    /// The dump loop; `frame` serialises the request into `self.out` (once
+    /// per attempt) and returns its sequence number.
+    #[allow(clippy::type_complexity)]
+    fn dump_framed(
+        &mut self,
+        frame: &mut dyn FnMut(&mut Self) -> u32,
+        ctx: &dyn Fn() -> String,
+        f: &mut dyn FnMut(Option<(&NetlinkHeader, &[u8])>) -> Result<()>,
+    ) -> Result<()> {
         let mut backoff = Backoff::new(DUMP_BACKOFF_FIRST, DUMP_BACKOFF_MAX, DUMP_RETRY_BUDGET);
         let mut interruptions = 0usize;
         loop {
             if interruptions > 0 {
                 f(None)?;
             }
-            let seq = self.frame(&msg, NLM_F_DUMP);
+            let seq = frame(self);
             self.send(&self.out, ctx)?;
             let mut interrupted = false;
             loop {
