@@ -9,6 +9,7 @@ use crate::link::Links;
 use crate::neigh::Neighbours;
 use crate::netlink::Socket;
 use crate::netns::NetNs;
+use crate::nexthop::Nexthops;
 use crate::route::Routes;
 use crate::rule::Rules;
 use crate::sysctl::Sysctl;
@@ -16,7 +17,7 @@ use crate::sysctl::Sysctl;
 /// One rtnetlink socket bound to one network namespace, plus that
 /// namespace. Every typed operation hangs off a handle:
 /// [`links`](Handle::links), [`addrs`](Handle::addrs),
-/// [`routes`](Handle::routes), [`rules`](Handle::rules), [`neighbours`](Handle::neighbours),
+/// [`routes`](Handle::routes), [`nexthops`](Handle::nexthops), [`rules`](Handle::rules), [`neighbours`](Handle::neighbours),
 /// [`fdb`](Handle::fdb), [`sysctl`](Handle::sysctl), …
 ///
 /// The socket is opened by a short-lived thread that enters the namespace;
@@ -87,6 +88,11 @@ impl Handle {
     /// Routes: `ip route`.
     pub fn routes(&self) -> Routes<'_> {
         Routes::new(self)
+    }
+
+    /// Nexthop objects: `ip nexthop`.
+    pub fn nexthops(&self) -> Nexthops<'_> {
+        Nexthops::new(self)
     }
 
     /// Policy routing rules: `ip rule`.

@@ -24,7 +24,8 @@
 //! From a handle hang the typed modules: [`Handle::links`] ([`link`]:
 //! veth, bridge, VXLAN, IP-in-IP), [`Handle::addrs`] ([`addr`]),
 //! [`Handle::routes`] ([`route`]: ECMP, lookups, pipelined batches,
-//! reconciliation of the routes one protocol owns), [`Handle::rules`]
+//! reconciliation of the routes one protocol owns), [`Handle::nexthops`]
+//! ([`nexthop`]: nexthop objects that routes share by id), [`Handle::rules`]
 //! ([`rule`]: policy routing rules, reconciled by protocol and priority), [`Handle::neighbours`]
 //! ([`neigh`]), [`Handle::fdb`] ([`fdb`]) and [`Handle::sysctl`]
 //! ([`sysctl`]). Reconciles share [`reconcile`]: their report is
@@ -53,6 +54,7 @@ pub mod link;
 pub mod neigh;
 pub mod netlink;
 pub mod netns;
+pub mod nexthop;
 pub mod network;
 pub mod reconcile;
 pub mod route;

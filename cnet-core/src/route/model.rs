@@ -53,8 +53,14 @@ pub struct RouteEntry {
     pub onlink: bool,
     /// Route MTU metric (`mtu`), if set.
     pub mtu: Option<u32>,
-    /// Next hops of a multipath route, sorted.
+    /// Next hops of a multipath route, sorted. A route through a
+    /// nexthop group lists the group's paths here too (the kernel's
+    /// compatibility view), besides [`RouteEntry::nhid`].
     pub nexthops: Vec<NextHopEntry>,
+    /// The nexthop object the route uses (`nhid`, `RTA_NH_ID`), if any.
+    /// The kernel then also reports that nexthop's gateway and device (or
+    /// its group's next hops) in the fields above.
+    pub nhid: Option<u32>,
 }
 
 fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
@@ -137,7 +143,8 @@ impl RouteEntry {
                 RTA_SRC => {
                     addr(v)?;
                 }
-                RTA_IIF | RTA_FLOW | RTA_MARK | RTA_UID | RTA_NH_ID => {
+                RTA_NH_ID => e.nhid = Some(u32_exact(v)?),
+                RTA_IIF | RTA_FLOW | RTA_MARK | RTA_UID => {
                     u32_exact(v)?;
                 }
                 RTA_PREF if v.len() == 1 => {}
@@ -175,6 +182,7 @@ impl RouteEntry {
             onlink: h.flags.contains(RouteFlags::Onlink),
             mtu: None,
             nexthops: Vec::new(),
+            nhid: None,
         })
     }
 
@@ -211,7 +219,7 @@ impl RouteEntry {
                 }
                 cmp!(
                     dst, table, protocol, scope, kind, gateway, oif, prefsrc, metric, onlink, mtu,
-                    nexthops
+                    nexthops, nhid
                 );
                 if d.is_empty() {
                     Ok(full)
@@ -236,6 +244,7 @@ impl RouteEntry {
                 RouteAttribute::PrefSource(s) => e.prefsrc = ip_of(s),
                 RouteAttribute::Priority(p) => e.metric = *p,
                 RouteAttribute::Table(t) => e.table = *t,
+                RouteAttribute::NhId(id) => e.nhid = Some(*id),
                 RouteAttribute::Metrics(ms) => {
                     for mm in ms {
                         if let RouteMetric::Mtu(v) = mm {
@@ -267,7 +276,16 @@ impl RouteEntry {
     /// controls: [`RouteEntry::differences`] is empty exactly when this is
     /// true, without formatting anything.
     pub fn same_as(&self, want: &RouteEntry) -> bool {
-        self.kind == want.kind
+        if want.nhid.is_some() {
+            // Gateway, device, next hops and type are the nexthop
+            // object's, which the kernel copies into the entry.
+            return self.nhid == want.nhid
+                && self.scope == want.scope
+                && self.prefsrc == want.prefsrc
+                && (want.mtu.is_none() || self.mtu == want.mtu);
+        }
+        self.nhid.is_none()
+            && self.kind == want.kind
             && self.scope == want.scope
             && self.gateway == want.gateway
             && self.prefsrc == want.prefsrc
@@ -294,15 +312,22 @@ impl RouteEntry {
                 }
             };
         }
-        cmp!(kind);
+        cmp!(nhid);
+        if want.nhid.is_none() {
+            cmp!(kind);
+        }
         cmp!(scope);
-        cmp!(gateway);
+        if want.nhid.is_none() {
+            cmp!(gateway);
+        }
         cmp!(prefsrc);
-        cmp!(onlink);
-        cmp!(nexthops);
-        // IPv6 reject routes (blackhole, …) are listed on `lo`.
-        if self.kind.forwards() {
-            cmp!(oif);
+        if want.nhid.is_none() {
+            cmp!(onlink);
+            cmp!(nexthops);
+            // IPv6 reject routes (blackhole, …) are listed on `lo`.
+            if self.kind.forwards() {
+                cmp!(oif);
+            }
         }
         if want.mtu.is_some() {
             cmp!(mtu);

@@ -69,7 +69,7 @@ impl NextHop {
 
 /// A route to program: equivalent to `ip route add|replace|del [TYPE] PREFIX
 /// [via GW] [dev DEV] [onlink] [src SRC] [metric M] [table T] [scope S]
-/// [proto P] [mtu MTU] [nexthop via GW dev DEV weight W …]`.
+/// [proto P] [mtu MTU] [nexthop via GW dev DEV weight W …] [nhid ID]`.
 ///
 /// The protocol defaults to [`PROTOCOL`], the table to main, the type to
 /// unicast, and the scope as `ip` chooses it (link for a unicast route
@@ -88,6 +88,7 @@ pub struct Route {
     pub(super) protocol: u8,
     pub(super) mtu: Option<u32>,
     pub(super) nexthops: Vec<NextHop>,
+    pub(super) nhid: Option<u32>,
 }
 
 impl Route {
@@ -106,6 +107,7 @@ impl Route {
             protocol: PROTOCOL,
             mtu: None,
             nexthops: Vec::new(),
+            nhid: None,
         }
     }
     /// The IPv4 default route (`ip route add default`, 0.0.0.0/0).
@@ -184,6 +186,15 @@ impl Route {
         self
     }
 
+    /// `nhid ID`: forward through nexthop object `ID` (see
+    /// [`crate::nexthop`]) instead of a gateway, device or next hops of
+    /// its own; replacing that nexthop moves this route with it.
+    /// Equivalent to `ip route add PREFIX nhid ID`.
+    pub fn nexthop_id(mut self, id: u32) -> Self {
+        self.nhid = Some(id);
+        self
+    }
+
     /// The destination prefix.
     pub fn destination(&self) -> IpNet {
         self.dst
@@ -213,7 +224,12 @@ impl Route {
         }
         match self.kind {
             RouteType::Local => Scope::Host,
-            RouteType::Unicast if self.gateway.is_none() && self.nexthops.is_empty() => Scope::Link,
+            // `ip` leaves a route through a nexthop object at scope global.
+            RouteType::Unicast
+                if self.gateway.is_none() && self.nexthops.is_empty() && self.nhid.is_none() =>
+            {
+                Scope::Link
+            }
             RouteType::Broadcast | RouteType::Anycast => Scope::Link,
             _ => Scope::Global,
         }
@@ -268,6 +284,26 @@ impl Route {
         let bad = |reason: String| Err(Error::invalid(ctx(), reason));
         if let Some(m) = self.mtu {
             validate_mtu("route", m).map_err(|e| e.with_context(ctx()))?;
+        }
+        if let Some(id) = self.nhid {
+            if id == 0 {
+                return bad("nhid 0 is not a nexthop id".into());
+            }
+            if self.kind != RouteType::Unicast {
+                return bad(format!(
+                    "a {} route cannot use a nexthop object (use a blackhole nexthop)",
+                    self.kind.as_str()
+                ));
+            }
+            if self.gateway.is_some() || self.dev.is_some() || self.onlink || !self.nexthops.is_empty()
+            {
+                return bad(
+                    "a route through a nexthop object (nhid) takes no via, dev, onlink or \
+                     next hops of its own: they are the nexthop's"
+                        .into(),
+                );
+            }
+            return Ok(());
         }
         if !self.kind.forwards() {
             if self.gateway.is_some() || self.dev.is_some() || !self.nexthops.is_empty() {
@@ -366,6 +402,9 @@ impl Route {
         if let Some(mtu) = self.mtu {
             a.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         }
+        if let Some(id) = self.nhid {
+            a.push(RouteAttribute::NhId(id));
+        }
         if !self.nexthops.is_empty() {
             let mut hops = Vec::with_capacity(self.nexthops.len());
             for nh in &self.nexthops {
@@ -439,6 +478,7 @@ impl Route {
             onlink: self.onlink,
             mtu: self.mtu,
             nexthops,
+            nhid: self.nhid,
         })
     }
 }
@@ -468,6 +508,9 @@ impl fmt::Display for Route {
         }
         if !self.nexthops.is_empty() {
             write!(f, " ({} next hops)", self.nexthops.len())?;
+        }
+        if let Some(id) = self.nhid {
+            write!(f, " nhid {id}")?;
         }
         Ok(())
     }
