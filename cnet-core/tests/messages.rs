@@ -9,6 +9,7 @@ use cnet_core::link::{
     VlanProtocol, Vxlan, WireGuard,
 };
 use cnet_core::neigh::Neighbour;
+use cnet_core::nexthop::{id_message, Nexthop, NexthopFilter, NexthopMessage};
 use cnet_core::route::{NextHop, Route};
 use cnet_core::{Error, Result};
 use netlink_packet_core::Emitable;
@@ -249,4 +250,80 @@ fn rule_message() {
         .table(100);
     r.validate().unwrap();
     insta::assert_snapshot!(render_msg(&r.message()));
+}
+
+/// A nexthop payload (hand-encoded by `cnet_core::nexthop`, which
+/// netlink-packet-route lacks): the parsed form and the bytes.
+fn render_nexthop(nh: &Nexthop) -> String {
+    nh.validate().unwrap();
+    let msg = nh.message(&resolve).unwrap();
+    let bytes = msg.to_bytes();
+    assert_eq!(NexthopMessage::parse(&bytes).as_ref(), Some(&msg));
+    let hex: Vec<String> = bytes
+        .chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    format!(
+        "{nh}\n{msg:#?}\n--- {} bytes ---\n{}\n",
+        bytes.len(),
+        hex.join("\n")
+    )
+}
+
+#[test]
+fn nexthop_gateway_message() {
+    insta::assert_snapshot!(render_nexthop(
+        &Nexthop::new(1)
+            .via("192.0.2.2".parse().unwrap())
+            .dev("eth0")
+            .onlink()
+    ));
+}
+
+#[test]
+fn nexthop_v6_gateway_message() {
+    insta::assert_snapshot!(render_nexthop(
+        &Nexthop::new(2).via("2001:db8::2".parse().unwrap())
+    ));
+}
+
+#[test]
+fn nexthop_dev_and_blackhole_messages() {
+    insta::assert_snapshot!(format!(
+        "{}{}",
+        render_nexthop(&Nexthop::new(3).dev("cni0")),
+        render_nexthop(&Nexthop::blackhole(4))
+    ));
+}
+
+#[test]
+fn nexthop_group_message() {
+    insta::assert_snapshot!(render_nexthop(&Nexthop::group(
+        10,
+        &[(1, 1), (2, 3), (3, 256)]
+    )));
+}
+
+#[test]
+fn nexthop_delete_and_filtered_dump_messages() {
+    let filter = NexthopFilter::new().dev("eth0").groups();
+    insta::assert_snapshot!(format!(
+        "{:#?}\n{:02x?}\n{:#?}\n{:02x?}\n",
+        id_message(7),
+        id_message(7).to_bytes(),
+        filter.message(&resolve).unwrap(),
+        filter.message(&resolve).unwrap().to_bytes()
+    ));
+}
+
+#[test]
+fn route_via_nexthop_object_message() {
+    insta::assert_snapshot!(render_route(
+        &Route::to("10.244.2.0/24".parse().unwrap()).nexthop_id(10)
+    ));
 }
