@@ -790,14 +790,12 @@ impl<'a> Nexthops<'a> {
             .dump_raw_each(RTM_GETNEXTHOP, &req, &ctx, &mut |m| {
                 match m {
                     None => out.clear(),
-                    Some((hdr, body)) if hdr.message_type == RTM_NEWNEXTHOP => {
-                        out.push(NexthopEntry::from_bytes(body).ok_or_else(|| {
-                            Error::Protocol {
-                                context: ctx(),
-                                reason: format!("malformed RTM_NEWNEXTHOP ({} bytes)", body.len()),
-                            }
-                        })?)
-                    }
+                    Some((hdr, body)) if hdr.message_type == RTM_NEWNEXTHOP => out.push(
+                        NexthopEntry::from_bytes(body).ok_or_else(|| Error::Protocol {
+                            context: ctx(),
+                            reason: format!("malformed RTM_NEWNEXTHOP ({} bytes)", body.len()),
+                        })?,
+                    ),
                     Some(_) => {}
                 }
                 Ok(())
@@ -821,7 +819,9 @@ mod tests {
     #[test]
     fn messages_round_trip_through_the_decoder() {
         for nh in [
-            Nexthop::new(1).via("192.0.2.2".parse().unwrap()).dev("eth0"),
+            Nexthop::new(1)
+                .via("192.0.2.2".parse().unwrap())
+                .dev("eth0"),
             Nexthop::new(2).via("2001:db8::1".parse().unwrap()),
             Nexthop::new(3).dev("eth0").v6(),
             Nexthop::blackhole(4),

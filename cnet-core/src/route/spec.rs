@@ -295,7 +295,10 @@ impl Route {
                     self.kind.as_str()
                 ));
             }
-            if self.gateway.is_some() || self.dev.is_some() || self.onlink || !self.nexthops.is_empty()
+            if self.gateway.is_some()
+                || self.dev.is_some()
+                || self.onlink
+                || !self.nexthops.is_empty()
             {
                 return bad(
                     "a route through a nexthop object (nhid) takes no via, dev, onlink or \
