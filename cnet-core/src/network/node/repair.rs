@@ -69,10 +69,7 @@ impl Programmed {
     ) {
         self.backend = Some(backend.clone());
         self.peers = peers.to_vec();
-        self.devs = Some(Devs {
-            vx: devs.vx,
-            ipip: devs.ipip,
-        });
+        self.devs = Some(devs.clone());
         self.underlay = underlay;
         self.underlay_up = true;
         self.routes.clear();
@@ -283,6 +280,7 @@ impl DriftRepair {
                 let ours = [
                     (devs.vx, cfg.vxlan_dev.as_str()),
                     (devs.ipip, cfg.ipip_dev.as_str()),
+                    (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
                 ];
                 for (idx, name) in ours {
                     let Some(idx) = idx else { continue };
@@ -321,7 +319,7 @@ impl DriftRepair {
                 Ok(None)
             }
             Event::Addr(Change::Del, a) => {
-                let dev = [devs.vx, devs.ipip];
+                let dev = [devs.vx, devs.ipip, devs.wg.as_ref().map(|w| w.0)];
                 if dev.contains(&Some(a.index)) && a.local.addr() == cfg.vtep_ip() {
                     return self.full(node, format!("address {} deleted", a.local));
                 }
