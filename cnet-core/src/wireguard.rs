@@ -693,7 +693,10 @@ mod tests {
         assert_eq!(k.0[0] & 7, 0);
         assert_eq!(k.0[31] & 0xc0, 0x40);
         assert_eq!(PrivateKey::from_base64(&k.to_base64()).unwrap(), k);
-        assert!(!format!("{k:?}").contains(&k.to_base64()), "no secret in Debug");
+        assert!(
+            !format!("{k:?}").contains(&k.to_base64()),
+            "no secret in Debug"
+        );
         let e = "abcd".parse::<PublicKey>().unwrap_err();
         assert!(e.to_string().contains("32 bytes"), "{e}");
     }

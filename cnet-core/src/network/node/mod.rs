@@ -441,7 +441,11 @@ impl<'h> Node<'h> {
         underlay: &Link,
         report: &mut PeerReport,
     ) -> Result<(Link, WgSetup)> {
-        let ctx = format!("{}: wireguard device {}", self.ctx(), self.cfg.wireguard_dev);
+        let ctx = format!(
+            "{}: wireguard device {}",
+            self.ctx(),
+            self.cfg.wireguard_dev
+        );
         let key = PrivateKey::load_or_generate(&c.key_file).context(&ctx)?;
         let overhead = if self.cfg.underlay_ip.is_ipv4() {
             WIREGUARD_OVERHEAD_V4
@@ -454,9 +458,12 @@ impl<'h> Node<'h> {
         let link = self.ensure_device(&spec, report)?;
         // Nothing half-made: a device this call created goes again when its
         // generic-netlink side cannot be reached.
-        let created = report.devices[made..]
-            .iter()
-            .any(|d| matches!(d, DeviceChange::Created { .. } | DeviceChange::Recreated { .. }));
+        let created = report.devices[made..].iter().any(|d| {
+            matches!(
+                d,
+                DeviceChange::Created { .. } | DeviceChange::Recreated { .. }
+            )
+        });
         if let Err(e) = self.with_wg(|_| Ok(())) {
             if created {
                 let _ = self.h.links().delete_if_exists(&self.cfg.wireguard_dev);
@@ -819,7 +826,9 @@ fn same_wg_peer(have: &WgPeer, want: &WgPeer) -> bool {
     let mut b = want.allowed_ips.clone();
     a.sort();
     b.sort();
-    have.endpoint == want.endpoint && a == b && have.persistent_keepalive == want.persistent_keepalive
+    have.endpoint == want.endpoint
+        && a == b
+        && have.persistent_keepalive == want.persistent_keepalive
 }
 
 /// The kernel error (of a failed batch item) that names peer `p`'s entries.
