@@ -137,9 +137,11 @@ impl Capture {
         });
         // Wait until it listens ("listening on any, …" on stderr).
         let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        err.read_line(&mut first).unwrap();
-        assert!(first.contains("listening"), "tcpdump: {first}");
+        let mut said = String::new();
+        while !said.contains("listening") {
+            let n = err.read_line(&mut said).unwrap();
+            assert!(n > 0, "tcpdump ended: {said}");
+        }
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         Capture { child, lines }
     }
