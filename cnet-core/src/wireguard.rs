@@ -625,13 +625,10 @@ fn merge_peer(peers: &mut Vec<WgPeerState>, p: WireguardPeer) {
             WireguardPeerAttribute::PersistentKeepalive(s) => {
                 st.peer.persistent_keepalive = (s != 0).then_some(s)
             }
-            WireguardPeerAttribute::LastHandshake(t) => {
-                if t.seconds > 0 || t.nano_seconds > 0 {
-                    st.last_handshake = Some(
-                        SystemTime::UNIX_EPOCH
-                            + Duration::new(t.seconds as u64, t.nano_seconds as u32),
-                    );
-                }
+            WireguardPeerAttribute::LastHandshake(t) if t.seconds > 0 || t.nano_seconds > 0 => {
+                st.last_handshake = Some(
+                    SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nano_seconds as u32),
+                );
             }
             WireguardPeerAttribute::RxBytes(b) => st.rx_bytes = b,
             WireguardPeerAttribute::TxBytes(b) => st.tx_bytes = b,

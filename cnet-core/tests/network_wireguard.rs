@@ -7,6 +7,9 @@
 //! container pair pings through the encrypted tunnels and a capture on the
 //! underlay sees only UDP to port 51820 between the hosts.
 
+// Host indices address several parallel lists (hosts, backends, leases).
+#![allow(clippy::needless_range_loop)]
+
 mod cluster;
 
 use std::io::{BufRead, BufReader};

@@ -502,7 +502,6 @@ pub(crate) fn lease_attrs(
         vtep_mac: backend
             .vxlan_config()
             .map(|c| c.mac.unwrap_or_else(|| vtep_mac_for(&cfg.name))),
-        ..Default::default()
     }
 }
 

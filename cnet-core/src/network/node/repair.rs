@@ -137,8 +137,8 @@ pub enum Repair {
     Full {
         /// What was seen.
         reason: String,
-        /// The reconcile's report.
-        report: PeerReport,
+        /// The reconcile's report (boxed: it is large).
+        report: Box<PeerReport>,
     },
 }
 
@@ -201,7 +201,10 @@ impl DriftRepair {
         };
         let peers = std::mem::take(&mut self.p.peers);
         let report = node.reconcile(&backend, &peers, Vec::new(), Some(&mut self.p))?;
-        Ok(Some(Repair::Full { reason, report }))
+        Ok(Some(Repair::Full {
+            reason,
+            report: Box::new(report),
+        }))
     }
 
     /// Repair what `ev` says someone changed of what the node owns; `None`
