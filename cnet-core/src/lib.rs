@@ -61,6 +61,7 @@ pub mod route;
 pub mod rule;
 pub mod sysctl;
 pub mod watch;
+pub mod wireguard;
 
 pub use error::{Error, KernelError, Result, ResultExt};
 pub use handle::Handle;

@@ -703,7 +703,7 @@ fn fail_rest(results: Vec<Option<Result<()>>>, e: Error) -> Vec<Result<()>> {
 
 /// Whether a reply answers request `seq`: `false` for the stale tail of an
 /// abandoned exchange (skipped), an error for anything else.
-fn ours(seq: u32, hdr: &NetlinkHeader, ctx: &dyn Fn() -> String) -> Result<bool> {
+pub(crate) fn ours(seq: u32, hdr: &NetlinkHeader, ctx: &dyn Fn() -> String) -> Result<bool> {
     if hdr.sequence_number == seq {
         Ok(true)
     } else if is_stale(seq, hdr.sequence_number) {
@@ -772,7 +772,7 @@ pub(crate) fn for_each_message<T>(
 }
 
 /// `NLMSG_ERROR`: `None` for an ACK, the errno and ext-ack text otherwise.
-fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
+pub(crate) fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
     if body.len() < 4 {
         return Some(KernelError::new(
             libc::EPROTO,
@@ -789,7 +789,7 @@ fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
 
 /// The `NLMSGERR_ATTR_MSG` text after the echoed request (which is just its
 /// header when the kernel capped it).
-fn ext_ack_msg(flags: u16, rest: &[u8], has_echo: bool) -> Option<String> {
+pub(crate) fn ext_ack_msg(flags: u16, rest: &[u8], has_echo: bool) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }

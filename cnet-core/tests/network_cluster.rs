@@ -680,7 +680,7 @@ fn network_reconcile_leases_skips_itself_and_reports_bad_leases() {
     let ttl = Duration::from_secs(600);
     for i in 0..3 {
         let h = &c.hosts[i];
-        let attrs = c.node(i).lease_attrs(&vx);
+        let attrs = c.node(i).lease_attrs(&vx).unwrap();
         assert_eq!(attrs.vtep_mac, Some(vtep_mac_for(&h.role)));
         leases.reserve(&h.role, h.subnet, &attrs).unwrap();
     }

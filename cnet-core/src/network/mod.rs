@@ -62,7 +62,8 @@ pub use drift::Drift;
 pub use names::{host_veth_mac, host_veth_name, mac_for_ip, DEFAULT_IFNAME};
 pub use node::{
     vtep_mac_for, Backend, Changes, DeviceChange, DriftRepair, Encap, IpIpConfig, Node, NodeConfig,
-    Peer, PeerFailure, PeerPath, PeerReport, Repair, VxlanConfig,
+    Peer, PeerFailure, PeerPath, PeerReport, Repair, VxlanConfig, WireGuardConfig,
+    WIREGUARD_KEY_ATTR,
 };
 pub use result::{
     AttachedRoute, Attachment, CniDns, CniInterface, CniIp, CniResult, CniRoute, Interface,

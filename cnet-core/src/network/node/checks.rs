@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use super::{Backend, NodeConfig, Peer, PeerPath, Placed};
 use crate::error::Error;
 use crate::link::MacAddr;
+use crate::wireguard::PublicKey;
 
 /// The address range of a prefix, with its family, for overlap checks.
 fn span(n: &IpNet) -> (bool, u128, u128) {
@@ -151,6 +152,53 @@ pub(super) fn check_macs(own: Option<MacAddr>, placed: &[Placed<'_>], v: &mut [O
                             context: format!("peer {}", x.peer.name),
                             reason: format!(
                                 "its VTEP MAC {m} is also peer {}'s; neither is programmed",
+                                y.peer.name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The peers reached over WireGuard need a public key: present, not this
+/// node's, not another peer's (WireGuard tells peers apart by key alone).
+pub(super) fn check_wireguard_keys(
+    own: Option<PublicKey>,
+    placed: &[Placed<'_>],
+    v: &mut [Option<Error>],
+) {
+    let mut seen: HashMap<PublicKey, &Placed<'_>> = HashMap::new();
+    for p in placed.iter().filter(|p| p.path == PeerPath::WireGuard) {
+        let ctx = format!("peer {}", p.peer.name);
+        match p.peer.wireguard_key {
+            None => {
+                v[p.idx] = Some(Error::invalid(
+                    ctx,
+                    format!(
+                        "it has no WireGuard public key, which the wireguard backend needs \
+                         (its lease publishes no {}: does it run the wireguard backend?)",
+                        super::WIREGUARD_KEY_ATTR
+                    ),
+                ))
+            }
+            Some(k) if Some(k) == own => {
+                v[p.idx] = Some(Error::Conflict {
+                    context: ctx,
+                    reason: format!(
+                        "its WireGuard public key {k} is this node's own (a copied key file?)"
+                    ),
+                })
+            }
+            Some(k) => {
+                if let Some(other) = seen.insert(k, p) {
+                    for (x, y) in [(p, other), (other, p)] {
+                        v[x.idx] = Some(Error::Conflict {
+                            context: format!("peer {}", x.peer.name),
+                            reason: format!(
+                                "its WireGuard public key {k} is also peer {}'s; neither is \
+                                 programmed",
                                 y.peer.name
                             ),
                         });

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ipam::{NodeAttrs, NodeLease};
 use crate::link::{validate_mtu, validate_name, MacAddr};
 use crate::route::{PROTOCOL, TABLE_MAIN};
+use crate::wireguard::PublicKey;
 
 /// The node's own identity and devices.
 ///
@@ -34,6 +36,8 @@ pub struct NodeConfig {
     pub vxlan_dev: String,
     /// Name of the IP-in-IP device (default `cnet.ipip`).
     pub ipip_dev: String,
+    /// Name of the WireGuard device (default `cnet.wg`).
+    pub wireguard_dev: String,
     /// Routing table of the peer routes (default main).
     pub route_table: u32,
     /// Protocol of the peer routes (default [`PROTOCOL`], 119). The node
@@ -48,6 +52,8 @@ impl NodeConfig {
     pub const VXLAN_DEV: &'static str = "cnet.vxlan";
     /// Default name of the IP-in-IP device.
     pub const IPIP_DEV: &'static str = "cnet.ipip";
+    /// Default name of the WireGuard device.
+    pub const WIREGUARD_DEV: &'static str = "cnet.wg";
 
     /// A node named `name` with pod subnet `subnet`, reached at
     /// `underlay_ip` on `underlay_dev`; devices `cnet.vxlan` / `cnet.ipip`,
@@ -60,6 +66,7 @@ impl NodeConfig {
             underlay_ip,
             vxlan_dev: Self::VXLAN_DEV.to_string(),
             ipip_dev: Self::IPIP_DEV.to_string(),
+            wireguard_dev: Self::WIREGUARD_DEV.to_string(),
             route_table: TABLE_MAIN,
             route_protocol: PROTOCOL,
         }
@@ -81,13 +88,20 @@ impl NodeConfig {
                 ),
             ));
         }
-        for n in [&self.underlay_dev, &self.vxlan_dev, &self.ipip_dev] {
+        let names = [
+            &self.underlay_dev,
+            &self.vxlan_dev,
+            &self.ipip_dev,
+            &self.wireguard_dev,
+        ];
+        for n in names {
             validate_name(n).map_err(|e| e.with_context(ctx()))?;
         }
-        if self.vxlan_dev == self.ipip_dev || self.vxlan_dev == self.underlay_dev {
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
+        if distinct.len() != names.len() {
             return Err(Error::invalid(
                 ctx(),
-                "the underlay, vxlan and ipip devices need three different names",
+                "the underlay, vxlan, ipip and wireguard devices need four different names",
             ));
         }
         if self.route_protocol <= crate::route::PROTOCOL_STATIC {
@@ -174,6 +188,67 @@ pub struct IpIpConfig {
     pub mtu: Option<u32>,
 }
 
+/// WireGuard settings: encrypted tunnels between nodes (Flannel's and
+/// Calico's wireguard backends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireGuardConfig {
+    /// UDP port the device listens on and peers are sent to (default
+    /// 51820); the same on every node.
+    pub port: u16,
+    /// Device MTU; default: the underlay's MTU − 60 (− 80 over IPv6).
+    pub mtu: Option<u32>,
+    /// The file holding the node's private key (base64, as `wg genkey`
+    /// writes it), made with a new key (mode 0600) if missing, so that the
+    /// key, and the public key peers know, survive restarts. Default
+    /// [`WireGuardConfig::KEY_FILE`].
+    pub key_file: PathBuf,
+    /// Keepalive to each peer, in seconds (`persistent-keepalive`); off by
+    /// default (peers on an open underlay need none).
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl WireGuardConfig {
+    /// Default key file (Flannel keeps its key in a file of its own too).
+    pub const KEY_FILE: &'static str = "/var/lib/cnet/wireguard.key";
+
+    /// Defaults, with the private key in `key_file`.
+    pub fn with_key_file(key_file: impl Into<PathBuf>) -> Self {
+        WireGuardConfig {
+            key_file: key_file.into(),
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ctx = "wireguard backend";
+        if self.port == 0 {
+            return Err(Error::invalid(ctx, "UDP port 0"));
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return Err(Error::invalid(ctx, "the key file path is empty"));
+        }
+        if let Some(m) = self.mtu {
+            validate_mtu(ctx, m)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for WireGuardConfig {
+    fn default() -> Self {
+        WireGuardConfig {
+            port: crate::wireguard::DEFAULT_PORT,
+            mtu: None,
+            key_file: PathBuf::from(Self::KEY_FILE),
+            persistent_keepalive: None,
+        }
+    }
+}
+
+/// The key of a node's lease attributes (`NodeAttrs::extra`) that holds its
+/// WireGuard public key (base64).
+pub const WIREGUARD_KEY_ATTR: &str = "wireguard-public-key";
+
 /// The encapsulation of [`Backend::CrossSubnet`] beyond the node's segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encap {
@@ -203,6 +278,10 @@ pub enum Backend {
         /// The encapsulation beyond the segment.
         encap: Encap,
     },
+    /// WireGuard: one encrypted device; per peer a WireGuard peer (its
+    /// public key, endpoint `UNDERLAY:PORT`, its subnet as allowed IPs)
+    /// and `PEER-SUBNET dev WG`.
+    WireGuard(WireGuardConfig),
 }
 
 impl Backend {
@@ -216,7 +295,8 @@ impl Backend {
     }
 
     /// The name a node publishes in its lease (`NodeAttrs::backend`):
-    /// `host-gw`, `vxlan`, `ipip`, `vxlan-cross-subnet`, `ipip-cross-subnet`.
+    /// `host-gw`, `vxlan`, `ipip`, `vxlan-cross-subnet`, `ipip-cross-subnet`,
+    /// `wireguard`.
     /// [`Backend::from_str`] parses it back (with default settings).
     pub fn name(&self) -> &'static str {
         match self {
@@ -229,6 +309,7 @@ impl Backend {
             Backend::CrossSubnet {
                 encap: Encap::IpIp(_),
             } => "ipip-cross-subnet",
+            Backend::WireGuard(_) => "wireguard",
         }
     }
 
@@ -252,6 +333,13 @@ impl Backend {
         }
     }
 
+    pub(crate) fn wireguard_config(&self) -> Option<&WireGuardConfig> {
+        match self {
+            Backend::WireGuard(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Whether peers on the node's segment are routed directly.
     pub(crate) fn direct_on_segment(&self) -> bool {
         matches!(self, Backend::HostGw | Backend::CrossSubnet { .. })
@@ -263,6 +351,9 @@ impl Backend {
         }
         if let Some(m) = self.ipip_config().and_then(|c| c.mtu) {
             validate_mtu("ipip backend", m)?;
+        }
+        if let Some(c) = self.wireguard_config() {
+            c.validate()?;
         }
         Ok(())
     }
@@ -277,7 +368,8 @@ impl fmt::Display for Backend {
 impl FromStr for Backend {
     type Err = Error;
     /// One of the names [`Backend::name`] gives (`hostgw` and
-    /// `cross-subnet`, meaning vxlan beyond the segment, are accepted too).
+    /// `cross-subnet`, meaning vxlan beyond the segment, are accepted too;
+    /// `wireguard` has its default key file).
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s {
             "host-gw" | "hostgw" => Backend::HostGw,
@@ -289,10 +381,12 @@ impl FromStr for Backend {
             "ipip-cross-subnet" => Backend::CrossSubnet {
                 encap: Encap::IpIp(IpIpConfig::default()),
             },
+            "wireguard" => Backend::WireGuard(WireGuardConfig::default()),
             _ => {
                 return Err(Error::invalid(
                     format!("backend {s:?}"),
-                    "expected host-gw, vxlan, ipip, vxlan-cross-subnet or ipip-cross-subnet",
+                    "expected host-gw, vxlan, ipip, vxlan-cross-subnet, ipip-cross-subnet \
+                     or wireguard",
                 ))
             }
         })
@@ -311,6 +405,8 @@ pub struct Peer {
     pub underlay: IpAddr,
     /// Its VTEP's MAC (the vxlan backends need it).
     pub vtep_mac: Option<MacAddr>,
+    /// Its WireGuard public key (the wireguard backend needs it).
+    pub wireguard_key: Option<PublicKey>,
 }
 
 impl Peer {
@@ -321,7 +417,14 @@ impl Peer {
             subnet,
             underlay,
             vtep_mac: None,
+            wireguard_key: None,
         }
+    }
+
+    /// With a WireGuard public key (wireguard).
+    pub fn with_wireguard_key(mut self, key: PublicKey) -> Self {
+        self.wireguard_key = Some(key);
+        self
     }
 
     /// With a VTEP MAC (vxlan).
@@ -337,7 +440,8 @@ impl Peer {
 
     /// The peer a lease describes. `InvalidArgument` when the lease
     /// publishes no underlay address (every backend routes to it), or
-    /// publishes a vxlan backend but no VTEP MAC.
+    /// publishes a vxlan backend but no VTEP MAC, or wireguard but no valid
+    /// public key ([`WIREGUARD_KEY_ATTR`]).
     pub fn from_lease(lease: &NodeLease) -> Result<Peer> {
         let ctx = || format!("peer from the lease of node {:?}", lease.node);
         let underlay = lease.attrs.underlay_ip.ok_or_else(|| {
@@ -356,25 +460,48 @@ impl Peer {
                 ),
             ));
         }
+        let wireguard_key = match lease.attrs.extra.get(WIREGUARD_KEY_ATTR) {
+            Some(k) => Some(k.parse::<PublicKey>().map_err(|e| e.with_context(ctx()))?),
+            None if backend == "wireguard" => {
+                return Err(Error::invalid(
+                    ctx(),
+                    format!(
+                        "the lease publishes backend \"wireguard\" but no {WIREGUARD_KEY_ATTR}; \
+                         peers cannot encrypt to it without its public key"
+                    ),
+                ))
+            }
+            None => None,
+        };
         Ok(Peer {
             name: lease.node.clone(),
             subnet: lease.subnet,
             underlay,
             vtep_mac: lease.attrs.vtep_mac,
+            wireguard_key,
         })
     }
 }
 
 /// What a node publishes in its lease for `backend`: underlay address,
-/// backend name and, for the vxlan backends, the VTEP MAC its device uses.
-pub(crate) fn lease_attrs(cfg: &NodeConfig, backend: &Backend) -> NodeAttrs {
+/// backend name, for the vxlan backends the VTEP MAC its device uses, for
+/// wireguard its public key (`wg_key`).
+pub(crate) fn lease_attrs(
+    cfg: &NodeConfig,
+    backend: &Backend,
+    wg_key: Option<PublicKey>,
+) -> NodeAttrs {
+    let mut extra = std::collections::BTreeMap::new();
+    if let Some(k) = wg_key {
+        extra.insert(WIREGUARD_KEY_ATTR.to_string(), k.to_base64());
+    }
     NodeAttrs {
+        extra,
         underlay_ip: Some(cfg.underlay_ip),
         backend: Some(backend.name().to_string()),
         vtep_mac: backend
             .vxlan_config()
             .map(|c| c.mac.unwrap_or_else(|| vtep_mac_for(&cfg.name))),
-        ..Default::default()
     }
 }
 
@@ -494,10 +621,12 @@ mod tests {
             Backend::CrossSubnet {
                 encap: Encap::IpIp(IpIpConfig::default()),
             },
+            Backend::WireGuard(WireGuardConfig::default()),
         ] {
             assert_eq!(b.name().parse::<Backend>().unwrap(), b);
         }
-        assert!("wireguard".parse::<Backend>().is_err());
+        assert!("wireguard".parse::<Backend>().is_ok());
+        assert!("wg".parse::<Backend>().is_err());
     }
 
     #[test]

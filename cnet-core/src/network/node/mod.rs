@@ -8,8 +8,10 @@
 //!      host-gw / cross-subnet: `ip route get UNDERLAY` per peer; a gateway
 //!      means another segment ──────────────▶ refused (host-gw) or encapsulated
 //!   2. devices: ensure the backend's (vxlan: VNI, port, MTU, derived MAC,
-//!      VTEP address; ipip), then delete those it no longer needs
-//!   3. neighbours ─▶ FDB entries ─▶ routes: one reconcile each (one dump,
+//!      VTEP address; ipip; wireguard: key from the key file), then delete
+//!      those it no longer needs
+//!   3. wireguard peers (one `wg show`, one `wg set` with what differs) ─▶
+//!      neighbours ─▶ FDB entries ─▶ routes: one reconcile each (one dump,
 //!      one pipelined batch); nothing is written when converged
 //!   4. a peer whose entries did not all take is rolled back (step 3 again
 //!      without it) and reported
@@ -18,8 +20,9 @@
 //! Ownership: the node owns the routes of its protocol ([`PROTOCOL`] unless
 //! [`NodeConfig::route_protocol`] says otherwise) in its table (main by
 //! default), the permanent neighbours and the `self` FDB
-//! entries with a `dst` of its VXLAN device, and its two devices (by name,
-//! [`NodeConfig::vxlan_dev`], [`NodeConfig::ipip_dev`]). Routes of other
+//! entries with a `dst` of its VXLAN device, its three devices (by name,
+//! [`NodeConfig::vxlan_dev`], [`NodeConfig::ipip_dev`],
+//! [`NodeConfig::wireguard_dev`]) and every peer of its WireGuard device. Routes of other
 //! protocols (`kernel`, `bird`, `static`, …), learnt neighbours and other
 //! devices are never touched.
 //!
@@ -36,12 +39,16 @@ mod config;
 mod repair;
 mod report;
 
-pub use config::{vtep_mac_for, Backend, Encap, IpIpConfig, NodeConfig, Peer, VxlanConfig};
+pub use config::{
+    vtep_mac_for, Backend, Encap, IpIpConfig, NodeConfig, Peer, VxlanConfig, WireGuardConfig,
+    WIREGUARD_KEY_ATTR,
+};
 pub use repair::{DriftRepair, Repair};
 pub use report::{Changes, DeviceChange, PeerFailure, PeerPath, PeerReport};
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use ipnet::IpNet;
 
@@ -49,11 +56,12 @@ use crate::error::{Error, Result, ResultExt};
 use crate::fdb::FdbEntry;
 use crate::handle::Handle;
 use crate::ipam::{NodeAttrs, NodeLease};
-use crate::link::{IpIp, Link, LinkKind, LinkRef, LinkSpec, MacAddr, Vxlan};
+use crate::link::{IpIp, Link, LinkKind, LinkRef, LinkSpec, MacAddr, Vxlan, WireGuard};
 use crate::neigh::{NeighState, Neighbour};
 #[cfg(doc)]
 use crate::route::PROTOCOL;
 use crate::route::{Route, RouteFilter, RouteOwner, RouteType};
+use crate::wireguard::{PrivateKey, PublicKey, WgPeer, WgSet, WireGuardSocket};
 
 /// VXLAN's overhead over an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8
 /// + inner Ethernet 14.
@@ -62,6 +70,11 @@ const VXLAN_OVERHEAD_V4: u32 = 50;
 const VXLAN_OVERHEAD_V6: u32 = 70;
 /// IP-in-IP: the outer IPv4 header.
 const IPIP_OVERHEAD: u32 = 20;
+/// WireGuard over IPv4: outer IPv4 20 + UDP 8 + WireGuard header 16 +
+/// authentication tag 16 (Calico's figure; wg-quick's 80 assumes IPv6).
+const WIREGUARD_OVERHEAD_V4: u32 = 60;
+/// Over IPv6: outer header 40 instead of 20.
+const WIREGUARD_OVERHEAD_V6: u32 = 80;
 
 /// A node in one network namespace (the host's). Cheap to make: it holds
 /// the configuration and borrows the handle.
@@ -69,6 +82,9 @@ const IPIP_OVERHEAD: u32 = 20;
 pub struct Node<'h> {
     h: &'h Handle,
     cfg: NodeConfig,
+    /// The generic-netlink socket of the wireguard backend, opened in the
+    /// node's namespace on first use and kept.
+    wg: Mutex<Option<WireGuardSocket>>,
 }
 
 /// A peer that passed the checks, and how it is reached.
@@ -95,7 +111,11 @@ impl<'h> Node<'h> {
     /// `InvalidArgument` if the configuration is not valid.
     pub fn new(h: &'h Handle, cfg: NodeConfig) -> Result<Node<'h>> {
         cfg.validate()?;
-        Ok(Node { h, cfg })
+        Ok(Node {
+            h,
+            cfg,
+            wg: Mutex::new(None),
+        })
     }
 
     /// The configuration.
@@ -104,9 +124,22 @@ impl<'h> Node<'h> {
     }
 
     /// What this node publishes in its lease when it runs `backend`
-    /// (underlay address, backend name, VTEP MAC for the vxlan backends).
-    pub fn lease_attrs(&self, backend: &Backend) -> NodeAttrs {
-        config::lease_attrs(&self.cfg, backend)
+    /// (underlay address, backend name, VTEP MAC for the vxlan backends,
+    /// the WireGuard public key under [`WIREGUARD_KEY_ATTR`] for
+    /// wireguard, its key file made if missing). `Err` only when the key
+    /// file cannot be read or made.
+    pub fn lease_attrs(&self, backend: &Backend) -> Result<NodeAttrs> {
+        let key = match backend.wireguard_config() {
+            Some(c) => Some(self.wireguard_public_key(c)?),
+            None => None,
+        };
+        Ok(config::lease_attrs(&self.cfg, backend, key))
+    }
+
+    /// The node's WireGuard public key: of the private key in
+    /// `c.key_file`, which is made (0600) if missing.
+    pub fn wireguard_public_key(&self, c: &WireGuardConfig) -> Result<PublicKey> {
+        Ok(PrivateKey::load_or_generate(&c.key_file)?.public_key())
     }
 
     /// The MAC of this node's VTEP with `c`: `c.mac`, or [`vtep_mac_for`]
@@ -187,6 +220,10 @@ impl<'h> Node<'h> {
         let mut verdicts = checks::check_peers(&self.cfg, backend, peers);
         let placed = self.place(backend, peers, &mut verdicts);
         checks::check_macs(own_mac, &placed, &mut verdicts);
+        if let Some(c) = backend.wireguard_config() {
+            let own = self.wireguard_public_key(c).context(&ctx)?;
+            checks::check_wireguard_keys(Some(own), &placed, &mut verdicts);
+        }
         let mut placed: Vec<Placed<'_>> = placed
             .into_iter()
             .filter(|p| verdicts[p.idx].is_none())
@@ -214,15 +251,23 @@ impl<'h> Node<'h> {
             Some(c) => Some(self.ensure_ipip(c, &underlay, &mut report)?),
             None => None,
         };
+        let wg = match backend.wireguard_config() {
+            Some(c) => Some(self.ensure_wireguard(c, &underlay, &mut report)?),
+            None => None,
+        };
         if vx.is_none() {
             self.delete_device(&self.cfg.vxlan_dev, LinkKind::Vxlan, &mut report)?;
         }
         if ipip.is_none() {
             self.delete_device(&self.cfg.ipip_dev, LinkKind::IpIp, &mut report)?;
         }
+        if wg.is_none() {
+            self.delete_device(&self.cfg.wireguard_dev, LinkKind::WireGuard, &mut report)?;
+        }
         let devs = Devs {
             vx: vx.as_ref().map(|l| l.index),
             ipip: ipip.as_ref().map(|l| l.index),
+            wg: wg.map(|(l, setup)| (l.index, setup)),
         };
 
         // 3. Entries, in Flannel's order.
@@ -272,6 +317,8 @@ impl<'h> Node<'h> {
     ) -> Vec<Placed<'p>> {
         let encap = if backend.vxlan_config().is_some() {
             PeerPath::Vxlan
+        } else if backend.wireguard_config().is_some() {
+            PeerPath::WireGuard
         } else {
             PeerPath::IpIp
         };
@@ -383,6 +430,125 @@ impl<'h> Node<'h> {
             .mtu(mtu)
             .up();
         self.ensure_device(&spec, report)
+    }
+
+    /// The WireGuard device (MTU from the underlay's), its only address the
+    /// node's tunnel address, and the node's key. The key file is read (or
+    /// made) before the device is, so a bad key file leaves nothing.
+    fn ensure_wireguard(
+        &self,
+        c: &WireGuardConfig,
+        underlay: &Link,
+        report: &mut PeerReport,
+    ) -> Result<(Link, WgSetup)> {
+        let ctx = format!(
+            "{}: wireguard device {}",
+            self.ctx(),
+            self.cfg.wireguard_dev
+        );
+        let key = PrivateKey::load_or_generate(&c.key_file).context(&ctx)?;
+        let overhead = if self.cfg.underlay_ip.is_ipv4() {
+            WIREGUARD_OVERHEAD_V4
+        } else {
+            WIREGUARD_OVERHEAD_V6
+        };
+        let mtu = self.encap_mtu(c.mtu, underlay, overhead, "wireguard")?;
+        let spec = WireGuard::new(&self.cfg.wireguard_dev).mtu(mtu).up();
+        let made = report.devices.len();
+        let link = self.ensure_device(&spec, report)?;
+        // Nothing half-made: a device this call created goes again when its
+        // generic-netlink side cannot be reached.
+        let created = report.devices[made..].iter().any(|d| {
+            matches!(
+                d,
+                DeviceChange::Created { .. } | DeviceChange::Recreated { .. }
+            )
+        });
+        if let Err(e) = self.with_wg(|_| Ok(())) {
+            if created {
+                let _ = self.h.links().delete_if_exists(&self.cfg.wireguard_dev);
+            }
+            return Err(e.with_context(ctx));
+        }
+        Ok((
+            link,
+            WgSetup {
+                key,
+                port: c.port,
+                keepalive: c.persistent_keepalive,
+            },
+        ))
+    }
+
+    /// Run `f` with the node's generic-netlink socket (opened on first use).
+    fn with_wg<T>(&self, f: impl FnOnce(&mut WireGuardSocket) -> Result<T>) -> Result<T> {
+        let mut g = self.wg.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(WireGuardSocket::at(self.h.netns())?);
+        }
+        match g.as_mut() {
+            Some(s) => f(s),
+            None => unreachable!("set just above"),
+        }
+    }
+
+    /// Make the WireGuard device's key, port and peers exactly those of
+    /// `setup` and `placed`: one `wg show`, then one `wg set` with only
+    /// what differs (nothing when converged).
+    fn apply_wireguard(
+        &self,
+        setup: &WgSetup,
+        placed: &[Placed<'_>],
+        report: &mut PeerReport,
+    ) -> Result<()> {
+        let dev = &self.cfg.wireguard_dev;
+        let want: Vec<WgPeer> = placed
+            .iter()
+            .filter(|p| p.path == PeerPath::WireGuard)
+            .filter_map(|p| {
+                Some(WgPeer {
+                    public_key: p.peer.wireguard_key?,
+                    endpoint: Some(SocketAddr::new(p.peer.underlay, setup.port)),
+                    allowed_ips: vec![p.peer.subnet],
+                    persistent_keepalive: setup.keepalive,
+                })
+            })
+            .collect();
+        self.with_wg(|s| {
+            let have = s.device(dev)?;
+            let mut set = WgSet::new(dev);
+            if have.public_key != Some(setup.key.public_key()) {
+                set = set.private_key(setup.key.clone());
+            }
+            if have.listen_port != setup.port {
+                set = set.listen_port(setup.port);
+            }
+            let c = &mut report.wireguard;
+            for w in &want {
+                match have.peer(&w.public_key) {
+                    Some(h) if same_wg_peer(&h.peer, w) => c.unchanged += 1,
+                    Some(_) => {
+                        c.replaced += 1;
+                        set = set.peer(w.clone());
+                    }
+                    None => {
+                        c.added += 1;
+                        set = set.peer(w.clone());
+                    }
+                }
+            }
+            for h in &have.peers {
+                if !want.iter().any(|w| w.public_key == h.peer.public_key) {
+                    c.deleted += 1;
+                    set = set.remove_peer(h.peer.public_key);
+                }
+            }
+            if !set.is_empty() {
+                s.set(&set)?;
+            }
+            Ok(())
+        })
+        .context(format!("{}: wireguard peers of {dev}", self.ctx()))
     }
 
     fn encap_mtu(
@@ -517,6 +683,11 @@ impl<'h> Node<'h> {
                 .table(self.cfg.route_table)
                 .protocol(self.cfg.route_protocol);
             match (p.path, devs.vx, devs.ipip) {
+                (PeerPath::WireGuard, _, _) => {
+                    if let Some((wg, _)) = &devs.wg {
+                        d.routes.push(route.dev(*wg));
+                    }
+                }
                 (PeerPath::Direct, _, _) => {
                     let mut r = route.via(peer.underlay);
                     if let Some(i) = p.oif {
@@ -557,6 +728,9 @@ impl<'h> Node<'h> {
         let ctx = self.ctx();
         let d = self.desired(devs, placed);
         let mut errors = Vec::new();
+        if let Some((_, setup)) = &devs.wg {
+            self.apply_wireguard(setup, placed, report)?;
+        }
         if devs.vx.is_some() {
             let vx = &self.cfg.vxlan_dev;
             let r = self
@@ -604,13 +778,14 @@ impl<'h> Node<'h> {
         for p in placed {
             let peer = p.peer;
             let (gw, oif) = match p.path {
-                PeerPath::Direct => (peer.underlay, p.oif),
-                PeerPath::Vxlan => (peer.vtep_ip(), devs.vx),
-                PeerPath::IpIp => (peer.underlay, devs.ipip),
+                PeerPath::Direct => (Some(peer.underlay), p.oif),
+                PeerPath::Vxlan => (Some(peer.vtep_ip()), devs.vx),
+                PeerPath::IpIp => (Some(peer.underlay), devs.ipip),
+                PeerPath::WireGuard => (None, devs.wg.as_ref().map(|(i, _)| *i)),
             };
             let route_ok = routes
                 .iter()
-                .any(|r| r.dst == peer.subnet && r.gateway == Some(gw) && r.oif == oif);
+                .any(|r| r.dst == peer.subnet && r.gateway == gw && r.oif == oif);
             let vxlan_ok = p.path != PeerPath::Vxlan
                 || (neighs.iter().any(|n| {
                     n.ip == peer.vtep_ip()
@@ -628,10 +803,32 @@ impl<'h> Node<'h> {
 }
 
 /// The node's encapsulation devices that exist for this backend.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Devs {
     vx: Option<u32>,
     ipip: Option<u32>,
+    /// The WireGuard device and what it is to be set to.
+    wg: Option<(u32, WgSetup)>,
+}
+
+/// What the WireGuard device is set to besides its peers.
+#[derive(Debug, Clone)]
+struct WgSetup {
+    key: PrivateKey,
+    port: u16,
+    keepalive: Option<u16>,
+}
+
+/// Whether the kernel's peer `have` is configured as `want` (allowed IPs
+/// compared as sets).
+fn same_wg_peer(have: &WgPeer, want: &WgPeer) -> bool {
+    let mut a = have.allowed_ips.clone();
+    let mut b = want.allowed_ips.clone();
+    a.sort();
+    b.sort();
+    have.endpoint == want.endpoint
+        && a == b
+        && have.persistent_keepalive == want.persistent_keepalive
 }
 
 /// The kernel error (of a failed batch item) that names peer `p`'s entries.

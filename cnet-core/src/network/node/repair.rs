@@ -69,10 +69,7 @@ impl Programmed {
     ) {
         self.backend = Some(backend.clone());
         self.peers = peers.to_vec();
-        self.devs = Some(Devs {
-            vx: devs.vx,
-            ipip: devs.ipip,
-        });
+        self.devs = Some(devs.clone());
         self.underlay = underlay;
         self.underlay_up = true;
         self.routes.clear();
@@ -140,8 +137,8 @@ pub enum Repair {
     Full {
         /// What was seen.
         reason: String,
-        /// The reconcile's report.
-        report: PeerReport,
+        /// The reconcile's report (boxed: it is large).
+        report: Box<PeerReport>,
     },
 }
 
@@ -204,7 +201,10 @@ impl DriftRepair {
         };
         let peers = std::mem::take(&mut self.p.peers);
         let report = node.reconcile(&backend, &peers, Vec::new(), Some(&mut self.p))?;
-        Ok(Some(Repair::Full { reason, report }))
+        Ok(Some(Repair::Full {
+            reason,
+            report: Box::new(report),
+        }))
     }
 
     /// Repair what `ev` says someone changed of what the node owns; `None`
@@ -283,6 +283,7 @@ impl DriftRepair {
                 let ours = [
                     (devs.vx, cfg.vxlan_dev.as_str()),
                     (devs.ipip, cfg.ipip_dev.as_str()),
+                    (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
                 ];
                 for (idx, name) in ours {
                     let Some(idx) = idx else { continue };
@@ -321,7 +322,7 @@ impl DriftRepair {
                 Ok(None)
             }
             Event::Addr(Change::Del, a) => {
-                let dev = [devs.vx, devs.ipip];
+                let dev = [devs.vx, devs.ipip, devs.wg.as_ref().map(|w| w.0)];
                 if dev.contains(&Some(a.index)) && a.local.addr() == cfg.vtep_ip() {
                     return self.full(node, format!("address {} deleted", a.local));
                 }

@@ -14,6 +14,8 @@ pub enum PeerPath {
     Vxlan,
     /// Through the IP-in-IP device.
     IpIp,
+    /// Through the WireGuard device (encrypted).
+    WireGuard,
 }
 
 /// Counts of one kind of entry (routes, neighbours or FDB entries).
@@ -106,6 +108,8 @@ pub struct PeerReport {
     pub neighbours: Changes,
     /// Remote (`self`, with `dst`) FDB entries on the VXLAN device.
     pub fdb: Changes,
+    /// Peers of the WireGuard device.
+    pub wireguard: Changes,
     /// Kernel failures that could not be pinned to one peer.
     pub errors: Vec<Error>,
 }
@@ -123,6 +127,7 @@ impl PeerReport {
             && self.routes.is_noop()
             && self.neighbours.is_noop()
             && self.fdb.is_noop()
+            && self.wireguard.is_noop()
     }
 
     /// How many peers take `path`.

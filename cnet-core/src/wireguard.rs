@@ -1,0 +1,723 @@
+//! WireGuard keys and device configuration over the kernel's `wireguard`
+//! generic-netlink family (what `wg genkey`, `wg set` and `wg show` do).
+//!
+//! ```text
+//!  PrivateKey::load_or_generate(FILE) ── 32 random bytes (getrandom),
+//!        │                                clamped; FILE 0600, base64 as
+//!        │                                `wg genkey` writes it
+//!        └─ public_key() ── X25519 (x25519-dalek) ─▶ published with the lease
+//!
+//!  WireGuardSocket::at(netns) ─ a short-lived thread enters the namespace
+//!        │                      and opens a NETLINK_GENERIC socket
+//!        ├─ CTRL_CMD_GETFAMILY "wireguard" ─▶ family id (ENOENT: the
+//!        │                      kernel has no wireguard → Unsupported)
+//!        ├─ device(NAME)  WG_CMD_GET_DEVICE (dump) ─▶ WgDevice
+//!        └─ set(&WgSet)   WG_CMD_SET_DEVICE  ─▶ ACK (errno + ext-ack text)
+//! ```
+//!
+//! The device itself is a link (`ip link add NAME type wireguard`,
+//! [`crate::link::WireGuard`]); keys, port and peers are not link
+//! attributes and are set here. Messages are encoded and decoded by
+//! `netlink-packet-wireguard` and `netlink-packet-generic`; this module
+//! frames them, numbers them and reads the kernel's answers with the
+//! helpers of [`crate::netlink`].
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST,
+};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::GenlMessage;
+use netlink_packet_wireguard::{
+    WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute,
+    WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
+    WireguardPeerFlags,
+};
+use netlink_sys::{protocols::NETLINK_GENERIC, Socket as RawSocket, SocketAddr as NlAddr};
+
+use crate::error::{Error, KernelError, Result};
+use crate::netlink::{for_each_message, ours, parse_error, peek_len, recv_into};
+use crate::netns::NetNs;
+
+/// WireGuard's customary UDP port (`wg-quick`, Flannel, Calico use it).
+pub const DEFAULT_PORT: u16 = 51820;
+/// Length of a WireGuard key (Curve25519), in bytes.
+pub const KEY_LEN: usize = 32;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+
+/// A WireGuard public key. Shown and parsed as base64 (44 characters, as
+/// `wg pubkey` prints it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(pub [u8; KEY_LEN]);
+
+impl PublicKey {
+    /// The key in base64.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base64())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+fn key_from_base64(what: &str, s: &str) -> Result<[u8; KEY_LEN]> {
+    let ctx = || format!("{what} {:?}", s.chars().take(8).collect::<String>() + "…");
+    let raw = B64
+        .decode(s.trim())
+        .map_err(|e| Error::invalid(ctx(), format!("not base64: {e}")))?;
+    raw.try_into().map_err(|raw: Vec<u8>| {
+        Error::invalid(
+            ctx(),
+            format!("a WireGuard key is {KEY_LEN} bytes, this is {}", raw.len()),
+        )
+    })
+}
+
+impl FromStr for PublicKey {
+    type Err = Error;
+    /// Base64 of 32 bytes (`wg pubkey`'s output).
+    fn from_str(s: &str) -> Result<Self> {
+        key_from_base64("WireGuard public key", s).map(PublicKey)
+    }
+}
+
+/// A WireGuard private key (X25519, clamped). Its `Debug` shows only the
+/// public key: a private key never reaches a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKey([u8; KEY_LEN]);
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey(<secret> of public {})", self.public_key())
+    }
+}
+
+impl PrivateKey {
+    /// A new key from the operating system's random source (`getrandom`),
+    /// clamped as Curve25519 wants (`wg genkey`).
+    pub fn generate() -> Result<PrivateKey> {
+        let mut b = [0u8; KEY_LEN];
+        getrandom::fill(&mut b).map_err(|e| {
+            Error::io(
+                "generate a WireGuard private key",
+                std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+        Ok(PrivateKey::from_bytes(b))
+    }
+
+    /// The key of these 32 bytes, clamped (bits 0–2 and 255 cleared, bit
+    /// 254 set), as the kernel and `wg` treat any private key.
+    pub fn from_bytes(mut b: [u8; KEY_LEN]) -> PrivateKey {
+        b[0] &= 248;
+        b[31] &= 127;
+        b[31] |= 64;
+        PrivateKey(b)
+    }
+
+    /// The raw bytes (secret).
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// Base64 (`wg genkey`'s format; secret).
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+
+    /// Parse base64 of 32 bytes (`wg genkey`'s output).
+    pub fn from_base64(s: &str) -> Result<PrivateKey> {
+        key_from_base64("WireGuard private key", s).map(PrivateKey::from_bytes)
+    }
+
+    /// Its public key (X25519 base-point multiplication, `wg pubkey`).
+    pub fn public_key(&self) -> PublicKey {
+        let secret = x25519_dalek::StaticSecret::from(self.0);
+        PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
+    }
+
+    /// The key kept in `path` (base64, one line, as `wg genkey > FILE`
+    /// writes it), made there first if the file does not exist, mode
+    /// 0600. Two processes that race to make it end with the same key:
+    /// the new key is written to a temporary file in the same directory
+    /// and linked to `path` only if `path` still does not exist.
+    pub fn load_or_generate(path: &Path) -> Result<PrivateKey> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let ctx = || format!("WireGuard private key file {}", path.display());
+        match std::fs::read_to_string(path) {
+            Ok(s) => return PrivateKey::from_base64(&s).map_err(|e| e.with_context(ctx())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(ctx(), e)),
+        }
+        let key = PrivateKey::generate()?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(ctx(), e))?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            writeln!(f, "{}", key.to_base64())?;
+            f.sync_all()
+        };
+        let linked = write().and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(key),
+            // Someone else made it first: theirs is the node's key.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let s = std::fs::read_to_string(path).map_err(|e| Error::io(ctx(), e))?;
+                PrivateKey::from_base64(&s).map_err(|e| e.with_context(ctx()))
+            }
+            Err(e) => Err(Error::io(ctx(), e)),
+        }
+    }
+}
+
+/// One peer of a WireGuard device: who it is, where it is, what it may
+/// send and receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeer {
+    /// Its public key (its identity).
+    pub public_key: PublicKey,
+    /// Its underlay address and port (`endpoint`).
+    pub endpoint: Option<SocketAddr>,
+    /// The inner addresses it may use (`allowed-ips`): the kernel routes
+    /// these to it and accepts only these from it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Seconds between keepalives (`persistent-keepalive`); `None` off.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A peer as the kernel reports it: its configuration and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeerState {
+    /// The configuration.
+    pub peer: WgPeer,
+    /// The last handshake, `None` if there was none.
+    pub last_handshake: Option<SystemTime>,
+    /// Bytes received from it.
+    pub rx_bytes: u64,
+    /// Bytes sent to it.
+    pub tx_bytes: u64,
+}
+
+/// A WireGuard device as the kernel reports it (`wg show NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgDevice {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+    /// The public key of its private key (`None`: no private key set).
+    pub public_key: Option<PublicKey>,
+    /// UDP listen port (0 until set or chosen by the kernel when up).
+    pub listen_port: u16,
+    /// Firewall mark of its packets (0: none).
+    pub fwmark: u32,
+    /// Its peers.
+    pub peers: Vec<WgPeerState>,
+}
+
+impl WgDevice {
+    /// The peer with this public key.
+    pub fn peer(&self, key: &PublicKey) -> Option<&WgPeerState> {
+        self.peers.iter().find(|p| p.peer.public_key == *key)
+    }
+}
+
+/// What to do with one peer in a [`WgSet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WgPeerChange {
+    /// Add it, or update it: endpoint and keepalive set, allowed IPs
+    /// replaced by exactly these (`wg set DEV peer KEY endpoint … allowed-ips …`).
+    Upsert(WgPeer),
+    /// Remove it (`wg set DEV peer KEY remove`); fine if it is not there.
+    Remove(PublicKey),
+}
+
+/// One `WG_CMD_SET_DEVICE` request: `wg set DEV [private-key …]
+/// [listen-port …] [peer … ]…`. Built apart from sending it, so the
+/// message can be checked without a kernel ([`WgSet::message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgSet {
+    dev: String,
+    private_key: Option<PrivateKey>,
+    listen_port: Option<u16>,
+    replace_peers: bool,
+    peers: Vec<WgPeerChange>,
+}
+
+impl WgSet {
+    /// Change device `dev`; nothing yet.
+    pub fn new(dev: &str) -> WgSet {
+        WgSet {
+            dev: dev.to_string(),
+            private_key: None,
+            listen_port: None,
+            replace_peers: false,
+            peers: Vec::new(),
+        }
+    }
+    /// Set the private key (`private-key FILE`).
+    pub fn private_key(mut self, k: PrivateKey) -> Self {
+        self.private_key = Some(k);
+        self
+    }
+    /// Set the UDP listen port (`listen-port N`).
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = Some(port);
+        self
+    }
+    /// Remove every peer not in this request (`wg setconf` semantics,
+    /// WGDEVICE_F_REPLACE_PEERS).
+    pub fn replace_peers(mut self) -> Self {
+        self.replace_peers = true;
+        self
+    }
+    /// Add or update a peer.
+    pub fn peer(mut self, p: WgPeer) -> Self {
+        self.peers.push(WgPeerChange::Upsert(p));
+        self
+    }
+    /// Remove a peer.
+    pub fn remove_peer(mut self, key: PublicKey) -> Self {
+        self.peers.push(WgPeerChange::Remove(key));
+        self
+    }
+    /// Whether the request changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.private_key.is_none()
+            && self.listen_port.is_none()
+            && !self.replace_peers
+            && self.peers.is_empty()
+    }
+
+    /// The generic-netlink payload (without the family id, which the
+    /// kernel assigns at boot).
+    pub fn message(&self) -> WireguardMessage {
+        let mut attributes = vec![WireguardAttribute::IfName(self.dev.clone())];
+        if let Some(k) = &self.private_key {
+            attributes.push(WireguardAttribute::PrivateKey(k.0));
+        }
+        if let Some(p) = self.listen_port {
+            attributes.push(WireguardAttribute::ListenPort(p));
+        }
+        if self.replace_peers {
+            attributes.push(WireguardAttribute::Flags(
+                WireguardDeviceFlags::ReplacePeers,
+            ));
+        }
+        if !self.peers.is_empty() {
+            let peers = self.peers.iter().map(peer_message).collect();
+            attributes.push(WireguardAttribute::Peers(peers));
+        }
+        WireguardMessage {
+            cmd: WireguardCmd::SetDevice,
+            attributes,
+        }
+    }
+}
+
+fn peer_message(c: &WgPeerChange) -> WireguardPeer {
+    match c {
+        WgPeerChange::Remove(k) => WireguardPeer(vec![
+            WireguardPeerAttribute::PublicKey(k.0),
+            WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+        ]),
+        WgPeerChange::Upsert(p) => {
+            let mut a = vec![
+                WireguardPeerAttribute::PublicKey(p.public_key.0),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
+            ];
+            if let Some(e) = p.endpoint {
+                a.push(WireguardPeerAttribute::Endpoint(e));
+            }
+            // 0 turns keepalive off, as `persistent-keepalive off`.
+            a.push(WireguardPeerAttribute::PersistentKeepalive(
+                p.persistent_keepalive.unwrap_or(0),
+            ));
+            let ips = p
+                .allowed_ips
+                .iter()
+                .map(|n| {
+                    WireguardAllowedIp(vec![
+                        WireguardAllowedIpAttr::Family(if n.addr().is_ipv4() {
+                            WireguardAddressFamily::Ipv4
+                        } else {
+                            WireguardAddressFamily::Ipv6
+                        }),
+                        WireguardAllowedIpAttr::IpAddr(n.network()),
+                        WireguardAllowedIpAttr::Cidr(n.prefix_len()),
+                    ])
+                })
+                .collect();
+            a.push(WireguardPeerAttribute::AllowedIps(ips));
+            WireguardPeer(a)
+        }
+    }
+}
+
+/// The `WG_CMD_GET_DEVICE` request for `dev` (`wg show DEV`).
+pub fn get_device_message(dev: &str) -> WireguardMessage {
+    WireguardMessage {
+        cmd: WireguardCmd::GetDevice,
+        attributes: vec![WireguardAttribute::IfName(dev.to_string())],
+    }
+}
+
+/// A generic-netlink socket bound to one namespace, with the `wireguard`
+/// family's id resolved.
+#[derive(Debug)]
+pub struct WireGuardSocket {
+    sock: RawSocket,
+    family: u16,
+    seq: u32,
+    buf: Vec<u8>,
+    ns: String,
+}
+
+impl WireGuardSocket {
+    /// A socket in `ns` (opened by a short-lived thread that entered it,
+    /// or right here when `ns` is the caller's own namespace).
+    ///
+    /// `Unsupported` when the kernel has no `wireguard` family.
+    pub fn at(ns: &NetNs) -> Result<WireGuardSocket> {
+        let label = ns.label();
+        let sock = if crate::netns::is_current(ns) {
+            open_generic()
+        } else {
+            ns.run(open_generic)?
+        }
+        .map_err(|e| e.with_context(format!("namespace {label}")))?;
+        let mut s = WireGuardSocket {
+            sock,
+            family: 0,
+            seq: 0,
+            buf: vec![0; 64 << 10],
+            ns: label,
+        };
+        s.family = s.resolve_family()?;
+        Ok(s)
+    }
+
+    /// The family id the kernel gave `wireguard` (`CTRL_CMD_GETFAMILY`).
+    pub fn family_id(&self) -> u16 {
+        self.family
+    }
+
+    fn resolve_family(&mut self) -> Result<u16> {
+        let ns = self.ns.clone();
+        let ctx = move || format!("generic netlink in {ns}: resolve family wireguard");
+        let msg = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName("wireguard".into())],
+        });
+        let replies: Vec<GenlMessage<GenlCtrl>> =
+            match self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &ctx) {
+                Err(e) if e.errno() == Some(libc::ENOENT) => {
+                    return Err(Error::Unsupported {
+                        context: ctx(),
+                        kernel: Some(KernelError::new(
+                            libc::ENOENT,
+                            Some(
+                                "the kernel has no wireguard generic-netlink family \
+                                 (no WireGuard support or module)"
+                                    .into(),
+                            ),
+                        )),
+                    })
+                }
+                r => r?,
+            };
+        replies
+            .iter()
+            .flat_map(|m| &m.payload.nlas)
+            .find_map(|a| match a {
+                GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Protocol {
+                context: ctx(),
+                reason: "the controller's answer has no family id".into(),
+            })
+    }
+
+    /// The device `dev` as the kernel has it (`wg show DEV`). `NotFound`
+    /// when there is no such link, `Unsupported`-like `Netlink` error when
+    /// it is not a WireGuard device.
+    pub fn device(&mut self, dev: &str) -> Result<WgDevice> {
+        let ns = self.ns.clone();
+        let ctx = move || format!("wg show {dev} in {ns}");
+        let mut msg = GenlMessage::from_payload(get_device_message(dev));
+        msg.set_resolved_family_id(self.family);
+        let replies: Vec<GenlMessage<WireguardMessage>> =
+            self.exchange(msg, NLM_F_REQUEST | NLM_F_DUMP, &ctx)?;
+        // A device with many peers comes in several messages; the device
+        // attributes repeat and the peers add up.
+        let mut d = WgDevice {
+            name: dev.to_string(),
+            index: 0,
+            public_key: None,
+            listen_port: 0,
+            fwmark: 0,
+            peers: Vec::new(),
+        };
+        for m in replies {
+            for a in m.payload.attributes {
+                match a {
+                    WireguardAttribute::IfIndex(i) => d.index = i,
+                    WireguardAttribute::IfName(n) => d.name = n,
+                    WireguardAttribute::PublicKey(k) => d.public_key = Some(PublicKey(k)),
+                    WireguardAttribute::ListenPort(p) => d.listen_port = p,
+                    WireguardAttribute::Fwmark(f) => d.fwmark = f,
+                    WireguardAttribute::Peers(ps) => {
+                        for p in ps {
+                            merge_peer(&mut d.peers, p);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// Send `set` (`wg set …`) and wait for the kernel's ACK. `NotFound`
+    /// when the device does not exist.
+    pub fn set(&mut self, set: &WgSet) -> Result<()> {
+        let ns = self.ns.clone();
+        let dev = set.dev.clone();
+        let ctx = move || format!("wg set {dev} in {ns}");
+        let mut msg = GenlMessage::from_payload(set.message());
+        msg.set_resolved_family_id(self.family);
+        let _: Vec<GenlMessage<WireguardMessage>> =
+            self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &ctx)?;
+        Ok(())
+    }
+
+    /// One request and its answers up to the ACK or `NLMSG_DONE`.
+    fn exchange<F, R>(
+        &mut self,
+        msg: GenlMessage<F>,
+        flags: u16,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Vec<GenlMessage<R>>>
+    where
+        GenlMessage<F>: netlink_packet_core::NetlinkSerializable + fmt::Debug,
+        GenlMessage<R>: NetlinkDeserializable,
+        <GenlMessage<R> as NetlinkDeserializable>::Error: fmt::Display,
+        F: fmt::Debug,
+    {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let mut nl = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
+        nl.header.flags = flags;
+        nl.header.sequence_number = seq;
+        nl.finalize();
+        let mut out = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut out);
+        let n = self.sock.send(&out, 0).map_err(|e| Error::io(ctx(), e))?;
+        if n != out.len() {
+            return Err(Error::Protocol {
+                context: ctx(),
+                reason: format!("short netlink send: {n} of {} bytes", out.len()),
+            });
+        }
+        let mut replies = Vec::new();
+        loop {
+            let want = peek_len(&self.sock).map_err(|e| Error::io(ctx(), e))?;
+            if want > self.buf.len() {
+                self.buf.resize(want.next_power_of_two(), 0);
+            }
+            let n = recv_into(&self.sock, &mut self.buf, 0).map_err(|e| Error::io(ctx(), e))?;
+            let done = for_each_message(&self.buf[..n.min(self.buf.len())], |hdr, body| {
+                if !ours(seq, hdr, ctx)? {
+                    return Ok(None);
+                }
+                match hdr.message_type {
+                    NLMSG_ERROR => match parse_error(hdr, body) {
+                        None => Ok(Some(())),
+                        Some(k) => Err(Error::from_kernel(ctx(), k)),
+                    },
+                    NLMSG_DONE => {
+                        if body.len() >= 4 {
+                            let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+                            if code < 0 {
+                                let m = crate::netlink::ext_ack_msg(hdr.flags, &body[4..], false);
+                                return Err(Error::from_kernel(ctx(), KernelError::new(-code, m)));
+                            }
+                        }
+                        Ok(Some(()))
+                    }
+                    _ => {
+                        let m = GenlMessage::<R>::deserialize(hdr, body).map_err(|e| {
+                            Error::Protocol {
+                                context: ctx(),
+                                reason: format!(
+                                    "cannot decode generic netlink message type {}: {e}",
+                                    hdr.message_type
+                                ),
+                            }
+                        })?;
+                        replies.push(m);
+                        Ok(None)
+                    }
+                }
+            })?;
+            if done.is_some() {
+                return Ok(replies);
+            }
+        }
+    }
+}
+
+/// Add peer `p` (one message's part of it) to `peers`: a peer whose allowed
+/// IPs do not fit one message continues in the next with the same key.
+fn merge_peer(peers: &mut Vec<WgPeerState>, p: WireguardPeer) {
+    let mut key = None;
+    let mut st = WgPeerState {
+        peer: WgPeer {
+            public_key: PublicKey([0; KEY_LEN]),
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            persistent_keepalive: None,
+        },
+        last_handshake: None,
+        rx_bytes: 0,
+        tx_bytes: 0,
+    };
+    for a in p.0 {
+        match a {
+            WireguardPeerAttribute::PublicKey(k) => key = Some(PublicKey(k)),
+            WireguardPeerAttribute::Endpoint(e) => st.peer.endpoint = Some(e),
+            WireguardPeerAttribute::PersistentKeepalive(s) => {
+                st.peer.persistent_keepalive = (s != 0).then_some(s)
+            }
+            WireguardPeerAttribute::LastHandshake(t) if t.seconds > 0 || t.nano_seconds > 0 => {
+                st.last_handshake = Some(
+                    SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nano_seconds as u32),
+                );
+            }
+            WireguardPeerAttribute::RxBytes(b) => st.rx_bytes = b,
+            WireguardPeerAttribute::TxBytes(b) => st.tx_bytes = b,
+            WireguardPeerAttribute::AllowedIps(ips) => {
+                for ip in ips {
+                    let (mut addr, mut cidr) = (None, None);
+                    for a in ip.0 {
+                        match a {
+                            WireguardAllowedIpAttr::IpAddr(x) => addr = Some(x),
+                            WireguardAllowedIpAttr::Cidr(c) => cidr = Some(c),
+                            _ => {}
+                        }
+                    }
+                    if let (Some(a), Some(c)) = (addr, cidr) {
+                        if let Ok(n) = IpNet::new(a, c) {
+                            st.peer.allowed_ips.push(n);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(key) = key else { return };
+    st.peer.public_key = key;
+    match peers.iter_mut().find(|q| q.peer.public_key == key) {
+        Some(q) => q.peer.allowed_ips.extend(st.peer.allowed_ips),
+        None => peers.push(st),
+    }
+}
+
+fn open_generic() -> Result<RawSocket> {
+    let ctx = "open generic netlink socket";
+    let mut sock = RawSocket::new(NETLINK_GENERIC).map_err(|e| Error::io(ctx, e))?;
+    sock.bind_auto().map_err(|e| Error::io(ctx, e))?;
+    sock.connect(&NlAddr::new(0, 0))
+        .map_err(|e| Error::io(ctx, e))?;
+    let _ = sock.set_ext_ack(true);
+    let _ = sock.set_cap_ack(true);
+    Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_wg_and_round_trip() {
+        // RFC 7748 §6.1: Alice's private key and public key.
+        let sk: [u8; 32] = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+        let pk = PrivateKey::from_bytes(sk).public_key();
+        assert_eq!(
+            pk.0,
+            hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        );
+        assert_eq!(pk.to_string().parse::<PublicKey>().unwrap(), pk);
+        let k = PrivateKey::generate().unwrap();
+        assert_ne!(k, PrivateKey::generate().unwrap());
+        assert_eq!(k.0[0] & 7, 0);
+        assert_eq!(k.0[31] & 0xc0, 0x40);
+        assert_eq!(PrivateKey::from_base64(&k.to_base64()).unwrap(), k);
+        assert!(
+            !format!("{k:?}").contains(&k.to_base64()),
+            "no secret in Debug"
+        );
+        let e = "abcd".parse::<PublicKey>().unwrap_err();
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+    }
+
+    #[test]
+    fn key_file_is_made_once_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/wg.key");
+        let a = PrivateKey::load_or_generate(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(PrivateKey::load_or_generate(&p).unwrap(), a);
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        std::fs::write(&p, "not a key\n").unwrap();
+        let e = PrivateKey::load_or_generate(&p).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        assert!(e.to_string().contains("wg.key"), "{e}");
+    }
+
+    fn hex(s: &str) -> [u8; 32] {
+        let v: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        v.try_into().unwrap()
+    }
+}
