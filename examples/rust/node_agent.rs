@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use cnet_core::ipam::{EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
 use cnet_core::network::{
-    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Node, NodeConfig, Repair,
+    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap, Node, NodeConfig,
+    Repair,
 };
 use cnet_core::watch::Watch;
 use cnet_core::{Error, Handle, IpNet};
@@ -122,9 +123,15 @@ fn run(a: Args) -> Result<(), Error> {
 
     // The bridge network on the subnet: containers get their MTU from it.
     let underlay_mtu = host.links().get(&a.underlay_dev)?.mtu;
+    // Encapsulation overhead: vxlan 50, ipip 20, wireguard 60 (IPv4
+    // underlay); cross-subnet takes its encapsulation's.
     let overhead = match &a.backend {
         Backend::HostGw => 0,
         Backend::IpIp(_) => 20,
+        Backend::WireGuard(_) => 60,
+        Backend::CrossSubnet {
+            encap: Encap::IpIp(_),
+        } => 20,
         _ => 50,
     };
     let pool = FileStore::open(&a.ipam_dir)?.pool(PoolConfig::new(lease.subnet))?;
