@@ -268,6 +268,97 @@ fn faults_are_pinpointed_at_the_right_hop() {
         ],
     );
 
+    // A stale FAILED neighbour for h3's VTEP on h1's vxlan device: with no
+    // flood entry nothing can resolve it (a break, saying why) ...
+    c.ip(
+        "h1",
+        &[
+            "neigh",
+            "replace",
+            "10.244.3.0",
+            "dev",
+            "flannel.1",
+            "nud",
+            "failed",
+        ],
+    );
+    let (code, ns, t, _) = fault(&c, "10.244.3.2");
+    assert_eq!(
+        (code.as_str(), ns.as_str()),
+        ("neigh_failed", c.ns("h1").as_str())
+    );
+    assert!(
+        t.findings
+            .iter()
+            .any(|f| f.message.contains("no flood entry")),
+        "{}",
+        text(&t, None)
+    );
+    // ... with a flood entry the kernel resolves it again by ARP through
+    // the overlay: a warning, the path is followed, the capture confirms.
+    c.bridge(
+        "h1",
+        &[
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.13",
+            "self",
+            "permanent",
+        ],
+    );
+    c.ip(
+        "h1",
+        &[
+            "neigh",
+            "replace",
+            "10.244.3.0",
+            "dev",
+            "flannel.1",
+            "nud",
+            "failed",
+        ],
+    );
+    let (t, p) = trace_and_prove(&c.ns("c1a"), "10.244.3.2");
+    assert!(
+        t.findings
+            .iter()
+            .any(|f| f.code == "neigh_failed" && f.severity == cnet_debug::trace::Severity::Warning),
+        "{}",
+        text(&t, Some(&p))
+    );
+    assert!(t.verdict.ok && p.replied, "{}", text(&t, Some(&p)));
+    c.bridge(
+        "h1",
+        &[
+            "fdb",
+            "del",
+            "00:00:00:00:00:00",
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.13",
+            "self",
+        ],
+    );
+    c.ip(
+        "h1",
+        &[
+            "neigh",
+            "replace",
+            "10.244.3.0",
+            "lladdr",
+            &vtep3,
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    );
+
     // ip_forward off on h3: the decapsulated packet is not forwarded.
     c.handle("h3").sysctl().set_ip_forward(false).unwrap();
     let (code, ns, _, p) = fault(&c, "10.244.3.2");

@@ -26,6 +26,10 @@ impl Tracer {
             });
         };
         let neigh = self.neighbour(ns, &out, nexthop)?;
+        let fdb = self.w.h(ns)?.fdb().list(&out.name)?;
+        // Flood entries (all-zeros MAC with a destination) carry ARP to the
+        // peers, so the kernel can resolve a VTEP's MAC itself.
+        let can_resolve = fdb.iter().any(|e| e.mac.0 == [0; 6] && e.dst.is_some());
         let mac = match &neigh {
             Some(n) if neigh_ok(n) && n.mac.is_some() => {
                 self.detail(format!(
@@ -35,12 +39,31 @@ impl Tracer {
                 ));
                 n.mac
             }
+            // A FAILED or INCOMPLETE entry left by an earlier attempt: with
+            // flood entries the kernel resolves it again on the next packet
+            // (a warning; the capture decides), without them nothing can.
+            Some(n) if can_resolve => {
+                self.detail(format!(
+                    "neighbour {nexthop}: {} (left by an earlier attempt; ARP goes again through the flood entries on the next packet)",
+                    n.state.as_str().to_uppercase()
+                ));
+                self.find(
+                    Severity::Warning,
+                    "neigh_failed",
+                    format!(
+                        "neighbour {nexthop} on {} in {label} is {}: an earlier resolution failed; the kernel tries again with the next packet",
+                        out.name,
+                        n.state.as_str()
+                    ),
+                );
+                None
+            }
             Some(n) => {
                 return Ok(Step::Done(self.broken(
                     ns,
                     "neigh_failed",
                     &format!(
-                        "neighbour {nexthop} on {} in {label} is {}",
+                        "neighbour {nexthop} on {} in {label} is {}, and the device has no flood entry (00:00:00:00:00:00 dst …) through which ARP could resolve it: a vxlan overlay without learning needs the peer VTEP's MAC as a permanent neighbour (Flannel adds it per peer)",
                         out.name,
                         n.state.as_str()
                     ),
@@ -54,7 +77,6 @@ impl Tracer {
                 )));
             }
         };
-        let fdb = self.w.h(ns)?.fdb().list(&out.name)?;
         let entry = fdb
             .iter()
             .find(|e| Some(e.mac) == mac && e.dst.is_some())
