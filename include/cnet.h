@@ -154,6 +154,10 @@ typedef struct {
   const char *backend;
   // The node's VTEP MAC ("aa:bb:cc:dd:ee:ff").
   const char *vtep_mac;
+  // The node's WireGuard public key in base64
+  // (`cnet_node_wireguard_public_key`), published under the lease
+  // attribute "wireguard-public-key".
+  const char *wireguard_public_key;
 } cnet_node_attrs;
 
 // A node's subnet lease.
@@ -172,6 +176,8 @@ typedef struct {
   bool has_vtep_mac;
   // Expiry in seconds since the Unix epoch; 0 for a reservation.
   int64_t expires_unix;
+  // Published WireGuard public key (base64), or NULL.
+  const char *wireguard_public_key;
 } cnet_lease;
 
 // An owned array of leases; free with `cnet_lease_array_free`.
@@ -517,6 +523,8 @@ typedef struct {
   // Protocol of the peer routes (0: 119). The node owns every route of
   // this protocol in that table.
   uint8_t route_protocol;
+  // WireGuard device name (NULL: "cnet.wg").
+  const char *wireguard_dev;
 } cnet_node_config;
 
 // A backend kind.
@@ -528,10 +536,16 @@ typedef struct {
   cnet_backend_kind kind;
   // VXLAN: the VNI (0: 1).
   uint32_t vni;
-  // VXLAN: UDP port (0: 8472).
+  // VXLAN, WireGuard: UDP port (0: 8472 for VXLAN, 51820 for WireGuard).
   uint16_t port;
   // Tunnel device MTU (0: the underlay's minus the overhead).
   uint32_t mtu;
+  // WireGuard: the file holding the node's private key (base64, as
+  // `wg genkey` writes it), made (mode 0600) with a new key if missing;
+  // NULL: "/var/lib/cnet/wireguard.key".
+  const char *key_file;
+  // WireGuard: `persistent-keepalive` to each peer, in seconds (0: off).
+  uint16_t keepalive;
 } cnet_backend;
 
 // A peer node.
@@ -544,6 +558,9 @@ typedef struct {
   const char *underlay;
   // Its VTEP MAC (VXLAN), or NULL.
   const char *vtep_mac;
+  // Its WireGuard public key in base64 (44 characters, as `wg pubkey`
+  // prints it), or NULL; the WireGuard backend needs it.
+  const char *wireguard_key;
 } cnet_peer;
 
 // What a peer reconcile did.
@@ -562,6 +579,10 @@ typedef struct {
   cnet_reconcile_counts neighbours;
   // FDB entries on the VXLAN device.
   cnet_reconcile_counts fdb;
+  // Peers reached through the WireGuard device.
+  size_t wireguard;
+  // WireGuard peers on the WireGuard device.
+  cnet_reconcile_counts wireguard_peers;
 } cnet_peer_report;
 
 // A route to program, `ip route add [TYPE] DST [via GW] [dev DEV]
@@ -836,6 +857,10 @@ typedef struct {
 
 // host-gw on the node's segment, IP-in-IP beyond it.
 #define CNET_BACKEND_IPIP_CROSS_SUBNET 5
+
+// WireGuard: one encrypted device, a WireGuard peer and a route per peer
+// (each peer needs its `wireguard_key`).
+#define CNET_BACKEND_WIREGUARD 6
 
 // `ip route add` (fails on an existing route).
 #define CNET_ROUTE_ADD 1
@@ -1226,6 +1251,19 @@ cnet_result cnet_node_reconcile_leases(const cnet_node *node,
 // Remove everything the node programmed (peer routes, VXLAN and IP-in-IP
 // devices); what is already gone is fine.
 cnet_result cnet_node_teardown(const cnet_node *node, cnet_peer_report *report, cnet_error **err);
+
+// The node's WireGuard public key for `backend` (which must be
+// `CNET_BACKEND_WIREGUARD`), in base64 (44 characters and a NUL) into
+// `buf` of `len` bytes: the key of the private key in `backend.key_file`,
+// which is made (mode 0600) if missing. Publish it in the node's lease
+// (`cnet_node_attrs.wireguard_public_key`) so peers can reach the node.
+// `CNET_BUFFER_TOO_SHORT` when `len` < 45; `CNET_IO` or
+// `CNET_PERMISSION_DENIED` when the key file cannot be read or made.
+cnet_result cnet_node_wireguard_public_key(const cnet_node *node,
+                                           const cnet_backend *backend,
+                                           char *buf,
+                                           size_t len,
+                                           cnet_error **err);
 
 // Free a node (what it programmed stays). `cnet_node_free(NULL)` does nothing.
 void cnet_node_free(cnet_node *n);

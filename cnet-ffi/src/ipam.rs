@@ -18,6 +18,8 @@ use cnet_core::ipam::{
     SubnetConfig,
 };
 use cnet_core::link::MacAddr;
+use cnet_core::network::WIREGUARD_KEY_ATTR;
+use cnet_core::wireguard::PublicKey;
 use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
@@ -176,6 +178,10 @@ pub struct cnet_node_attrs {
     pub backend: *const c_char,
     /// The node's VTEP MAC ("aa:bb:cc:dd:ee:ff").
     pub vtep_mac: *const c_char,
+    /// The node's WireGuard public key in base64
+    /// (`cnet_node_wireguard_public_key`), published under the lease
+    /// attribute "wireguard-public-key".
+    pub wireguard_public_key: *const c_char,
 }
 
 /// A node's subnet lease.
@@ -196,6 +202,8 @@ pub struct cnet_lease {
     pub has_vtep_mac: bool,
     /// Expiry in seconds since the Unix epoch; 0 for a reservation.
     pub expires_unix: i64,
+    /// Published WireGuard public key (base64), or NULL.
+    pub wireguard_public_key: *const c_char,
 }
 
 /// An owned array of leases; free with `cnet_lease_array_free`.
@@ -266,6 +274,11 @@ fn lease_of(l: &NodeLease, s: &mut Strings) -> Res<cnet_lease> {
             t.duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         }),
+        wireguard_public_key: l
+            .attrs
+            .extra
+            .get(WIREGUARD_KEY_ATTR)
+            .map_or(std::ptr::null(), |k| s.add(k)),
     };
     fill(&mut c.subnet, &l.subnet.to_string())?;
     if let Some(u) = l.attrs.underlay_ip {
@@ -445,6 +458,10 @@ fn attrs_of(a: *const cnet_node_attrs) -> Res<NodeAttrs> {
     n.underlay_ip = parse_opt(a.underlay_ip, "attrs.underlay_ip")?;
     n.backend = opt_nonempty(a.backend, "attrs.backend")?.map(str::to_string);
     n.vtep_mac = parse_opt::<MacAddr>(a.vtep_mac, "attrs.vtep_mac")?;
+    if let Some(k) = parse_opt::<PublicKey>(a.wireguard_public_key, "attrs.wireguard_public_key")? {
+        n.extra
+            .insert(WIREGUARD_KEY_ATTR.to_string(), k.to_base64());
+    }
     Ok(n)
 }
 

@@ -1,6 +1,7 @@
 //! Node backends: a node's routes (and VXLAN neighbours and FDB entries)
 //! to its peers' pod subnets, reconciled to exactly a peer set or to the
-//! leases of an IPAM store (`cnet_node`).
+//! leases of an IPAM store (`cnet_node`), with the host-gw, vxlan, ipip,
+//! cross-subnet and wireguard backends.
 
 use std::ffi::c_char;
 use std::net::IpAddr;
@@ -9,12 +10,14 @@ use std::sync::Arc;
 use cnet_core::link::MacAddr;
 use cnet_core::network::{
     Backend, Changes, Encap, IpIpConfig, Node, NodeConfig, Peer, PeerPath, PeerReport, VxlanConfig,
+    WireGuardConfig,
 };
-use cnet_core::{Handle, IpNet};
+use cnet_core::wireguard::PublicKey;
+use cnet_core::{Error, Handle, IpNet};
 
 use crate::boundary::{
     cnet_error, cnet_result, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt, slice,
-    Fail, Res, CNET_INVALID_ENUM,
+    write_str, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::ipam::{cnet_leases, list_leases};
 use crate::ns::cnet_handle;
@@ -50,6 +53,8 @@ pub struct cnet_node_config {
     /// Protocol of the peer routes (0: 119). The node owns every route of
     /// this protocol in that table.
     pub route_protocol: u8,
+    /// WireGuard device name (NULL: "cnet.wg").
+    pub wireguard_dev: *const c_char,
 }
 
 /// A backend kind.
@@ -64,6 +69,9 @@ pub const CNET_BACKEND_IPIP: cnet_backend_kind = 3;
 pub const CNET_BACKEND_VXLAN_CROSS_SUBNET: cnet_backend_kind = 4;
 /// host-gw on the node's segment, IP-in-IP beyond it.
 pub const CNET_BACKEND_IPIP_CROSS_SUBNET: cnet_backend_kind = 5;
+/// WireGuard: one encrypted device, a WireGuard peer and a route per peer
+/// (each peer needs its `wireguard_key`).
+pub const CNET_BACKEND_WIREGUARD: cnet_backend_kind = 6;
 
 /// How the node reaches its peers. Zero fields take Flannel's defaults.
 #[repr(C)]
@@ -73,10 +81,16 @@ pub struct cnet_backend {
     pub kind: cnet_backend_kind,
     /// VXLAN: the VNI (0: 1).
     pub vni: u32,
-    /// VXLAN: UDP port (0: 8472).
+    /// VXLAN, WireGuard: UDP port (0: 8472 for VXLAN, 51820 for WireGuard).
     pub port: u16,
     /// Tunnel device MTU (0: the underlay's minus the overhead).
     pub mtu: u32,
+    /// WireGuard: the file holding the node's private key (base64, as
+    /// `wg genkey` writes it), made (mode 0600) with a new key if missing;
+    /// NULL: "/var/lib/cnet/wireguard.key".
+    pub key_file: *const c_char,
+    /// WireGuard: `persistent-keepalive` to each peer, in seconds (0: off).
+    pub keepalive: u16,
 }
 
 /// A peer node.
@@ -91,6 +105,9 @@ pub struct cnet_peer {
     pub underlay: *const c_char,
     /// Its VTEP MAC (VXLAN), or NULL.
     pub vtep_mac: *const c_char,
+    /// Its WireGuard public key in base64 (44 characters, as `wg pubkey`
+    /// prints it), or NULL; the WireGuard backend needs it.
+    pub wireguard_key: *const c_char,
 }
 
 /// What a peer reconcile did.
@@ -111,6 +128,10 @@ pub struct cnet_peer_report {
     pub neighbours: cnet_reconcile_counts,
     /// FDB entries on the VXLAN device.
     pub fdb: cnet_reconcile_counts,
+    /// Peers reached through the WireGuard device.
+    pub wireguard: usize,
+    /// WireGuard peers on the WireGuard device.
+    pub wireguard_peers: cnet_reconcile_counts,
 }
 
 fn changes(c: Changes) -> cnet_reconcile_counts {
@@ -131,6 +152,8 @@ fn report_of(r: &PeerReport) -> cnet_peer_report {
         routes: changes(r.routes),
         neighbours: changes(r.neighbours),
         fdb: changes(r.fdb),
+        wireguard: r.count(PeerPath::WireGuard),
+        wireguard_peers: changes(r.wireguard),
     }
 }
 
@@ -146,6 +169,13 @@ fn backend_of(b: *const cnet_backend) -> Res<Backend> {
     let mtu = (b.mtu != 0).then_some(b.mtu);
     v.mtu = mtu;
     let i = IpIpConfig { mtu };
+    if b.kind != CNET_BACKEND_WIREGUARD && (!b.key_file.is_null() || b.keepalive != 0) {
+        return Err(Error::invalid(
+            "backend",
+            "key_file and keepalive are WireGuard settings: set them only with CNET_BACKEND_WIREGUARD",
+        )
+        .into());
+    }
     Ok(match b.kind {
         CNET_BACKEND_HOST_GW => Backend::HostGw,
         CNET_BACKEND_VXLAN => Backend::Vxlan(v),
@@ -156,13 +186,27 @@ fn backend_of(b: *const cnet_backend) -> Res<Backend> {
         CNET_BACKEND_IPIP_CROSS_SUBNET => Backend::CrossSubnet {
             encap: Encap::IpIp(i),
         },
+        CNET_BACKEND_WIREGUARD => Backend::WireGuard(wireguard_of(b)?),
         k => {
             return Err(Fail::new(
                 CNET_INVALID_ENUM,
-                format!("backend.kind {k} is not a backend (1-5)"),
+                format!("backend.kind {k} is not a backend (1-6)"),
             ))
         }
     })
+}
+
+fn wireguard_of(b: &cnet_backend) -> Res<WireGuardConfig> {
+    let mut w = WireGuardConfig::default();
+    if b.port != 0 {
+        w.port = b.port;
+    }
+    w.mtu = (b.mtu != 0).then_some(b.mtu);
+    if let Some(f) = opt_nonempty(b.key_file, "backend.key_file")? {
+        w.key_file = f.into();
+    }
+    w.persistent_keepalive = (b.keepalive != 0).then_some(b.keepalive);
+    Ok(w)
 }
 
 fn write_report(out: *mut cnet_peer_report, r: &PeerReport) -> Res {
@@ -200,6 +244,9 @@ pub extern "C" fn cnet_node_new(
         }
         if let Some(d) = opt_nonempty(c.ipip_dev, "config.ipip_dev")? {
             cfg.ipip_dev = d.to_string();
+        }
+        if let Some(d) = opt_nonempty(c.wireguard_dev, "config.wireguard_dev")? {
+            cfg.wireguard_dev = d.to_string();
         }
         if c.route_table != 0 {
             cfg.route_table = c.route_table;
@@ -251,6 +298,9 @@ pub extern "C" fn cnet_node_reconcile_peers(
                 if let Some(m) = parse_opt::<MacAddr>(p.vtep_mac, &f("vtep_mac"))? {
                     peer = peer.with_vtep_mac(m);
                 }
+                if let Some(k) = parse_opt::<PublicKey>(p.wireguard_key, &f("wireguard_key"))? {
+                    peer = peer.with_wireguard_key(k);
+                }
                 Ok(peer)
             })
             .collect::<Res<Vec<_>>>()?;
@@ -293,6 +343,42 @@ pub extern "C" fn cnet_node_teardown(
         let node = Node::new(&n.h, n.cfg.clone())?;
         let r = node.teardown()?.into_result()?;
         write_report(report, &r)
+    })
+}
+
+/// The node's WireGuard public key for `backend` (which must be
+/// `CNET_BACKEND_WIREGUARD`), in base64 (44 characters and a NUL) into
+/// `buf` of `len` bytes: the key of the private key in `backend.key_file`,
+/// which is made (mode 0600) if missing. Publish it in the node's lease
+/// (`cnet_node_attrs.wireguard_public_key`) so peers can reach the node.
+/// `CNET_BUFFER_TOO_SHORT` when `len` < 45; `CNET_IO` or
+/// `CNET_PERMISSION_DENIED` when the key file cannot be read or made.
+#[no_mangle]
+pub extern "C" fn cnet_node_wireguard_public_key(
+    node: *const cnet_node,
+    backend: *const cnet_backend,
+    buf: *mut c_char,
+    len: usize,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(node, "node")?;
+        let b = obj(backend, "backend")?;
+        if buf.is_null() {
+            return Err(Fail::new(
+                crate::boundary::CNET_NULL_ARGUMENT,
+                "buf is NULL",
+            ));
+        }
+        let Backend::WireGuard(c) = backend_of(b)? else {
+            return Err(Error::invalid(
+                "node WireGuard public key",
+                format!("backend.kind {} is not CNET_BACKEND_WIREGUARD (6)", b.kind),
+            )
+            .into());
+        };
+        let node = Node::new(&n.h, n.cfg.clone())?;
+        write_str(buf, len, &node.wireguard_public_key(&c)?.to_base64())
     })
 }
 

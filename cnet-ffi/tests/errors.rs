@@ -185,9 +185,182 @@ fn invalid_utf8_and_enums_and_unparsable_input() {
         vni: 0,
         port: 0,
         mtu: 0,
+        key_file: null(),
+        keepalive: 0,
     };
     let (rc, m) = fails(|e| cnet_node_reconcile_peers(null(), &backend, null(), 0, null_mut(), e));
     assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
+    let (rc, m) = fails(|e| cnet_node_wireguard_public_key(null(), &backend, null_mut(), 0, e));
+    assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
+}
+
+/// A node in namespace `ns` (underlay br0 192.0.2.1, subnet 10.244.1.0/24).
+fn node_in(ns: &Ns) -> *mut cnet_node {
+    // SAFETY: all-zero is a valid cnet_node_config (NULL pointers, 0).
+    let mut nc: cnet_node_config = unsafe { std::mem::zeroed() };
+    nc.name = c"me".as_ptr();
+    nc.subnet = c"10.244.1.0/24".as_ptr();
+    nc.underlay_dev = c"br0".as_ptr();
+    nc.underlay_ip = c"192.0.2.1".as_ptr();
+    nc.wireguard_dev = c"wg-test0".as_ptr();
+    let mut node = null_mut();
+    assert_eq!(cnet_node_new(ns.2, &nc, &mut node, null_mut()), CNET_OK);
+    node
+}
+
+#[test]
+fn wireguard_backend_keys_enums_and_missing_kernel_support() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = netns("w");
+    // SAFETY: all-zero is a valid cnet_link_config.
+    let mut br: cnet_link_config = unsafe { std::mem::zeroed() };
+    br.kind = CNET_LINK_BRIDGE;
+    br.name = c"br0".as_ptr();
+    br.up = true;
+    assert_eq!(cnet_link_add(ns.2, &br, null_mut()), CNET_OK);
+    let node = node_in(&ns);
+    let dir = std::env::temp_dir().join(format!("cnet-ffi-wg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keyfile = CString::new(dir.join("wg.key").to_str().unwrap()).unwrap();
+    // SAFETY: all-zero is a valid cnet_backend.
+    let mut wg: cnet_backend = unsafe { std::mem::zeroed() };
+    wg.kind = CNET_BACKEND_WIREGUARD;
+    wg.key_file = keyfile.as_ptr();
+    wg.keepalive = 25;
+
+    // The public key: base64 of 32 bytes, stable, the private key 0600.
+    let mut buf = [0 as c_char; 64];
+    assert_eq!(
+        cnet_node_wireguard_public_key(node, &wg, buf.as_mut_ptr(), buf.len(), null_mut()),
+        CNET_OK
+    );
+    // SAFETY: NUL-terminated by the call.
+    let key = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_owned();
+    assert_eq!(key.to_bytes().len(), 44, "{key:?}");
+    let mut again = [0 as c_char; 45];
+    assert_eq!(
+        cnet_node_wireguard_public_key(node, &wg, again.as_mut_ptr(), 45, null_mut()),
+        CNET_OK
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { CStr::from_ptr(again.as_ptr()) }, key.as_c_str());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("wg.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (rc, m) = fails(|e| cnet_node_wireguard_public_key(node, &wg, again.as_mut_ptr(), 44, e));
+    assert_eq!(rc, CNET_BUFFER_TOO_SHORT, "{m}");
+    let (rc, m) = fails(|e| cnet_node_wireguard_public_key(node, &wg, null_mut(), 64, e));
+    assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
+
+    // Bad enums, settings of another backend, bad strings.
+    // SAFETY: all-zero is a valid cnet_backend.
+    let mut other: cnet_backend = unsafe { std::mem::zeroed() };
+    other.kind = 7;
+    let (rc, m) = fails(|e| cnet_node_reconcile_peers(node, &other, null(), 0, null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    assert!(m.contains("1-6"), "{m}");
+    other.kind = CNET_BACKEND_HOST_GW;
+    let (rc, m) = fails(|e| cnet_node_wireguard_public_key(node, &other, buf.as_mut_ptr(), 64, e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("CNET_BACKEND_WIREGUARD"), "{m}");
+    other.keepalive = 25;
+    let (rc, m) = fails(|e| cnet_node_reconcile_peers(node, &other, null(), 0, null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("WireGuard settings"), "{m}");
+    // SAFETY: all-zero is a valid cnet_backend.
+    let mut badfile: cnet_backend = unsafe { std::mem::zeroed() };
+    badfile.kind = CNET_BACKEND_WIREGUARD;
+    badfile.key_file = bad();
+    let (rc, m) =
+        fails(|e| cnet_node_wireguard_public_key(node, &badfile, buf.as_mut_ptr(), 64, e));
+    assert_eq!(rc, CNET_INVALID_UTF8, "{m}");
+    assert!(m.contains("backend.key_file"), "{m}");
+
+    // SAFETY: all-zero is a valid cnet_peer.
+    let mut peer: cnet_peer = unsafe { std::mem::zeroed() };
+    peer.name = c"peer-b".as_ptr();
+    peer.subnet = c"10.244.2.0/24".as_ptr();
+    peer.underlay = c"192.0.2.2".as_ptr();
+    peer.wireguard_key = c"not-a-key".as_ptr();
+    let (rc, m) = fails(|e| cnet_node_reconcile_peers(node, &wg, &peer, 1, null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("peers[0].wireguard_key"), "{m}");
+    peer.wireguard_key = bad();
+    let (rc, _) = fails(|e| cnet_node_reconcile_peers(node, &wg, &peer, 1, null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_UTF8);
+
+    // With a good key: programmed where the kernel has wireguard, the
+    // kernel's words where it has not, and nothing left behind then.
+    peer.wireguard_key = key.as_ptr();
+    let mut rep = cnet_peer_report::default();
+    let mut err = null_mut();
+    let rc = cnet_node_reconcile_peers(node, &wg, &peer, 1, &mut rep, &mut err);
+    if rc == CNET_OK {
+        assert_eq!(rep.wireguard, 1);
+        assert_eq!(rep.wireguard_peers.added, 1);
+    } else {
+        // SAFETY: a live error.
+        let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(rc, CNET_UNSUPPORTED, "{m}");
+        let mut l = std::mem::MaybeUninit::<cnet_link>::uninit();
+        assert_eq!(
+            cnet_link_get(ns.2, c"wg-test0".as_ptr(), l.as_mut_ptr(), null_mut()),
+            CNET_NOT_FOUND
+        );
+    }
+    cnet_error_free(err);
+    assert_eq!(cnet_node_teardown(node, &mut rep, null_mut()), CNET_OK);
+    cnet_node_free(node);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn lease_attrs_carry_the_wireguard_key() {
+    let dir = std::env::temp_dir().join(format!("cnet-ffi-wgl-{}", std::process::id()));
+    let d = CString::new(dir.to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    assert_eq!(
+        cnet_ipam_store_open_file(d.as_ptr(), &mut store, null_mut()),
+        CNET_OK
+    );
+    // SAFETY: all-zero is a valid cnet_subnet_config.
+    let mut sc: cnet_subnet_config = unsafe { std::mem::zeroed() };
+    sc.network = c"10.244.0.0/16".as_ptr();
+    let mut leases = null_mut();
+    assert_eq!(
+        cnet_ipam_store_leases(store, &sc, &mut leases, null_mut()),
+        CNET_OK
+    );
+    // SAFETY: all-zero is a valid cnet_node_attrs.
+    let mut at: cnet_node_attrs = unsafe { std::mem::zeroed() };
+    at.backend = c"wireguard".as_ptr();
+    at.wireguard_public_key = c"short".as_ptr();
+    let (rc, m) =
+        fails(|e| cnet_leases_acquire(leases, c"n1".as_ptr(), &at, 60, &mut null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("attrs.wireguard_public_key"), "{m}");
+    let key = c"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+    at.wireguard_public_key = key.as_ptr();
+    let mut lease = null_mut();
+    assert_eq!(
+        cnet_leases_acquire(leases, c"n1".as_ptr(), &at, 60, &mut lease, null_mut()),
+        CNET_OK
+    );
+    // SAFETY: a live lease; its key is NUL-terminated.
+    let got = unsafe { CStr::from_ptr((*lease).wireguard_public_key) };
+    assert_eq!(got, key);
+    cnet_lease_free(lease);
+    cnet_leases_free(leases);
+    cnet_ipam_store_free(store);
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
