@@ -691,6 +691,94 @@ typedef struct {
   cnet_route route;
 } cnet_route_op;
 
+// What a rule does with the packets it selects.
+typedef uint32_t cnet_rule_action;
+
+// A rule to program, `ip [-4|-6] rule add [not] [from PREFIX] [to
+// PREFIX] [iif DEV] [oif DEV] [fwmark MARK[/MASK]] [priority N]
+// [suppress_prefixlength L] [protocol P] (table T | goto N | nop |
+// blackhole | unreachable | prohibit)`. Zero / NULL fields are "not
+// set"; start from a zeroed struct.
+typedef struct {
+  // AF_INET or AF_INET6 (0: the family of `from` / `to`, else AF_INET).
+  uint8_t family;
+  // `priority N` (0: the kernel picks one; reconcile needs it set).
+  uint32_t priority;
+  // `from PREFIX`, or NULL (all).
+  const char *from;
+  // `to PREFIX`, or NULL (all).
+  const char *to;
+  // `iif DEV`, or NULL.
+  const char *iif;
+  // `oif DEV`, or NULL.
+  const char *oif;
+  // `fwmark MARK` (0: none).
+  uint32_t fwmark;
+  // The fwmark's mask (0: all ones).
+  uint32_t fwmask;
+  // `not`: select what the selectors do not match.
+  bool invert;
+  // `suppress_prefixlength L` when `has_suppress_prefixlength` (0 is a
+  // valid length: wg-quick's `suppress_prefixlength 0`).
+  uint32_t suppress_prefixlength;
+  // `suppress_prefixlength` is set.
+  bool has_suppress_prefixlength;
+  // `CNET_RULE_*` (0: `CNET_RULE_LOOKUP`).
+  cnet_rule_action action;
+  // `CNET_RULE_LOOKUP`: the table (0: main).
+  uint32_t table;
+  // `CNET_RULE_GOTO`: the priority to continue at.
+  uint32_t goto_priority;
+  // `protocol P` (0: cnet's, `CNET_ROUTE_PROTOCOL`).
+  uint8_t protocol;
+} cnet_rule;
+
+// A rule as the kernel lists it (`ip rule show`).
+typedef struct {
+  // AF_INET or AF_INET6.
+  uint8_t family;
+  // Priority (`pref`).
+  uint32_t priority;
+  // `from` prefix, or "" for all.
+  char from[CNET_ADDRSTRLEN];
+  // `to` prefix, or "" for all.
+  char to[CNET_ADDRSTRLEN];
+  // `iif` device name, or "".
+  char iif[CNET_IFNAMSIZ];
+  // `oif` device name, or "".
+  char oif[CNET_IFNAMSIZ];
+  // `fwmark` (valid when `has_fwmark`).
+  uint32_t fwmark;
+  // The fwmark's mask.
+  uint32_t fwmask;
+  // A fwmark selects.
+  bool has_fwmark;
+  // `not`.
+  bool invert;
+  // `suppress_prefixlength` (valid when `has_suppress_prefixlength`).
+  uint32_t suppress_prefixlength;
+  // `suppress_prefixlength` is set.
+  bool has_suppress_prefixlength;
+  // `CNET_RULE_*` (`CNET_RULE_OTHER` for an action not named here).
+  cnet_rule_action action;
+  // The kernel's `FR_ACT_*` number of the action.
+  uint8_t action_raw;
+  // `CNET_RULE_LOOKUP`: the table.
+  uint32_t table;
+  // `CNET_RULE_GOTO`: the target priority.
+  uint32_t goto_priority;
+  // `protocol` (2 `kernel` for the default rules).
+  uint8_t protocol;
+} cnet_rule_entry;
+
+// An owned array of rules; free with `cnet_rule_array_free`.
+typedef struct {
+  // The rules, in the kernel's order (by priority), IPv4 first.
+  const cnet_rule_entry *items;
+  // How many.
+  size_t len;
+} cnet_rule_array;
+
 // Success.
 #define CNET_OK 0
 
@@ -870,6 +958,28 @@ typedef struct {
 
 // `ip route del`.
 #define CNET_ROUTE_DELETE 3
+
+// Only in `cnet_rule_entry`: an action this library does not name (see
+// `action_raw`). In `cnet_rule`, 0 means `CNET_RULE_LOOKUP`.
+#define CNET_RULE_OTHER 0
+
+// `lookup TABLE`: route by that table.
+#define CNET_RULE_LOOKUP 1
+
+// `goto PRIORITY`: continue at the rule with that priority.
+#define CNET_RULE_GOTO 2
+
+// `nop`.
+#define CNET_RULE_NOP 3
+
+// `blackhole`: drop silently.
+#define CNET_RULE_BLACKHOLE 4
+
+// `unreachable`: drop with "network unreachable".
+#define CNET_RULE_UNREACHABLE 5
+
+// `prohibit`: drop with "administratively prohibited".
+#define CNET_RULE_PROHIBIT 6
 
 #ifdef __cplusplus
 extern "C" {
@@ -1371,6 +1481,43 @@ cnet_result cnet_route_reconcile(const cnet_handle *h,
                                  size_t len,
                                  cnet_reconcile_counts *counts,
                                  cnet_error **err);
+
+// `ip rule add …`; `CNET_ALREADY_EXISTS` if an identical rule is there.
+cnet_result cnet_rule_add(const cnet_handle *h, const cnet_rule *rule, cnet_error **err);
+
+// `ip rule del …`: deletes the first rule matching every field `rule`
+// sets; `CNET_NOT_FOUND` if none does.
+cnet_result cnet_rule_delete(const cnet_handle *h, const cnet_rule *rule, cnet_error **err);
+
+// Delete the rule if present; `*deleted` (may be NULL) says whether it was.
+cnet_result cnet_rule_delete_if_exists(const cnet_handle *h,
+                                       const cnet_rule *rule,
+                                       bool *deleted,
+                                       cnet_error **err);
+
+// The rules of `family` (AF_INET, AF_INET6; 0: both, IPv4 first), in the
+// kernel's order (`ip rule show`).
+cnet_result cnet_rule_list(const cnet_handle *h,
+                           uint8_t family,
+                           cnet_rule_array **out,
+                           cnet_error **err);
+
+// Free a rule list. `cnet_rule_array_free(NULL)` does nothing.
+void cnet_rule_array_free(cnet_rule_array *list);
+
+// Make the rules of `protocol` (0: cnet's), of `family` only (AF_INET,
+// AF_INET6; 0: both), exactly `rules`: add the missing, replace the
+// different (make-before-break), delete the stale. Rules are identified
+// by family and priority, so each needs a priority; rules of other
+// protocols are never touched. `counts` (may be NULL) is written on
+// success; `CNET_PARTIAL` names every item that failed.
+cnet_result cnet_rule_reconcile(const cnet_handle *h,
+                                uint8_t protocol,
+                                uint8_t family,
+                                const cnet_rule *rules,
+                                size_t len,
+                                cnet_reconcile_counts *counts,
+                                cnet_error **err);
 
 // Trace the path from namespace `from` to `dst` (source address `src`,
 // NULL: the kernel's choice). With `capture`, also send one ICMP echo

@@ -7,6 +7,7 @@
 //!               │ boundary: panic guard, NULL / UTF-8 / enum checks, Error → code + cnet_error
 //!               ▼
 //!  cnet_netns, cnet_handle ── links · addrs · routes · neigh · fdb        (cnet-core objects)
+//!                            rules · nexthops
 //!  cnet_ipam_store ── cnet_leases (node subnets) · cnet_pool (addresses)  (cnet-core ipam)
 //!  cnet_bridge_network ── ensure · attach (CNI JSON) · detach · check     (cnet-core network)
 //!  cnet_node ── reconcile peers / leases with a backend                   (cnet-core network)
@@ -33,6 +34,7 @@ pub mod node;
 pub mod ns;
 mod out;
 pub mod route;
+pub mod rule;
 pub mod trace;
 
 use std::ffi::c_char;

@@ -13,6 +13,7 @@ use cnet::neigh::*;
 use cnet::node::*;
 use cnet::ns::*;
 use cnet::route::*;
+use cnet::rule::*;
 use cnet::trace::*;
 
 const BAD: &[u8] = b"\xff\xfe\0";
@@ -487,5 +488,89 @@ fn unknown_names_and_bad_kinds_in_a_namespace() {
     assert_eq!(
         cnet_netns_label(ns.1, lbl.as_mut_ptr(), lbl.len(), null_mut()),
         CNET_BUFFER_TOO_SHORT
+    );
+}
+
+#[test]
+fn rule_errors_null_enums_utf8_and_unknown() {
+    // SAFETY: all-zero is a valid cnet_rule.
+    let mut r: cnet_rule = unsafe { std::mem::zeroed() };
+    r.priority = 100;
+    assert_eq!(
+        fails(|e| cnet_rule_add(null(), &r, e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    assert_eq!(
+        fails(|e| cnet_rule_list(null(), 0, &mut null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    assert_eq!(
+        fails(|e| cnet_rule_reconcile(null(), 0, 0, null(), 0, null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    cnet_rule_array_free(null_mut());
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = netns("r");
+    let h = ns.2;
+    assert_eq!(fails(|e| cnet_rule_add(h, null(), e)).0, CNET_NULL_ARGUMENT);
+    assert_eq!(
+        fails(|e| cnet_rule_list(h, 0, null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    let (rc, m) = fails(|e| cnet_rule_list(h, 3, &mut null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    r.action = 9;
+    let (rc, m) = fails(|e| cnet_rule_add(h, &r, e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    assert!(m.contains("rule.action"), "{m}");
+    r.action = CNET_RULE_LOOKUP;
+    r.family = 99;
+    assert_eq!(fails(|e| cnet_rule_add(h, &r, e)).0, CNET_INVALID_ENUM);
+    r.family = 0;
+    r.from = bad();
+    assert_eq!(fails(|e| cnet_rule_add(h, &r, e)).0, CNET_INVALID_UTF8);
+    r.from = c"10.244.1.1/24".as_ptr();
+    let (rc, m) = fails(|e| cnet_rule_add(h, &r, e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("host bits"), "{m}");
+    r.from = c"2001:db8::/32".as_ptr();
+    r.family = libc::AF_INET as u8;
+    assert_eq!(fails(|e| cnet_rule_add(h, &r, e)).0, CNET_INVALID_ARGUMENT);
+    r.family = 0;
+    r.from = null();
+    r.iif = bad();
+    assert_eq!(fails(|e| cnet_rule_delete(h, &r, e)).0, CNET_INVALID_UTF8);
+    r.iif = c"this-name-is-far-too-long".as_ptr();
+    assert_eq!(fails(|e| cnet_rule_add(h, &r, e)).0, CNET_INVALID_ARGUMENT);
+    // An unknown rule: delete is NOT_FOUND, delete_if_exists is fine.
+    r.iif = null();
+    r.table = 4242;
+    let (rc, m) = fails(|e| cnet_rule_delete(h, &r, e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    let mut deleted = true;
+    assert_eq!(
+        cnet_rule_delete_if_exists(h, &r, &mut deleted, null_mut()),
+        CNET_OK
+    );
+    assert!(!deleted);
+    // Reconcile: a rule without priority is an item failure; the others apply.
+    // SAFETY: all-zero is a valid cnet_rule.
+    let mut rs: [cnet_rule; 2] = unsafe { std::mem::zeroed() };
+    rs[0].priority = 100;
+    rs[0].table = 100;
+    rs[1].table = 101;
+    let (rc, m) = fails(|e| cnet_rule_reconcile(h, 0, 0, rs.as_ptr(), 2, null_mut(), e));
+    assert_eq!(rc, CNET_PARTIAL, "{m}");
+    assert!(m.contains("priority"), "{m}");
+    rs[1].action = 42;
+    let (rc, m) = fails(|e| cnet_rule_reconcile(h, 0, 0, rs.as_ptr(), 2, null_mut(), e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    assert!(m.starts_with("item 1"), "{m}");
+    assert_eq!(
+        fails(|e| cnet_rule_reconcile(h, 0, 0, null(), 2, null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
     );
 }

@@ -3,6 +3,7 @@
  * ABI tests leave out), in a throwaway namespace cn-exa-PID, checking each
  * result code. Run as root: ./all_calls IPAM-DIR */
 #include <cnet.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,6 +88,26 @@ int main(int argc, char **argv) {
     ops[0].op = CNET_ROUTE_DELETE; ops[0].route = want[0];
     cnet_result codes[1];
     OK(cnet_route_batch(h, ops, 1, codes, E));
+
+    /* Policy routing rules: add, list, reconcile, delete. */
+    cnet_rule rule = {0};
+    rule.priority = 100; rule.from = "10.244.1.0/24"; rule.table = 100;
+    OK(cnet_rule_add(h, &rule, E));
+    cnet_rule_array *rules = NULL;
+    OK(cnet_rule_list(h, AF_INET, &rules, E));
+    int seen = 0;
+    for (size_t i = 0; rules && i < rules->len; i++)
+        seen += rules->items[i].priority == 100 && rules->items[i].table == 100 && !strcmp(rules->items[i].from, "10.244.1.0/24");
+    if (seen != 1) fprintf(stderr, "all_calls: rule list\n"), fails++;
+    cnet_rule_array_free(rules);
+    cnet_rule rwant[2] = {{0}, {0}};
+    rwant[0] = rule;
+    rwant[1].priority = 200; rwant[1].fwmark = 0x10; rwant[1].action = CNET_RULE_BLACKHOLE;
+    OK(cnet_rule_reconcile(h, 0, AF_INET, rwant, 2, &counts, E));
+    if (counts.added != 1 || counts.unchanged != 1) fprintf(stderr, "all_calls: rule reconcile\n"), fails++;
+    OK(cnet_rule_delete(h, &rwant[1], E));
+    OK(cnet_rule_delete_if_exists(h, &rule, &gone, E));
+    if (!gone) fprintf(stderr, "all_calls: rule delete_if_exists\n"), fails++;
 
     vx.kind = CNET_LINK_VXLAN; vx.name = "vx0"; vx.vni = 42; vx.dev = "br0"; vx.local = "192.0.2.1"; vx.nolearning = true; vx.up = true;
     cnet_link vxl;

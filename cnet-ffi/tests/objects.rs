@@ -1,0 +1,332 @@
+//! Rules, nexthops and the newer link kinds through the C ABI, called as C
+//! would, each in its own throwaway namespace (`cn-ffo-TAG-PID`) and each
+//! checked against an independent reader (`ip -j …`) and, for link stats,
+//! traffic. Runs as root (namespaces); says so otherwise.
+
+use std::ffi::{c_char, CStr, CString};
+use std::process::Command;
+use std::ptr::null_mut;
+
+use cnet::boundary::*;
+use cnet::ns::*;
+use cnet::rule::*;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `f` succeeds (the message in the panic otherwise).
+fn ok(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) {
+    let mut err = null_mut();
+    let rc = f(&mut err);
+    if rc != CNET_OK {
+        // SAFETY: a live error.
+        let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }.to_string_lossy();
+        // SAFETY: static NUL-terminated string.
+        let n = unsafe { CStr::from_ptr(cnet_result_name(rc)) }.to_string_lossy();
+        panic!("{n}: {m}");
+    }
+    assert!(err.is_null(), "success sets *err to NULL");
+}
+
+fn s(p: &[c_char]) -> String {
+    // SAFETY: fixed-size fields written by libcnet are NUL-terminated.
+    unsafe { CStr::from_ptr(p.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A namespace with a handle, deleted on drop (panics included).
+struct Ns {
+    name: String,
+    ns: *mut cnet_netns,
+    h: *mut cnet_handle,
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        cnet_handle_free(self.h);
+        cnet_netns_free(self.ns);
+        let n = CString::new(self.name.clone()).unwrap();
+        cnet_netns_delete(n.as_ptr(), null_mut(), null_mut());
+    }
+}
+
+impl Ns {
+    fn new(tag: &str) -> Ns {
+        let name = format!("cn-ffo-{tag}-{}", std::process::id());
+        let c = CString::new(name.clone()).unwrap();
+        let mut g = Ns {
+            name,
+            ns: null_mut(),
+            h: null_mut(),
+        };
+        ok(|e| cnet_netns_create(c.as_ptr(), &mut g.ns, e));
+        ok(|e| cnet_handle_new(g.ns, &mut g.h, e));
+        g
+    }
+
+    /// `ip -n NS -j ARGS…` parsed.
+    fn ip(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j"])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Array(vec![]))
+    }
+
+    /// `ip -n NS ARGS…`, which must succeed.
+    fn run(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(st.success(), "ip {args:?}");
+    }
+}
+
+// ------------------------------------------------------------------ rules
+
+/// A rule reduced to what both readers show:
+/// (family, priority, from, to, iif, fwmark/mask, suppress, action, protocol).
+type RuleKey = (u8, u32, String, String, String, String, String, String, u8);
+
+fn table_num(v: &serde_json::Value) -> u32 {
+    match v.as_str().unwrap_or("") {
+        "local" => 255,
+        "main" => 254,
+        "default" => 253,
+        t => t.parse().unwrap_or(0),
+    }
+}
+
+fn proto_num(v: Option<&serde_json::Value>) -> u8 {
+    match v.and_then(|v| v.as_str()).unwrap_or("unspec") {
+        "unspec" => 0,
+        "redirect" => 1,
+        "kernel" => 2,
+        "boot" => 3,
+        "static" => 4,
+        p => p.parse().unwrap_or(255),
+    }
+}
+
+fn prefix(j: &serde_json::Value, addr: &str, len: &str) -> String {
+    match j.get(addr).and_then(|v| v.as_str()) {
+        None | Some("all") => String::new(),
+        Some(a) => format!("{a}/{}", j[len].as_u64().unwrap_or(0)),
+    }
+}
+
+fn key_of_ip(j: &serde_json::Value, family: u8) -> RuleKey {
+    let action = if let Some(a) = j.get("action").and_then(|v| v.as_str()) {
+        a.to_string()
+    } else if let Some(g) = j.get("goto") {
+        format!("goto {g}")
+    } else {
+        format!("lookup {}", table_num(&j["table"]))
+    };
+    let mark = match j.get("fwmark").and_then(|v| v.as_str()) {
+        Some(m) => {
+            let n = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            let mask = j.get("fwmask").and_then(|v| v.as_str()).map_or(u32::MAX, n);
+            format!("{}/{mask}", n(m))
+        }
+        None => String::new(),
+    };
+    (
+        family,
+        j["priority"].as_u64().unwrap() as u32,
+        prefix(j, "src", "srclen"),
+        prefix(j, "dst", "dstlen"),
+        j.get("iif")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        mark,
+        j.get("suppress_prefixlen")
+            .map_or(String::new(), |v| v.to_string()),
+        action,
+        proto_num(j.get("protocol")),
+    )
+}
+
+fn key_of_entry(e: &cnet_rule_entry) -> RuleKey {
+    let action = match e.action {
+        CNET_RULE_LOOKUP => format!("lookup {}", e.table),
+        CNET_RULE_GOTO => format!("goto {}", e.goto_priority),
+        CNET_RULE_BLACKHOLE => "blackhole".into(),
+        CNET_RULE_UNREACHABLE => "unreachable".into(),
+        CNET_RULE_PROHIBIT => "prohibit".into(),
+        CNET_RULE_NOP => "nop".into(),
+        x => format!("other {x}/{}", e.action_raw),
+    };
+    (
+        e.family,
+        e.priority,
+        s(&e.from),
+        s(&e.to),
+        s(&e.iif),
+        if e.has_fwmark {
+            format!("{}/{}", e.fwmark, e.fwmask)
+        } else {
+            String::new()
+        },
+        if e.has_suppress_prefixlength {
+            e.suppress_prefixlength.to_string()
+        } else {
+            String::new()
+        },
+        action,
+        e.protocol,
+    )
+}
+
+/// Both readers' rules of the namespace, sorted.
+fn rules_both(ns: &Ns) -> (Vec<RuleKey>, Vec<RuleKey>) {
+    let mut list = null_mut();
+    ok(|e| cnet_rule_list(ns.h, 0, &mut list, e));
+    // SAFETY: a live list of `len` items.
+    let items = unsafe { std::slice::from_raw_parts((*list).items, (*list).len) };
+    let mut ours: Vec<RuleKey> = items.iter().map(key_of_entry).collect();
+    cnet_rule_array_free(list);
+    let mut theirs = Vec::new();
+    for (flag, fam) in [("-4", libc::AF_INET as u8), ("-6", libc::AF_INET6 as u8)] {
+        let j = ns.ip(&[flag, "-d", "rule", "show"]);
+        theirs.extend(j.as_array().unwrap().iter().map(|r| key_of_ip(r, fam)));
+    }
+    ours.sort();
+    theirs.sort();
+    (ours, theirs)
+}
+
+fn zero_rule() -> cnet_rule {
+    // SAFETY: all-zero is a valid cnet_rule (NULL pointers, 0, false).
+    unsafe { std::mem::zeroed() }
+}
+
+#[test]
+fn rules_round_trip_against_ip_rule_and_reconcile() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = Ns::new("rule");
+    let h = ns.h;
+    let mut a = zero_rule();
+    a.priority = 100;
+    a.from = c"10.244.1.0/24".as_ptr();
+    a.table = 100;
+    let mut b = zero_rule();
+    b.priority = 150;
+    b.has_suppress_prefixlength = true;
+    b.suppress_prefixlength = 0;
+    let mut c = zero_rule();
+    c.priority = 200;
+    c.fwmark = 0x10;
+    c.fwmask = 0xff;
+    c.action = CNET_RULE_BLACKHOLE;
+    let mut d = zero_rule();
+    d.priority = 300;
+    d.to = c"198.51.100.0/24".as_ptr();
+    d.iif = c"lo".as_ptr();
+    d.action = CNET_RULE_GOTO;
+    d.goto_priority = 400;
+    let mut v6 = zero_rule();
+    v6.priority = 100;
+    v6.from = c"2001:db8::/32".as_ptr();
+    v6.action = CNET_RULE_UNREACHABLE;
+    for r in [&a, &b, &c, &d, &v6] {
+        ok(|e| cnet_rule_add(h, r, e));
+    }
+    // A rule of someone else's protocol, which reconcile must leave alone.
+    ns.run(&[
+        "rule",
+        "add",
+        "priority",
+        "500",
+        "to",
+        "203.0.113.0/24",
+        "table",
+        "7",
+        "protocol",
+        "static",
+    ]);
+    let (ours, theirs) = rules_both(&ns);
+    assert_eq!(ours, theirs);
+    // 3 kernel rules for IPv4, 2 for IPv6, our 5 and the static one.
+    assert_eq!(ours.len(), 11, "{ours:#?}");
+    assert!(ours.iter().any(|k| k.1 == 150 && k.6 == "0" && k.8 == 119));
+
+    // Reconcile IPv4 protocol 119 to: 100 changed, 400 new (150, 200, 300 stale).
+    a.table = 101;
+    let mut e = zero_rule();
+    e.priority = 400;
+    e.from = c"10.244.2.0/24".as_ptr();
+    e.table = 100;
+    let want = [a, e];
+    let mut counts = cnet_route_counts();
+    ok(|er| {
+        cnet_rule_reconcile(
+            h,
+            0,
+            libc::AF_INET as u8,
+            want.as_ptr(),
+            want.len(),
+            &mut counts,
+            er,
+        )
+    });
+    assert_eq!(
+        (
+            counts.added,
+            counts.replaced,
+            counts.deleted,
+            counts.unchanged
+        ),
+        (1, 1, 3, 0)
+    );
+    let (ours, theirs) = rules_both(&ns);
+    assert_eq!(ours, theirs);
+    let prios: Vec<(u8, u32)> = ours
+        .iter()
+        .filter(|k| k.8 != 2)
+        .map(|k| (k.0, k.1))
+        .collect();
+    assert_eq!(
+        prios,
+        vec![(2, 100), (2, 400), (2, 500), (10, 100)],
+        "IPv6 and the static rule untouched"
+    );
+    // Again: nothing to do.
+    ok(|er| {
+        cnet_rule_reconcile(
+            h,
+            0,
+            libc::AF_INET as u8,
+            want.as_ptr(),
+            want.len(),
+            &mut counts,
+            er,
+        )
+    });
+    assert_eq!((counts.unchanged, counts.added, counts.deleted), (2, 0, 0));
+
+    // Delete, then delete again: gone is fine.
+    ok(|er| cnet_rule_delete(h, &want[1], er));
+    let mut deleted = true;
+    ok(|er| cnet_rule_delete_if_exists(h, &want[1], &mut deleted, er));
+    assert!(!deleted);
+    ok(|er| cnet_rule_delete_if_exists(h, &v6, &mut deleted, er));
+    assert!(deleted);
+    let (ours, theirs) = rules_both(&ns);
+    assert_eq!(ours, theirs);
+    assert!(!ours.iter().any(|k| k.1 == 400));
+}
+
+fn cnet_route_counts() -> cnet::route::cnet_reconcile_counts {
+    cnet::route::cnet_reconcile_counts::default()
+}
