@@ -504,6 +504,94 @@ typedef struct {
   size_t len;
 } cnet_drift_array;
 
+// What a nexthop leads to.
+typedef uint32_t cnet_nexthop_kind;
+
+// A member of a nexthop group.
+typedef struct {
+  // The member nexthop's id.
+  uint32_t id;
+  // Its weight, 1-256 (0 in `cnet_nexthop`: 1).
+  uint16_t weight;
+} cnet_nexthop_group_member;
+
+// A nexthop object to program, `ip [-6] nexthop add id ID (via GW [dev
+// DEV] [onlink] | dev DEV | blackhole | group ID[,WEIGHT]/…) [fdb] [proto
+// P]`. Zero / NULL fields are "not set"; start from a zeroed struct.
+typedef struct {
+  // `id ID` (1 or more).
+  uint32_t id;
+  // `CNET_NEXTHOP_*` (0: `CNET_NEXTHOP_PATH`).
+  cnet_nexthop_kind kind;
+  // Path: the gateway (`via`), or NULL.
+  const char *via;
+  // Path: the device (`dev`), or NULL.
+  const char *dev;
+  // Path: `onlink` (with `via` and `dev`).
+  bool onlink;
+  // `fdb`: a nexthop for VXLAN FDB entries rather than routes.
+  bool fdb;
+  // `proto P` (0: cnet's, `CNET_ROUTE_PROTOCOL`).
+  uint8_t protocol;
+  // `ip -6 nexthop` for a device-only or blackhole nexthop.
+  bool v6;
+  // Group: the `group_len` members.
+  const cnet_nexthop_group_member *group;
+  // Number of members.
+  size_t group_len;
+} cnet_nexthop;
+
+// A nexthop as the kernel lists it (`ip nexthop show`).
+typedef struct {
+  // Its id.
+  uint32_t id;
+  // `CNET_NEXTHOP_PATH`, `_BLACKHOLE` or `_GROUP`.
+  cnet_nexthop_kind kind;
+  // AF_INET or AF_INET6; 0 for a group.
+  uint8_t family;
+  // Protocol (`proto`).
+  uint8_t protocol;
+  // Scope (RT_SCOPE_*).
+  uint8_t scope;
+  // Gateway, or "".
+  char gateway[CNET_ADDRSTRLEN];
+  // Device index, 0 if none.
+  uint32_t oif;
+  // `fdb`.
+  bool fdb;
+  // `onlink`.
+  bool onlink;
+  // `dead` or `linkdown`.
+  bool down;
+  // Group members (owned by the entry or its list), NULL if not a group.
+  const cnet_nexthop_group_member *group;
+  // Number of members.
+  size_t group_len;
+  // Group type (`NEXTHOP_GRP_TYPE_*`: 0 multipath, 1 resilient).
+  uint16_t group_type;
+} cnet_nexthop_entry;
+
+// What to list (`ip nexthop show [dev DEV] [master DEV] [groups] [fdb]`);
+// zero / NULL fields do not filter.
+typedef struct {
+  // Nexthops out of this device, or NULL.
+  const char *dev;
+  // Nexthops out of devices enslaved to this one, or NULL.
+  const char *master;
+  // Groups only.
+  bool groups;
+  // FDB nexthops only.
+  bool fdb;
+} cnet_nexthop_filter;
+
+// An owned array of nexthops; free with `cnet_nexthop_array_free`.
+typedef struct {
+  // The nexthops, by id.
+  const cnet_nexthop_entry *items;
+  // How many.
+  size_t len;
+} cnet_nexthop_array;
+
 // A node's configuration. NULL / zero fields take the defaults.
 typedef struct {
   // Node name (the lease's node name; seeds the VTEP MAC).
@@ -586,7 +674,8 @@ typedef struct {
 } cnet_peer_report;
 
 // A route to program, `ip route add [TYPE] DST [via GW] [dev DEV]
-// [onlink] [src SRC] [metric M] [table T] [proto P] [mtu MTU]`. Zero /
+// [onlink] [src SRC] [metric M] [table T] [proto P] [mtu MTU]`, or with
+// `nhid` `ip route add DST nhid ID` (a nexthop object). Zero /
 // NULL fields are "not set"; start from a zeroed struct.
 typedef struct {
   // Destination prefix ("10.244.2.0/24", "default" for 0.0.0.0/0,
@@ -611,6 +700,9 @@ typedef struct {
   bool onlink;
   // Route MTU (0: none).
   uint32_t mtu;
+  // The nexthop object to use (`nhid ID`, see `cnet_nexthop_add`)
+  // instead of `via` / `dev` (0: none).
+  uint32_t nhid;
 } cnet_route;
 
 // What to list (`ip [-4|-6] route show [table T] [dev DEV] [proto P]`);
@@ -652,6 +744,8 @@ typedef struct {
   uint32_t mtu;
   // Number of next hops of a multipath route (0 for single-path).
   uint32_t nexthops;
+  // The nexthop object the route uses (`nhid`), 0 if none.
+  uint32_t nhid;
 } cnet_route_entry;
 
 // An owned array of routes; free with `cnet_route_array_free`.
@@ -930,6 +1024,15 @@ typedef struct {
 
 // A kind newer than this header (see `kind_name` and `json`).
 #define CNET_DRIFT_OTHER 99
+
+// `via GW [dev DEV]` or `dev DEV` (0 in `cnet_nexthop` means this too).
+#define CNET_NEXTHOP_PATH 1
+
+// `blackhole`.
+#define CNET_NEXTHOP_BLACKHOLE 2
+
+// `group ID[,WEIGHT]/…`: multipath over other nexthops.
+#define CNET_NEXTHOP_GROUP 3
 
 // A route per peer via its underlay address (peers on one L2 segment).
 #define CNET_BACKEND_HOST_GW 1
@@ -1329,6 +1432,46 @@ cnet_result cnet_bridge_network_check(const cnet_bridge_network *net,
 
 // Free a drift list. `cnet_drift_array_free(NULL)` does nothing.
 void cnet_drift_array_free(cnet_drift_array *l);
+
+// `ip nexthop add …`; `CNET_ALREADY_EXISTS` if the id is taken, the
+// kernel's text for a refused one ("Invalid nexthop id").
+cnet_result cnet_nexthop_add(const cnet_handle *h, const cnet_nexthop *nexthop, cnet_error **err);
+
+// `ip nexthop replace …`: create, or overwrite in place (every route and
+// group using the id follows at once).
+cnet_result cnet_nexthop_replace(const cnet_handle *h,
+                                 const cnet_nexthop *nexthop,
+                                 cnet_error **err);
+
+// `ip nexthop del id ID`; `CNET_NOT_FOUND` if absent. The kernel also
+// deletes the routes using it and drops it from its groups.
+cnet_result cnet_nexthop_delete(const cnet_handle *h, uint32_t id, cnet_error **err);
+
+// Delete the nexthop if present; `*deleted` (may be NULL) says whether it was.
+cnet_result cnet_nexthop_delete_if_exists(const cnet_handle *h,
+                                          uint32_t id,
+                                          bool *deleted,
+                                          cnet_error **err);
+
+// The nexthop `id` (`ip nexthop get id ID`), freed with
+// `cnet_nexthop_entry_free`; `CNET_NOT_FOUND` if absent.
+cnet_result cnet_nexthop_get(const cnet_handle *h,
+                             uint32_t id,
+                             cnet_nexthop_entry **out,
+                             cnet_error **err);
+
+// Free a nexthop from `cnet_nexthop_get`. `cnet_nexthop_entry_free(NULL)`
+// does nothing.
+void cnet_nexthop_entry_free(cnet_nexthop_entry *e);
+
+// Nexthops matching `filter` (NULL: all), by id.
+cnet_result cnet_nexthop_list(const cnet_handle *h,
+                              const cnet_nexthop_filter *filter,
+                              cnet_nexthop_array **out,
+                              cnet_error **err);
+
+// Free a nexthop list. `cnet_nexthop_array_free(NULL)` does nothing.
+void cnet_nexthop_array_free(cnet_nexthop_array *list);
 
 // A node working in `h`'s namespace (the host's). `CNET_INVALID_ARGUMENT`
 // for a bad configuration.

@@ -30,6 +30,7 @@ pub mod ipam;
 pub mod link;
 pub mod neigh;
 pub mod network;
+pub mod nexthop;
 pub mod node;
 pub mod ns;
 mod out;

@@ -3,6 +3,7 @@
 //! followed by hidden storage that owns the items and their strings,
 //! freed by the list's `_free`).
 
+use std::any::Any;
 use std::ffi::CString;
 
 use crate::boundary::{guard_value, Out};
@@ -41,14 +42,28 @@ struct ListBox<H: ListHead> {
     items: Vec<H::Item>,
     /// Strings the items point into (a CString's buffer never moves).
     strings: Vec<CString>,
+    /// Other storage the items point into (a Vec's heap buffer never
+    /// moves while the Vec is not grown), e.g. nexthop group members.
+    keep: Option<Box<dyn Any>>,
 }
 
 /// Hand out a list through `out`.
 pub(crate) fn list_out<H: ListHead>(out: Out<*mut H>, items: Vec<H::Item>, strings: Vec<CString>) {
+    list_out_keep(out, items, strings, None)
+}
+
+/// Hand out a list whose items also point into `keep`.
+pub(crate) fn list_out_keep<H: ListHead>(
+    out: Out<*mut H>,
+    items: Vec<H::Item>,
+    strings: Vec<CString>,
+    keep: Option<Box<dyn Any>>,
+) {
     let mut b = Box::new(ListBox {
         head: H::make(std::ptr::null(), 0),
         items,
         strings,
+        keep,
     });
     b.head = H::make(b.items.as_ptr(), b.items.len());
     out.set(Box::into_raw(b).cast::<H>());
@@ -84,11 +99,28 @@ pub(crate) use list_head;
 struct OneBox<T> {
     head: T,
     strings: Vec<CString>,
+    /// Other storage the object points into (see `ListBox::keep`).
+    keep: Option<Box<dyn Any>>,
 }
 
 /// Hand out one object whose string fields point into `strings`.
 pub(crate) fn one_out<T>(out: Out<*mut T>, head: T, strings: Vec<CString>) {
-    out.set(Box::into_raw(Box::new(OneBox { head, strings })).cast::<T>());
+    one_out_keep(out, head, strings, None)
+}
+
+/// Hand out one object that also points into `keep`.
+pub(crate) fn one_out_keep<T>(
+    out: Out<*mut T>,
+    head: T,
+    strings: Vec<CString>,
+    keep: Option<Box<dyn Any>>,
+) {
+    let b = Box::new(OneBox {
+        head,
+        strings,
+        keep,
+    });
+    out.set(Box::into_raw(b).cast::<T>());
 }
 
 /// Free an object made by [`one_out`]; NULL is a no-op.

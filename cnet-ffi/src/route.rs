@@ -1,6 +1,7 @@
 //! Routes: `ip route add|replace|del|show|get`, pipelined batches and
 //! reconcile by owner (protocol + table), from a plain C struct
-//! (`cnet_route`). Multipath routes are not in the C struct yet.
+//! (`cnet_route`); a route may use a nexthop object (`nhid`, see
+//! nexthop.rs). Multipath routes of their own are not in the C struct yet.
 
 use std::ffi::c_char;
 use std::net::IpAddr;
@@ -26,7 +27,8 @@ pub const CNET_ROUTE_PROTOCOL: u8 = 119;
 pub const CNET_TABLE_MAIN: u32 = 254;
 
 /// A route to program, `ip route add [TYPE] DST [via GW] [dev DEV]
-/// [onlink] [src SRC] [metric M] [table T] [proto P] [mtu MTU]`. Zero /
+/// [onlink] [src SRC] [metric M] [table T] [proto P] [mtu MTU]`, or with
+/// `nhid` `ip route add DST nhid ID` (a nexthop object). Zero /
 /// NULL fields are "not set"; start from a zeroed struct.
 #[repr(C)]
 #[derive(Debug)]
@@ -53,6 +55,9 @@ pub struct cnet_route {
     pub onlink: bool,
     /// Route MTU (0: none).
     pub mtu: u32,
+    /// The nexthop object to use (`nhid ID`, see `cnet_nexthop_add`)
+    /// instead of `via` / `dev` (0: none).
+    pub nhid: u32,
 }
 
 /// A route as the kernel lists it (`ip route show`).
@@ -83,6 +88,8 @@ pub struct cnet_route_entry {
     pub mtu: u32,
     /// Number of next hops of a multipath route (0 for single-path).
     pub nexthops: u32,
+    /// The nexthop object the route uses (`nhid`), 0 if none.
+    pub nhid: u32,
 }
 
 /// An owned array of routes; free with `cnet_route_array_free`.
@@ -198,6 +205,9 @@ pub(crate) fn route_of(c: &cnet_route) -> Res<Route> {
     if c.mtu != 0 {
         r = r.mtu(c.mtu);
     }
+    if c.nhid != 0 {
+        r = r.nexthop_id(c.nhid);
+    }
     Ok(r)
 }
 
@@ -219,6 +229,7 @@ fn entry_of(e: &RouteEntry) -> Res<cnet_route_entry> {
         onlink: e.onlink,
         mtu: e.mtu.unwrap_or(0),
         nexthops: u32::try_from(e.nexthops.len()).unwrap_or(u32::MAX),
+        nhid: e.nhid.unwrap_or(0),
     };
     fill(&mut c.dst, &e.dst.to_string())?;
     ip_str(&mut c.gateway, e.gateway)?;

@@ -10,6 +10,7 @@ use cnet::boundary::*;
 use cnet::ipam::*;
 use cnet::link::*;
 use cnet::neigh::*;
+use cnet::nexthop::*;
 use cnet::node::*;
 use cnet::ns::*;
 use cnet::route::*;
@@ -573,4 +574,108 @@ fn rule_errors_null_enums_utf8_and_unknown() {
         fails(|e| cnet_rule_reconcile(h, 0, 0, null(), 2, null_mut(), e)).0,
         CNET_NULL_ARGUMENT
     );
+}
+
+#[test]
+fn nexthop_errors_null_enums_utf8_and_unknown() {
+    // SAFETY: all-zero is a valid cnet_nexthop.
+    let mut n: cnet_nexthop = unsafe { std::mem::zeroed() };
+    n.id = 1;
+    assert_eq!(
+        fails(|e| cnet_nexthop_add(null(), &n, e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    assert_eq!(
+        fails(|e| cnet_nexthop_delete(null(), 1, e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    assert_eq!(
+        fails(|e| cnet_nexthop_get(null(), 1, &mut null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    assert_eq!(
+        fails(|e| cnet_nexthop_list(null(), null(), &mut null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    cnet_nexthop_entry_free(null_mut());
+    cnet_nexthop_array_free(null_mut());
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = netns("n");
+    let h = ns.2;
+    assert_eq!(
+        fails(|e| cnet_nexthop_add(h, null(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    assert_eq!(
+        fails(|e| cnet_nexthop_get(h, 1, null_mut(), e)).0,
+        CNET_NULL_ARGUMENT
+    );
+    n.kind = 4;
+    let (rc, m) = fails(|e| cnet_nexthop_add(h, &n, e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    assert!(m.contains("nexthop.kind"), "{m}");
+    n.kind = CNET_NEXTHOP_PATH;
+    n.via = bad();
+    assert_eq!(fails(|e| cnet_nexthop_add(h, &n, e)).0, CNET_INVALID_UTF8);
+    n.via = c"192.0.2.300".as_ptr();
+    let (rc, m) = fails(|e| cnet_nexthop_replace(h, &n, e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("nexthop.via"), "{m}");
+    n.via = null();
+    let (rc, m) = fails(|e| cnet_nexthop_add(h, &n, e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    n.dev = c"nope0".as_ptr();
+    let (rc, m) = fails(|e| cnet_nexthop_add(h, &n, e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    assert!(m.contains("nope0"), "{m}");
+    n.dev = bad();
+    assert_eq!(fails(|e| cnet_nexthop_add(h, &n, e)).0, CNET_INVALID_UTF8);
+    n.dev = null();
+    n.id = 0;
+    n.kind = CNET_NEXTHOP_BLACKHOLE;
+    let (rc, m) = fails(|e| cnet_nexthop_add(h, &n, e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    n.id = 5;
+    n.kind = CNET_NEXTHOP_GROUP;
+    n.group_len = 2;
+    assert_eq!(fails(|e| cnet_nexthop_add(h, &n, e)).0, CNET_NULL_ARGUMENT);
+    let members = [cnet_nexthop_group_member { id: 77, weight: 1 }];
+    n.group = members.as_ptr();
+    n.group_len = 1;
+    let (rc, m) = fails(|e| cnet_nexthop_add(h, &n, e));
+    assert_ne!(rc, CNET_OK, "{m}");
+    let (rc, m) = fails(|e| cnet_nexthop_get(h, 77, &mut null_mut(), e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    let (rc, m) = fails(|e| cnet_nexthop_delete(h, 77, e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    let mut deleted = true;
+    assert_eq!(
+        cnet_nexthop_delete_if_exists(h, 77, &mut deleted, null_mut()),
+        CNET_OK
+    );
+    assert!(!deleted);
+    // SAFETY: all-zero is a valid cnet_nexthop_filter.
+    let mut f: cnet_nexthop_filter = unsafe { std::mem::zeroed() };
+    f.dev = bad();
+    assert_eq!(
+        fails(|e| cnet_nexthop_list(h, &f, &mut null_mut(), e)).0,
+        CNET_INVALID_UTF8
+    );
+    f.dev = c"nope0".as_ptr();
+    assert_eq!(
+        fails(|e| cnet_nexthop_list(h, &f, &mut null_mut(), e)).0,
+        CNET_NOT_FOUND
+    );
+    // A route naming a nexthop that does not exist: the kernel's words.
+    // SAFETY: all-zero is a valid cnet_route.
+    let mut r: cnet_route = unsafe { std::mem::zeroed() };
+    r.dst = c"10.244.2.0/24".as_ptr();
+    r.nhid = 77;
+    let mut err = null_mut();
+    assert_ne!(cnet_route_add(h, &r, &mut err), CNET_OK);
+    assert!(!cnet_error_kernel_message(err).is_null());
+    cnet_error_free(err);
 }

@@ -8,7 +8,10 @@ use std::process::Command;
 use std::ptr::null_mut;
 
 use cnet::boundary::*;
+use cnet::link::*;
+use cnet::nexthop::*;
 use cnet::ns::*;
+use cnet::route::*;
 use cnet::rule::*;
 
 fn is_root() -> bool {
@@ -327,6 +330,208 @@ fn rules_round_trip_against_ip_rule_and_reconcile() {
     assert!(!ours.iter().any(|k| k.1 == 400));
 }
 
-fn cnet_route_counts() -> cnet::route::cnet_reconcile_counts {
-    cnet::route::cnet_reconcile_counts::default()
+fn cnet_route_counts() -> cnet_reconcile_counts {
+    cnet_reconcile_counts::default()
+}
+
+// --------------------------------------------------------------- nexthops
+
+/// A veth pair a0 (192.0.2.1/24) – b0, both up, and lo up (a blackhole
+/// nexthop needs it).
+fn veth_underlay(ns: &Ns) {
+    // SAFETY: all-zero is a valid cnet_link_config.
+    let mut v: cnet_link_config = unsafe { std::mem::zeroed() };
+    v.kind = CNET_LINK_VETH;
+    v.name = c"a0".as_ptr();
+    v.peer_name = c"b0".as_ptr();
+    v.up = true;
+    v.peer_up = true;
+    ok(|e| cnet_link_add(ns.h, &v, e));
+    ok(|e| cnet_link_set_up(ns.h, c"lo".as_ptr(), e));
+    ok(|e| cnet::addr::cnet_addr_add(ns.h, c"a0".as_ptr(), c"192.0.2.1/24".as_ptr(), e));
+}
+
+fn zero_nexthop() -> cnet_nexthop {
+    // SAFETY: all-zero is a valid cnet_nexthop (NULL pointers, 0, false).
+    unsafe { std::mem::zeroed() }
+}
+
+/// A nexthop reduced to what both readers show: (id, gateway, dev index,
+/// blackhole, group as id/weight, protocol).
+type NhKey = (u32, String, u32, bool, Vec<(u32, u16)>, u8);
+
+fn nexthops_both(ns: &Ns) -> (Vec<NhKey>, Vec<NhKey>) {
+    let mut list = null_mut();
+    ok(|e| cnet_nexthop_list(ns.h, std::ptr::null(), &mut list, e));
+    // SAFETY: a live list of `len` items; each group of `group_len` members.
+    let items = unsafe { std::slice::from_raw_parts((*list).items, (*list).len) };
+    let ours: Vec<NhKey> = items
+        .iter()
+        .map(|e| {
+            let group = if e.group_len == 0 {
+                vec![]
+            } else {
+                // SAFETY: as above.
+                unsafe { std::slice::from_raw_parts(e.group, e.group_len) }
+                    .iter()
+                    .map(|m| (m.id, m.weight))
+                    .collect()
+            };
+            (
+                e.id,
+                s(&e.gateway),
+                e.oif,
+                e.kind == CNET_NEXTHOP_BLACKHOLE,
+                group,
+                e.protocol,
+            )
+        })
+        .collect();
+    cnet_nexthop_array_free(list);
+    let links = ns.ip(&["link", "show"]);
+    let index = |name: &str| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == name)
+            .map_or(0, |l| l["ifindex"].as_u64().unwrap() as u32)
+    };
+    let theirs: Vec<NhKey> = ns
+        .ip(&["nexthop", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_u64().unwrap() as u32,
+                j.get("gateway")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                j.get("dev").and_then(|v| v.as_str()).map_or(0, index),
+                j.get("blackhole").is_some(),
+                j.get("group")
+                    .and_then(|g| g.as_array())
+                    .map_or(vec![], |g| {
+                        g.iter()
+                            .map(|m| {
+                                (
+                                    m["id"].as_u64().unwrap() as u32,
+                                    m.get("weight").map_or(1, |w| w.as_u64().unwrap() as u16),
+                                )
+                            })
+                            .collect()
+                    }),
+                proto_num(j.get("protocol")),
+            )
+        })
+        .collect();
+    (ours, theirs)
+}
+
+#[test]
+fn nexthops_and_a_route_using_them_against_ip_nexthop_and_ip_route() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = Ns::new("nh");
+    let h = ns.h;
+    veth_underlay(&ns);
+    let mut a = zero_nexthop();
+    a.id = 1;
+    a.via = c"192.0.2.2".as_ptr();
+    a.dev = c"a0".as_ptr();
+    let mut b = zero_nexthop();
+    b.id = 3;
+    b.kind = CNET_NEXTHOP_PATH;
+    b.via = c"192.0.2.3".as_ptr();
+    b.dev = c"a0".as_ptr();
+    let mut bh = zero_nexthop();
+    bh.id = 2;
+    bh.kind = CNET_NEXTHOP_BLACKHOLE;
+    let members = [
+        cnet_nexthop_group_member { id: 1, weight: 0 },
+        cnet_nexthop_group_member { id: 3, weight: 2 },
+    ];
+    let mut g = zero_nexthop();
+    g.id = 10;
+    g.kind = CNET_NEXTHOP_GROUP;
+    g.group = members.as_ptr();
+    g.group_len = 2;
+    for n in [&a, &b, &bh, &g] {
+        ok(|e| cnet_nexthop_add(h, n, e));
+    }
+    let (ours, theirs) = nexthops_both(&ns);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.len(), 4);
+    assert_eq!(ours[3].4, vec![(1, 1), (3, 2)]);
+
+    // A route through the group, listed with its nhid by both readers.
+    // SAFETY: all-zero is a valid cnet_route.
+    let mut r: cnet_route = unsafe { std::mem::zeroed() };
+    r.dst = c"10.244.2.0/24".as_ptr();
+    r.nhid = 10;
+    ok(|e| cnet_route_add(h, &r, e));
+    let mut routes = null_mut();
+    // SAFETY: all-zero is a valid filter (no filtering) before the protocol.
+    let mut f: cnet_route_filter = unsafe { std::mem::zeroed() };
+    f.protocol = CNET_ROUTE_PROTOCOL;
+    ok(|e| cnet_route_list(h, &f, &mut routes, e));
+    // SAFETY: a live list.
+    let items = unsafe { std::slice::from_raw_parts((*routes).items, (*routes).len) };
+    assert_eq!(items.len(), 1);
+    assert_eq!(s(&items[0].dst), "10.244.2.0/24");
+    assert_eq!(items[0].nhid, 10);
+    assert_eq!(items[0].nexthops, 2, "the kernel expands the group");
+    cnet_route_array_free(routes);
+    let j = ns.ip(&["route", "show", "10.244.2.0/24"]);
+    assert_eq!(j[0]["nhid"], 10, "{j}");
+    assert_eq!(j[0]["nexthops"].as_array().unwrap().len(), 2, "{j}");
+
+    // Replace a member in place: the route follows it.
+    a.via = c"192.0.2.4".as_ptr();
+    ok(|e| cnet_nexthop_replace(h, &a, e));
+    let mut one = null_mut();
+    ok(|e| cnet_nexthop_get(h, 1, &mut one, e));
+    // SAFETY: a live entry.
+    let got = unsafe { &*one };
+    assert_eq!(
+        (got.kind, s(&got.gateway), got.family),
+        (
+            CNET_NEXTHOP_PATH,
+            "192.0.2.4".to_string(),
+            libc::AF_INET as u8
+        )
+    );
+    cnet_nexthop_entry_free(one);
+    let mut one = null_mut();
+    ok(|e| cnet_nexthop_get(h, 10, &mut one, e));
+    // SAFETY: a live entry and its members.
+    let got = unsafe { &*one };
+    assert_eq!(
+        (got.kind, got.group_len, got.family),
+        (CNET_NEXTHOP_GROUP, 2, 0)
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { (*got.group.add(1)).weight }, 2);
+    cnet_nexthop_entry_free(one);
+    let j = ns.ip(&["route", "show", "10.244.2.0/24"]);
+    assert_eq!(j[0]["nexthops"][0]["gateway"], "192.0.2.4", "{j}");
+    let (ours, theirs) = nexthops_both(&ns);
+    assert_eq!(ours, theirs);
+
+    // Deleting the group deletes the route; deleting again is fine.
+    ok(|e| cnet_nexthop_delete(h, 10, e));
+    let mut deleted = true;
+    ok(|e| cnet_nexthop_delete_if_exists(h, 10, &mut deleted, e));
+    assert!(!deleted);
+    assert_eq!(
+        ns.ip(&["route", "show", "10.244.2.0/24"]),
+        serde_json::json!([])
+    );
+    let (ours, theirs) = nexthops_both(&ns);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.len(), 3);
 }

@@ -109,6 +109,40 @@ int main(int argc, char **argv) {
     OK(cnet_rule_delete_if_exists(h, &rule, &gone, E));
     if (!gone) fprintf(stderr, "all_calls: rule delete_if_exists\n"), fails++;
 
+    /* Nexthop objects and a route using one (a nexthop's device needs a
+     * carrier: the veth pair, both ends up). */
+    OK(cnet_link_set_up(h, "lo", E));
+    OK(cnet_link_set_up(h, "va", E));
+    OK(cnet_link_set_up(h, "vb", E));
+    cnet_nexthop nh = {0};
+    nh.id = 1; nh.via = "192.0.2.2"; nh.dev = "va"; nh.onlink = true;
+    OK(cnet_nexthop_add(h, &nh, E));
+    nh.via = "192.0.2.4";
+    OK(cnet_nexthop_replace(h, &nh, E));
+    cnet_nexthop_group_member mem[1] = {{1, 1}};
+    cnet_nexthop grp = {0};
+    grp.id = 10; grp.kind = CNET_NEXTHOP_GROUP; grp.group = mem; grp.group_len = 1;
+    OK(cnet_nexthop_add(h, &grp, E));
+    cnet_nexthop_entry *nhe = NULL;
+    OK(cnet_nexthop_get(h, 10, &nhe, E));
+    if (!nhe || nhe->group_len != 1 || nhe->group[0].id != 1) fprintf(stderr, "all_calls: nexthop get\n"), fails++;
+    cnet_nexthop_entry_free(nhe);
+    cnet_nexthop_array *nhs = NULL;
+    OK(cnet_nexthop_list(h, NULL, &nhs, E));
+    if (!nhs || nhs->len != 2 || strcmp(nhs->items[0].gateway, "192.0.2.4")) fprintf(stderr, "all_calls: nexthop list\n"), fails++;
+    cnet_nexthop_array_free(nhs);
+    cnet_route nr = {0};
+    nr.dst = "10.244.7.0/24"; nr.nhid = 10;
+    OK(cnet_route_add(h, &nr, E));
+    OK(cnet_route_list(h, &f, &routes, E));
+    int nhid_seen = 0;
+    for (size_t i = 0; routes && i < routes->len; i++) nhid_seen += routes->items[i].nhid == 10;
+    if (nhid_seen != 1) fprintf(stderr, "all_calls: route nhid\n"), fails++;
+    cnet_route_array_free(routes);
+    OK(cnet_nexthop_delete(h, 10, E)); /* the kernel deletes the route too */
+    OK(cnet_nexthop_delete_if_exists(h, 1, &gone, E));
+    if (!gone) fprintf(stderr, "all_calls: nexthop delete_if_exists\n"), fails++;
+
     vx.kind = CNET_LINK_VXLAN; vx.name = "vx0"; vx.vni = 42; vx.dev = "br0"; vx.local = "192.0.2.1"; vx.nolearning = true; vx.up = true;
     cnet_link vxl;
     OK(cnet_link_ensure(h, &vx, &vxl, E));
