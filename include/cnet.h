@@ -46,6 +46,12 @@
 // Bytes of an address or prefix field ("ffff:…:ffff/128"), NUL included.
 #define CNET_ADDRSTRLEN 64
 
+// The EtherType of 802.1Q VLAN tags (`protocol 802.1Q`).
+#define CNET_VLAN_8021Q 33024
+
+// The EtherType of 802.1ad tags (`protocol 802.1ad`, QinQ's outer tag).
+#define CNET_VLAN_8021AD 34984
+
 // The route protocol cnet's routes carry (119): reconcile never touches
 // routes of other protocols.
 #define CNET_ROUTE_PROTOCOL 119
@@ -213,12 +219,19 @@ typedef struct {
 // A link kind.
 typedef uint32_t cnet_link_kind;
 
+// How a macvlan shares its parent (`mode M`).
+typedef uint32_t cnet_macvlan_mode;
+
+// How an ipvlan uses its parent (`mode M`).
+typedef uint32_t cnet_ipvlan_mode;
+
 // What to create (`cnet_link_add`, `cnet_link_ensure`). Zero / NULL
 // fields mean "not set"; set `kind` and `name`, then the fields of that
 // kind. Start from a zeroed struct (`= {0}`) so fields added later stay
-// unset.
+// unset. A wireguard device takes only `name`, `mtu` and `up`.
 typedef struct {
-  // `CNET_LINK_VETH`, `_BRIDGE`, `_VXLAN` or `_IPIP`.
+  // `CNET_LINK_VETH`, `_BRIDGE`, `_VXLAN`, `_IPIP`, `_MACVLAN`,
+  // `_IPVLAN`, `_VLAN`, `_DUMMY` or `_WIREGUARD`.
   cnet_link_kind kind;
   // The link's name (at most 15 bytes).
   const char *name;
@@ -247,14 +260,47 @@ typedef struct {
   const char *local;
   // vxlan, ipip: remote address, or NULL.
   const char *remote;
-  // vxlan, ipip: the underlay device (`dev DEV`), or NULL.
+  // vxlan, ipip: the underlay device (`dev DEV`), or NULL; macvlan,
+  // ipvlan, vlan: the parent device (`link DEV`), required.
   const char *dev;
   // vxlan, ipip: TTL (0: inherit / kernel default).
   uint8_t ttl;
   // vxlan: turn off MAC learning (`nolearning`), as overlays with a
   // programmed FDB want.
   bool nolearning;
+  // macvlan: `CNET_MACVLAN_*` (0: the kernel's default, vepa;
+  // containers want `CNET_MACVLAN_BRIDGE`).
+  cnet_macvlan_mode macvlan_mode;
+  // ipvlan: `CNET_IPVLAN_*` (0: the kernel's default, l3).
+  cnet_ipvlan_mode ipvlan_mode;
+  // vlan: the VLAN id (1-4094).
+  uint16_t vlan_id;
+  // vlan: the tag protocol, `CNET_VLAN_8021Q` or `CNET_VLAN_8021AD`
+  // (0: 802.1Q).
+  uint16_t vlan_protocol;
 } cnet_link_config;
+
+// A link's counters (`ip -s link show`).
+typedef struct {
+  // Packets received.
+  uint64_t rx_packets;
+  // Packets sent.
+  uint64_t tx_packets;
+  // Bytes received.
+  uint64_t rx_bytes;
+  // Bytes sent.
+  uint64_t tx_bytes;
+  // Received packets with errors.
+  uint64_t rx_errors;
+  // Packets that failed to send.
+  uint64_t tx_errors;
+  // Received packets dropped.
+  uint64_t rx_dropped;
+  // Packets dropped before sending.
+  uint64_t tx_dropped;
+  // Multicast packets received.
+  uint64_t multicast;
+} cnet_link_stats;
 
 // A link as the kernel lists it (`ip -d link show`).
 typedef struct {
@@ -278,6 +324,10 @@ typedef struct {
   uint8_t mac[6];
   // The link has an Ethernet-like hardware address.
   bool has_mac;
+  // Counters (valid when `has_stats`).
+  cnet_link_stats stats;
+  // The kernel sent counters.
+  bool has_stats;
 } cnet_link;
 
 // An owned array of links; free with `cnet_link_array_free`.
@@ -940,7 +990,7 @@ typedef struct {
 // message says where. The objects involved may be in any state.
 #define CNET_PANIC 299
 
-// Any other kind (`tun`, `macvlan`, …; see `kind_name`).
+// Any other kind (`tun`, `gre`, …; see `kind_name`).
 #define CNET_LINK_OTHER 0
 
 // A veth pair.
@@ -957,6 +1007,46 @@ typedef struct {
 
 // A device without kind (loopback, NIC); only in `cnet_link`.
 #define CNET_LINK_DEVICE 5
+
+// A macvlan device (a second MAC address on a parent).
+#define CNET_LINK_MACVLAN 6
+
+// An ipvlan device (a parent's MAC, its own IP addresses).
+#define CNET_LINK_IPVLAN 7
+
+// A VLAN device (802.1Q / 802.1ad tagged frames on a parent).
+#define CNET_LINK_VLAN 8
+
+// A dummy device.
+#define CNET_LINK_DUMMY 9
+
+// A WireGuard device (keys and peers are not link attributes: see the
+// WireGuard node backend).
+#define CNET_LINK_WIREGUARD 10
+
+// `private`: no traffic between macvlans of one parent.
+#define CNET_MACVLAN_PRIVATE 1
+
+// `vepa`: traffic between them goes out to the switch (the kernel's default).
+#define CNET_MACVLAN_VEPA 2
+
+// `bridge`: macvlans of one parent talk to each other directly.
+#define CNET_MACVLAN_BRIDGE 3
+
+// `passthru`: one macvlan takes the parent over.
+#define CNET_MACVLAN_PASSTHRU 4
+
+// `source`: only frames from listed source MACs.
+#define CNET_MACVLAN_SOURCE 5
+
+// `l2`: switching by MAC on the parent.
+#define CNET_IPVLAN_L2 1
+
+// `l3`: routing by IP on the parent (the kernel's default).
+#define CNET_IPVLAN_L3 2
+
+// `l3s`: like l3, with netfilter hooks in the parent's namespace.
+#define CNET_IPVLAN_L3S 3
 
 // By `ip netns` name (`/run/netns/NAME`): the `name` field.
 #define CNET_CONTAINER_NS_NAME 1

@@ -1,10 +1,15 @@
-//! Links: `ip link add|del|set|show` for veth, bridge, vxlan and ipip,
-//! from a plain C struct (`cnet_link_config`), read back as `cnet_link`.
+//! Links: `ip link add|del|set|show` for veth, bridge, vxlan, ipip,
+//! macvlan, ipvlan, vlan, dummy and wireguard devices, from a plain C
+//! struct (`cnet_link_config`), read back as `cnet_link` (with counters).
 
 use std::ffi::c_char;
 use std::net::IpAddr;
 
-use cnet_core::link::{Bridge, IpIp, Link, LinkKind, LinkSpec, MacAddr, Veth, Vxlan};
+use cnet_core::link::{
+    Bridge, Dummy, IpIp, IpVlan, IpVlanMode, Link, LinkKind, LinkSpec, LinkStats, MacAddr, MacVlan,
+    MacVlanMode, Veth, Vlan, VlanProtocol, Vxlan, WireGuard,
+};
+use cnet_core::Error;
 
 use crate::boundary::{
     cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, Fail, Res,
@@ -20,7 +25,7 @@ pub const CNET_ADDRSTRLEN: usize = 64;
 
 /// A link kind.
 pub type cnet_link_kind = u32;
-/// Any other kind (`tun`, `macvlan`, …; see `kind_name`).
+/// Any other kind (`tun`, `gre`, …; see `kind_name`).
 pub const CNET_LINK_OTHER: cnet_link_kind = 0;
 /// A veth pair.
 pub const CNET_LINK_VETH: cnet_link_kind = 1;
@@ -32,15 +37,54 @@ pub const CNET_LINK_VXLAN: cnet_link_kind = 3;
 pub const CNET_LINK_IPIP: cnet_link_kind = 4;
 /// A device without kind (loopback, NIC); only in `cnet_link`.
 pub const CNET_LINK_DEVICE: cnet_link_kind = 5;
+/// A macvlan device (a second MAC address on a parent).
+pub const CNET_LINK_MACVLAN: cnet_link_kind = 6;
+/// An ipvlan device (a parent's MAC, its own IP addresses).
+pub const CNET_LINK_IPVLAN: cnet_link_kind = 7;
+/// A VLAN device (802.1Q / 802.1ad tagged frames on a parent).
+pub const CNET_LINK_VLAN: cnet_link_kind = 8;
+/// A dummy device.
+pub const CNET_LINK_DUMMY: cnet_link_kind = 9;
+/// A WireGuard device (keys and peers are not link attributes: see the
+/// WireGuard node backend).
+pub const CNET_LINK_WIREGUARD: cnet_link_kind = 10;
+
+/// How a macvlan shares its parent (`mode M`).
+pub type cnet_macvlan_mode = u32;
+/// `private`: no traffic between macvlans of one parent.
+pub const CNET_MACVLAN_PRIVATE: cnet_macvlan_mode = 1;
+/// `vepa`: traffic between them goes out to the switch (the kernel's default).
+pub const CNET_MACVLAN_VEPA: cnet_macvlan_mode = 2;
+/// `bridge`: macvlans of one parent talk to each other directly.
+pub const CNET_MACVLAN_BRIDGE: cnet_macvlan_mode = 3;
+/// `passthru`: one macvlan takes the parent over.
+pub const CNET_MACVLAN_PASSTHRU: cnet_macvlan_mode = 4;
+/// `source`: only frames from listed source MACs.
+pub const CNET_MACVLAN_SOURCE: cnet_macvlan_mode = 5;
+
+/// How an ipvlan uses its parent (`mode M`).
+pub type cnet_ipvlan_mode = u32;
+/// `l2`: switching by MAC on the parent.
+pub const CNET_IPVLAN_L2: cnet_ipvlan_mode = 1;
+/// `l3`: routing by IP on the parent (the kernel's default).
+pub const CNET_IPVLAN_L3: cnet_ipvlan_mode = 2;
+/// `l3s`: like l3, with netfilter hooks in the parent's namespace.
+pub const CNET_IPVLAN_L3S: cnet_ipvlan_mode = 3;
+
+/// The EtherType of 802.1Q VLAN tags (`protocol 802.1Q`).
+pub const CNET_VLAN_8021Q: u16 = 0x8100;
+/// The EtherType of 802.1ad tags (`protocol 802.1ad`, QinQ's outer tag).
+pub const CNET_VLAN_8021AD: u16 = 0x88a8;
 
 /// What to create (`cnet_link_add`, `cnet_link_ensure`). Zero / NULL
 /// fields mean "not set"; set `kind` and `name`, then the fields of that
 /// kind. Start from a zeroed struct (`= {0}`) so fields added later stay
-/// unset.
+/// unset. A wireguard device takes only `name`, `mtu` and `up`.
 #[repr(C)]
 #[derive(Debug)]
 pub struct cnet_link_config {
-    /// `CNET_LINK_VETH`, `_BRIDGE`, `_VXLAN` or `_IPIP`.
+    /// `CNET_LINK_VETH`, `_BRIDGE`, `_VXLAN`, `_IPIP`, `_MACVLAN`,
+    /// `_IPVLAN`, `_VLAN`, `_DUMMY` or `_WIREGUARD`.
     pub kind: cnet_link_kind,
     /// The link's name (at most 15 bytes).
     pub name: *const c_char,
@@ -69,13 +113,48 @@ pub struct cnet_link_config {
     pub local: *const c_char,
     /// vxlan, ipip: remote address, or NULL.
     pub remote: *const c_char,
-    /// vxlan, ipip: the underlay device (`dev DEV`), or NULL.
+    /// vxlan, ipip: the underlay device (`dev DEV`), or NULL; macvlan,
+    /// ipvlan, vlan: the parent device (`link DEV`), required.
     pub dev: *const c_char,
     /// vxlan, ipip: TTL (0: inherit / kernel default).
     pub ttl: u8,
     /// vxlan: turn off MAC learning (`nolearning`), as overlays with a
     /// programmed FDB want.
     pub nolearning: bool,
+    /// macvlan: `CNET_MACVLAN_*` (0: the kernel's default, vepa;
+    /// containers want `CNET_MACVLAN_BRIDGE`).
+    pub macvlan_mode: cnet_macvlan_mode,
+    /// ipvlan: `CNET_IPVLAN_*` (0: the kernel's default, l3).
+    pub ipvlan_mode: cnet_ipvlan_mode,
+    /// vlan: the VLAN id (1-4094).
+    pub vlan_id: u16,
+    /// vlan: the tag protocol, `CNET_VLAN_8021Q` or `CNET_VLAN_8021AD`
+    /// (0: 802.1Q).
+    pub vlan_protocol: u16,
+}
+
+/// A link's counters (`ip -s link show`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct cnet_link_stats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received packets with errors.
+    pub rx_errors: u64,
+    /// Packets that failed to send.
+    pub tx_errors: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Packets dropped before sending.
+    pub tx_dropped: u64,
+    /// Multicast packets received.
+    pub multicast: u64,
 }
 
 /// A link as the kernel lists it (`ip -d link show`).
@@ -102,6 +181,10 @@ pub struct cnet_link {
     pub mac: [u8; 6],
     /// The link has an Ethernet-like hardware address.
     pub has_mac: bool,
+    /// Counters (valid when `has_stats`).
+    pub stats: cnet_link_stats,
+    /// The kernel sent counters.
+    pub has_stats: bool,
 }
 
 /// An owned array of links; free with `cnet_link_array_free`.
@@ -196,13 +279,106 @@ pub(crate) fn spec_of(c: &cnet_link_config) -> Res<Box<dyn LinkSpec>> {
             }
             Box::new(v)
         }
+        CNET_LINK_MACVLAN => {
+            let mut v = common!(MacVlan::new(name, cstr(c.dev, "config.dev")?));
+            if let Some(m) = macvlan_mode(c.macvlan_mode)? {
+                v = v.mode(m);
+            }
+            Box::new(v)
+        }
+        CNET_LINK_IPVLAN => {
+            let mut v = common!(IpVlan::new(name, cstr(c.dev, "config.dev")?));
+            if let Some(m) = ipvlan_mode(c.ipvlan_mode)? {
+                v = v.mode(m);
+            }
+            Box::new(v)
+        }
+        CNET_LINK_VLAN => {
+            let mut v = common!(Vlan::new(name, cstr(c.dev, "config.dev")?, c.vlan_id));
+            match c.vlan_protocol {
+                0 => {}
+                CNET_VLAN_8021Q => v = v.protocol(VlanProtocol::Dot1Q),
+                CNET_VLAN_8021AD => v = v.protocol(VlanProtocol::Dot1Ad),
+                x => {
+                    return Err(Fail::new(
+                        CNET_INVALID_ENUM,
+                        format!("config.vlan_protocol {x:#06x} is neither 0x8100 (802.1Q) nor 0x88a8 (802.1ad)"),
+                    ))
+                }
+            }
+            Box::new(v)
+        }
+        CNET_LINK_DUMMY => Box::new(common!(Dummy::new(name))),
+        CNET_LINK_WIREGUARD => {
+            if master.is_some() || mac.is_some() {
+                return Err(Error::invalid(
+                    format!("wireguard link {name}"),
+                    "a WireGuard device has no MAC address and no master here: leave mac and master unset",
+                )
+                .into());
+            }
+            let mut v = WireGuard::new(name);
+            if c.mtu != 0 {
+                v = v.mtu(c.mtu);
+            }
+            if c.up {
+                v = v.up();
+            }
+            Box::new(v)
+        }
         k => {
             return Err(Fail::new(
                 CNET_INVALID_ENUM,
-                format!("config.kind {k} is not a link kind this library creates (1-4)"),
+                format!("config.kind {k} is not a link kind this library creates (1-4, 6-10)"),
             ))
         }
     })
+}
+
+fn macvlan_mode(m: cnet_macvlan_mode) -> Res<Option<MacVlanMode>> {
+    Ok(Some(match m {
+        0 => return Ok(None),
+        CNET_MACVLAN_PRIVATE => MacVlanMode::Private,
+        CNET_MACVLAN_VEPA => MacVlanMode::Vepa,
+        CNET_MACVLAN_BRIDGE => MacVlanMode::Bridge,
+        CNET_MACVLAN_PASSTHRU => MacVlanMode::Passthru,
+        CNET_MACVLAN_SOURCE => MacVlanMode::Source,
+        x => {
+            return Err(Fail::new(
+                CNET_INVALID_ENUM,
+                format!("config.macvlan_mode {x} is not a macvlan mode (1-5)"),
+            ))
+        }
+    }))
+}
+
+fn ipvlan_mode(m: cnet_ipvlan_mode) -> Res<Option<IpVlanMode>> {
+    Ok(Some(match m {
+        0 => return Ok(None),
+        CNET_IPVLAN_L2 => IpVlanMode::L2,
+        CNET_IPVLAN_L3 => IpVlanMode::L3,
+        CNET_IPVLAN_L3S => IpVlanMode::L3S,
+        x => {
+            return Err(Fail::new(
+                CNET_INVALID_ENUM,
+                format!("config.ipvlan_mode {x} is not an ipvlan mode (1-3)"),
+            ))
+        }
+    }))
+}
+
+fn stats_of(s: &LinkStats) -> cnet_link_stats {
+    cnet_link_stats {
+        rx_packets: s.rx_packets,
+        tx_packets: s.tx_packets,
+        rx_bytes: s.rx_bytes,
+        tx_bytes: s.tx_bytes,
+        rx_errors: s.rx_errors,
+        tx_errors: s.tx_errors,
+        rx_dropped: s.rx_dropped,
+        tx_dropped: s.tx_dropped,
+        multicast: s.multicast,
+    }
 }
 
 pub(crate) fn link_of(l: &Link) -> Res<cnet_link> {
@@ -215,6 +391,11 @@ pub(crate) fn link_of(l: &Link) -> Res<cnet_link> {
             LinkKind::Vxlan => CNET_LINK_VXLAN,
             LinkKind::IpIp => CNET_LINK_IPIP,
             LinkKind::Device => CNET_LINK_DEVICE,
+            LinkKind::MacVlan => CNET_LINK_MACVLAN,
+            LinkKind::IpVlan => CNET_LINK_IPVLAN,
+            LinkKind::Vlan => CNET_LINK_VLAN,
+            LinkKind::Dummy => CNET_LINK_DUMMY,
+            LinkKind::WireGuard => CNET_LINK_WIREGUARD,
             _ => CNET_LINK_OTHER,
         },
         kind_name: [0; CNET_IFNAMSIZ],
@@ -224,6 +405,8 @@ pub(crate) fn link_of(l: &Link) -> Res<cnet_link> {
         master: l.master.unwrap_or(0),
         mac: l.mac.map_or([0; 6], |m| m.0),
         has_mac: l.mac.is_some(),
+        stats: l.stats.as_ref().map(stats_of).unwrap_or_default(),
+        has_stats: l.stats.is_some(),
     };
     fill(&mut c.name, &l.name)?;
     let kn = match &l.kind {

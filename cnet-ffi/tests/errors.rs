@@ -679,3 +679,95 @@ fn nexthop_errors_null_enums_utf8_and_unknown() {
     assert!(!cnet_error_kernel_message(err).is_null());
     cnet_error_free(err);
 }
+
+#[test]
+fn new_link_kinds_enums_parents_and_missing_kernel_support() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = netns("k");
+    let h = ns.2;
+    // SAFETY: all-zero is a valid cnet_link_config.
+    let mut c: cnet_link_config = unsafe { std::mem::zeroed() };
+    c.name = c"x0".as_ptr();
+    c.kind = 11;
+    let (rc, m) = fails(|e| cnet_link_add(h, &c, e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    // A parent is required, by name, and must exist.
+    for k in [CNET_LINK_MACVLAN, CNET_LINK_IPVLAN, CNET_LINK_VLAN] {
+        c.kind = k;
+        c.vlan_id = 10;
+        c.dev = null();
+        let (rc, m) = fails(|e| cnet_link_add(h, &c, e));
+        assert_eq!(rc, CNET_NULL_ARGUMENT, "{m}");
+        assert!(m.contains("config.dev"), "{m}");
+        c.dev = bad();
+        assert_eq!(fails(|e| cnet_link_add(h, &c, e)).0, CNET_INVALID_UTF8);
+    }
+    c.kind = CNET_LINK_MACVLAN;
+    c.dev = c"nope0".as_ptr();
+    let (rc, m) = fails(|e| cnet_link_add(h, &c, e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    assert!(m.contains("nope0"), "{m}");
+    c.dev = c"lo".as_ptr();
+    c.macvlan_mode = 6;
+    let (rc, m) = fails(|e| cnet_link_add(h, &c, e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    assert!(m.contains("macvlan_mode"), "{m}");
+    c.macvlan_mode = 0;
+    c.kind = CNET_LINK_IPVLAN;
+    c.ipvlan_mode = 4;
+    assert_eq!(fails(|e| cnet_link_add(h, &c, e)).0, CNET_INVALID_ENUM);
+    c.ipvlan_mode = 0;
+    c.kind = CNET_LINK_VLAN;
+    c.vlan_protocol = 0x1234;
+    let (rc, m) = fails(|e| cnet_link_add(h, &c, e));
+    assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
+    assert!(m.contains("0x1234"), "{m}");
+    c.vlan_protocol = 0;
+    c.vlan_id = 5000;
+    assert_eq!(fails(|e| cnet_link_add(h, &c, e)).0, CNET_INVALID_ARGUMENT);
+    // WireGuard takes no MAC and no master.
+    c.kind = CNET_LINK_WIREGUARD;
+    c.dev = null();
+    c.mac = c"02:00:00:00:00:01".as_ptr();
+    let (rc, m) = fails(|e| cnet_link_add(h, &c, e));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    // Kinds this kernel may lack: made, or CNET_UNSUPPORTED and nothing left.
+    // SAFETY: all-zero is a valid cnet_link_config.
+    let mut d: cnet_link_config = unsafe { std::mem::zeroed() };
+    d.kind = CNET_LINK_BRIDGE;
+    d.name = c"br0".as_ptr();
+    assert_eq!(cnet_link_add(h, &d, null_mut()), CNET_OK);
+    for (k, name) in [
+        (CNET_LINK_WIREGUARD, c"wg0"),
+        (CNET_LINK_DUMMY, c"dm0"),
+        (CNET_LINK_VLAN, c"vl0"),
+        (CNET_LINK_IPVLAN, c"iv0"),
+    ] {
+        // SAFETY: all-zero is a valid cnet_link_config.
+        let mut c: cnet_link_config = unsafe { std::mem::zeroed() };
+        c.kind = k;
+        c.name = name.as_ptr();
+        c.dev = c"br0".as_ptr();
+        c.vlan_id = 10;
+        let mut err = null_mut();
+        let rc = cnet_link_add(h, &c, &mut err);
+        let mut l = std::mem::MaybeUninit::<cnet_link>::uninit();
+        let got = cnet_link_get(h, name.as_ptr(), l.as_mut_ptr(), null_mut());
+        if rc == CNET_OK {
+            assert_eq!(got, CNET_OK);
+            // SAFETY: written by the successful get.
+            assert_eq!(unsafe { l.assume_init() }.kind, k);
+        } else {
+            // SAFETY: a live error.
+            let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
+                .to_string_lossy()
+                .into_owned();
+            assert_eq!(rc, CNET_UNSUPPORTED, "{m}");
+            assert_eq!(got, CNET_NOT_FOUND, "nothing half-made");
+        }
+        cnet_error_free(err);
+    }
+}

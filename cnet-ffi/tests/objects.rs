@@ -535,3 +535,132 @@ fn nexthops_and_a_route_using_them_against_ip_nexthop_and_ip_route() {
     assert_eq!(ours, theirs);
     assert_eq!(ours.len(), 3);
 }
+
+// ------------------------------------------------------------ link kinds
+
+fn zero_link() -> cnet_link_config {
+    // SAFETY: all-zero is a valid cnet_link_config (NULL pointers, 0, false).
+    unsafe { std::mem::zeroed() }
+}
+
+fn link_get(ns: &Ns, name: &CStr) -> cnet_link {
+    let mut l = std::mem::MaybeUninit::<cnet_link>::uninit();
+    ok(|e| cnet_link_get(ns.h, name.as_ptr(), l.as_mut_ptr(), e));
+    // SAFETY: written by the successful call.
+    unsafe { l.assume_init() }
+}
+
+#[test]
+fn macvlan_add_and_stats_against_ip_link_and_ping() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = Ns::new("mv");
+    let peer = Ns::new("mvp");
+    // a0 here, b0 in the peer namespace; the macvlan mv0 on a0.
+    let mut v = zero_link();
+    v.kind = CNET_LINK_VETH;
+    v.name = c"a0".as_ptr();
+    v.peer_name = c"b0".as_ptr();
+    v.peer_netns = peer.ns;
+    v.up = true;
+    v.peer_up = true;
+    ok(|e| cnet_link_add(ns.h, &v, e));
+    let mut m = zero_link();
+    m.kind = CNET_LINK_MACVLAN;
+    m.name = c"mv0".as_ptr();
+    m.dev = c"a0".as_ptr();
+    m.macvlan_mode = CNET_MACVLAN_BRIDGE;
+    m.mac = c"02:00:00:00:0a:01".as_ptr();
+    m.mtu = 1400;
+    m.up = true;
+    ok(|e| cnet_link_add(ns.h, &m, e));
+    let j = ns.ip(&["-d", "link", "show", "mv0"]);
+    let info = &j[0]["linkinfo"];
+    assert_eq!(info["info_kind"], "macvlan", "{j}");
+    assert_eq!(info["info_data"]["mode"], "bridge", "{j}");
+    assert_eq!(j[0]["link"], "a0", "{j}");
+    assert_eq!(j[0]["address"], "02:00:00:00:0a:01", "{j}");
+    assert_eq!(j[0]["mtu"], 1400, "{j}");
+    let l = link_get(&ns, c"mv0");
+    assert_eq!(
+        (l.kind, s(&l.kind_name), l.mtu, l.up),
+        (CNET_LINK_MACVLAN, "macvlan".into(), 1400, true)
+    );
+    assert_eq!(l.mac, [2, 0, 0, 0, 0x0a, 1]);
+    // ensure accepts the same, says what differs otherwise.
+    ok(|e| cnet_link_ensure(ns.h, &m, null_mut(), e));
+    m.macvlan_mode = CNET_MACVLAN_PRIVATE;
+    let mut err = null_mut();
+    assert_eq!(
+        cnet_link_ensure(ns.h, &m, null_mut(), &mut err),
+        CNET_MISMATCH
+    );
+    cnet_error_free(err);
+
+    // Traffic through the macvlan: its counters as ip reads them.
+    ok(|e| cnet::addr::cnet_addr_add(ns.h, c"mv0".as_ptr(), c"192.0.2.1/24".as_ptr(), e));
+    ok(|e| cnet::addr::cnet_addr_add(peer.h, c"b0".as_ptr(), c"192.0.2.2/24".as_ptr(), e));
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "5",
+            "192.0.2.2",
+        ])
+        .output()
+        .expect("ping");
+    assert!(st.status.success(), "ping over the macvlan: {st:?}");
+    let read_ip = || {
+        let j = ns.ip(&["-s", "link", "show", "mv0"]);
+        let t = &j[0]["stats64"];
+        (
+            t["tx"]["packets"].as_u64().unwrap(),
+            t["rx"]["packets"].as_u64().unwrap(),
+            t["tx"]["bytes"].as_u64().unwrap(),
+        )
+    };
+    let before = read_ip();
+    let l = link_get(&ns, c"mv0");
+    let after = read_ip();
+    assert!(l.has_stats);
+    let ours = (l.stats.tx_packets, l.stats.rx_packets, l.stats.tx_bytes);
+    assert!(
+        before.0 <= ours.0 && ours.0 <= after.0,
+        "{before:?} {ours:?} {after:?}"
+    );
+    assert!(
+        before.1 <= ours.1 && ours.1 <= after.1,
+        "{before:?} {ours:?} {after:?}"
+    );
+    assert!(
+        before.2 <= ours.2 && ours.2 <= after.2,
+        "{before:?} {ours:?} {after:?}"
+    );
+    assert!(
+        ours.0 >= 3 && ours.1 >= 3,
+        "3 echo requests out, 3 replies in: {ours:?}"
+    );
+    // The listed links carry the same counters.
+    let mut list = null_mut();
+    ok(|e| cnet_link_list(ns.h, &mut list, e));
+    // SAFETY: a live list.
+    let items = unsafe { std::slice::from_raw_parts((*list).items, (*list).len) };
+    let mv = items.iter().find(|l| s(&l.name) == "mv0").unwrap();
+    assert!(mv.has_stats && mv.stats.tx_packets >= ours.0);
+    cnet_link_array_free(list);
+    ok(|e| cnet_link_delete(ns.h, c"mv0".as_ptr(), e));
+    assert_eq!(
+        ns.ip(&["link", "show", "a0"])[0]["ifname"],
+        "a0",
+        "the parent stays"
+    );
+}

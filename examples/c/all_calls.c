@@ -143,6 +143,25 @@ int main(int argc, char **argv) {
     OK(cnet_nexthop_delete_if_exists(h, 1, &gone, E));
     if (!gone) fprintf(stderr, "all_calls: nexthop delete_if_exists\n"), fails++;
 
+    /* The newer link kinds: macvlan everywhere; wireguard, ipvlan, vlan and
+     * dummy where the kernel has them. Counters come with every link. */
+    cnet_link_config mv = {0};
+    mv.kind = CNET_LINK_MACVLAN; mv.name = "mv0"; mv.dev = "va"; mv.macvlan_mode = CNET_MACVLAN_BRIDGE; mv.up = true;
+    OK(cnet_link_add(h, &mv, E));
+    cnet_link mvl;
+    OK(cnet_link_get(h, "mv0", &mvl, E));
+    if (mvl.kind != CNET_LINK_MACVLAN || !mvl.has_stats) fprintf(stderr, "all_calls: macvlan\n"), fails++;
+    OK(cnet_link_delete(h, "mv0", E));
+    cnet_link_config more[4] = {{0}, {0}, {0}, {0}};
+    more[0].kind = CNET_LINK_WIREGUARD; more[0].name = "wg0"; more[0].mtu = 1420;
+    more[1].kind = CNET_LINK_IPVLAN; more[1].name = "iv0"; more[1].dev = "va"; more[1].ipvlan_mode = CNET_IPVLAN_L2;
+    more[2].kind = CNET_LINK_VLAN; more[2].name = "va.10"; more[2].dev = "va"; more[2].vlan_id = 10; more[2].vlan_protocol = CNET_VLAN_8021Q;
+    more[3].kind = CNET_LINK_DUMMY; more[3].name = "dm0";
+    for (int i = 0; i < 4; i++) {
+        OK_OR_UNSUPPORTED(cnet_link_add(h, &more[i], E));
+        OK(cnet_link_delete_if_exists(h, more[i].name, NULL, E));
+    }
+
     vx.kind = CNET_LINK_VXLAN; vx.name = "vx0"; vx.vni = 42; vx.dev = "br0"; vx.local = "192.0.2.1"; vx.nolearning = true; vx.up = true;
     cnet_link vxl;
     OK(cnet_link_ensure(h, &vx, &vxl, E));
