@@ -15,41 +15,6 @@ use cnet_core::link::{
 use cnet_core::Error;
 use common::{privileged, TestNs};
 
-/// Whether this kernel must have ipip: in the VM it must, else we probe.
-fn expect_ipip() -> bool {
-    expect_kind("ipip")
-}
-
-/// Whether this kernel has link kind `kind`: in the VM (a stock Debian
-/// kernel) it must, elsewhere we probe with `ip`.
-fn expect_kind(kind: &str) -> bool {
-    let has = match kind {
-        "vlan" | "ipvlan" => kernel_has_on_parent(kind),
-        _ => common::kernel_has(kind),
-    };
-    if std::env::var_os("CNET_IN_VM").is_some() {
-        assert!(has, "the VM's kernel must provide {kind}");
-    }
-    eprintln!("kernel has {kind}: {has}");
-    has
-}
-
-/// [`common::kernel_has`] for kinds that need a parent device (and a
-/// VLAN id): probed with `ip` on a veth in a throwaway namespace.
-fn kernel_has_on_parent(kind: &str) -> bool {
-    let t = TestNs::new("probe");
-    t.ip(&["link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
-    let extra: &[&str] = if kind == "vlan" { &["id", "1"] } else { &[] };
-    std::process::Command::new("ip")
-        .args([
-            "-n", &t.name, "link", "add", "probe0", "link", "p0", "type", kind,
-        ])
-        .args(extra)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// On a kernel without the kind: `Unsupported` with the kernel's words,
 /// naming the link, and nothing left behind.
 fn assert_unsupported(h: &cnet_core::Handle, name: &str, r: cnet_core::Result<()>) {
@@ -65,7 +30,7 @@ fn ipip_is_created_and_read_back_or_unsupported_with_kernel_text() {
     if !privileged() {
         return;
     }
-    let has_ipip = expect_ipip();
+    let has_ipip = common::kernel_expected("ipip");
     let t = TestNs::new("ipip");
     let h = t.handle();
     h.links().add(Veth::new("under0", "under0p")).unwrap();
@@ -131,7 +96,7 @@ fn ipip_overlay_between_two_namespaces_pings() {
     if !privileged() {
         return;
     }
-    let has_ipip = expect_ipip();
+    let has_ipip = common::kernel_expected("ipip");
     let a = TestNs::new("ipa");
     let b = TestNs::new("ipb");
     let (ha, hb) = (a.handle(), b.handle());
@@ -204,7 +169,7 @@ fn dummy_and_wireguard_are_created_and_read_back_or_unsupported() {
         ),
     ];
     for (kind, spec, want) in cases {
-        let has = expect_kind(kind);
+        let has = common::kernel_expected(kind);
         let r = h.links().add(spec);
         if !has {
             assert_unsupported(&h, spec.name(), r);
@@ -226,7 +191,7 @@ fn dummy_and_wireguard_are_created_and_read_back_or_unsupported() {
             );
         }
     }
-    if expect_kind("dummy") {
+    if common::kernel_expected("dummy") {
         // A dummy takes addresses and routes: the kernel answers for them.
         h.addrs()
             .add("dum0", "203.0.113.1/24".parse().unwrap())
@@ -244,7 +209,7 @@ fn vlan_between_two_namespaces_pings_or_unsupported() {
     if !privileged() {
         return;
     }
-    let has = expect_kind("vlan");
+    let has = common::kernel_expected("vlan");
     let a = TestNs::new("vla");
     let b = TestNs::new("vlb");
     let (ha, hb) = (a.handle(), b.handle());
@@ -308,7 +273,7 @@ fn ipvlan_pair_pings_or_unsupported() {
     if !privileged() {
         return;
     }
-    let has = expect_kind("ipvlan");
+    let has = common::kernel_expected("ipvlan");
     let host = TestNs::new("ivh");
     let a = TestNs::new("iva");
     let b = TestNs::new("ivb");

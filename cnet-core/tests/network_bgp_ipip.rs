@@ -11,8 +11,8 @@
 //! are proven.
 
 mod cluster;
+mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::{privileged, Cluster, Spec};
@@ -20,40 +20,6 @@ use cnet_core::network::bgp::{BgpConfig, BgpMode, BgpPeer, BgpTimers, Bird};
 use cnet_core::{Error, IpNet};
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Whether this kernel has ipip (probed with `ip` in a throwaway
-/// namespace); in the VM it must.
-fn ipip_expected() -> bool {
-    let ns = format!("cn-bgpipprobe-{}", std::process::id());
-    let run = |args: &[&str]| {
-        Command::new("ip")
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    assert!(run(&["netns", "add", &ns]));
-    let has = run(&[
-        "-n",
-        &ns,
-        "link",
-        "add",
-        "probe0",
-        "type",
-        "ipip",
-        "remote",
-        "198.51.100.254",
-        "local",
-        "198.51.100.253",
-    ]);
-    assert!(run(&["netns", "del", &ns]));
-    let in_vm = std::env::var_os("CNET_IN_VM").is_some();
-    if in_vm {
-        assert!(has, "the VM's kernel must provide ipip");
-    }
-    eprintln!("kernel has ipip: {has} (in VM: {in_vm})");
-    has
-}
 
 fn cidr() -> IpNet {
     "10.244.0.0/16".parse().unwrap()
@@ -165,7 +131,7 @@ fn bgp_cross_subnet_ipip_with_route_reflector() {
     if !privileged() {
         return;
     }
-    let has_ipip = ipip_expected();
+    let has_ipip = common::kernel_expected("ipip");
     let c = Cluster::build(
         "bgpx",
         Spec {

@@ -6,49 +6,12 @@
 //! ipip must exist and the all-pairs ping is proven through the tunnels.
 
 mod cluster;
+mod common;
 
-use std::process::Command;
 
 use cluster::{privileged, Cluster, Spec};
 use cnet_core::network::{Backend, DeviceChange, Encap, IpIpConfig, PeerPath};
 use cnet_core::Error;
-
-/// Whether this kernel has ipip (probed with `ip` in a throwaway
-/// namespace); in the VM it must.
-fn ipip_expected() -> bool {
-    // Unique per call: the tests of this binary probe at the same time.
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let ns = format!("cn-ipipprobe-{}-{k}", std::process::id());
-    let run = |args: &[&str]| {
-        Command::new("ip")
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    assert!(run(&["netns", "add", &ns]));
-    let has = run(&[
-        "-n",
-        &ns,
-        "link",
-        "add",
-        "probe0",
-        "type",
-        "ipip",
-        "remote",
-        "198.51.100.254",
-        "local",
-        "198.51.100.253",
-    ]);
-    assert!(run(&["netns", "del", &ns]));
-    let in_vm = std::env::var_os("CNET_IN_VM").is_some();
-    if in_vm {
-        assert!(has, "the VM's kernel must provide ipip");
-    }
-    eprintln!("kernel has ipip: {has} (in VM: {in_vm})");
-    has
-}
 
 fn links(c: &Cluster, i: usize) -> Vec<String> {
     c.ip_json(&c.hosts[i].ns, &["link", "show"])
@@ -84,7 +47,7 @@ fn cluster_ipip_all_pairs_ping_or_unsupported() {
     if !privileged() {
         return;
     }
-    let has_ipip = ipip_expected();
+    let has_ipip = common::kernel_expected("ipip");
     let c = Cluster::build(
         "ipip",
         Spec {
@@ -168,7 +131,7 @@ fn cluster_ipip_cross_subnet_reaches_the_far_host() {
     if !privileged() {
         return;
     }
-    let has_ipip = ipip_expected();
+    let has_ipip = common::kernel_expected("ipip");
     let c = Cluster::build(
         "ipx",
         Spec {

@@ -11,6 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod cluster;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -76,12 +77,7 @@ fn wireguard_expected() -> bool {
         Err(Error::Unsupported { .. }) => false,
         Err(e) => panic!("probe the wireguard family: {e}"),
     };
-    let in_vm = std::env::var_os("CNET_IN_VM").is_some();
-    if in_vm {
-        assert!(has, "the VM's kernel must provide wireguard");
-    }
-    eprintln!("kernel has wireguard: {has} (in VM: {in_vm})");
-    has
+    common::expect_in_vm("wireguard", has)
 }
 
 /// Each host's backend: defaults, its key in a file of the test's own.
