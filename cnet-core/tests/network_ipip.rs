@@ -8,7 +8,6 @@
 mod cluster;
 mod common;
 
-
 use cluster::{privileged, Cluster, Spec};
 use cnet_core::network::{Backend, DeviceChange, Encap, IpIpConfig, PeerPath};
 use cnet_core::Error;

@@ -27,6 +27,23 @@ pub struct cnet_handle {
     pub(crate) h: Arc<Handle>,
 }
 
+/// The string-argument constructors' shared body: `arg` checked (NULL,
+/// UTF-8), `open` run, the namespace boxed into `*out` on success only.
+fn open_by(
+    arg: *const c_char,
+    what: &str,
+    out: *mut *mut cnet_netns,
+    err: *mut *mut cnet_error,
+    open: impl FnOnce(&str) -> cnet_core::Result<NetNs>,
+) -> cnet_result {
+    guard(err, || {
+        let arg = cstr(arg, what)?;
+        let out = out_ptr(out, "out")?;
+        boxed(out, cnet_netns { ns: open(arg)? });
+        Ok(())
+    })
+}
+
 /// Create the named namespace (`ip netns add NAME`, bind-mounted at
 /// /run/netns/NAME) and open it. `CNET_ALREADY_EXISTS` if the name is taken.
 #[no_mangle]
@@ -35,17 +52,7 @@ pub extern "C" fn cnet_netns_create(
     out: *mut *mut cnet_netns,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
-    guard(err, || {
-        let name = cstr(name, "name")?;
-        let out = out_ptr(out, "out")?;
-        boxed(
-            out,
-            cnet_netns {
-                ns: NetNs::create(name)?,
-            },
-        );
-        Ok(())
-    })
+    open_by(name, "name", out, err, NetNs::create)
 }
 
 /// Open the named namespace (/run/netns/NAME). `CNET_NOT_FOUND` if absent.
@@ -55,17 +62,7 @@ pub extern "C" fn cnet_netns_open(
     out: *mut *mut cnet_netns,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
-    guard(err, || {
-        let name = cstr(name, "name")?;
-        let out = out_ptr(out, "out")?;
-        boxed(
-            out,
-            cnet_netns {
-                ns: NetNs::open(name)?,
-            },
-        );
-        Ok(())
-    })
+    open_by(name, "name", out, err, NetNs::open)
 }
 
 /// Open a namespace by path (`/proc/4242/ns/net`, `/var/run/netns/x`):
@@ -77,17 +74,7 @@ pub extern "C" fn cnet_netns_open_path(
     out: *mut *mut cnet_netns,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
-    guard(err, || {
-        let path = cstr(path, "path")?;
-        let out = out_ptr(out, "out")?;
-        boxed(
-            out,
-            cnet_netns {
-                ns: NetNs::open_path(path)?,
-            },
-        );
-        Ok(())
-    })
+    open_by(path, "path", out, err, |a| NetNs::open_path(a))
 }
 
 /// Open the namespace of process `pid` (`/proc/PID/ns/net`).
