@@ -7,7 +7,8 @@ use cnet_core::addr::Address;
 use cnet_core::IpNet;
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, Res,
+    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, set_if_asked,
+    Res,
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::ns::cnet_handle;
@@ -108,9 +109,7 @@ pub extern "C" fn cnet_addr_delete_if_exists(
     guard(err, || {
         let (h, dev, cidr) = args(h, dev, cidr)?;
         let d = h.h.addrs().delete_if_exists(dev, cidr)?;
-        if !deleted.is_null() {
-            out_ptr(deleted, "deleted")?.set(d);
-        }
+        set_if_asked(deleted, d);
         Ok(())
     })
 }

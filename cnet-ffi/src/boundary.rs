@@ -285,6 +285,28 @@ pub(crate) fn slice<'a, T>(p: *const T, len: usize, what: &str) -> Res<&'a [T]> 
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// Convert the `len` C values at `p` with `conv`; a failure names the item
+/// (`entries[3]: …`).
+pub(crate) fn items<T, U>(
+    p: *const T,
+    len: usize,
+    what: &str,
+    conv: impl Fn(&T) -> Res<U>,
+) -> Res<Vec<U>> {
+    slice(p, len, what)?
+        .iter()
+        .enumerate()
+        .map(|(i, e)| conv(e).map_err(|f| f.item(i)))
+        .collect()
+}
+
+/// Write `v` to an optional out-parameter (NULL: the caller did not ask).
+pub(crate) fn set_if_asked<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        Out(p).set(v);
+    }
+}
+
 /// Check an out-parameter before doing any work, so a NULL `out` never
 /// leaves a half-done operation behind.
 pub(crate) fn out_ptr<T>(p: *mut T, what: &str) -> Res<Out<T>> {

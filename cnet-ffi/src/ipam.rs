@@ -24,7 +24,7 @@ use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
     cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
-    slice, Fail, Res, CNET_PANIC,
+    set_if_asked, slice, Fail, Res, CNET_PANIC,
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings};
@@ -614,9 +614,7 @@ pub extern "C" fn cnet_pool_release(
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
         let r = lock(&*p.inner)?.release(cid, ifname)?;
-        if !released.is_null() {
-            out_ptr(released, "released")?.set(r.is_some());
-        }
+        set_if_asked(released, r.is_some());
         Ok(())
     })
 }

@@ -12,8 +12,8 @@ use cnet_core::link::{
 use cnet_core::Error;
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, Fail, Res,
-    CNET_INVALID_ENUM,
+    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse_opt,
+    set_if_asked, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::ns::{cnet_handle, cnet_netns};
 use crate::out::{free_list, list_head, list_out};
@@ -484,9 +484,7 @@ pub extern "C" fn cnet_link_delete_if_exists(
     guard(err, || {
         let h = obj(h, "handle")?;
         let d = h.h.links().delete_if_exists(cstr(name, "name")?)?;
-        if !deleted.is_null() {
-            out_ptr(deleted, "deleted")?.set(d);
-        }
+        set_if_asked(deleted, d);
         Ok(())
     })
 }

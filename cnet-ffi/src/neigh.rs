@@ -10,8 +10,8 @@ use cnet_core::link::MacAddr;
 use cnet_core::neigh::{NeighState, Neighbour, NeighbourEntry};
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
-    slice, Res,
+    cnet_error, cnet_result, cstr, fill, guard, items, obj, opt_nonempty, out_ptr, parse,
+    parse_opt, set_if_asked, Res,
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::ns::cnet_handle;
@@ -339,15 +339,9 @@ pub extern "C" fn cnet_neigh_reconcile(
     guard(err, || {
         let h = obj(h, "handle")?;
         let dev = cstr(dev, "dev")?;
-        let want = slice(entries, len, "entries")?
-            .iter()
-            .enumerate()
-            .map(|(i, e)| neigh_of(e).map_err(|f| f.item(i)))
-            .collect::<Res<Vec<_>>>()?;
+        let want = items(entries, len, "entries", neigh_of)?;
         let c = h.h.neighbours().reconcile(dev, &want)?.into_result()?;
-        if !counts.is_null() {
-            out_ptr(counts, "counts")?.set(counts_of(c));
-        }
+        set_if_asked(counts, counts_of(c));
         Ok(())
     })
 }
@@ -394,15 +388,9 @@ pub extern "C" fn cnet_fdb_reconcile(
     guard(err, || {
         let h = obj(h, "handle")?;
         let dev = cstr(dev, "dev")?;
-        let want = slice(entries, len, "entries")?
-            .iter()
-            .enumerate()
-            .map(|(i, e)| fdb_of(e).map_err(|f| f.item(i)))
-            .collect::<Res<Vec<_>>>()?;
+        let want = items(entries, len, "entries", fdb_of)?;
         let c = h.h.fdb().reconcile(dev, &want)?.into_result()?;
-        if !counts.is_null() {
-            out_ptr(counts, "counts")?.set(counts_of(c));
-        }
+        set_if_asked(counts, counts_of(c));
         Ok(())
     })
 }

@@ -17,8 +17,8 @@ use cnet_core::network::{Attachment, BridgeConfig, BridgeNetwork, ContainerNs, D
 use cnet_core::IpNet;
 
 use crate::boundary::{
-    c_string, cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, Fail,
-    Res, CNET_INVALID_ENUM,
+    c_string, cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse,
+    set_if_asked, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::ipam::cnet_pool;
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
@@ -384,9 +384,7 @@ pub extern "C" fn cnet_bridge_network_attach(
         if let Some(head) = head {
             one_out(out_ptr(out, "out")?, head, s.0);
         }
-        if !cni_json.is_null() {
-            out_ptr(cni_json, "cni_json")?.set(c_string(&a.to_cni_json()).into_raw());
-        }
+        set_if_asked(cni_json, c_string(&a.to_cni_json()).into_raw());
         Ok(())
     })
 }

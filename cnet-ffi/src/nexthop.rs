@@ -9,8 +9,8 @@ use cnet_core::nexthop::{GroupMember, Nexthop, NexthopEntry, NexthopFilter};
 use cnet_core::route::Family;
 
 use crate::boundary::{
-    cnet_error, cnet_result, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, slice, Fail, Res,
-    CNET_INVALID_ENUM,
+    cnet_error, cnet_result, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, set_if_asked,
+    slice, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::ns::cnet_handle;
@@ -269,9 +269,7 @@ pub extern "C" fn cnet_nexthop_delete_if_exists(
 ) -> cnet_result {
     guard(err, || {
         let d = obj(h, "handle")?.h.nexthops().delete_if_exists(id)?;
-        if !deleted.is_null() {
-            out_ptr(deleted, "deleted")?.set(d);
-        }
+        set_if_asked(deleted, d);
         Ok(())
     })
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use cnet_core::{Handle, NetNs};
 
-use crate::boundary::{cnet_error, cnet_result, cstr, guard, guard_value, obj, out_ptr};
+use crate::boundary::{
+    cnet_error, cnet_result, cstr, guard, guard_value, obj, out_ptr, set_if_asked,
+};
 use crate::out::{boxed, free_box};
 
 /// A network namespace, held open by a file descriptor (so it stays
@@ -108,9 +110,7 @@ pub extern "C" fn cnet_netns_delete(
     guard(err, || {
         let name = cstr(name, "name")?;
         let d = NetNs::delete(name)?;
-        if !deleted.is_null() {
-            out_ptr(deleted, "deleted")?.set(d);
-        }
+        set_if_asked(deleted, d);
         Ok(())
     })
 }

@@ -13,8 +13,8 @@ use cnet_core::route::{
 use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
-    cnet_error, cnet_result, code_of, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse,
-    parse_opt, slice, Fail, Res, CNET_INVALID_ENUM, CNET_OK,
+    cnet_error, cnet_result, code_of, cstr, fill, guard, items, obj, opt_nonempty, out_ptr, parse,
+    parse_opt, set_if_asked, slice, Fail, Res, CNET_INVALID_ENUM, CNET_OK,
 };
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
 use crate::ns::cnet_handle;
@@ -311,9 +311,7 @@ pub extern "C" fn cnet_route_delete_if_exists(
         let h = obj(h, "handle")?;
         let r = route_of(obj(route, "route")?)?;
         let d = h.h.routes().delete_if_exists(r)?;
-        if !deleted.is_null() {
-            out_ptr(deleted, "deleted")?.set(d);
-        }
+        set_if_asked(deleted, d);
         Ok(())
     })
 }
@@ -478,20 +476,12 @@ pub extern "C" fn cnet_route_reconcile(
         if let Some(d) = dev {
             owner = owner.dev(d);
         }
-        let desired = slice(routes, len, "routes")?
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                // Every route belongs to the owner unless it says otherwise.
-                let mut r = route_of(r).map_err(|f| f.item(i))?;
-                r = r.protocol(protocol).table(table);
-                Ok(r)
-            })
-            .collect::<Res<Vec<_>>>()?;
+        // Every route belongs to the owner unless it says otherwise.
+        let desired = items(routes, len, "routes", |r| {
+            Ok(route_of(r)?.protocol(protocol).table(table))
+        })?;
         let c = h.h.routes().reconcile(&owner, &desired)?.into_result()?;
-        if !counts.is_null() {
-            out_ptr(counts, "counts")?.set(counts_of(c));
-        }
+        set_if_asked(counts, counts_of(c));
         Ok(())
     })
 }

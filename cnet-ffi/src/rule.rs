@@ -8,8 +8,8 @@ use cnet_core::rule::{Rule, RuleAction, RuleEntry, RuleOwner};
 use cnet_core::IpNet;
 
 use crate::boundary::{
-    cnet_error, cnet_result, fill, guard, obj, opt_nonempty, out_ptr, parse_opt, slice, Fail, Res,
-    CNET_INVALID_ENUM,
+    cnet_error, cnet_result, fill, guard, items, obj, opt_nonempty, out_ptr, parse_opt,
+    set_if_asked, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
 use crate::ns::cnet_handle;
@@ -309,9 +309,7 @@ pub extern "C" fn cnet_rule_delete_if_exists(
         let h = obj(h, "handle")?;
         let r = rule_of(obj(rule, "rule")?)?;
         let d = h.h.rules().delete_if_exists(r)?;
-        if !deleted.is_null() {
-            out_ptr(deleted, "deleted")?.set(d);
-        }
+        set_if_asked(deleted, d);
         Ok(())
     })
 }
@@ -373,15 +371,9 @@ pub extern "C" fn cnet_rule_reconcile(
         if let Some(f) = family_of(family, "family")? {
             owner = owner.family(f);
         }
-        let desired = slice(rules, len, "rules")?
-            .iter()
-            .enumerate()
-            .map(|(i, r)| rule_of(r).map_err(|f| f.item(i)))
-            .collect::<Res<Vec<_>>>()?;
+        let desired = items(rules, len, "rules", rule_of)?;
         let c = h.h.rules().reconcile(&owner, &desired)?.into_result()?;
-        if !counts.is_null() {
-            out_ptr(counts, "counts")?.set(counts_of(c));
-        }
+        set_if_asked(counts, counts_of(c));
         Ok(())
     })
 }
