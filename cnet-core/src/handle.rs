@@ -43,12 +43,7 @@ impl Handle {
     /// namespace the socket is opened right here; otherwise a short-lived
     /// thread enters `ns` to open it (`setns`, which needs CAP_SYS_ADMIN).
     pub fn at(ns: &NetNs) -> Result<Handle> {
-        let sock = if crate::netns::is_current(ns) {
-            Socket::open()
-        } else {
-            ns.run(Socket::open)?
-        }
-        .map_err(|e| e.with_context(format!("namespace {}", ns.label())))?;
+        let sock = ns.open_within(Socket::open)?;
         Ok(Handle {
             sock: Mutex::new(sock),
             netns: ns.clone(),

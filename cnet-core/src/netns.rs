@@ -254,6 +254,24 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Open something bound to this namespace (a netlink socket): right
+    /// here when it is the calling thread's own namespace — which needs no
+    /// privilege, as `ip` needs none to read — else on a short-lived
+    /// thread that entered it ([`NetNs::run`]). Errors name the namespace.
+    pub(crate) fn open_within<T: Send>(
+        &self,
+        open: impl FnOnce() -> Result<T> + Send,
+    ) -> Result<T> {
+        if is_current(self) {
+            open()
+        } else {
+            self.run(open)?
+        }
+        .map_err(|e| e.with_context(format!("namespace {}", self.label())))
+    }
+}
+
 impl AsFd for NetNs {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.fd.as_fd()

@@ -215,13 +215,7 @@ impl Watch {
     /// directly when `ns` is the caller's own namespace (which needs no
     /// privilege, as for `ip monitor`).
     pub fn open(ns: &NetNs, cfg: WatchConfig) -> Result<Watch> {
-        let open = || open_socket(cfg);
-        let (sock, rcvbuf) = if crate::netns::is_current(ns) {
-            open()
-        } else {
-            ns.run(open)?
-        }
-        .map_err(|e| e.with_context(format!("namespace {}", ns.label())))?;
+        let (sock, rcvbuf) = ns.open_within(|| open_socket(cfg))?;
         Ok(Watch {
             sock,
             netns: ns.clone(),

@@ -415,12 +415,7 @@ impl WireGuardSocket {
     /// `Unsupported` when the kernel has no `wireguard` family.
     pub fn at(ns: &NetNs) -> Result<WireGuardSocket> {
         let label = ns.label();
-        let sock = if crate::netns::is_current(ns) {
-            open_generic()
-        } else {
-            ns.run(open_generic)?
-        }
-        .map_err(|e| e.with_context(format!("namespace {label}")))?;
+        let sock = ns.open_within(open_generic)?;
         let mut s = WireGuardSocket {
             sock,
             family: 0,
