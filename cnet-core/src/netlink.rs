@@ -67,10 +67,17 @@ pub struct Socket {
 pub type BatchItem = (RouteNetlinkMessage, u16);
 
 impl Socket {
-    /// Open a socket in the calling thread's network namespace.
+    /// Open an rtnetlink socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {
-        let ctx = "open rtnetlink socket";
-        let mut sock = RawSocket::new(NETLINK_ROUTE).map_err(|e| Error::io(ctx, e))?;
+        Self::open_protocol(NETLINK_ROUTE, "open rtnetlink socket")
+    }
+
+    /// Open a socket of netlink `protocol` (`NETLINK_ROUTE`,
+    /// `NETLINK_GENERIC`, …) in the calling thread's network namespace; the
+    /// raw request and dump calls ([`Socket::request_raw`],
+    /// [`Socket::dump_raw_each`]) speak any of them.
+    pub fn open_protocol(protocol: isize, ctx: &str) -> Result<Self> {
+        let mut sock = RawSocket::new(protocol).map_err(|e| Error::io(ctx, e))?;
         sock.bind_auto().map_err(|e| Error::io(ctx, e))?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| Error::io(ctx, e))?;

@@ -33,8 +33,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkHeader, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -44,18 +43,15 @@ use netlink_packet_wireguard::{
     WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
     WireguardPeerFlags,
 };
-use netlink_sys::{protocols::NETLINK_GENERIC, Socket as RawSocket, SocketAddr as NlAddr};
+use netlink_sys::protocols::NETLINK_GENERIC;
 
 use crate::error::{Error, KernelError, Result};
-use crate::netlink::{for_each_message, ours, parse_error, peek_len, recv_into};
 use crate::netns::NetNs;
 
 /// WireGuard's customary UDP port (`wg-quick`, Flannel, Calico use it).
 pub const DEFAULT_PORT: u16 = 51820;
 /// Length of a WireGuard key (Curve25519), in bytes.
 pub const KEY_LEN: usize = 32;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
 
 /// A WireGuard public key. Shown and parsed as base64 (44 characters, as
 /// `wg pubkey` prints it).
@@ -401,10 +397,10 @@ pub fn get_device_message(dev: &str) -> WireguardMessage {
 /// family's id resolved.
 #[derive(Debug)]
 pub struct WireGuardSocket {
-    sock: RawSocket,
+    /// The generic-netlink socket: the same request/ACK and dump machinery
+    /// (sequence checks, ext-ack text, interrupted-dump retry) as rtnetlink.
+    sock: crate::netlink::Socket,
     family: u16,
-    seq: u32,
-    buf: Vec<u8>,
     ns: String,
 }
 
@@ -415,12 +411,12 @@ impl WireGuardSocket {
     /// `Unsupported` when the kernel has no `wireguard` family.
     pub fn at(ns: &NetNs) -> Result<WireGuardSocket> {
         let label = ns.label();
-        let sock = ns.open_within(open_generic)?;
+        let sock = ns.open_within(|| {
+            crate::netlink::Socket::open_protocol(NETLINK_GENERIC, "open generic netlink socket")
+        })?;
         let mut s = WireGuardSocket {
             sock,
             family: 0,
-            seq: 0,
-            buf: vec![0; 64 << 10],
             ns: label,
         };
         s.family = s.resolve_family()?;
@@ -522,7 +518,8 @@ impl WireGuardSocket {
         Ok(())
     }
 
-    /// One request and its answers up to the ACK or `NLMSG_DONE`.
+    /// One request and its answers up to the ACK (or, for a dump, the
+    /// whole dump, retried when the kernel marks it interrupted).
     fn exchange<F, R>(
         &mut self,
         msg: GenlMessage<F>,
@@ -530,71 +527,41 @@ impl WireGuardSocket {
         ctx: &dyn Fn() -> String,
     ) -> Result<Vec<GenlMessage<R>>>
     where
-        GenlMessage<F>: netlink_packet_core::NetlinkSerializable + fmt::Debug,
+        GenlMessage<F>: NetlinkSerializable,
         GenlMessage<R>: NetlinkDeserializable,
         <GenlMessage<R> as NetlinkDeserializable>::Error: fmt::Display,
-        F: fmt::Debug,
     {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
-        let mut nl = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
-        nl.header.flags = flags;
-        nl.header.sequence_number = seq;
-        nl.finalize();
-        let mut out = vec![0u8; nl.buffer_len()];
-        nl.serialize(&mut out);
-        let n = self.sock.send(&out, 0).map_err(|e| Error::io(ctx(), e))?;
-        if n != out.len() {
-            return Err(Error::Protocol {
+        let message_type = msg.message_type();
+        let mut payload = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut payload);
+        let decode = |hdr: &NetlinkHeader, body: &[u8]| {
+            GenlMessage::<R>::deserialize(hdr, body).map_err(|e| Error::Protocol {
                 context: ctx(),
-                reason: format!("short netlink send: {n} of {} bytes", out.len()),
-            });
-        }
+                reason: format!(
+                    "cannot decode generic netlink message type {}: {e}",
+                    hdr.message_type
+                ),
+            })
+        };
         let mut replies = Vec::new();
-        loop {
-            let want = peek_len(&self.sock).map_err(|e| Error::io(ctx(), e))?;
-            if want > self.buf.len() {
-                self.buf.resize(want.next_power_of_two(), 0);
-            }
-            let n = recv_into(&self.sock, &mut self.buf, 0).map_err(|e| Error::io(ctx(), e))?;
-            let done = for_each_message(&self.buf[..n.min(self.buf.len())], |hdr, body| {
-                if !ours(seq, hdr, ctx)? {
-                    return Ok(None);
-                }
-                match hdr.message_type {
-                    NLMSG_ERROR => match parse_error(hdr, body) {
-                        None => Ok(Some(())),
-                        Some(k) => Err(Error::from_kernel(ctx(), k)),
-                    },
-                    NLMSG_DONE => {
-                        if body.len() >= 4 {
-                            let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-                            if code < 0 {
-                                let m = crate::netlink::ext_ack_msg(hdr.flags, &body[4..], false);
-                                return Err(Error::from_kernel(ctx(), KernelError::new(-code, m)));
-                            }
-                        }
-                        Ok(Some(()))
+        if flags & NLM_F_DUMP != 0 {
+            self.sock
+                .dump_raw_each(message_type, &payload, ctx, &mut |m| {
+                    match m {
+                        // The dump was interrupted and starts again.
+                        None => replies.clear(),
+                        Some((hdr, body)) => replies.push(decode(hdr, body)?),
                     }
-                    _ => {
-                        let m = GenlMessage::<R>::deserialize(hdr, body).map_err(|e| {
-                            Error::Protocol {
-                                context: ctx(),
-                                reason: format!(
-                                    "cannot decode generic netlink message type {}: {e}",
-                                    hdr.message_type
-                                ),
-                            }
-                        })?;
-                        replies.push(m);
-                        Ok(None)
-                    }
-                }
-            })?;
-            if done.is_some() {
-                return Ok(replies);
+                    Ok(())
+                })?;
+        } else {
+            for (t, body) in self.sock.request_raw(message_type, &payload, flags, ctx)? {
+                let mut hdr = NetlinkHeader::default();
+                hdr.message_type = t;
+                replies.push(decode(&hdr, &body)?);
             }
         }
+        Ok(replies)
     }
 }
 
@@ -653,17 +620,6 @@ fn merge_peer(peers: &mut Vec<WgPeerState>, p: WireguardPeer) {
         Some(q) => q.peer.allowed_ips.extend(st.peer.allowed_ips),
         None => peers.push(st),
     }
-}
-
-fn open_generic() -> Result<RawSocket> {
-    let ctx = "open generic netlink socket";
-    let mut sock = RawSocket::new(NETLINK_GENERIC).map_err(|e| Error::io(ctx, e))?;
-    sock.bind_auto().map_err(|e| Error::io(ctx, e))?;
-    sock.connect(&NlAddr::new(0, 0))
-        .map_err(|e| Error::io(ctx, e))?;
-    let _ = sock.set_ext_ack(true);
-    let _ = sock.set_cap_ack(true);
-    Ok(sock)
 }
 
 #[cfg(test)]
