@@ -315,6 +315,17 @@ impl<'a> Routes<'a> {
     /// unreachable or prohibit route fails with the kernel's errno (EINVAL,
     /// EHOSTUNREACH, EACCES), as `ip route get` does.
     pub fn lookup(&self, q: &RouteQuery) -> Result<RouteLookup> {
+        self.lookup_with(q, true)
+    }
+
+    /// `ip route get DST` for callers that need only the output device's
+    /// index ([`RouteLookup::oif`]): one request, without the second that
+    /// names the device (a node places thousands of peers this way).
+    pub(crate) fn get_oif(&self, dst: IpAddr) -> Result<RouteLookup> {
+        self.lookup_with(&RouteQuery::new(dst), false)
+    }
+
+    fn lookup_with(&self, q: &RouteQuery, name_dev: bool) -> Result<RouteLookup> {
         let ns = self.h.netns().label();
         let ctx = || format!("route get {} in {ns}", q.dst);
         let names = NameCache::new(self.h);
@@ -342,7 +353,7 @@ impl<'a> Routes<'a> {
         if q.fibmatch {
             out.matched = RouteEntry::from_message(&ask(true)?);
         }
-        if let Some(i) = out.oif {
+        if let Some(i) = out.oif.filter(|_| name_dev) {
             out.dev = self.h.links().get_by_index(i).ok().map(|l| l.name);
         }
         Ok(out)

@@ -339,7 +339,7 @@ impl<'h> Node<'h> {
             }
             let l = lookups
                 .entry(p.underlay)
-                .or_insert_with(|| self.h.routes().get(p.underlay));
+                .or_insert_with(|| self.h.routes().get_oif(p.underlay));
             let hostgw = matches!(backend, Backend::HostGw);
             match l {
                 Ok(l) if l.kind == RouteType::Unicast && l.gateway.is_none() && l.oif.is_some() => {
@@ -359,7 +359,15 @@ impl<'h> Node<'h> {
                         ),
                     })
                 }
-                Ok(l) if hostgw => verdicts[i] = Some(off_segment(p, l)),
+                Ok(l) if hostgw => {
+                    // Rare: name the device only for the error message.
+                    let mut l = l.clone();
+                    l.dev = l
+                        .oif
+                        .and_then(|i| self.h.links().get_by_index(i).ok())
+                        .map(|d| d.name);
+                    verdicts[i] = Some(off_segment(p, &l))
+                }
                 Err(e) if hostgw => {
                     verdicts[i] = Some(Error::Conflict {
                         context: format!("host-gw route to peer {} ({})", p.name, p.subnet),
