@@ -70,8 +70,9 @@ pub struct FilePool {
     offset: u64,
     /// Sequence number of the next record.
     next_seq: u64,
-    /// Records in the current journal.
-    records: u64,
+    /// Sequence number of the current journal's first record (its header's
+    /// `start`): the journal holds `next_seq - journal_start` records.
+    journal_start: u64,
     /// After a failed compaction, do not try again before the journal holds
     /// this many records.
     compact_retry_at: u64,
@@ -96,7 +97,7 @@ impl FilePool {
             epoch: 0,
             offset: 0,
             next_seq: 0,
-            records: 0,
+            journal_start: 0,
             compact_retry_at: 0,
         };
         p.locked(|_| Ok(((), Vec::new())))?;
@@ -144,8 +145,9 @@ impl FilePool {
         // disk is consistent at every step of a compaction; the next
         // `refresh` sees whichever snapshot is in place.
         let threshold = self.opts.compact_after.max(2 * self.pool.len() as u64);
-        if self.records >= threshold.max(self.compact_retry_at) && self.compact().is_err() {
-            self.compact_retry_at = self.records + threshold;
+        let records = self.journal_records();
+        if records >= threshold.max(self.compact_retry_at) && self.compact().is_err() {
+            self.compact_retry_at = records + threshold;
         }
         Ok(out)
     }
@@ -252,7 +254,7 @@ impl FilePool {
         self.journal = Some(j);
         self.offset = Header::LEN as u64;
         self.next_seq = snap.next_seq;
-        self.records = 0;
+        self.journal_start = snap.next_seq;
         self.read_journal()?;
         self.remove_stray_journals();
         Ok(())
@@ -333,7 +335,6 @@ impl FilePool {
         }
         self.offset += parsed.consumed as u64;
         self.next_seq += n;
-        self.records += n;
         if parsed.torn {
             let j = self
                 .journal
@@ -390,7 +391,6 @@ impl FilePool {
         failpoint("append-synced");
         self.offset += buf.len() as u64;
         self.next_seq += recs.len() as u64;
-        self.records += recs.len() as u64;
         // Not synced on its own: it reaches the disk with the next append's
         // fdatasync (or writeback). Lagging is safe, see `journal`; and the
         // records are durable, so a failure here does not fail the call.
@@ -466,7 +466,7 @@ impl FilePool {
         self.journal = Some(j);
         self.epoch = next;
         self.offset = Header::LEN as u64;
-        self.records = 0;
+        self.journal_start = self.next_seq;
         self.compact_retry_at = 0;
         Ok(())
     }
@@ -494,7 +494,7 @@ impl FilePool {
 
     /// How many records the current journal holds (for tests and tuning).
     pub fn journal_records(&self) -> u64 {
-        self.records
+        self.next_seq - self.journal_start
     }
 }
 
