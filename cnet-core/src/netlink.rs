@@ -710,7 +710,7 @@ fn fail_rest(results: Vec<Option<Result<()>>>, e: Error) -> Vec<Result<()>> {
 
 /// Whether a reply answers request `seq`: `false` for the stale tail of an
 /// abandoned exchange (skipped), an error for anything else.
-pub(crate) fn ours(seq: u32, hdr: &NetlinkHeader, ctx: &dyn Fn() -> String) -> Result<bool> {
+fn ours(seq: u32, hdr: &NetlinkHeader, ctx: &dyn Fn() -> String) -> Result<bool> {
     if hdr.sequence_number == seq {
         Ok(true)
     } else if is_stale(seq, hdr.sequence_number) {
@@ -779,7 +779,7 @@ pub(crate) fn for_each_message<T>(
 }
 
 /// `NLMSG_ERROR`: `None` for an ACK, the errno and ext-ack text otherwise.
-pub(crate) fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
+fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelError> {
     if body.len() < 4 {
         return Some(KernelError::new(
             libc::EPROTO,
@@ -796,7 +796,7 @@ pub(crate) fn parse_error(hdr: &NetlinkHeader, body: &[u8]) -> Option<KernelErro
 
 /// The `NLMSGERR_ATTR_MSG` text after the echoed request (which is just its
 /// header when the kernel capped it).
-pub(crate) fn ext_ack_msg(flags: u16, rest: &[u8], has_echo: bool) -> Option<String> {
+fn ext_ack_msg(flags: u16, rest: &[u8], has_echo: bool) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }
