@@ -109,7 +109,7 @@ pub extern "C" fn cnet_addr_delete_if_exists(
     guard(err, || {
         let (h, dev, cidr) = args(h, dev, cidr)?;
         let d = h.h.addrs().delete_if_exists(dev, cidr)?;
-        set_if_asked(deleted, d);
+        set_if_asked(deleted, || d);
         Ok(())
     })
 }

@@ -300,10 +300,12 @@ pub(crate) fn items<T, U>(
         .collect()
 }
 
-/// Write `v` to an optional out-parameter (NULL: the caller did not ask).
-pub(crate) fn set_if_asked<T>(p: *mut T, v: T) {
+/// Write `v()` to an optional out-parameter (NULL: the caller did not
+/// ask). `v` runs only when asked: a value that owns memory (a string
+/// handed to C) is never made, and leaked, for a NULL out-parameter.
+pub(crate) fn set_if_asked<T>(p: *mut T, v: impl FnOnce() -> T) {
     if !p.is_null() {
-        Out(p).set(v);
+        Out(p).set(v());
     }
 }
 

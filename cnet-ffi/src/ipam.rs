@@ -614,7 +614,7 @@ pub extern "C" fn cnet_pool_release(
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
         let r = lock(&*p.inner)?.release(cid, ifname)?;
-        set_if_asked(released, r.is_some());
+        set_if_asked(released, || r.is_some());
         Ok(())
     })
 }

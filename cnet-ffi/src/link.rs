@@ -484,7 +484,7 @@ pub extern "C" fn cnet_link_delete_if_exists(
     guard(err, || {
         let h = obj(h, "handle")?;
         let d = h.h.links().delete_if_exists(cstr(name, "name")?)?;
-        set_if_asked(deleted, d);
+        set_if_asked(deleted, || d);
         Ok(())
     })
 }

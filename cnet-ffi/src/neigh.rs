@@ -341,7 +341,7 @@ pub extern "C" fn cnet_neigh_reconcile(
         let dev = cstr(dev, "dev")?;
         let want = items(entries, len, "entries", neigh_of)?;
         let c = h.h.neighbours().reconcile(dev, &want)?.into_result()?;
-        set_if_asked(counts, counts_of(c));
+        set_if_asked(counts, || counts_of(c));
         Ok(())
     })
 }
@@ -390,7 +390,7 @@ pub extern "C" fn cnet_fdb_reconcile(
         let dev = cstr(dev, "dev")?;
         let want = items(entries, len, "entries", fdb_of)?;
         let c = h.h.fdb().reconcile(dev, &want)?.into_result()?;
-        set_if_asked(counts, counts_of(c));
+        set_if_asked(counts, || counts_of(c));
         Ok(())
     })
 }

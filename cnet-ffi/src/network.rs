@@ -384,7 +384,7 @@ pub extern "C" fn cnet_bridge_network_attach(
         if let Some(head) = head {
             one_out(out_ptr(out, "out")?, head, s.0);
         }
-        set_if_asked(cni_json, c_string(&a.to_cni_json()).into_raw());
+        set_if_asked(cni_json, || c_string(&a.to_cni_json()).into_raw());
         Ok(())
     })
 }

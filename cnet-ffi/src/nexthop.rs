@@ -269,7 +269,7 @@ pub extern "C" fn cnet_nexthop_delete_if_exists(
 ) -> cnet_result {
     guard(err, || {
         let d = obj(h, "handle")?.h.nexthops().delete_if_exists(id)?;
-        set_if_asked(deleted, d);
+        set_if_asked(deleted, || d);
         Ok(())
     })
 }

@@ -110,7 +110,7 @@ pub extern "C" fn cnet_netns_delete(
     guard(err, || {
         let name = cstr(name, "name")?;
         let d = NetNs::delete(name)?;
-        set_if_asked(deleted, d);
+        set_if_asked(deleted, || d);
         Ok(())
     })
 }

@@ -311,7 +311,7 @@ pub extern "C" fn cnet_route_delete_if_exists(
         let h = obj(h, "handle")?;
         let r = route_of(obj(route, "route")?)?;
         let d = h.h.routes().delete_if_exists(r)?;
-        set_if_asked(deleted, d);
+        set_if_asked(deleted, || d);
         Ok(())
     })
 }
@@ -481,7 +481,7 @@ pub extern "C" fn cnet_route_reconcile(
             Ok(route_of(r)?.protocol(protocol).table(table))
         })?;
         let c = h.h.routes().reconcile(&owner, &desired)?.into_result()?;
-        set_if_asked(counts, counts_of(c));
+        set_if_asked(counts, || counts_of(c));
         Ok(())
     })
 }

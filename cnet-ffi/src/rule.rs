@@ -309,7 +309,7 @@ pub extern "C" fn cnet_rule_delete_if_exists(
         let h = obj(h, "handle")?;
         let r = rule_of(obj(rule, "rule")?)?;
         let d = h.h.rules().delete_if_exists(r)?;
-        set_if_asked(deleted, d);
+        set_if_asked(deleted, || d);
         Ok(())
     })
 }
@@ -373,7 +373,7 @@ pub extern "C" fn cnet_rule_reconcile(
         }
         let desired = items(rules, len, "rules", rule_of)?;
         let c = h.h.rules().reconcile(&owner, &desired)?.into_result()?;
-        set_if_asked(counts, counts_of(c));
+        set_if_asked(counts, || counts_of(c));
         Ok(())
     })
 }
