@@ -241,8 +241,7 @@ impl NetNs {
         let label = self.label();
         std::thread::scope(|s| {
             s.spawn(|| {
-                setns(self.inner.fd.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| io_to_error(format!("enter namespace {label}"), e.into()))?;
+                self.enter_this_thread()?;
                 Ok(f())
             })
             .join()
@@ -251,6 +250,13 @@ impl NetNs {
                 reason: "worker thread panicked".into(),
             })?
         })
+    }
+
+    /// Move the calling thread into this namespace. Only for threads that
+    /// this module starts and that end after their one job.
+    fn enter_this_thread(&self) -> Result<()> {
+        setns(self.inner.fd.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io_to_error(format!("enter namespace {}", self.label()), e.into()))
     }
 }
 
@@ -269,6 +275,24 @@ impl NetNs {
             self.run(open)?
         }
         .map_err(|e| e.with_context(format!("namespace {}", self.label())))
+    }
+
+    /// [`NetNs::open_within`] on a thread of `scope` started now, so that
+    /// the caller goes on meanwhile (attach creates the veth while the
+    /// container's socket opens). The thread enters this namespace only
+    /// when it is not the caller's own, opens, and ends.
+    pub(crate) fn open_within_scoped<'scope, 'env, T: Send + 'scope>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        open: impl FnOnce() -> Result<T> + Send + 'scope,
+    ) -> std::thread::ScopedJoinHandle<'scope, Result<T>> {
+        let here = is_current(self);
+        scope.spawn(move || {
+            if !here {
+                self.enter_this_thread()?;
+            }
+            open().map_err(|e| e.with_context(format!("namespace {}", self.label())))
+        })
     }
 }
 

@@ -152,6 +152,10 @@ fn ipam_etcd_pool_semantics() {
         let a = p.allocate("c1", "eth0").unwrap();
         assert_eq!(a.addr, "10.244.1.2".parse::<IpAddr>().unwrap());
         assert_eq!(p.allocate("c1", "eth0").unwrap(), a, "idempotent");
+        assert_eq!(
+            p.allocate_tracked("c1", "eth0").unwrap(),
+            (a.clone(), false)
+        );
         let b = p
             .allocate_addr("c2", "eth0", "10.244.1.6".parse().unwrap())
             .unwrap();

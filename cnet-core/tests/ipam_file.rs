@@ -75,10 +75,17 @@ fn ipam_file_pool_two_handles_see_each_other() {
         };
         let a = p.allocate(&format!("c{i}"), "eth0").unwrap();
         assert!(seen.insert(a.addr), "duplicate {}", a.addr);
-        // The other handle sees it at once (also across compactions).
+        // The other handle sees it at once (also across compactions), and
+        // says it did not make it.
         assert_eq!(q.allocate(&format!("c{i}"), "eth0").unwrap(), a);
+        assert_eq!(
+            q.allocate_tracked(&format!("c{i}"), "eth0").unwrap(),
+            (a, false)
+        );
     }
-    assert_eq!(p1.list().unwrap().len(), 50);
+    let (made, new) = p1.allocate_tracked("fresh", "eth0").unwrap();
+    assert!(new && seen.insert(made.addr), "{made:?}");
+    assert_eq!(p1.list().unwrap().len(), 51);
 }
 
 #[test]

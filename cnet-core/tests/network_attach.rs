@@ -11,8 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cnet_core::ipam::{Allocation, FileStore, PoolConfig, PoolStore};
+#[cfg(feature = "failpoints")]
+use cnet_core::network::AttachStep;
 use cnet_core::network::{
-    host_veth_mac, host_veth_name, AttachStep, BridgeConfig, BridgeNetwork, ContainerNs, Drift,
+    host_veth_mac, host_veth_name, BridgeConfig, BridgeNetwork, ContainerNs, Drift,
 };
 use cnet_core::{Error, IpNet};
 use common::{privileged, TestNs};
@@ -611,6 +613,7 @@ fn network_attach_ipv6_containers_that_ping_each_other() {
 
 // ------------------------------------------------------------- rollback
 
+#[cfg(feature = "failpoints")]
 #[test]
 fn network_attach_rolls_back_a_fault_after_each_step() {
     if !privileged() {
@@ -803,6 +806,42 @@ fn network_attach_twice_is_idempotent_and_refuses_a_drifted_one() {
     f.net.detach(Some(&ns), "c1", "eth0").unwrap();
     let third = f.net.attach(&ns, "c1", "eth0").unwrap();
     assert_reads_back(&f, &pod, &third);
+}
+
+#[test]
+fn network_attach_twice_on_a_forgotten_allocation_keeps_no_new_one() {
+    if !privileged() {
+        return;
+    }
+    let f = Fixture::new("twice-fg");
+    let pod = TestNs::new("twice-fg-p");
+    let ns = ContainerNs::name(&pod.name);
+    let first = f.net.attach(&ns, "c1", "eth0").unwrap();
+    // The pool forgets the pair (another process released it), while the
+    // container keeps its interface and address: the next attach's
+    // allocation is a new one (the pool's cursor has moved on), which the
+    // live attachment contradicts.
+    let mut other = FileStore::open(f.dir.path())
+        .unwrap()
+        .pool(PoolConfig::new(f.subnet))
+        .unwrap();
+    other.release("c1", "eth0").unwrap().unwrap();
+    let e = expect_err(f.net.attach(&ns, "c1", "eth0"));
+    assert!(matches!(e, Error::Mismatch { .. }), "{e:?}");
+    // Nothing changed: the allocation attach made for the check is gone
+    // again, the container keeps what it had.
+    assert_eq!(f.stored(), vec![], "attach left an allocation behind");
+    assert_eq!(
+        addrs_of(&pod, "eth0"),
+        vec![first.address.to_string()],
+        "the container's address changed"
+    );
+    // A pool that still holds the pair's allocation keeps it on Mismatch.
+    let held = other.allocate("c1", "eth0").unwrap();
+    pod.ip(&["addr", "flush", "dev", "eth0"]);
+    let e = expect_err(f.net.attach(&ns, "c1", "eth0"));
+    assert!(matches!(e, Error::Mismatch { .. }), "{e:?}");
+    assert_eq!(f.stored(), vec![held]);
 }
 
 // ------------------------------------------------------------- detach

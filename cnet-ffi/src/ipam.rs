@@ -107,6 +107,13 @@ impl PoolStore for SharedPool {
     fn allocate(&mut self, container_id: &str, ifname: &str) -> cnet_core::Result<Allocation> {
         self.lock()?.allocate(container_id, ifname)
     }
+    fn allocate_tracked(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+    ) -> cnet_core::Result<(Allocation, bool)> {
+        self.lock()?.allocate_tracked(container_id, ifname)
+    }
     fn allocate_addr(
         &mut self,
         container_id: &str,

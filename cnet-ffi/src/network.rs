@@ -40,8 +40,9 @@ impl std::fmt::Debug for cnet_bridge_network {
 }
 
 impl cnet_bridge_network {
-    /// The network itself (tests inject faults through it).
-    #[doc(hidden)]
+    /// The network itself, for tests that inject faults through it
+    /// (cargo feature `failpoints` only, never in a build you ship).
+    #[cfg(feature = "failpoints")]
     pub fn inner(&self) -> &BridgeNetwork {
         &self.net
     }

@@ -17,6 +17,7 @@ use cnet::ipam::*;
 use cnet::network::*;
 use cnet::ns::*;
 use cnet_core::ipam::{Allocation, PoolConfig, PoolStore};
+#[cfg(feature = "failpoints")]
 use cnet_core::network::AttachStep;
 
 const BAD: &[u8] = b"\xff\xfe\0";
@@ -448,15 +449,19 @@ fn attach_errors_leave_nothing_behind() {
         ..by_name(&c1)
     };
     assert_eq!(attach(&no_pid, c"c1".as_ptr(), eth0).0, CNET_NOT_FOUND);
-    // A failure after the veth exists is rolled back: no link, no address.
-    // SAFETY: `net` is live.
-    let inner = unsafe { &*net }.inner();
-    inner.inject_fault(Some(AttachStep::CreateVeth));
-    let (rc, m) = attach(&ns1, c"c1".as_ptr(), eth0);
-    assert_eq!(rc, CNET_PROTOCOL, "{m}");
-    inner.inject_fault(Some(AttachStep::Allocate));
-    assert_eq!(attach(&ns1, c"c1".as_ptr(), eth0).0, CNET_PROTOCOL);
-    inner.inject_fault(None);
+    // A failure after the veth exists is rolled back: no link, no address
+    // (fault injection is a test hook of the `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    {
+        // SAFETY: `net` is live.
+        let inner = unsafe { &*net }.inner();
+        inner.inject_fault(Some(AttachStep::CreateVeth));
+        let (rc, m) = attach(&ns1, c"c1".as_ptr(), eth0);
+        assert_eq!(rc, CNET_PROTOCOL, "{m}");
+        inner.inject_fault(Some(AttachStep::Allocate));
+        assert_eq!(attach(&ns1, c"c1".as_ptr(), eth0).0, CNET_PROTOCOL);
+        inner.inject_fault(None);
+    }
     assert!(w.host_veths().is_empty());
     assert_eq!(w.allocations(), 0);
     assert!(w

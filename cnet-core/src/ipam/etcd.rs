@@ -1095,6 +1095,10 @@ impl PoolStore for EtcdPool {
     }
 
     fn allocate(&mut self, container_id: &str, ifname: &str) -> Result<Allocation> {
+        self.allocate_tracked(container_id, ifname).map(|(a, _)| a)
+    }
+
+    fn allocate_tracked(&mut self, container_id: &str, ifname: &str) -> Result<(Allocation, bool)> {
         check_owner(&self.config, container_id, ifname)?;
         for _ in 0..MAX_ATTEMPTS {
             let idx = match self.find_free() {
@@ -1106,7 +1110,7 @@ impl PoolStore for EtcdPool {
                         .get(&self.owner_key(container_id, ifname), &self.ctx)?
                     {
                         if let Some(a) = self.owned(&o, container_id, ifname)? {
-                            return Ok(a);
+                            return Ok((a, false));
                         }
                     }
                     return Err(e);
@@ -1114,7 +1118,8 @@ impl PoolStore for EtcdPool {
                 Err(e) => return Err(e),
             };
             match self.claim(idx, container_id, ifname)? {
-                Ok(Some(a)) | Err(a) => return Ok(a),
+                Ok(Some(a)) => return Ok((a, true)),
+                Err(a) => return Ok((a, false)),
                 Ok(None) => continue,
             }
         }

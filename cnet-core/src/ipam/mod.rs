@@ -200,6 +200,21 @@ pub trait PoolStore {
     /// the same allocation. `Exhausted` when the pool is full.
     fn allocate(&mut self, container_id: &str, ifname: &str) -> Result<Allocation>;
 
+    /// Like [`PoolStore::allocate`], and says whether this call made the
+    /// allocation (`true`) or the pair held it already (`false`), so that a
+    /// caller that rolls back releases only what it made itself.
+    ///
+    /// The stores of this crate answer from the allocation itself (one
+    /// step); this default looks the pair up first, which another process
+    /// could race.
+    fn allocate_tracked(&mut self, container_id: &str, ifname: &str) -> Result<(Allocation, bool)> {
+        let held = self
+            .list()?
+            .into_iter()
+            .any(|a| a.container_id == container_id && a.ifname == ifname);
+        Ok((self.allocate(container_id, ifname)?, !held))
+    }
+
     /// Allocate exactly `addr`; see [`AddressPool::allocate_addr`].
     fn allocate_addr(
         &mut self,

@@ -1,13 +1,10 @@
 //! Attach: the five steps of [`BridgeNetwork::attach`] (see the
 //! [bridge module](super::bridge) for the picture), and attach twice.
 
-use std::os::fd::AsFd;
-
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use nix::sched::{setns, CloneFlags};
 
 use super::bridge::{kind_name, AttachStep, BridgeNetwork, Key};
 use super::container::ContainerNs;
@@ -59,41 +56,39 @@ impl BridgeNetwork {
         self.fault_after(AttachStep::OpenNamespace)
             .with_context(what)?;
 
-        // One helper thread enters the container's namespace, opens the
-        // netlink socket there, then allocates the address (a journal
-        // append and its fsync: disk; file paths do not depend on the
-        // network namespace) and exits; meanwhile this thread, which never
-        // changes namespace, creates the veth. The kernel's work and the
-        // disk's overlap, and one thread is spawned per attach.
-        let (created, (socket, allocated)) = std::thread::scope(|s| {
-            let helper = s.spawn(|| {
-                let socket = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| {
-                        Error::io(
-                            format!("enter namespace {}", netns.label()),
-                            std::io::Error::from(e),
-                        )
-                    })
-                    .and_then(|()| Socket::open());
-                let allocated = self
-                    .pool()
-                    .and_then(|mut p| p.allocate(container_id, ifname));
-                (socket, allocated)
-            });
-            let created = self.create_veth(&netns, &key);
-            let helped = helper.join().unwrap_or_else(|_| {
-                let panicked = || Error::Protocol {
-                    context: "attach helper thread".into(),
-                    reason: "panicked".into(),
-                };
-                (Err(panicked()), Err(panicked()))
-            });
-            (created, helped)
+        // Three things at once, each where it belongs:
+        // - a short-lived thread enters the container's namespace, opens
+        //   the netlink socket there (the only socket ever opened inside a
+        //   container) and ends;
+        // - another creates the veth over the host's socket (bound to the
+        //   host's namespace: no namespace change);
+        // - this thread, which never changes namespace, allocates the
+        //   address: IPAM is the host's business (as the CNI `bridge`
+        //   plugin runs IPAM in the host's namespace), so a store that
+        //   (re)connects, etcd after a restart, connects from where the
+        //   caller reaches it. The kernel's work and the store's overlap.
+        let (created, socket, allocated) = std::thread::scope(|s| {
+            let socket = netns.open_within_scoped(s, Socket::open);
+            let veth = s.spawn(|| self.create_veth(&netns, &key));
+            let allocated = self
+                .pool()
+                .and_then(|mut p| p.allocate_tracked(container_id, ifname));
+            let joined = |what: &str| Error::Protocol {
+                context: format!("attach: the thread that {what}"),
+                reason: "panicked".into(),
+            };
+            let created = veth
+                .join()
+                .unwrap_or_else(|_| Err(joined("creates the veth")));
+            let socket = socket
+                .join()
+                .unwrap_or_else(|_| Err(joined("opens the container's socket")));
+            (created, socket, allocated)
         });
 
         let mut undo = Undo::new();
         // Recorded first, so it is undone last (after the veth is gone).
-        if let Ok(a) = &allocated {
+        if let Ok((a, _)) = &allocated {
             let (addr, generation) = (a.addr, a.generation);
             undo.push(
                 format!("release {addr} (generation {generation})"),
@@ -103,12 +98,9 @@ impl BridgeNetwork {
         let (host_index, peer_index) = match created {
             Ok(Some(ix)) => ix,
             Ok(None) => {
-                // The host end is this attachment's: attach twice. The
-                // allocation above was `allocate`'s idempotent answer.
-                undo.commit();
-                return self
-                    .attach_existing(ns, &netns, &key, allocated.ok())
-                    .with_context(what);
+                // The host end is this attachment's: attach twice, answered
+                // from the live state and the pool's idempotent answer.
+                return self.attach_again(ns, &netns, &key, allocated, undo, &what);
             }
             Err(e) => return Err(undo.fail(e, &what())),
         };
@@ -126,7 +118,7 @@ impl BridgeNetwork {
             Err(e) => return Err(undo.fail(e, &what())),
         };
         let alloc = match allocated {
-            Ok(a) => a,
+            Ok((a, _)) => a,
             Err(e) => return Err(undo.fail(e, &what())),
         };
         let (addr, generation) = (alloc.addr, alloc.generation);
@@ -340,6 +332,38 @@ impl BridgeNetwork {
             _ => format!("add default route via {gw} dev {ifname} in {ns}"),
         });
         results.into_iter().collect::<Result<Vec<()>>>().map(drop)
+    }
+
+    /// Attach twice: the host end exists and is ours. `allocated` is the
+    /// pool's answer for the pair and whether this call made it. Nothing
+    /// changes: an allocation made by this call (the pool had forgotten
+    /// the pair) stays only when the live attachment matches it; when the
+    /// attachment drifted (`Mismatch`) or cannot be read, it is released
+    /// again through `undo`. A store that cannot answer is that error, not
+    /// a drift.
+    fn attach_again(
+        &self,
+        ns: &ContainerNs,
+        netns: &NetNs,
+        key: &Key<'_>,
+        allocated: Result<(Allocation, bool)>,
+        undo: Undo<'_>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Attachment> {
+        let (alloc, made_now) = match allocated {
+            Ok((a, made_now)) => (Some(a), made_now),
+            // No address left for a pair the pool does not know: a drift
+            // that compare names.
+            Err(Error::Exhausted { .. }) => (None, false),
+            Err(e) => return Err(undo.fail(e, &what())),
+        };
+        match self.attach_existing(ns, netns, key, alloc) {
+            Err(e) if made_now => Err(undo.fail(e, &what())),
+            r => {
+                undo.commit();
+                r.with_context(what)
+            }
+        }
     }
 
     /// Attach found the host end already there and it is ours: return the

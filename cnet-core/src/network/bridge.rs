@@ -23,10 +23,13 @@
 //!    another request — undo: delete the host end (the peer goes with it);
 //! 3. a netlink socket in the container (one per attach);
 //! 4. the address from the pool — undo: release it (by generation).
-//!    Steps 3 and 4 run on one short-lived helper thread (it enters the
-//!    container's namespace, opens the socket, allocates, exits) while
-//!    step 2 runs on the caller's thread, which never changes namespace:
-//!    the fsync of the allocation overlaps the kernel's work;
+//!    Steps 2, 3 and 4 overlap: step 3 on a short-lived thread that
+//!    enters the container's namespace, opens the socket and ends (the only
+//!    socket ever opened inside a container); step 2 on another thread over
+//!    the host's socket; step 4 on the caller's own thread, which never
+//!    changes namespace. IPAM is the host's business: a store that
+//!    connects (etcd, again after a restart) connects from where the caller
+//!    reaches it, and the fsync of an allocation overlaps the kernel's work;
 //! 5. one pipelined batch in the container: peer MAC + up, address,
 //!    default route via the gateway (one datagram, three ACKs).
 //!
@@ -40,6 +43,7 @@
 //! its address and routes.
 
 use std::net::IpAddr;
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -90,8 +94,8 @@ impl BridgeConfig {
 }
 
 /// The steps of an attach, for fault injection in tests
-/// ([`BridgeNetwork::inject_fault`]).
-#[doc(hidden)]
+/// (`BridgeNetwork::inject_fault`, cargo feature `failpoints`; without it
+/// the steps are only names and nothing can fail on purpose).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -120,6 +124,8 @@ pub struct BridgeNetwork {
     pub(super) gateway: IpNet,
     pub(super) bridge_index: u32,
     pub(super) bridge_mac: MacAddr,
+    /// The step after which attaches fail (feature `failpoints` only).
+    #[cfg(feature = "failpoints")]
     fault: AtomicU8,
 }
 
@@ -245,6 +251,7 @@ impl BridgeNetwork {
             gateway,
             bridge_index,
             bridge_mac,
+            #[cfg(feature = "failpoints")]
             fault: AtomicU8::new(0),
         })
     }
@@ -299,13 +306,15 @@ impl BridgeNetwork {
     }
 
     /// Make the next attaches fail right after `step` (`None`: stop), to
-    /// test that each step is rolled back. Not for production use.
-    #[doc(hidden)]
+    /// test that each step is rolled back. A test hook: only with the
+    /// cargo feature `failpoints`, never in a build you ship.
+    #[cfg(feature = "failpoints")]
     pub fn inject_fault(&self, after: Option<AttachStep>) {
         self.fault
             .store(after.map_or(0, |s| s as u8), Ordering::Relaxed);
     }
 
+    #[cfg(feature = "failpoints")]
     pub(super) fn fault_after(&self, step: AttachStep) -> Result<()> {
         if self.fault.load(Ordering::Relaxed) == step as u8 {
             return Err(Error::Protocol {
@@ -313,6 +322,13 @@ impl BridgeNetwork {
                 reason: "fault injected by the test hook".into(),
             });
         }
+        Ok(())
+    }
+
+    /// Without `failpoints` no step fails on purpose.
+    #[cfg(not(feature = "failpoints"))]
+    #[inline(always)]
+    pub(super) fn fault_after(&self, _step: AttachStep) -> Result<()> {
         Ok(())
     }
 

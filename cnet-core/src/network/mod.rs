@@ -55,7 +55,9 @@ pub mod result;
 mod undo;
 
 pub use bgp::{BgpConfig, BgpMode, BgpPeer, Bird, SessionState, SessionStatus};
-pub use bridge::{AttachStep, BridgeConfig, BridgeNetwork};
+#[cfg(feature = "failpoints")]
+pub use bridge::AttachStep;
+pub use bridge::{BridgeConfig, BridgeNetwork};
 pub use container::ContainerNs;
 pub use detach::DetachReport;
 pub use drift::Drift;

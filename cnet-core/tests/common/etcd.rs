@@ -33,24 +33,33 @@ impl Drop for Etcd {
 /// Start an etcd with a new data dir in namespace `ns`, on `ip` (the
 /// namespace is the test's alone, so fixed ports are free).
 fn spawn(bin: &str, ns: &str, ip: &str) -> (Child, tempfile::TempDir) {
-    let url = format!("http://{ip}:2379");
-    let peer = format!("http://{ip}:2380");
-    let (url, peer) = (url.as_str(), peer.as_str());
     // tmpfs when there is one: etcd fsyncs every write.
     let dir = if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
     } else {
         tempfile::tempdir().unwrap()
     };
-    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-    let child = Command::new("nsenter")
+    (spawn_in(bin, ns, ip, dir.path()), dir)
+}
+
+/// Start an etcd on the data directory `dir` (new or kept from before).
+fn spawn_in(bin: &str, ns: &str, ip: &str, dir: &Path) -> Child {
+    let url = format!("http://{ip}:2379");
+    let peer = format!("http://{ip}:2380");
+    let (url, peer) = (url.as_str(), peer.as_str());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .unwrap();
+    Command::new("nsenter")
         .arg(format!("--net=/run/netns/{ns}"))
         .arg(bin)
         .args([
             "--name",
             "cnet-test",
             "--data-dir",
-            &dir.path().join("data").display().to_string(),
+            &dir.join("data").display().to_string(),
             "--listen-client-urls",
             url,
             "--advertise-client-urls",
@@ -70,8 +79,7 @@ fn spawn(bin: &str, ns: &str, ip: &str) -> (Child, tempfile::TempDir) {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap();
-    (child, dir)
+        .unwrap()
 }
 
 fn etcd_binary() -> Option<String> {
@@ -140,6 +148,19 @@ impl Etcd {
         self.child = child;
         self.dir = dir;
         self.wait_up("replaced etcd");
+    }
+
+    /// Kill the server and start it again on the same data and address:
+    /// what clients see when etcd restarts (every connection drops).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_in(
+            &etcd_binary().unwrap(),
+            &self.ns.name,
+            &self.ip,
+            self.dir.path(),
+        );
+        self.wait_up("restarted etcd");
     }
 
     fn wait_up(&mut self, tag: &str) {

@@ -507,7 +507,7 @@ impl FilePool {
         container_id: &str,
         ifname: &str,
         op: impl FnOnce(&mut AddressPool) -> Result<Allocation>,
-    ) -> Result<Allocation> {
+    ) -> Result<(Allocation, bool)> {
         self.locked(|p| {
             let had = p.get(container_id, ifname).is_some();
             let a = op(p)?;
@@ -516,7 +516,7 @@ impl FilePool {
             } else {
                 vec![Record::Alloc(a.clone())]
             };
-            Ok((a, recs))
+            Ok(((a, !had), recs))
         })
     }
 }
@@ -564,6 +564,10 @@ impl PoolStore for FilePool {
     }
 
     fn allocate(&mut self, container_id: &str, ifname: &str) -> Result<Allocation> {
+        self.allocate_tracked(container_id, ifname).map(|(a, _)| a)
+    }
+
+    fn allocate_tracked(&mut self, container_id: &str, ifname: &str) -> Result<(Allocation, bool)> {
         self.allocate_with(container_id, ifname, |p| p.allocate(container_id, ifname))
     }
 
@@ -576,6 +580,7 @@ impl PoolStore for FilePool {
         self.allocate_with(container_id, ifname, |p| {
             p.allocate_addr(container_id, ifname, addr)
         })
+        .map(|(a, _)| a)
     }
 
     fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<Allocation>> {
