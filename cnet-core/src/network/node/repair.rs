@@ -13,8 +13,17 @@
 //!    self FDB entry of a peer deleted ───────────────▶ replace it
 //!    our device deleted, down, renamed, address lost;
 //!    underlay back up; Resync ───────────────────────▶ full reconcile
+//!    a replace above finds our device gone ──────────▶ full reconcile ("deleted")
 //!    anything else (our own writes included) ────────▶ nothing
 //! ```
+//!
+//! A device's deletion reaches us first as the deletions of its FDB entries
+//! and neighbours, then as the device going down, then as the device
+//! deleted. The replace written for the first of these waits for the
+//! deletion to end (both take the kernel's rtnl lock) and answers "No such
+//! device": that is the device's deletion, repaired by the full reconcile,
+//! not an error; the events of the old device that follow are stale once
+//! the new one is up under our name.
 //!
 //! A write is one netlink request; repairing writes that the node itself
 //! caused is avoided by comparing each event with what was programmed (an
@@ -32,7 +41,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{Backend, Devs, Node, Peer, PeerReport, Placed};
+use super::{Backend, Devs, Node, NodeConfig, Peer, PeerReport, Placed};
 use crate::error::{Result, ResultExt};
 use crate::fdb::FdbEntry;
 use crate::ipam::NodeLease;
@@ -286,12 +295,7 @@ impl DriftRepair {
                 }
             }
             Event::Link(change, l) => {
-                let ours = [
-                    (devs.vx, cfg.vxlan_dev.as_str()),
-                    (devs.ipip, cfg.ipip_dev.as_str()),
-                    (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
-                ];
-                for (idx, name) in ours {
+                for (idx, name) in our_devices(devs, cfg) {
                     let Some(idx) = idx else { continue };
                     let broken = if l.index == idx {
                         *change == Change::Del || !l.is_up() || l.name != name
@@ -355,17 +359,14 @@ impl DriftRepair {
         let Some(devs) = &self.p.devs else {
             return Err(e);
         };
-        let cfg = &node.cfg;
-        let ours = [
-            (devs.vx, cfg.vxlan_dev.as_str()),
-            (devs.ipip, cfg.ipip_dev.as_str()),
-            (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
-        ];
-        let gone = ours.into_iter().find_map(|(idx, name)| {
-            let idx = idx?;
-            let missing = matches!(node.h.links().get_by_index(idx), Err(e) if e.is_not_found());
-            missing.then(|| name.to_string())
-        });
+        let gone = our_devices(devs, &node.cfg)
+            .into_iter()
+            .find_map(|(idx, name)| {
+                let idx = idx?;
+                let missing =
+                    matches!(node.h.links().get_by_index(idx), Err(e) if e.is_not_found());
+                missing.then(|| name.to_string())
+            });
         match gone {
             Some(name) => self.full(node, format!("device {name} deleted")),
             None => Err(e),
@@ -400,6 +401,15 @@ impl DriftRepair {
             _ => Ok(out),
         }
     }
+}
+
+/// The node's devices: (index if it has one, name).
+fn our_devices<'a>(devs: &Devs, cfg: &'a NodeConfig) -> [(Option<u32>, &'a str); 3] {
+    [
+        (devs.vx, cfg.vxlan_dev.as_str()),
+        (devs.ipip, cfg.ipip_dev.as_str()),
+        (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
+    ]
 }
 
 /// Our device `name` was reported down: set down by someone, or on its
