@@ -8,8 +8,9 @@
 //! polling: a peer that joins or leaves is programmed within milliseconds),
 //! watches the kernel (`cnet_core::watch`) and repairs within milliseconds
 //! exactly what someone else changed of its routes, neighbours, FDB
-//! entries, devices and bridge ports (`DriftRepair`), renews its lease at
-//! a third of its TTL, resyncs everything now and then as a safety net
+//! entries and devices (`DriftRepair`), its bridge and the bridge's ports
+//! (`BridgeNetwork::repair`: a deleted bridge is made again with the
+//! containers' ports back on it), renews its lease at a third of its TTL, resyncs everything now and then as a safety net
 //! (`--resync`, default 10 min), and on SIGTERM/SIGINT releases its lease
 //! and removes its routes and tunnel devices (the bridge and containers
 //! stay).
@@ -122,6 +123,8 @@ fn run(a: Args) -> Result<(), Error> {
     );
 
     // The bridge network on the subnet: containers get their MTU from it.
+    // A bridge deleted while the agent was away is made again here, with
+    // the containers' ports back on it.
     let underlay_mtu = host.links().get(&a.underlay_dev)?.mtu;
     // Encapsulation overhead: vxlan 50, ipip 20, wireguard 60 (IPv4
     // underlay); cross-subnet takes its encapsulation's.
@@ -211,18 +214,33 @@ fn run(a: Args) -> Result<(), Error> {
         })? {
             let t = Instant::now();
             match drift.repair(&node, &ev) {
-                Ok(Some(r)) => println!(
-                    "node {}: repaired {} in {:.2} ms",
-                    a.node,
-                    describe(&r),
-                    t.elapsed().as_secs_f64() * 1e3
-                ),
+                Ok(Some(r)) => {
+                    println!(
+                        "node {}: repaired {} in {:.2} ms",
+                        a.node,
+                        describe(&r),
+                        t.elapsed().as_secs_f64() * 1e3
+                    );
+                    if let Repair::Full { report, .. } = &r {
+                        if !report.is_ok() {
+                            eprintln!("node-agent: repair: failed: {}", report_errors(report));
+                        }
+                    }
+                }
                 Ok(None) => {}
                 // The next full reconcile tries again.
                 Err(e) => eprintln!("node-agent: repair: {e}"),
             }
-            match net.repair_port(&ev) {
-                Ok(Some(port)) => println!("node {}: bridge port {port} set up again", a.node),
+            // The bridge and its ports: a deleted bridge is made again
+            // with the containers' ports back on it.
+            let t = Instant::now();
+            match net.repair(&ev) {
+                Ok(Some(r)) => println!(
+                    "node {}: repaired bridge {}: {r} in {:.2} ms",
+                    a.node,
+                    a.bridge,
+                    t.elapsed().as_secs_f64() * 1e3
+                ),
                 Ok(None) => {}
                 Err(e) => eprintln!("node-agent: repair: {e}"),
             }

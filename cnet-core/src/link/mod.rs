@@ -473,6 +473,28 @@ impl<'a> Links<'a> {
         })
     }
 
+    /// Make each of `ports` (by index) a port of `master` (by index) and
+    /// set it up, pipelined in one batch: equivalent to `ip link set PORT
+    /// master MASTER up` for each. One result per port, in order; a port
+    /// deleted meanwhile answers `NotFound`.
+    pub fn set_master_up_each(&self, ports: &[u32], master: u32) -> Result<Vec<Result<()>>> {
+        let ns = self.h.netns().label();
+        let items = ports
+            .iter()
+            .map(|&index| {
+                let mut m = LinkMessage::default();
+                m.header.index = index;
+                m.header.flags = LinkFlags::Up;
+                m.header.change_mask = LinkFlags::Up;
+                m.attributes.push(LinkAttribute::Controller(master));
+                (RouteNetlinkMessage::SetLink(m), 0)
+            })
+            .collect();
+        Ok(self.h.sock()?.batch(items, &|i| {
+            format!("set link #{} master #{master} up in {ns}", ports[i])
+        }))
+    }
+
     /// `ip link set NAME nomaster`.
     pub fn set_nomaster(&self, name: &str) -> Result<()> {
         self.set(name, "set nomaster", |m| {

@@ -163,7 +163,7 @@ impl BridgeNetwork {
     fn bridge_interface(&self) -> Interface {
         Interface {
             name: self.config.name.clone(),
-            index: self.bridge_index,
+            index: self.bridge_index(),
             mac: self.bridge_mac,
             sandbox: None,
         }
@@ -189,7 +189,7 @@ impl BridgeNetwork {
             .peer_netns(netns)
             .mtu(self.config.mtu)
             .mac(key.mac)
-            .master(LinkRef::Index(self.bridge_index))
+            .master(LinkRef::Index(self.bridge_index()))
             .up();
         let ctx = || {
             format!(
@@ -270,14 +270,14 @@ impl BridgeNetwork {
                 Err(_) => e,
             },
             // A bridge removed since ensure: its index no longer resolves.
-            e => match links.get_by_index(self.bridge_index) {
+            e => match links.get_by_index(self.bridge_index()) {
                 Ok(l) if l.name == self.config.name => e,
                 _ => Error::NotFound {
                     context: format!(
                         "{}: bridge {} (index {}) is gone: ensure the network again ({e})",
                         e.context(),
                         self.config.name,
-                        self.bridge_index
+                        self.bridge_index()
                     ),
                     kernel: None,
                 },

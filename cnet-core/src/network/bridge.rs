@@ -35,7 +35,8 @@
 //!
 //! This file holds the network and `ensure`; the operations are in
 //! `attach.rs`, `detach.rs` and `check.rs` ([`BridgeNetwork::attach`],
-//! [`BridgeNetwork::detach`], [`BridgeNetwork::check`]).
+//! [`BridgeNetwork::detach`], [`BridgeNetwork::check`]), drift repair
+//! from kernel events in `bridge_repair.rs` ([`BridgeNetwork::repair`]).
 //!
 //! Detach needs neither the namespace nor any stored state besides the
 //! pool: the host end's name and MAC are derived from the container id
@@ -43,8 +44,9 @@
 //! its address and routes.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 #[cfg(feature = "failpoints")]
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU8;
 use std::sync::{Mutex, MutexGuard};
 
 use ipnet::IpNet;
@@ -122,7 +124,9 @@ pub struct BridgeNetwork {
     pool: Mutex<Box<dyn PoolStore + Send>>,
     pub(super) config: BridgeConfig,
     pub(super) gateway: IpNet,
-    pub(super) bridge_index: u32,
+    /// The bridge's index: it changes when drift repair makes the bridge
+    /// again ([`BridgeNetwork::repair`]).
+    bridge_index: AtomicU32,
     pub(super) bridge_mac: MacAddr,
     /// The step after which attaches fail (feature `failpoints` only).
     #[cfg(feature = "failpoints")]
@@ -135,7 +139,7 @@ impl std::fmt::Debug for BridgeNetwork {
             .field("netns", &self.host.netns().label())
             .field("config", &self.config)
             .field("gateway", &self.gateway)
-            .field("bridge_index", &self.bridge_index)
+            .field("bridge_index", &self.bridge_index())
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +205,13 @@ impl BridgeNetwork {
     /// have down, want up"). A bridge with no address of the family gets
     /// the gateway (finishing what an interrupted ensure began).
     ///
+    /// A bridge this call creates (it was missing: deleted while nobody
+    /// watched, say, and the agent restarted) gets the ports it had back:
+    /// the host ends of the pool's live allocations that still exist are
+    /// set as its ports again, and up ([`BridgeNetwork::reattach_ports`]);
+    /// when that fails the new bridge is removed again. An existing bridge
+    /// costs no such look-up.
+    ///
     /// `pool` hands out the containers' addresses; its subnet must be
     /// `config.subnet` (`Conflict` otherwise) and it must have a gateway.
     /// The network opens its own socket in `host`'s namespace.
@@ -243,17 +254,31 @@ impl BridgeNetwork {
             )
         })?;
         let host = Handle::at(host.netns()).context(&ctx)?;
-        let (bridge_index, bridge_mac) = ensure_bridge(&host, &config, gateway).context(&ctx)?;
-        Ok(BridgeNetwork {
+        let made = ensure_bridge(&host, &config, gateway).context(&ctx)?;
+        let net = BridgeNetwork {
             host,
             pool: Mutex::new(Box::new(pool)),
             config,
             gateway,
-            bridge_index,
-            bridge_mac,
+            bridge_index: AtomicU32::new(made.index),
+            bridge_mac: made.mac,
             #[cfg(feature = "failpoints")]
             fault: AtomicU8::new(0),
-        })
+        };
+        if made.created {
+            // The bridge was missing: the containers' host ends that
+            // survived it (a bridge deleted while no agent watched) are
+            // put back on it, or the new bridge is removed again.
+            if let Err(e) = net.reattach_ports() {
+                let mut undo = Undo::new();
+                let name = net.config.name.as_str();
+                undo.push(format!("delete bridge {name}"), || {
+                    net.host.links().delete_if_exists(name).map(drop)
+                });
+                return Err(undo.fail(e, &ctx));
+            }
+        }
+        Ok(net)
     }
 
     /// The configuration.
@@ -269,35 +294,16 @@ impl BridgeNetwork {
 
     /// The bridge's index in the host namespace.
     pub fn bridge_index(&self) -> u32 {
-        self.bridge_index
+        self.bridge_index.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_bridge_index(&self, index: u32) {
+        self.bridge_index.store(index, Ordering::Relaxed);
     }
 
     /// The host namespace's handle this network works through.
     pub fn host(&self) -> &Handle {
         &self.host
-    }
-
-    /// Drift repair for [`crate::watch`] users: when `ev` says a port of
-    /// this network's bridge (a container's host-side veth) was set down
-    /// by someone else, set it up again (`ip link set PORT up`) and return
-    /// its name. Other events: `None`. (A port caught half-way through
-    /// attach is set up a moment early; attach does the same next.)
-    pub fn repair_port(&self, ev: &crate::watch::Event) -> Result<Option<String>> {
-        use crate::watch::{Change, Event};
-        match ev {
-            Event::Link(Change::New, l) if l.master == Some(self.bridge_index) && !l.is_up() => {
-                match self.host.links().set_up(&l.name) {
-                    Ok(()) => Ok(Some(l.name.clone())),
-                    // Deleted in the meantime (detach): nothing to repair.
-                    Err(e) if e.is_not_found() => Ok(None),
-                    Err(e) => Err(e.with_context(format!(
-                        "bridge network {}: set port {} up again",
-                        self.config.name, l.name
-                    ))),
-                }
-            }
-            _ => Ok(None),
-        }
     }
 
     /// Every allocation of the pool (what the store holds).
@@ -340,11 +346,24 @@ impl BridgeNetwork {
     }
 }
 
-/// Ensure's work on the bridge: create or verify; returns its index and MAC.
-fn ensure_bridge(host: &Handle, config: &BridgeConfig, gateway: IpNet) -> Result<(u32, MacAddr)> {
+/// What [`ensure_bridge`] found or made.
+pub(super) struct EnsuredBridge {
+    pub(super) index: u32,
+    pub(super) mac: MacAddr,
+    /// This call created it (it was missing).
+    pub(super) created: bool,
+}
+
+/// Ensure's work on the bridge: create or verify.
+pub(super) fn ensure_bridge(
+    host: &Handle,
+    config: &BridgeConfig,
+    gateway: IpNet,
+) -> Result<EnsuredBridge> {
     let links = host.links();
     let name = &config.name;
     let mut undo = Undo::new();
+    let mut created = false;
     let link = match links.find(name)? {
         Some(l) => l,
         None => {
@@ -354,6 +373,7 @@ fn ensure_bridge(host: &Handle, config: &BridgeConfig, gateway: IpNet) -> Result
                 .up();
             match links.add(spec) {
                 Ok(()) => {
+                    created = true;
                     undo.push(format!("delete bridge {name}"), || {
                         host.links().delete_if_exists(name).map(drop)
                     });
@@ -442,6 +462,9 @@ fn ensure_bridge(host: &Handle, config: &BridgeConfig, gateway: IpNet) -> Result
         return Err(undo.fail(e, "turn on forwarding"));
     }
     undo.commit();
-    let mac = link.mac.unwrap_or(mac_for_ip(gateway.addr()));
-    Ok((link.index, mac))
+    Ok(EnsuredBridge {
+        index: link.index,
+        mac: link.mac.unwrap_or(mac_for_ip(gateway.addr())),
+        created,
+    })
 }

@@ -121,7 +121,7 @@ impl BridgeNetwork {
                 self.host
                     .links()
                     .get_by_index(p)
-                    .is_ok_and(|h| h.master == Some(self.bridge_index) && h.link == Some(l.index))
+                    .is_ok_and(|h| h.master == Some(self.bridge_index()) && h.link == Some(l.index))
             });
         if peer_on_bridge {
             Ok(if ch.links().delete_if_exists(ifname)? {

@@ -13,6 +13,7 @@
 //!        │     open ns ─▶ veth (1 request) ─▶ socket in ns ─▶ allocate ─▶ MAC+up, addr, route (1 batch)
 //!        │     └──────────── each step pushed on an undo list, unwound on any error ─────────────┘
 //!        ├─ check(ContainerNs, id, ifname) ──▶ Vec<Drift>      (empty: as attach made it)
+//!        ├─ repair(watch::Event) ─▶ Option<BridgeRepair>   (bridge deleted: made again, ports put back)
 //!        └─ detach(Option<ContainerNs>, id, ifname) ─▶ DetachReport   (gone already is fine)
 //!
 //!   uses:  link · addr · route (typed objects)   ipam::PoolStore (addresses)   Handle / NetNs (transport)
@@ -36,7 +37,8 @@
 //! ```
 //!
 //! Module map: [`bridge`] (the network and `ensure`), `attach`, `detach`,
-//! `check` (the operations, methods of [`BridgeNetwork`]), [`names`]
+//! `check` (the operations, methods of [`BridgeNetwork`]), `bridge_repair`
+//! (the bridge and its ports put back from kernel events), [`names`]
 //! (derived host-side names and MACs), [`result`] (the attachment and its
 //! CNI form), [`drift`] (what check reports), `container` (which
 //! namespace), `undo` (the rollback stack), [`node`] (a node's routes to
@@ -45,6 +47,7 @@
 mod attach;
 pub mod bgp;
 pub mod bridge;
+mod bridge_repair;
 mod check;
 mod container;
 mod detach;
@@ -58,6 +61,7 @@ pub use bgp::{BgpConfig, BgpMode, BgpPeer, Bird, SessionState, SessionStatus};
 #[cfg(feature = "failpoints")]
 pub use bridge::AttachStep;
 pub use bridge::{BridgeConfig, BridgeNetwork};
+pub use bridge_repair::BridgeRepair;
 pub use container::ContainerNs;
 pub use detach::DetachReport;
 pub use drift::Drift;

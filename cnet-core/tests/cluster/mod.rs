@@ -219,7 +219,8 @@ impl Cluster {
         c
     }
 
-    fn pool(&self, host: usize) -> FilePool {
+    /// Host `host`'s address pool (the file store its bridge network uses).
+    pub fn pool(&self, host: usize) -> FilePool {
         self.store
             .pool(PoolConfig::new(self.hosts[host].subnet))
             .unwrap()

@@ -13,8 +13,17 @@
 //!    self FDB entry of a peer deleted ───────────────▶ replace it
 //!    our device deleted, down, renamed, address lost;
 //!    underlay back up; Resync ───────────────────────▶ full reconcile
+//!    a replace above finds our device gone ──────────▶ full reconcile ("deleted")
 //!    anything else (our own writes included) ────────▶ nothing
 //! ```
+//!
+//! A device's deletion reaches us first as the deletions of its FDB entries
+//! and neighbours, then as the device going down, then as the device
+//! deleted. The replace written for the first of these waits for the
+//! deletion to end (both take the kernel's rtnl lock) and answers "No such
+//! device": that is the device's deletion, repaired by the full reconcile,
+//! not an error; the events of the old device that follow are stale once
+//! the new one is up under our name.
 //!
 //! A write is one netlink request; repairing writes that the node itself
 //! caused is avoided by comparing each event with what was programmed (an
@@ -32,7 +41,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{Backend, Devs, Node, Peer, PeerReport, Placed};
+use super::{Backend, Devs, Node, NodeConfig, Peer, PeerReport, Placed};
 use crate::error::{Result, ResultExt};
 use crate::fdb::FdbEntry;
 use crate::ipam::NodeLease;
@@ -226,7 +235,9 @@ impl DriftRepair {
                 }
                 match self.p.routes.get(&r.dst) {
                     Some((peer, route, want)) if *change == Change::Del || !r.same_as(want) => {
-                        h.routes().replace(route).context(ctx())?;
+                        if let Err(e) = h.routes().replace(route) {
+                            return self.device_gone(node, e.with_context(ctx()));
+                        }
                         Ok(Some(Repair::Route {
                             peer: peer.clone(),
                             dst: r.dst,
@@ -258,7 +269,9 @@ impl DriftRepair {
                 if intact {
                     return Ok(None);
                 }
-                h.neighbours().replace(want).context(ctx())?;
+                if let Err(e) = h.neighbours().replace(want) {
+                    return self.device_gone(node, e.with_context(ctx()));
+                }
                 Ok(Some(Repair::Neighbour {
                     peer: peer.clone(),
                     ip: n.ip,
@@ -270,7 +283,9 @@ impl DriftRepair {
                 }
                 match self.p.fdb.get(&f.mac) {
                     Some((peer, want, dst)) if f.dst == *dst => {
-                        h.fdb().replace(want).context(ctx())?;
+                        if let Err(e) = h.fdb().replace(want) {
+                            return self.device_gone(node, e.with_context(ctx()));
+                        }
                         Ok(Some(Repair::Fdb {
                             peer: peer.clone(),
                             mac: f.mac,
@@ -280,12 +295,7 @@ impl DriftRepair {
                 }
             }
             Event::Link(change, l) => {
-                let ours = [
-                    (devs.vx, cfg.vxlan_dev.as_str()),
-                    (devs.ipip, cfg.ipip_dev.as_str()),
-                    (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
-                ];
-                for (idx, name) in ours {
+                for (idx, name) in our_devices(devs, cfg) {
                     let Some(idx) = idx else { continue };
                     let broken = if l.index == idx {
                         *change == Change::Del || !l.is_up() || l.name != name
@@ -293,21 +303,25 @@ impl DriftRepair {
                         // Someone made a device with our name anew.
                         l.name == name && *change == Change::New
                     };
-                    // A stale event (the device was made down, then set
-                    // up, before the last reconcile) is not drift: ask
-                    // the kernel how the device is now.
-                    let stale = broken
-                        && *change == Change::New
-                        && l.index == idx
+                    if !broken {
+                        continue;
+                    }
+                    // A stale event is not drift: the device was set down
+                    // and up again before the last reconcile, or the event
+                    // is an old device's (deleted, and the device made
+                    // again since, by a repair): while our device is up
+                    // under our name, no other device can have that name.
+                    // Ask the kernel how the device is now.
+                    let stale = *change == Change::New
                         && h.links()
                             .get_by_index(idx)
                             .is_ok_and(|now| now.is_up() && now.name == name);
-                    if broken && !stale {
+                    if !stale {
                         let what = match change {
                             Change::Del => "deleted",
                             Change::New if l.index != idx => "re-created",
                             Change::New if l.name != name => "renamed",
-                            Change::New => "set down",
+                            Change::New => deleted_or_down(node, name),
                         };
                         return self.full(node, format!("device {name} {what}"));
                     }
@@ -329,6 +343,33 @@ impl DriftRepair {
                 Ok(None)
             }
             _ => Ok(None),
+        }
+    }
+
+    /// A repair write failed. `NotFound` (ENODEV) with one of the node's
+    /// devices gone means the device was deleted: the kernel reports the
+    /// neighbours and FDB entries it flushes with a device *before* the
+    /// device's own events, and the write waited for the deletion to end.
+    /// Then the repair is the device's (a full reconcile makes it again
+    /// with everything on it), not an error. Any other failure is returned.
+    fn device_gone(&mut self, node: &Node<'_>, e: crate::Error) -> Result<Option<Repair>> {
+        if !e.is_not_found() {
+            return Err(e);
+        }
+        let Some(devs) = &self.p.devs else {
+            return Err(e);
+        };
+        let gone = our_devices(devs, &node.cfg)
+            .into_iter()
+            .find_map(|(idx, name)| {
+                let idx = idx?;
+                let missing =
+                    matches!(node.h.links().get_by_index(idx), Err(e) if e.is_not_found());
+                missing.then(|| name.to_string())
+            });
+        match gone {
+            Some(name) => self.full(node, format!("device {name} deleted")),
+            None => Err(e),
         }
     }
 
@@ -359,5 +400,27 @@ impl DriftRepair {
             Some(e) if out.is_empty() => Err(e),
             _ => Ok(out),
         }
+    }
+}
+
+/// The node's devices: (index if it has one, name).
+fn our_devices<'a>(devs: &Devs, cfg: &'a NodeConfig) -> [(Option<u32>, &'a str); 3] {
+    [
+        (devs.vx, cfg.vxlan_dev.as_str()),
+        (devs.ipip, cfg.ipip_dev.as_str()),
+        (devs.wg.as_ref().map(|w| w.0), cfg.wireguard_dev.as_str()),
+    ]
+}
+
+/// Our device `name` was reported down: set down by someone, or on its
+/// way out (a deletion sets the device down first). `ip link set NAME up`
+/// tells them apart: it waits for a deletion in progress to end (both
+/// take the kernel's rtnl lock) and then finds no device; otherwise it
+/// is the start of the repair (the full reconcile that follows restores
+/// the routes the kernel flushed with the device down).
+fn deleted_or_down(node: &Node<'_>, name: &str) -> &'static str {
+    match node.h.links().set_up(name) {
+        Err(e) if e.is_not_found() => "deleted",
+        _ => "set down",
     }
 }
