@@ -21,6 +21,39 @@
 //! Container addresses come from a file pool on this node (`--ipam-dir`):
 //! attach containers with `cnet_core::network::BridgeNetwork` and the same
 //! directory (the file store is safe between processes).
+//!
+//! # When the store fails
+//!
+//! - **The subnet it holds comes first.** At start the agent reads the
+//!   subnet it already holds (`held_subnet`: its bridge's gateway address,
+//!   else its IPAM directory's pool) and claims exactly that
+//!   (`LeaseStore::claim`); it never takes a lease that contradicts its
+//!   kernel. Only a node with no bridge address takes another free subnet.
+//! - **etcd away (restarting, unreachable, slow):** no store error stops
+//!   the agent. Calls are retried with a capped, jittered backoff (from
+//!   100 ms to a quarter of the TTL), each bounded by a fifth of the TTL
+//!   (0.5–5 s). The kernel keeps what it has: routes are never removed
+//!   because the store cannot be read (stale beats empty), and drift is
+//!   still repaired. When etcd answers again the agent reconnects, renews
+//!   (or, if its lease expired meanwhile, claims its subnet again) and
+//!   lists the peers; for one TTL after a reconnection a peer missing from
+//!   the list is kept (its owner may not have republished yet), unless
+//!   another lease covers its subnet.
+//! - **etcd lost its data** (an empty or older etcd at the same endpoint:
+//!   the store's revision went back): the same, every agent claims its own
+//!   subnet again; the claims are compare-and-swap transactions, so no
+//!   subnet is ever given twice.
+//! - **Its subnet is someone else's now** (the lease expired while the node
+//!   was cut off, and another node was given the subnet): the agent removes
+//!   its routes to peers and its tunnel devices, says so on stderr and
+//!   exits with status 3. It does not take a new subnet: its containers
+//!   hold addresses in the old one, and only the operator can move them;
+//!   keeping the routes would send their traffic as if it were the new
+//!   owner's. Drain the node, delete its bridge, restart the agent (it then
+//!   takes a free subnet). At start, a bridge whose subnet is another
+//!   node's lease ends the same way.
+//! - **The agent itself is killed:** a restarted agent finds its lease (or
+//!   claims its subnet) and the kernel state as it was: nothing is lost.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,10 +61,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cnet_core::ipam::{EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
+use cnet_core::ipam::{
+    Backoff, EtcdLeases, EtcdStore, FileStore, LeaseStore, LeaseWatch, NodeAttrs, NodeLease,
+    PoolConfig, SubnetConfig,
+};
 use cnet_core::network::{
-    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap, Node, NodeConfig,
-    Repair,
+    held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap,
+    HeldSubnet, Node, NodeConfig, Repair,
 };
 use cnet_core::watch::Watch;
 use cnet_core::{Error, Handle, IpNet};
@@ -105,19 +141,45 @@ fn run(a: Args) -> Result<(), Error> {
                 )
             })?,
     };
-    let endpoints: Vec<&str> = a.etcd.iter().map(String::as_str).collect();
-    let store = EtcdStore::connect(&endpoints, &a.prefix, Duration::from_secs(5))?;
-    let mut leases = store.subnets(SubnetConfig::new(a.network))?;
     let ttl = Duration::from_secs(a.ttl);
+    let config = SubnetConfig::new(a.network);
+    let ipam = FileStore::open(&a.ipam_dir)?;
+    let held = held_subnet(
+        &host,
+        &a.bridge,
+        Some(&ipam),
+        &config.network,
+        config.subnet_len,
+    )?;
+    let mut store = Store::new(&a.etcd, &a.prefix, config, ttl);
     let attrs = NodeAttrs {
         underlay_ip: Some(underlay_ip),
         backend: Some(a.backend.name().to_string()),
         vtep_mac: Some(vtep_mac_for(&a.node)),
         ..Default::default()
     };
-    let lease = leases.acquire(&a.node, &attrs, ttl)?;
+    // The subnet this node holds first; wait for the store as long as it
+    // takes (nothing is routed yet that the store could contradict).
+    let lease = loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match store.call("lease", |l| lease_held(l, &a.node, held, &attrs, ttl)) {
+            Some(Ok(l)) => break l,
+            Some(Err(e @ Error::Conflict { .. })) if matches!(held, HeldSubnet::Bridge(_)) => {
+                let subnet = held.subnet().unwrap_or(a.network);
+                let node = Node::new(
+                    &host,
+                    NodeConfig::new(&a.node, subnet, &a.underlay_dev, underlay_ip),
+                )?;
+                lost(&node, &a.node, &a.bridge, subnet, &e);
+            }
+            Some(Err(e)) => return Err(e),
+            None => store.wait(&stop),
+        }
+    };
     println!(
-        "node {}: subnet {} (underlay {underlay_ip})",
+        "node {}: subnet {} (underlay {underlay_ip}; held: {held:?})",
         a.node, lease.subnet
     );
 
@@ -134,7 +196,7 @@ fn run(a: Args) -> Result<(), Error> {
         } => 20,
         _ => 50,
     };
-    let pool = FileStore::open(&a.ipam_dir)?.pool(PoolConfig::new(lease.subnet))?;
+    let pool = ipam.pool(PoolConfig::new(lease.subnet))?;
     let net = BridgeNetwork::ensure(
         &host,
         pool,
@@ -146,58 +208,65 @@ fn run(a: Args) -> Result<(), Error> {
         &host,
         NodeConfig::new(&a.node, lease.subnet, &a.underlay_dev, underlay_ip),
     )?;
-    let mut watch = leases.watch()?;
     // The kernel watch is opened before the first reconcile, so a change
     // made while it runs is seen afterwards.
     let mut kernel = Watch::all(&host)?;
     let mut drift = DriftRepair::new();
-    let renew_every = ttl / 3;
     let resync_every = Duration::from_secs(a.resync);
-    let (mut renewed, mut synced) = (Instant::now(), None::<Instant>);
+    let mut renew_at = Instant::now() + ttl / 3;
+    let mut synced = None::<Instant>;
+    // Peers as last programmed, and until when a peer missing from the
+    // store is kept (after a reconnection: its owner may not be back yet).
+    let (mut peers, mut keep_missing_until) = (Vec::<NodeLease>::new(), None::<Instant>);
     let mut dirty = true;
     while !stop.load(Ordering::SeqCst) {
-        if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
-            let all = leases.list()?;
-            let report = drift.reconcile_leases(&node, &a.backend, &all)?;
-            if !report.is_noop() || synced.is_none() {
-                let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
-                println!(
-                    "node {}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
-                    a.node,
-                    report.peers.len(),
-                    changed(&report.routes),
-                    changed(&report.neighbours),
-                    changed(&report.fdb),
-                    if report.is_ok() {
-                        String::new()
-                    } else {
-                        format!("; failed: {}", report_errors(&report))
-                    }
-                );
-            }
-            synced = Some(Instant::now());
-            dirty = false;
+        if store.reconnected() {
+            dirty = true;
+            keep_missing_until = Some(Instant::now() + ttl);
         }
-        if renewed.elapsed() >= renew_every {
-            match leases.renew(&a.node, ttl) {
-                Ok(_) => {}
-                Err(Error::NotFound { .. }) => {
-                    // Expired while we were away: take it again (the store
-                    // gives a returning node its previous subnet if free).
-                    let l = leases.acquire(&a.node, &attrs, ttl)?;
-                    if l.subnet != lease.subnet {
-                        return Err(Error::Conflict {
-                            context: format!("node {}", a.node),
-                            reason: format!(
-                                "lost subnet {} while the lease was expired (now {}); restart the agent",
-                                lease.subnet, l.subnet
-                            ),
-                        });
+        if keep_missing_until.is_some_and(|t| Instant::now() >= t) {
+            keep_missing_until = None;
+            dirty = true;
+        }
+        if renew_at <= Instant::now() {
+            match store.call("renew", |l| renew(l, &a.node, &lease, &attrs, ttl)) {
+                Some(Ok(taken_back)) => {
+                    if taken_back {
+                        println!("node {}: took back {} (lease had expired)", a.node, lease.subnet);
+                        dirty = true;
                     }
+                    renew_at = Instant::now() + ttl / 3;
                 }
-                Err(e) => eprintln!("node-agent: renew: {e} (will retry)"),
+                Some(Err(e)) => lost(&node, &a.node, &a.bridge, lease.subnet, &e),
+                None => {} // retried when the backoff allows
             }
-            renewed = Instant::now();
+        }
+        if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
+            if let Some(Ok(all)) = store.call("list leases", |l| l.list()) {
+                peers = match keep_missing_until {
+                    Some(_) => with_missing(all, &peers),
+                    None => all,
+                };
+                let report = drift.reconcile_leases(&node, &a.backend, &peers)?;
+                if !report.is_noop() || synced.is_none() {
+                    let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
+                    println!(
+                        "node {}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
+                        a.node,
+                        report.peers.len(),
+                        changed(&report.routes),
+                        changed(&report.neighbours),
+                        changed(&report.fdb),
+                        if report.is_ok() {
+                            String::new()
+                        } else {
+                            format!("; failed: {}", report_errors(&report))
+                        }
+                    );
+                }
+                synced = Some(Instant::now());
+                dirty = false;
+            }
         }
         // Wait on the kernel (drift is repaired as it is seen), then look
         // at the leases without waiting. Short waits so a signal is acted
@@ -227,9 +296,15 @@ fn run(a: Args) -> Result<(), Error> {
                 Err(e) => eprintln!("node-agent: repair: {e}"),
             }
         }
-        dirty |= watch.wait(Duration::ZERO)?;
+        dirty |= store.changed();
     }
-    leases.release(&a.node)?;
+    store.backoff.reset(); // one try, now
+    match store.call("release", |l| l.release(&a.node)) {
+        Some(Ok(())) => {}
+        // It expires by itself.
+        Some(Err(e)) => eprintln!("node-agent: release: {e}"),
+        None => {}
+    }
     let r = node.teardown()?.into_result()?;
     println!(
         "node {}: released {}; routes and tunnel devices removed ({} devices)",
@@ -238,6 +313,203 @@ fn run(a: Args) -> Result<(), Error> {
         r.devices.len()
     );
     Ok(())
+}
+
+/// The agent's side of the lease store. No store error is fatal here: a
+/// call that fails for want of a working etcd (timeout, refused, an HTTP
+/// error, a store whose history went back) drops the connection and backs
+/// off; the next call, once the backoff allows, reconnects (a new client,
+/// the network registered again, a new lease watch). What the store
+/// answers (`NotFound`, `Conflict`, …) goes to the caller.
+struct Store {
+    endpoints: Vec<String>,
+    prefix: String,
+    config: SubnetConfig,
+    timeout: Duration,
+    conn: Option<(EtcdLeases, Box<dyn LeaseWatch>)>,
+    backoff: Backoff,
+    connections: u32,
+    reconnected: bool,
+}
+
+impl Store {
+    fn new(endpoints: &[String], prefix: &str, config: SubnetConfig, ttl: Duration) -> Store {
+        Store {
+            endpoints: endpoints.to_vec(),
+            prefix: prefix.to_string(),
+            config,
+            // A call never blocks the loop (and its drift repair) long.
+            timeout: (ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+            conn: None,
+            backoff: Backoff::new(Duration::from_millis(100), (ttl / 4).max(Duration::from_millis(200))),
+            connections: 0,
+            reconnected: false,
+        }
+    }
+
+    /// Run `f` against the store if the backoff allows: `None` when it
+    /// does not, or when the store could not be reached (said on stderr).
+    fn call<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut EtcdLeases) -> Result<T, Error>,
+    ) -> Option<Result<T, Error>> {
+        if !self.backoff.ready() {
+            return None;
+        }
+        let r = match self.connect() {
+            Ok((leases, _)) => f(leases),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(
+                e @ (Error::Timeout { .. }
+                | Error::Io { .. }
+                | Error::Protocol { .. }
+                | Error::Corrupt { .. }),
+            ) => {
+                self.conn = None;
+                let wait = self.backoff.failed();
+                eprintln!("node-agent: {what}: {e} (retry in {} ms)", wait.as_millis());
+                None
+            }
+            r => {
+                self.backoff.reset();
+                Some(r)
+            }
+        }
+    }
+
+    fn connect(&mut self) -> Result<&mut (EtcdLeases, Box<dyn LeaseWatch>), Error> {
+        if self.conn.is_none() {
+            let endpoints: Vec<&str> = self.endpoints.iter().map(String::as_str).collect();
+            let store = EtcdStore::connect(&endpoints, &self.prefix, self.timeout)?;
+            let mut leases = store.subnets(self.config.clone())?;
+            let watch = leases.watch()?;
+            self.connections += 1;
+            self.reconnected |= self.connections > 1;
+            if self.connections > 1 {
+                println!("node-agent: etcd answers again (connection {})", self.connections);
+            }
+            self.conn = Some((leases, watch));
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Whether a connection was made again since the last call (the agent
+    /// then lists the leases and keeps missing peers for a while).
+    fn reconnected(&mut self) -> bool {
+        std::mem::take(&mut self.reconnected)
+    }
+
+    /// Whether the lease watch says the leases changed; a watch that
+    /// failed drops the connection (made again on the next call).
+    fn changed(&mut self) -> bool {
+        let Some((_, watch)) = self.conn.as_mut() else {
+            return false;
+        };
+        match watch.wait(Duration::ZERO) {
+            Ok(changed) => changed,
+            Err(e) => {
+                eprintln!("node-agent: lease watch: {e} (reconnecting)");
+                self.conn = None;
+                true
+            }
+        }
+    }
+
+    /// Sleep until the backoff allows the next call, or a signal came.
+    fn wait(&self, stop: &AtomicBool) {
+        while !self.backoff.ready() && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The first lease: exactly the subnet the bridge holds; the pool's
+/// subnet if free (else any); any free subnet when nothing is held.
+fn lease_held(
+    l: &mut EtcdLeases,
+    node: &str,
+    held: HeldSubnet,
+    attrs: &NodeAttrs,
+    ttl: Duration,
+) -> Result<NodeLease, Error> {
+    match held {
+        HeldSubnet::Bridge(s) => l.claim(node, s, attrs, ttl),
+        HeldSubnet::Pool(s) => match l.claim(node, s, attrs, ttl) {
+            Err(Error::Conflict { .. }) => l.acquire(node, attrs, ttl),
+            r => r,
+        },
+        _ => l.acquire(node, attrs, ttl),
+    }
+}
+
+/// Renew `lease`; if it is gone from the store (expired while the node was
+/// cut off, or the store lost it), claim its subnet again: `Ok(true)` then.
+/// `Conflict` when the subnet is another node's now.
+fn renew(
+    l: &mut EtcdLeases,
+    node: &str,
+    lease: &NodeLease,
+    attrs: &NodeAttrs,
+    ttl: Duration,
+) -> Result<bool, Error> {
+    let now = match l.renew(node, ttl) {
+        Ok(now) => now,
+        Err(Error::NotFound { .. }) => {
+            l.claim(node, lease.subnet, attrs, ttl)?;
+            return Ok(true);
+        }
+        Err(e) => return Err(e),
+    };
+    if now.subnet != lease.subnet {
+        return Err(Error::Conflict {
+            context: format!("node {node}"),
+            reason: format!("the store says it holds {}, not {}", now.subnet, lease.subnet),
+        });
+    }
+    Ok(false)
+}
+
+/// This node's subnet is another node's lease now: stop routing (remove
+/// the routes to peers and the tunnel devices; the bridge and the
+/// containers stay, for the operator to move) and exit with status 3.
+fn lost(node: &Node, name: &str, bridge: &str, subnet: IpNet, why: &Error) -> ! {
+    eprintln!(
+        "node-agent: node {name}: subnet {subnet} is not this node's any more ({why}); \
+         removing its routes to peers and its tunnel devices so it stops routing it. Its \
+         containers keep addresses in {subnet}: move them off this node, delete bridge \
+         {bridge}, then restart the agent (it takes a free subnet)"
+    );
+    match node.teardown().and_then(|r| r.into_result()) {
+        Ok(r) => eprintln!(
+            "node-agent: node {name}: routes and {} tunnel devices removed",
+            r.devices.len()
+        ),
+        Err(e) => eprintln!("node-agent: node {name}: teardown: {e}"),
+    }
+    std::process::exit(3);
+}
+
+/// `fresh` plus the peers of `last` it lacks, unless a lease of `fresh`
+/// names the same node or covers the same subnet (stale beats empty: a
+/// peer whose owner has not republished yet stays routed).
+fn with_missing(mut fresh: Vec<NodeLease>, last: &[NodeLease]) -> Vec<NodeLease> {
+    let kept: Vec<NodeLease> = last
+        .iter()
+        .filter(|o| {
+            !fresh.iter().any(|f| {
+                f.node == o.node
+                    || f.subnet.contains(&o.subnet.network())
+                    || o.subnet.contains(&f.subnet.network())
+            })
+        })
+        .cloned()
+        .collect();
+    fresh.extend(kept);
+    fresh.sort_by_key(|l| l.subnet);
+    fresh
 }
 
 fn describe(r: &Repair) -> String {
