@@ -18,165 +18,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cnet_core::ipam::{FileStore, PoolConfig, PoolStore};
-use cnet_core::link::{Bridge, Veth};
-use cnet_core::network::{vtep_mac_for, BridgeConfig, BridgeNetwork, ContainerNs};
-use cnet_core::{Handle, IpNet};
-use common::etcd::Etcd;
+use cnet_core::network::{vtep_mac_for, ContainerNs};
+use common::agents::{
+    agent_binary, attach_containers, cnet_routes, make_host, underlay_with_etcd, Agent, Host,
+};
 use common::TestNs;
-
-/// The node-agent example next to this test binary.
-fn agent_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("examples").join("node-agent");
-    p.is_file().then_some(p)
-}
-
-/// A node agent process; SIGKILLed on drop if still running.
-struct Agent {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    subnet: IpNet,
-}
-
-impl Agent {
-    fn start(bin: &Path, host: &TestNs, node: &str, etcd: &str, ipam: &Path) -> Agent {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", host.name))
-            .arg(bin)
-            .args(["--etcd", etcd, "--node", node, "--underlay-dev", "eth0"])
-            .args(["--backend", "vxlan", "--ttl", "10", "--resync", "30"])
-            .arg("--ipam-dir")
-            .arg(ipam)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start node-agent");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("[agent] {l}");
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut a = Agent {
-            child,
-            lines,
-            subnet: "0.0.0.0/0".parse().unwrap(),
-        };
-        let l = a.expect_line(": subnet ");
-        a.subnet = l
-            .split(": subnet ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        a.expect_line(": bridge ");
-        a
-    }
-
-    fn expect_line(&mut self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("node-agent did not say {what:?} within 30 s"),
-            }
-        }
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "node-agent exited with {st}");
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One host: its namespace, its underlay port, its containers.
-struct Host {
-    ns: TestNs,
-    name: String,
-    ipam: PathBuf,
-    containers: Vec<(TestNs, String, IpAddr)>,
-    net: Option<BridgeNetwork>,
-}
-
-fn make_host(ul: &Handle, n: u8, ipam_root: &Path) -> Host {
-    let ns = TestNs::new(&format!("ag-h{n}"));
-    let underlay: IpAddr = format!("192.0.2.{}", 10 + n).parse().unwrap();
-    // The underlay port keeps its name across a reboot: delete what a
-    // previous incarnation left (its namespace going takes the peer along).
-    ul.links().delete_if_exists(&format!("p{n}")).unwrap();
-    ul.links()
-        .add(
-            Veth::new(&format!("p{n}"), "eth0")
-                .peer_netns(&ns.ns)
-                .master("br0")
-                .up()
-                .peer_up(),
-        )
-        .unwrap();
-    ns.handle()
-        .addrs()
-        .add("eth0", IpNet::new(underlay, 24).unwrap())
-        .unwrap();
-    Host {
-        ns,
-        name: format!("h{n}"),
-        ipam: ipam_root.join(format!("h{n}")),
-        containers: Vec::new(),
-        net: None,
-    }
-}
-
-/// Attach `count` containers to the host's bridge (which its agent made).
-fn attach_containers(h: &mut Host, subnet: IpNet, count: usize) {
-    let pool = FileStore::open(&h.ipam)
-        .unwrap()
-        .pool(PoolConfig::new(subnet))
-        .unwrap();
-    let net = BridgeNetwork::ensure(
-        &h.ns.handle(),
-        pool,
-        BridgeConfig::new("cni0", subnet).mtu(1450),
-    )
-    .unwrap();
-    for i in 0..count {
-        let c = TestNs::new(&format!("ag-{}c{i}", h.name));
-        let cid = format!("{}-c{i}", h.name);
-        let att = net
-            .attach(&ContainerNs::name(&c.name), &cid, "eth0")
-            .unwrap();
-        h.containers.push((c, cid, att.address.addr()));
-    }
-    h.net = Some(net);
-}
 
 fn all_pairs_ping(hosts: &[Host], deadline: Duration) -> Vec<String> {
     let all: Vec<(&TestNs, IpAddr)> = hosts
@@ -208,54 +58,17 @@ fn all_pairs_ping(hosts: &[Host], deadline: Duration) -> Vec<String> {
     }
 }
 
-/// Routes of protocol 119 (cnet's) in `ns`, as `dst via gw`.
-fn cnet_routes(ns: &TestNs) -> Vec<String> {
-    ns.ip_json(&["route", "show", "proto", "119"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} via {}",
-                r["dst"].as_str().unwrap_or("?"),
-                r["gateway"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
     if !common::privileged() {
         return;
     }
     let Some(bin) = agent_binary() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("the node-agent example is not built (cargo build --all-features --examples)");
-        }
-        eprintln!("SKIPPED: the node-agent example is not built (cargo build -p cnet-core --all-features --examples)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let ul_ns = TestNs::new("ag-ul");
+    let (ul_ns, etcd) = underlay_with_etcd("ag");
     let ul = ul_ns.handle();
-    ul.links().add(Bridge::new("br0").up()).unwrap();
-    let etcd_ns = TestNs::new("ag-etcd");
-    ul.links()
-        .add(
-            Veth::new("pe", "eth0")
-                .peer_netns(&etcd_ns.ns)
-                .master("br0")
-                .up()
-                .peer_up(),
-        )
-        .unwrap();
-    etcd_ns
-        .handle()
-        .addrs()
-        .add("eth0", "192.0.2.254/24".parse().unwrap())
-        .unwrap();
-    let etcd = Etcd::start_at(etcd_ns, "192.0.2.254", "agents");
 
     let mut hosts: Vec<Host> = (1..=3).map(|n| make_host(&ul, n, tmp.path())).collect();
     let started = Instant::now();

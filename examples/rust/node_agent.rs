@@ -232,7 +232,10 @@ fn run(a: Args) -> Result<(), Error> {
             match store.call("renew", |l| renew(l, &a.node, &lease, &attrs, ttl)) {
                 Some(Ok(taken_back)) => {
                     if taken_back {
-                        println!("node {}: took back {} (lease had expired)", a.node, lease.subnet);
+                        println!(
+                            "node {}: took back {} (its lease was gone from the store)",
+                            a.node, lease.subnet
+                        );
                         dirty = true;
                     }
                     renew_at = Instant::now() + ttl / 3;
@@ -243,13 +246,17 @@ fn run(a: Args) -> Result<(), Error> {
         }
         if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
             if let Some(Ok(all)) = store.call("list leases", |l| l.list()) {
+                if store.reconnected() {
+                    keep_missing_until = Some(Instant::now() + ttl);
+                }
                 peers = match keep_missing_until {
                     Some(_) => with_missing(all, &peers),
                     None => all,
                 };
                 let report = drift.reconcile_leases(&node, &a.backend, &peers)?;
                 if !report.is_noop() || synced.is_none() {
-                    let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
+                    let changed =
+                        |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
                     println!(
                         "node {}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
                         a.node,
@@ -341,7 +348,10 @@ impl Store {
             // A call never blocks the loop (and its drift repair) long.
             timeout: (ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5)),
             conn: None,
-            backoff: Backoff::new(Duration::from_millis(100), (ttl / 4).max(Duration::from_millis(200))),
+            backoff: Backoff::new(
+                Duration::from_millis(100),
+                (ttl / 4).max(Duration::from_millis(200)),
+            ),
             connections: 0,
             reconnected: false,
         }
@@ -389,7 +399,10 @@ impl Store {
             self.connections += 1;
             self.reconnected |= self.connections > 1;
             if self.connections > 1 {
-                println!("node-agent: etcd answers again (connection {})", self.connections);
+                println!(
+                    "node-agent: etcd answers again (connection {})",
+                    self.connections
+                );
             }
             self.conn = Some((leases, watch));
         }
@@ -466,7 +479,10 @@ fn renew(
     if now.subnet != lease.subnet {
         return Err(Error::Conflict {
             context: format!("node {node}"),
-            reason: format!("the store says it holds {}, not {}", now.subnet, lease.subnet),
+            reason: format!(
+                "the store says it holds {}, not {}",
+                now.subnet, lease.subnet
+            ),
         });
     }
     Ok(false)

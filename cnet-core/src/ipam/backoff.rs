@@ -89,7 +89,11 @@ mod tests {
         let waits: Vec<Duration> = (0..8).map(|_| b.failed()).collect();
         for (i, w) in waits.iter().enumerate() {
             let d = ms(100 << i.min(4)).min(ms(1000));
-            assert!(*w >= d / 2 && *w <= d, "wait {i}: {w:?} not in [{:?}, {d:?}]", d / 2);
+            assert!(
+                *w >= d / 2 && *w <= d,
+                "wait {i}: {w:?} not in [{:?}, {d:?}]",
+                d / 2
+            );
         }
         assert_eq!(b.failures(), 8);
         b.reset();

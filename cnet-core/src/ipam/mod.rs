@@ -61,8 +61,8 @@ pub use backoff::Backoff;
 pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
 pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
-pub use subnet::{SubnetAllocator, SubnetConfig};
 pub(crate) use subnet::check_claim;
+pub use subnet::{SubnetAllocator, SubnetConfig};
 
 /// One container address: who holds it and under which generation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

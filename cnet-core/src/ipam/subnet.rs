@@ -453,8 +453,14 @@ mod tests {
         let a = lease("a", "10.244.1.0/24");
         let b = lease("b", "10.244.2.0/24");
         let all = [&a, &b];
-        assert_eq!(check_claim("t", &cfg, &all, "c", &net("10.244.3.0/24")).unwrap(), None);
-        assert_eq!(check_claim("t", &cfg, &all, "b", &net("10.244.2.0/24")).unwrap(), Some(1));
+        assert_eq!(
+            check_claim("t", &cfg, &all, "c", &net("10.244.3.0/24")).unwrap(),
+            None
+        );
+        assert_eq!(
+            check_claim("t", &cfg, &all, "b", &net("10.244.2.0/24")).unwrap(),
+            Some(1)
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use cnet_core::{Handle, NetNs};
 use serde_json::Value;
 
 #[cfg(feature = "etcd")]
+pub mod agents;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
