@@ -333,7 +333,8 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
     let healed = SystemTime::now();
     let t = Instant::now();
     c.agents[1].expect_line("took back");
-    let converged = c.wait_leases_match_bridges(healed, "h2 has its subnet again");
+    let took_back = t.elapsed();
+    c.wait_leases_match_bridges(healed, "h2 has its subnet again");
     wait_until("h1 routes h2's subnet again", 20, || {
         cnet_routes(&c.hosts[0].ns)
             .iter()
@@ -353,7 +354,7 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
     println!(
         "etcd partition of h2 for {cut_for:?} (TTL 3 s): h2's lease expired after {expired:?}, \
          h1 dropped h2's route {h1_dropped:?} later; h2 kept its route to h1 in \
-         {samples}/{samples} samples; after the heal h2 had {s2} again in {converged:?}, \
+         {samples}/{samples} samples; after the heal h2 took {s2} back in {took_back:?} (its backoff), \
          routed and pinging in {routed:?}; pings lost {lost}/{sent} (the cut-off node's \
          subnet is unrouted between expiry and heal)"
     );
@@ -400,11 +401,27 @@ fn agent_faults_etcd_partition_subnet_taken_meanwhile() {
     wait_until("h1 pings h3's container", 20, || {
         c.container(0).0.ping(&c.container(2).1.to_string())
     });
+    // Restarted, h2's agent finds its bridge on a subnet that is another
+    // node's lease: it stops at once, again with status 3.
+    let mut again = Agent::spawn_ttl(
+        &c.bin,
+        &c.hosts[1].ns,
+        "h2",
+        &c.etcd.url,
+        &c.hosts[1].ipam,
+        3,
+    );
+    let st = again
+        .wait_exit(Duration::from_secs(30))
+        .expect("restarted h2 agent did not stop");
+    assert_eq!(st.code(), Some(3), "restarted h2 agent: {st}");
+    assert!(cnet_routes(&c.hosts[1].ns).is_empty());
+    assert_eq!(c.leases().unwrap().get("h3").map(|x| x.0), Some(s2));
     let (sent, lost) = ping.stop();
     println!(
         "h2 cut off past its TTL while h3 joined and got {s2}: after the heal h2's agent \
-         removed its routes and exited 3 in {stopped:?}; h1 routes {s2} to h3; pings h1→h2's \
-         old address: {lost}/{sent} lost"
+         removed its routes and exited 3 in {stopped:?} (restarted: exits 3 again); h1 routes \
+         {s2} to h3; pings h1→h2's old address: {lost}/{sent} lost"
     );
 }
 

@@ -245,7 +245,15 @@ fn run(a: Args) -> Result<(), Error> {
             }
         }
         if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
-            if let Some(Ok(all)) = store.call("list leases", |l| l.list()) {
+            let listed = match store.call("list leases", |l| l.list()) {
+                Some(Ok(all)) => Some(all),
+                Some(Err(e)) => {
+                    eprintln!("node-agent: list leases: {e}");
+                    None
+                }
+                None => None,
+            };
+            if let Some(all) = listed {
                 if store.reconnected() {
                     keep_missing_until = Some(Instant::now() + ttl);
                 }
@@ -367,17 +375,23 @@ impl Store {
         if !self.backoff.ready() {
             return None;
         }
-        let r = match self.connect() {
-            Ok((leases, _)) => f(leases),
-            Err(e) => Err(e),
+        // Any failure to connect (a network registered with another
+        // configuration included) is the store's trouble, not the call's.
+        let (connected, r) = match self.connect() {
+            Ok((leases, _)) => (true, f(leases)),
+            Err(e) => (false, Err(e)),
         };
         match r {
-            Err(
-                e @ (Error::Timeout { .. }
-                | Error::Io { .. }
-                | Error::Protocol { .. }
-                | Error::Corrupt { .. }),
-            ) => {
+            Err(e)
+                if !connected
+                    || matches!(
+                        e,
+                        Error::Timeout { .. }
+                            | Error::Io { .. }
+                            | Error::Protocol { .. }
+                            | Error::Corrupt { .. }
+                    ) =>
+            {
                 self.conn = None;
                 let wait = self.backoff.failed();
                 eprintln!("node-agent: {what}: {e} (retry in {} ms)", wait.as_millis());

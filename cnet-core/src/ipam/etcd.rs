@@ -34,6 +34,14 @@
 //! Lease expiry is etcd's own: when the TTL runs out etcd deletes the lease
 //! keys, and the subnet is free. `NodeLease::expires` is the wall-clock
 //! estimate written at grant or renewal.
+//!
+//! When etcd loses its data (a new empty server, or one restored from an
+//! old backup, at the same endpoint) this client refuses to go on (its
+//! revision went back: `Error::Corrupt`). A node that holds a subnet
+//! connects again and puts its lease back with [`LeaseStore::claim`]: a
+//! compare-and-swap on the subnet's and the node's keys, so two nodes never
+//! both get one subnet, and a node is never given one its kernel does not
+//! hold.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -840,7 +848,11 @@ impl LeaseStore for EtcdLeases {
 /// (`/v3/watch`, a stream of JSON objects), read by a thread of its own that
 /// reconnects from the next revision when the stream ends, so no change
 /// falls between two streams. Expiry is etcd's own: it deletes the keys,
-/// which the watch sees. The thread runs in the namespace of the thread that
+/// which the watch sees. A server whose revision went back (an etcd
+/// restored from a backup, or a new empty one at the endpoint) is watched
+/// again from its own revision, with a wake-up, so the watch keeps working
+/// for a caller that reconnects and claims its lease again
+/// ([`LeaseStore::claim`]). The thread runs in the namespace of the thread that
 /// made the watch, and ends soon after the watch is dropped.
 #[derive(Debug)]
 pub struct EtcdLeaseWatch {

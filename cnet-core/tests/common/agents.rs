@@ -101,6 +101,30 @@ impl Agent {
         ipam: &Path,
         ttl: u64,
     ) -> Agent {
+        let mut a = Agent::spawn_ttl(bin, host, node, etcd, ipam, ttl);
+        let l = a.expect_line(": subnet ");
+        a.subnet = l
+            .split(": subnet ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        a.expect_line(": bridge ");
+        a
+    }
+
+    /// Start an agent and return at once (its subnet not known yet).
+    pub fn spawn_ttl(
+        bin: &Path,
+        host: &TestNs,
+        node: &str,
+        etcd: &str,
+        ipam: &Path,
+        ttl: u64,
+    ) -> Agent {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", host.name))
             .arg(bin)
@@ -116,23 +140,11 @@ impl Agent {
         let (tx, lines) = mpsc::channel();
         forward(child.stdout.take().unwrap(), node.to_string(), tx.clone());
         forward(child.stderr.take().unwrap(), format!("{node} err"), tx);
-        let mut a = Agent {
+        Agent {
             child,
             lines,
             subnet: "0.0.0.0/0".parse().unwrap(),
-        };
-        let l = a.expect_line(": subnet ");
-        a.subnet = l
-            .split(": subnet ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        a.expect_line(": bridge ");
-        a
+        }
     }
 
     /// Wait (30 s at most) for a line containing `what`.
