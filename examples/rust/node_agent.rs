@@ -27,18 +27,20 @@
 //! - **The subnet it holds comes first.** At start the agent reads the
 //!   subnet it already holds (`held_subnet`: its bridge's gateway address,
 //!   else its IPAM directory's pool) and claims exactly that
-//!   (`LeaseStore::claim`); it never takes a lease that contradicts its
-//!   kernel. Only a node with no bridge address takes another free subnet.
+//!   (`HeldSubnet::lease`, over `LeaseStore::claim`); it never takes a
+//!   lease that contradicts its kernel. Only a node with no bridge address
+//!   takes another free subnet.
 //! - **etcd away (restarting, unreachable, slow):** no store error stops
-//!   the agent. Calls are retried with a capped, jittered backoff (from
-//!   100 ms to a quarter of the TTL), each bounded by a fifth of the TTL
-//!   (0.5–5 s). The kernel keeps what it has: routes are never removed
-//!   because the store cannot be read (stale beats empty), and drift is
-//!   still repaired. When etcd answers again the agent reconnects, renews
-//!   (or, if its lease expired meanwhile, claims its subnet again) and
-//!   lists the peers; for one TTL after a reconnection a peer missing from
-//!   the list is kept (its owner may not have republished yet), unless
-//!   another lease covers its subnet.
+//!   the agent (`EtcdSession` connects again). Calls are retried with a
+//!   capped, jittered backoff (from 100 ms to a quarter of the TTL), each
+//!   bounded by a fifth of the TTL (0.5–5 s). The kernel keeps what it
+//!   has: routes are never removed because the store cannot be read (stale
+//!   beats empty), and drift is still repaired. When etcd answers again
+//!   the agent renews (or, if its lease is gone meanwhile, claims its
+//!   subnet again: `renew_or_claim`) and lists the peers; for one TTL after
+//!   a reconnection a peer missing from the list is kept (its owner may not
+//!   have republished yet), unless another lease covers its subnet
+//!   (`keep_missing`).
 //! - **etcd lost its data** (an empty or older etcd at the same endpoint:
 //!   the store's revision went back): the same, every agent claims its own
 //!   subnet again; the claims are compare-and-swap transactions, so no
@@ -62,8 +64,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cnet_core::ipam::{
-    Backoff, EtcdLeases, EtcdStore, FileStore, LeaseStore, LeaseWatch, NodeAttrs, NodeLease,
-    PoolConfig, SubnetConfig,
+    keep_missing, renew_or_claim, Backoff, Call, EtcdSession, FileStore, LeaseStore, NodeAttrs,
+    NodeLease, PoolConfig, Renewal, SubnetConfig,
 };
 use cnet_core::network::{
     held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap,
@@ -151,7 +153,15 @@ fn run(a: Args) -> Result<(), Error> {
         &config.network,
         config.subnet_len,
     )?;
-    let mut store = Store::new(&a.etcd, &a.prefix, config, ttl);
+    // A store call never blocks the loop (and its drift repair) long;
+    // retries from 100 ms to a quarter of the TTL.
+    let mut store = EtcdSession::new(
+        &a.etcd,
+        &a.prefix,
+        config,
+        (ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+        Backoff::new(Duration::from_millis(100), ttl / 4),
+    );
     let attrs = NodeAttrs {
         underlay_ip: Some(underlay_ip),
         backend: Some(a.backend.name().to_string()),
@@ -164,7 +174,7 @@ fn run(a: Args) -> Result<(), Error> {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        match store.call("lease", |l| lease_held(l, &a.node, held, &attrs, ttl)) {
+        match done(&mut store, "lease", |l| held.lease(l, &a.node, &attrs, ttl)) {
             Some(Ok(l)) => break l,
             Some(Err(e @ Error::Conflict { .. })) if matches!(held, HeldSubnet::Bridge(_)) => {
                 let subnet = held.subnet().unwrap_or(a.network);
@@ -175,7 +185,7 @@ fn run(a: Args) -> Result<(), Error> {
                 lost(&node, &a.node, &a.bridge, subnet, &e);
             }
             Some(Err(e)) => return Err(e),
-            None => store.wait(&stop),
+            None => std::thread::sleep(Duration::from_millis(20)),
         }
     };
     println!(
@@ -217,21 +227,24 @@ fn run(a: Args) -> Result<(), Error> {
     let mut synced = None::<Instant>;
     // Peers as last programmed, and until when a peer missing from the
     // store is kept (after a reconnection: its owner may not be back yet).
-    let (mut peers, mut keep_missing_until) = (Vec::<NodeLease>::new(), None::<Instant>);
+    let (mut peers, mut keep_until) = (Vec::<NodeLease>::new(), None::<Instant>);
     let mut dirty = true;
     while !stop.load(Ordering::SeqCst) {
         if store.reconnected() {
+            keep_until = Some(Instant::now() + ttl);
             dirty = true;
-            keep_missing_until = Some(Instant::now() + ttl);
         }
-        if keep_missing_until.is_some_and(|t| Instant::now() >= t) {
-            keep_missing_until = None;
+        if keep_until.is_some_and(|t| Instant::now() >= t) {
+            keep_until = None;
             dirty = true;
         }
         if renew_at <= Instant::now() {
-            match store.call("renew", |l| renew(l, &a.node, &lease, &attrs, ttl)) {
-                Some(Ok(taken_back)) => {
-                    if taken_back {
+            match done(&mut store, "renew", |l| {
+                renew_or_claim(l, &lease, &attrs, ttl)
+            }) {
+                Some(Ok(Renewal::Lost(e))) => lost(&node, &a.node, &a.bridge, lease.subnet, &e),
+                Some(Ok(r)) => {
+                    if matches!(r, Renewal::TakenBack) {
                         println!(
                             "node {}: took back {} (its lease was gone from the store)",
                             a.node, lease.subnet
@@ -240,12 +253,16 @@ fn run(a: Args) -> Result<(), Error> {
                     }
                     renew_at = Instant::now() + ttl / 3;
                 }
-                Some(Err(e)) => lost(&node, &a.node, &a.bridge, lease.subnet, &e),
+                // The store answered, but not with the lease: try again.
+                Some(Err(e)) => {
+                    let wait = store.backoff().failed();
+                    eprintln!("node-agent: renew: {e} (retry in {} ms)", wait.as_millis());
+                }
                 None => {} // retried when the backoff allows
             }
         }
         if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
-            let listed = match store.call("list leases", |l| l.list()) {
+            let listed = match done(&mut store, "list leases", |l| l.list()) {
                 Some(Ok(all)) => Some(all),
                 Some(Err(e)) => {
                     eprintln!("node-agent: list leases: {e}");
@@ -255,29 +272,15 @@ fn run(a: Args) -> Result<(), Error> {
             };
             if let Some(all) = listed {
                 if store.reconnected() {
-                    keep_missing_until = Some(Instant::now() + ttl);
+                    keep_until = Some(Instant::now() + ttl);
                 }
-                peers = match keep_missing_until {
-                    Some(_) => with_missing(all, &peers),
+                peers = match keep_until {
+                    Some(_) => keep_missing(all, &peers),
                     None => all,
                 };
                 let report = drift.reconcile_leases(&node, &a.backend, &peers)?;
                 if !report.is_noop() || synced.is_none() {
-                    let changed =
-                        |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
-                    println!(
-                        "node {}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
-                        a.node,
-                        report.peers.len(),
-                        changed(&report.routes),
-                        changed(&report.neighbours),
-                        changed(&report.fdb),
-                        if report.is_ok() {
-                            String::new()
-                        } else {
-                            format!("; failed: {}", report_errors(&report))
-                        }
-                    );
+                    print_report(&a.node, &report);
                 }
                 synced = Some(Instant::now());
                 dirty = false;
@@ -313,8 +316,8 @@ fn run(a: Args) -> Result<(), Error> {
         }
         dirty |= store.changed();
     }
-    store.backoff.reset(); // one try, now
-    match store.call("release", |l| l.release(&a.node)) {
+    store.backoff().reset(); // one try, now
+    match done(&mut store, "release", |l| l.release(&a.node)) {
         Some(Ok(())) => {}
         // It expires by itself.
         Some(Err(e)) => eprintln!("node-agent: release: {e}"),
@@ -330,176 +333,30 @@ fn run(a: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// The agent's side of the lease store. No store error is fatal here: a
-/// call that fails for want of a working etcd (timeout, refused, an HTTP
-/// error, a store whose history went back) drops the connection and backs
-/// off; the next call, once the backoff allows, reconnects (a new client,
-/// the network registered again, a new lease watch). What the store
-/// answers (`NotFound`, `Conflict`, …) goes to the caller.
-struct Store {
-    endpoints: Vec<String>,
-    prefix: String,
-    config: SubnetConfig,
-    timeout: Duration,
-    conn: Option<(EtcdLeases, Box<dyn LeaseWatch>)>,
-    backoff: Backoff,
-    connections: u32,
-    reconnected: bool,
-}
-
-impl Store {
-    fn new(endpoints: &[String], prefix: &str, config: SubnetConfig, ttl: Duration) -> Store {
-        Store {
-            endpoints: endpoints.to_vec(),
-            prefix: prefix.to_string(),
-            config,
-            // A call never blocks the loop (and its drift repair) long.
-            timeout: (ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5)),
-            conn: None,
-            backoff: Backoff::new(
-                Duration::from_millis(100),
-                (ttl / 4).max(Duration::from_millis(200)),
-            ),
-            connections: 0,
-            reconnected: false,
-        }
-    }
-
-    /// Run `f` against the store if the backoff allows: `None` when it
-    /// does not, or when the store could not be reached (said on stderr).
-    fn call<T>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut EtcdLeases) -> Result<T, Error>,
-    ) -> Option<Result<T, Error>> {
-        if !self.backoff.ready() {
-            return None;
-        }
-        // Any failure to connect (a network registered with another
-        // configuration included) is the store's trouble, not the call's.
-        let (connected, r) = match self.connect() {
-            Ok((leases, _)) => (true, f(leases)),
-            Err(e) => (false, Err(e)),
-        };
-        match r {
-            Err(e)
-                if !connected
-                    || matches!(
-                        e,
-                        Error::Timeout { .. }
-                            | Error::Io { .. }
-                            | Error::Protocol { .. }
-                            | Error::Corrupt { .. }
-                    ) =>
-            {
-                self.conn = None;
-                let wait = self.backoff.failed();
-                eprintln!("node-agent: {what}: {e} (retry in {} ms)", wait.as_millis());
-                None
+/// `store.call(f)`: `None` when not tried or the store was away (said on
+/// stderr, with when it is tried again).
+fn done<T>(
+    store: &mut EtcdSession,
+    what: &str,
+    f: impl FnOnce(&mut dyn LeaseStore) -> Result<T, Error>,
+) -> Option<Result<T, Error>> {
+    let connections = store.connections();
+    match store.call(|l| f(l)) {
+        Call::Done(r) => {
+            if store.connections() > connections && connections > 0 {
+                println!("node-agent: etcd answers again");
             }
-            r => {
-                self.backoff.reset();
-                Some(r)
-            }
+            Some(r)
         }
-    }
-
-    fn connect(&mut self) -> Result<&mut (EtcdLeases, Box<dyn LeaseWatch>), Error> {
-        if self.conn.is_none() {
-            let endpoints: Vec<&str> = self.endpoints.iter().map(String::as_str).collect();
-            let store = EtcdStore::connect(&endpoints, &self.prefix, self.timeout)?;
-            let mut leases = store.subnets(self.config.clone())?;
-            let watch = leases.watch()?;
-            self.connections += 1;
-            self.reconnected |= self.connections > 1;
-            if self.connections > 1 {
-                println!(
-                    "node-agent: etcd answers again (connection {})",
-                    self.connections
-                );
-            }
-            self.conn = Some((leases, watch));
+        Call::Away { error, retry_in } => {
+            eprintln!(
+                "node-agent: {what}: {error} (retry in {} ms)",
+                retry_in.as_millis()
+            );
+            None
         }
-        Ok(self.conn.as_mut().expect("connected above"))
+        _ => None,
     }
-
-    /// Whether a connection was made again since the last call (the agent
-    /// then lists the leases and keeps missing peers for a while).
-    fn reconnected(&mut self) -> bool {
-        std::mem::take(&mut self.reconnected)
-    }
-
-    /// Whether the lease watch says the leases changed; a watch that
-    /// failed drops the connection (made again on the next call).
-    fn changed(&mut self) -> bool {
-        let Some((_, watch)) = self.conn.as_mut() else {
-            return false;
-        };
-        match watch.wait(Duration::ZERO) {
-            Ok(changed) => changed,
-            Err(e) => {
-                eprintln!("node-agent: lease watch: {e} (reconnecting)");
-                self.conn = None;
-                true
-            }
-        }
-    }
-
-    /// Sleep until the backoff allows the next call, or a signal came.
-    fn wait(&self, stop: &AtomicBool) {
-        while !self.backoff.ready() && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// The first lease: exactly the subnet the bridge holds; the pool's
-/// subnet if free (else any); any free subnet when nothing is held.
-fn lease_held(
-    l: &mut EtcdLeases,
-    node: &str,
-    held: HeldSubnet,
-    attrs: &NodeAttrs,
-    ttl: Duration,
-) -> Result<NodeLease, Error> {
-    match held {
-        HeldSubnet::Bridge(s) => l.claim(node, s, attrs, ttl),
-        HeldSubnet::Pool(s) => match l.claim(node, s, attrs, ttl) {
-            Err(Error::Conflict { .. }) => l.acquire(node, attrs, ttl),
-            r => r,
-        },
-        _ => l.acquire(node, attrs, ttl),
-    }
-}
-
-/// Renew `lease`; if it is gone from the store (expired while the node was
-/// cut off, or the store lost it), claim its subnet again: `Ok(true)` then.
-/// `Conflict` when the subnet is another node's now.
-fn renew(
-    l: &mut EtcdLeases,
-    node: &str,
-    lease: &NodeLease,
-    attrs: &NodeAttrs,
-    ttl: Duration,
-) -> Result<bool, Error> {
-    let now = match l.renew(node, ttl) {
-        Ok(now) => now,
-        Err(Error::NotFound { .. }) => {
-            l.claim(node, lease.subnet, attrs, ttl)?;
-            return Ok(true);
-        }
-        Err(e) => return Err(e),
-    };
-    if now.subnet != lease.subnet {
-        return Err(Error::Conflict {
-            context: format!("node {node}"),
-            reason: format!(
-                "the store says it holds {}, not {}",
-                now.subnet, lease.subnet
-            ),
-        });
-    }
-    Ok(false)
 }
 
 /// This node's subnet is another node's lease now: stop routing (remove
@@ -522,24 +379,20 @@ fn lost(node: &Node, name: &str, bridge: &str, subnet: IpNet, why: &Error) -> ! 
     std::process::exit(3);
 }
 
-/// `fresh` plus the peers of `last` it lacks, unless a lease of `fresh`
-/// names the same node or covers the same subnet (stale beats empty: a
-/// peer whose owner has not republished yet stays routed).
-fn with_missing(mut fresh: Vec<NodeLease>, last: &[NodeLease]) -> Vec<NodeLease> {
-    let kept: Vec<NodeLease> = last
-        .iter()
-        .filter(|o| {
-            !fresh.iter().any(|f| {
-                f.node == o.node
-                    || f.subnet.contains(&o.subnet.network())
-                    || o.subnet.contains(&f.subnet.network())
-            })
-        })
-        .cloned()
-        .collect();
-    fresh.extend(kept);
-    fresh.sort_by_key(|l| l.subnet);
-    fresh
+fn print_report(node: &str, report: &cnet_core::network::PeerReport) {
+    let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
+    println!(
+        "node {node}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
+        report.peers.len(),
+        changed(&report.routes),
+        changed(&report.neighbours),
+        changed(&report.fdb),
+        if report.is_ok() {
+            String::new()
+        } else {
+            format!("; failed: {}", report_errors(report))
+        }
+    );
 }
 
 fn describe(r: &Repair) -> String {

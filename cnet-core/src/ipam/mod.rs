@@ -52,14 +52,20 @@ use crate::Result;
 mod backoff;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_session;
 pub mod file;
+mod keep;
 mod pool;
 mod subnet;
 
 pub use backoff::Backoff;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
+#[cfg(feature = "etcd")]
+pub use etcd_session::{Call, EtcdSession};
 pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
+pub use keep::{keep_missing, renew_or_claim, Renewal};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
 pub(crate) use subnet::check_claim;
 pub use subnet::{SubnetAllocator, SubnetConfig};

@@ -9,11 +9,13 @@
 //!   ls /var/lib/cnet/ipam/pools  10.244.2.0_24 ──▶ HeldSubnet::Pool(10.244.2.0/24)
 //! ```
 
+use std::time::Duration;
+
 use ipnet::IpNet;
 
-use crate::error::{Result, ResultExt};
+use crate::error::{Error, Result, ResultExt};
 use crate::handle::Handle;
-use crate::ipam::FileStore;
+use crate::ipam::{FileStore, LeaseStore, NodeAttrs, NodeLease};
 
 /// Where a node's subnet is already held; see [`held_subnet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,29 @@ impl HeldSubnet {
         match self {
             HeldSubnet::Bridge(s) | HeldSubnet::Pool(s) => Some(*s),
             HeldSubnet::None => None,
+        }
+    }
+
+    /// Lease `node` a subnet for `ttl` that agrees with what it holds: for
+    /// [`HeldSubnet::Bridge`] exactly that subnet ([`LeaseStore::claim`];
+    /// `Conflict` naming the holder when it is another node's: the node
+    /// must not take another one while its containers use this one); for
+    /// [`HeldSubnet::Pool`] that subnet if it is free, else any
+    /// ([`LeaseStore::acquire`]); for [`HeldSubnet::None`] any.
+    pub fn lease(
+        &self,
+        store: &mut dyn LeaseStore,
+        node: &str,
+        attrs: &NodeAttrs,
+        ttl: Duration,
+    ) -> Result<NodeLease> {
+        match *self {
+            HeldSubnet::Bridge(s) => store.claim(node, s, attrs, ttl),
+            HeldSubnet::Pool(s) => match store.claim(node, s, attrs, ttl) {
+                Err(Error::Conflict { .. }) => store.acquire(node, attrs, ttl),
+                r => r,
+            },
+            HeldSubnet::None => store.acquire(node, attrs, ttl),
         }
     }
 }
