@@ -326,7 +326,8 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
             .iter()
             .any(|r| r.starts_with(&s2.to_string()))
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Cut off for twice the TTL in all.
+    std::thread::sleep((Duration::from_secs(2 * c.ttl)).saturating_sub(cut.elapsed()));
     assert!(c.agents[1].running(), "the cut-off agent exited");
     let cut_for = cut.elapsed();
     cut_from_etcd(&c.hosts[1].ns, false);
