@@ -30,9 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cnet_core::network::{host_veth_name, mac_for_ip, vtep_mac_for, NodeConfig};
-use common::agents::{
-    agent_binary_or_skip, attach_containers, make_host, underlay_with_etcd, Agent, Host,
-};
+use common::agents::{agent_binary, attach_containers, make_host, underlay_with_etcd, Agent, Host};
 use common::etcd::Etcd;
 use common::TestNs;
 
@@ -53,7 +51,7 @@ fn agent_cluster(tag: &str, hosts: u8, containers: usize) -> Option<AgentCluster
     if !common::privileged() {
         return None;
     }
-    let bin = agent_binary_or_skip()?;
+    let bin = agent_binary()?;
     let tmp = tempfile::tempdir().unwrap();
     let (ul_ns, etcd) = underlay_with_etcd(tag);
     let ul = ul_ns.handle();

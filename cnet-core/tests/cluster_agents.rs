@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use cnet_core::ipam::{FileStore, PoolConfig, PoolStore};
 use cnet_core::network::{vtep_mac_for, ContainerNs};
 use common::agents::{
-    agent_binary_or_skip, attach_containers, make_host, underlay_with_etcd, Agent, Host,
+    agent_binary, attach_containers, cnet_routes, make_host, underlay_with_etcd, Agent, Host,
 };
 use common::TestNs;
 
@@ -58,28 +58,12 @@ fn all_pairs_ping(hosts: &[Host], deadline: Duration) -> Vec<String> {
     }
 }
 
-/// Routes of protocol 119 (cnet's) in `ns`, as `dst via gw`.
-fn cnet_routes(ns: &TestNs) -> Vec<String> {
-    ns.ip_json(&["route", "show", "proto", "119"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} via {}",
-                r["dst"].as_str().unwrap_or("?"),
-                r["gateway"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn cluster_node_agents_with_etcd_all_pairs_ping_leave_and_reboot() {
     if !common::privileged() {
         return;
     }
-    let Some(bin) = agent_binary_or_skip() else {
+    let Some(bin) = agent_binary() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

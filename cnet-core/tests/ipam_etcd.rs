@@ -401,3 +401,66 @@ fn ipam_etcd_lease_watch_wakes_on_changes_and_expiry() {
         assert!(mine.get("node-c").unwrap().is_none());
     });
 }
+
+/// `claim` leases exactly the subnet a node holds, never another node's
+/// and never a second one; after the store lost its data (a new empty
+/// etcd at the endpoint) the same claims put the leases back, and a lease
+/// watch made before the loss still wakes on changes made after it.
+#[test]
+fn ipam_etcd_claim_held_subnet_and_after_data_loss() {
+    let Some(mut etcd) = start_etcd("ipam_etcd_claim_held_subnet_and_after_data_loss") else {
+        return;
+    };
+    let (s7, s8): (cnet_core::IpNet, cnet_core::IpNet) = (
+        "10.244.7.0/24".parse().unwrap(),
+        "10.244.8.0/24".parse().unwrap(),
+    );
+    let ttl = Duration::from_secs(60);
+    let attrs = NodeAttrs::default();
+    let mut watch = etcd.run(|| {
+        let mut l = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        assert_eq!(l.claim("a", s7, &attrs, ttl).unwrap().subnet, s7);
+        assert_eq!(
+            l.claim("a", s7, &attrs, ttl).unwrap().subnet,
+            s7,
+            "own lease renewed"
+        );
+        let e = l.claim("b", s7, &attrs, ttl).unwrap_err();
+        assert!(matches!(e, Error::Conflict { .. }), "{e:?}");
+        assert!(e.to_string().contains("leased to node a"), "{e}");
+        let e = l.claim("a", s8, &attrs, ttl).unwrap_err();
+        assert!(e.to_string().contains("holds 10.244.7.0/24"), "{e}");
+        let e = l
+            .claim("b", "10.245.0.0/24".parse().unwrap(), &attrs, ttl)
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        let b = l.acquire("b", &attrs, ttl).unwrap();
+        assert_eq!(b.subnet.to_string(), "10.244.1.0/24");
+        // History well past what the new etcd will have.
+        for _ in 0..20 {
+            l.renew("a", ttl).unwrap();
+        }
+        l.watch().unwrap()
+    });
+    etcd.replace_with_fresh();
+    etcd.run(|| {
+        while watch.wait(Duration::from_millis(300)).unwrap() {}
+        let mut l = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        assert!(l.list().unwrap().is_empty(), "the new etcd is empty");
+        assert_eq!(l.claim("a", s7, &attrs, ttl).unwrap().subnet, s7);
+        while watch.wait(Duration::from_millis(500)).unwrap() {}
+        l.claim("b", "10.244.1.0/24".parse().unwrap(), &attrs, ttl)
+            .unwrap();
+        let t = Instant::now();
+        assert!(
+            watch.wait(Duration::from_secs(10)).unwrap(),
+            "the watch made before the loss sees a claim after it"
+        );
+        eprintln!("watch woke {:?} after a claim on the new etcd", t.elapsed());
+        let c = l.acquire("c", &attrs, ttl).unwrap();
+        assert!(
+            c.subnet != s7 && c.subnet.to_string() != "10.244.1.0/24",
+            "{c:?}"
+        );
+    });
+}

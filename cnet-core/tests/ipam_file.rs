@@ -877,3 +877,38 @@ fn ipam_file_lease_watch_wakes_on_changes_and_expiry() {
     }
     panic!("the lease did not expire");
 }
+
+/// `claim` leases exactly a held subnet (never another node's, never a
+/// second one for the node), and the store lists the pools it keeps (what
+/// a node agent claims again when its bridge is gone).
+#[test]
+fn ipam_file_claim_held_subnet_and_pool_subnets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let mut l = store
+        .subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))
+        .unwrap();
+    let (attrs, ttl) = (NodeAttrs::default(), Duration::from_secs(60));
+    let s7 = "10.244.7.0/24".parse().unwrap();
+    assert_eq!(l.claim("a", s7, &attrs, ttl).unwrap().subnet, s7);
+    assert_eq!(l.claim("a", s7, &attrs, ttl).unwrap().subnet, s7);
+    let e = l.claim("b", s7, &attrs, ttl).unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert!(e.to_string().contains("leased to node a"), "{e}");
+    let e = l
+        .claim("a", "10.244.8.0/24".parse().unwrap(), &attrs, ttl)
+        .unwrap_err();
+    assert!(e.to_string().contains("holds 10.244.7.0/24"), "{e}");
+    assert_eq!(l.list().unwrap().len(), 1, "nothing else leased");
+
+    assert!(store.pool_subnets().unwrap().is_empty());
+    store.pool(pool_cfg("10.244.7.0/24")).unwrap();
+    store.pool(pool_cfg("10.244.2.0/24")).unwrap();
+    let pools: Vec<String> = store
+        .pool_subnets()
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(pools, ["10.244.2.0/24", "10.244.7.0/24"]);
+}

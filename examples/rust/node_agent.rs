@@ -22,6 +22,41 @@
 //! Container addresses come from a file pool on this node (`--ipam-dir`):
 //! attach containers with `cnet_core::network::BridgeNetwork` and the same
 //! directory (the file store is safe between processes).
+//!
+//! # When the store fails
+//!
+//! - **The subnet it holds comes first.** At start the agent reads the
+//!   subnet it already holds (`held_subnet`: its bridge's gateway address,
+//!   else its IPAM directory's pool) and claims exactly that
+//!   (`HeldSubnet::lease`, over `LeaseStore::claim`); it never takes a
+//!   lease that contradicts its kernel. Only a node with no bridge address
+//!   takes another free subnet.
+//! - **etcd away (restarting, unreachable, slow):** no store error stops
+//!   the agent (`EtcdSession` connects again). Calls are retried with a
+//!   capped, jittered backoff (from 100 ms to a quarter of the TTL), each
+//!   bounded by a fifth of the TTL (0.5–5 s). The kernel keeps what it
+//!   has: routes are never removed because the store cannot be read (stale
+//!   beats empty), and drift is still repaired. When etcd answers again
+//!   the agent renews (or, if its lease is gone meanwhile, claims its
+//!   subnet again: `renew_or_claim`) and lists the peers; for one TTL after
+//!   a reconnection a peer missing from the list is kept (its owner may not
+//!   have republished yet), unless another lease covers its subnet
+//!   (`keep_missing`).
+//! - **etcd lost its data** (an empty or older etcd at the same endpoint:
+//!   the store's revision went back): the same, every agent claims its own
+//!   subnet again; the claims are compare-and-swap transactions, so no
+//!   subnet is ever given twice.
+//! - **Its subnet is someone else's now** (the lease expired while the node
+//!   was cut off, and another node was given the subnet): the agent removes
+//!   its routes to peers and its tunnel devices, says so on stderr and
+//!   exits with status 3. It does not take a new subnet: its containers
+//!   hold addresses in the old one, and only the operator can move them;
+//!   keeping the routes would send their traffic as if it were the new
+//!   owner's. Drain the node, delete its bridge, restart the agent (it then
+//!   takes a free subnet). At start, a bridge whose subnet is another
+//!   node's lease ends the same way.
+//! - **The agent itself is killed:** a restarted agent finds its lease (or
+//!   claims its subnet) and the kernel state as it was: nothing is lost.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,10 +64,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cnet_core::ipam::{EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
+use cnet_core::ipam::{
+    keep_missing, renew_or_claim, Backoff, Call, EtcdSession, FileStore, LeaseStore, NodeAttrs,
+    NodeLease, PoolConfig, Renewal, SubnetConfig,
+};
 use cnet_core::network::{
-    vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap, Node, NodeConfig,
-    Repair,
+    held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap,
+    HeldSubnet, Node, NodeConfig, Repair,
 };
 use cnet_core::watch::Watch;
 use cnet_core::{Error, Handle, IpNet};
@@ -106,19 +144,53 @@ fn run(a: Args) -> Result<(), Error> {
                 )
             })?,
     };
-    let endpoints: Vec<&str> = a.etcd.iter().map(String::as_str).collect();
-    let store = EtcdStore::connect(&endpoints, &a.prefix, Duration::from_secs(5))?;
-    let mut leases = store.subnets(SubnetConfig::new(a.network))?;
     let ttl = Duration::from_secs(a.ttl);
+    let config = SubnetConfig::new(a.network);
+    let ipam = FileStore::open(&a.ipam_dir)?;
+    let held = held_subnet(
+        &host,
+        &a.bridge,
+        Some(&ipam),
+        &config.network,
+        config.subnet_len,
+    )?;
+    // A store call never blocks the loop (and its drift repair) long;
+    // retries from 100 ms to a quarter of the TTL.
+    let mut store = EtcdSession::new(
+        &a.etcd,
+        &a.prefix,
+        config,
+        (ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+        Backoff::new(Duration::from_millis(100), ttl / 4),
+    );
     let attrs = NodeAttrs {
         underlay_ip: Some(underlay_ip),
         backend: Some(a.backend.name().to_string()),
         vtep_mac: Some(vtep_mac_for(&a.node)),
         ..Default::default()
     };
-    let lease = leases.acquire(&a.node, &attrs, ttl)?;
+    // The subnet this node holds first; wait for the store as long as it
+    // takes (nothing is routed yet that the store could contradict).
+    let lease = loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match done(&mut store, "lease", |l| held.lease(l, &a.node, &attrs, ttl)) {
+            Some(Ok(l)) => break l,
+            Some(Err(e @ Error::Conflict { .. })) if matches!(held, HeldSubnet::Bridge(_)) => {
+                let subnet = held.subnet().unwrap_or(a.network);
+                let node = Node::new(
+                    &host,
+                    NodeConfig::new(&a.node, subnet, &a.underlay_dev, underlay_ip),
+                )?;
+                lost(&node, &a.node, &a.bridge, subnet, &e);
+            }
+            Some(Err(e)) => return Err(e),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
     println!(
-        "node {}: subnet {} (underlay {underlay_ip})",
+        "node {}: subnet {} (underlay {underlay_ip}; held: {held:?})",
         a.node, lease.subnet
     );
 
@@ -137,7 +209,7 @@ fn run(a: Args) -> Result<(), Error> {
         } => 20,
         _ => 50,
     };
-    let pool = FileStore::open(&a.ipam_dir)?.pool(PoolConfig::new(lease.subnet))?;
+    let pool = ipam.pool(PoolConfig::new(lease.subnet))?;
     let net = BridgeNetwork::ensure(
         &host,
         pool,
@@ -149,58 +221,73 @@ fn run(a: Args) -> Result<(), Error> {
         &host,
         NodeConfig::new(&a.node, lease.subnet, &a.underlay_dev, underlay_ip),
     )?;
-    let mut watch = leases.watch()?;
     // The kernel watch is opened before the first reconcile, so a change
     // made while it runs is seen afterwards.
     let mut kernel = Watch::all(&host)?;
     let mut drift = DriftRepair::new();
-    let renew_every = ttl / 3;
     let resync_every = Duration::from_secs(a.resync);
-    let (mut renewed, mut synced) = (Instant::now(), None::<Instant>);
+    let mut renew_at = Instant::now() + ttl / 3;
+    let mut synced = None::<Instant>;
+    // Peers as last programmed, and until when a peer missing from the
+    // store is kept (after a reconnection: its owner may not be back yet).
+    let (mut peers, mut keep_until) = (Vec::<NodeLease>::new(), None::<Instant>);
     let mut dirty = true;
     while !stop.load(Ordering::SeqCst) {
-        if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
-            let all = leases.list()?;
-            let report = drift.reconcile_leases(&node, &a.backend, &all)?;
-            if !report.is_noop() || synced.is_none() {
-                let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
-                println!(
-                    "node {}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
-                    a.node,
-                    report.peers.len(),
-                    changed(&report.routes),
-                    changed(&report.neighbours),
-                    changed(&report.fdb),
-                    if report.is_ok() {
-                        String::new()
-                    } else {
-                        format!("; failed: {}", report_errors(&report))
-                    }
-                );
-            }
-            synced = Some(Instant::now());
-            dirty = false;
+        if store.reconnected() {
+            keep_until = Some(Instant::now() + ttl);
+            dirty = true;
         }
-        if renewed.elapsed() >= renew_every {
-            match leases.renew(&a.node, ttl) {
-                Ok(_) => {}
-                Err(Error::NotFound { .. }) => {
-                    // Expired while we were away: take it again (the store
-                    // gives a returning node its previous subnet if free).
-                    let l = leases.acquire(&a.node, &attrs, ttl)?;
-                    if l.subnet != lease.subnet {
-                        return Err(Error::Conflict {
-                            context: format!("node {}", a.node),
-                            reason: format!(
-                                "lost subnet {} while the lease was expired (now {}); restart the agent",
-                                lease.subnet, l.subnet
-                            ),
-                        });
+        if keep_until.is_some_and(|t| Instant::now() >= t) {
+            keep_until = None;
+            dirty = true;
+        }
+        if renew_at <= Instant::now() {
+            match done(&mut store, "renew", |l| {
+                renew_or_claim(l, &lease, &attrs, ttl)
+            }) {
+                Some(Ok(Renewal::Lost(e))) => lost(&node, &a.node, &a.bridge, lease.subnet, &e),
+                Some(Ok(r)) => {
+                    if matches!(r, Renewal::TakenBack) {
+                        println!(
+                            "node {}: took back {} (its lease was gone from the store)",
+                            a.node, lease.subnet
+                        );
+                        dirty = true;
                     }
+                    renew_at = Instant::now() + ttl / 3;
                 }
-                Err(e) => eprintln!("node-agent: renew: {e} (will retry)"),
+                // The store answered, but not with the lease: try again.
+                Some(Err(e)) => {
+                    let wait = store.backoff().failed();
+                    eprintln!("node-agent: renew: {e} (retry in {} ms)", wait.as_millis());
+                }
+                None => {} // retried when the backoff allows
             }
-            renewed = Instant::now();
+        }
+        if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
+            let listed = match done(&mut store, "list leases", |l| l.list()) {
+                Some(Ok(all)) => Some(all),
+                Some(Err(e)) => {
+                    eprintln!("node-agent: list leases: {e}");
+                    None
+                }
+                None => None,
+            };
+            if let Some(all) = listed {
+                if store.reconnected() {
+                    keep_until = Some(Instant::now() + ttl);
+                }
+                peers = match keep_until {
+                    Some(_) => keep_missing(all, &peers),
+                    None => all,
+                };
+                let report = drift.reconcile_leases(&node, &a.backend, &peers)?;
+                if !report.is_noop() || synced.is_none() {
+                    print_report(&a.node, &report);
+                }
+                synced = Some(Instant::now());
+                dirty = false;
+            }
         }
         // Wait on the kernel (drift is repaired as it is seen), then look
         // at the leases without waiting. Short waits so a signal is acted
@@ -245,9 +332,15 @@ fn run(a: Args) -> Result<(), Error> {
                 Err(e) => eprintln!("node-agent: repair: {e}"),
             }
         }
-        dirty |= watch.wait(Duration::ZERO)?;
+        dirty |= store.changed();
     }
-    leases.release(&a.node)?;
+    store.backoff().reset(); // one try, now
+    match done(&mut store, "release", |l| l.release(&a.node)) {
+        Some(Ok(())) => {}
+        // It expires by itself.
+        Some(Err(e)) => eprintln!("node-agent: release: {e}"),
+        None => {}
+    }
     let r = node.teardown()?.into_result()?;
     println!(
         "node {}: released {}; routes and tunnel devices removed ({} devices)",
@@ -256,6 +349,68 @@ fn run(a: Args) -> Result<(), Error> {
         r.devices.len()
     );
     Ok(())
+}
+
+/// `store.call(f)`: `None` when not tried or the store was away (said on
+/// stderr, with when it is tried again).
+fn done<T>(
+    store: &mut EtcdSession,
+    what: &str,
+    f: impl FnOnce(&mut dyn LeaseStore) -> Result<T, Error>,
+) -> Option<Result<T, Error>> {
+    let connections = store.connections();
+    match store.call(|l| f(l)) {
+        Call::Done(r) => {
+            if store.connections() > connections && connections > 0 {
+                println!("node-agent: etcd answers again");
+            }
+            Some(r)
+        }
+        Call::Away { error, retry_in } => {
+            eprintln!(
+                "node-agent: {what}: {error} (retry in {} ms)",
+                retry_in.as_millis()
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// This node's subnet is another node's lease now: stop routing (remove
+/// the routes to peers and the tunnel devices; the bridge and the
+/// containers stay, for the operator to move) and exit with status 3.
+fn lost(node: &Node, name: &str, bridge: &str, subnet: IpNet, why: &Error) -> ! {
+    eprintln!(
+        "node-agent: node {name}: subnet {subnet} is not this node's any more ({why}); \
+         removing its routes to peers and its tunnel devices so it stops routing it. Its \
+         containers keep addresses in {subnet}: move them off this node, delete bridge \
+         {bridge}, then restart the agent (it takes a free subnet)"
+    );
+    match node.teardown().and_then(|r| r.into_result()) {
+        Ok(r) => eprintln!(
+            "node-agent: node {name}: routes and {} tunnel devices removed",
+            r.devices.len()
+        ),
+        Err(e) => eprintln!("node-agent: node {name}: teardown: {e}"),
+    }
+    std::process::exit(3);
+}
+
+fn print_report(node: &str, report: &cnet_core::network::PeerReport) {
+    let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
+    println!(
+        "node {node}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
+        report.peers.len(),
+        changed(&report.routes),
+        changed(&report.neighbours),
+        changed(&report.fdb),
+        if report.is_ok() {
+            String::new()
+        } else {
+            format!("; failed: {}", report_errors(report))
+        }
+    );
 }
 
 fn describe(r: &Repair) -> String {

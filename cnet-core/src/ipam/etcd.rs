@@ -34,6 +34,14 @@
 //! Lease expiry is etcd's own: when the TTL runs out etcd deletes the lease
 //! keys, and the subnet is free. `NodeLease::expires` is the wall-clock
 //! estimate written at grant or renewal.
+//!
+//! When etcd loses its data (a new empty server, or one restored from an
+//! old backup, at the same endpoint) this client refuses to go on (its
+//! revision went back: `Error::Corrupt`). A node that holds a subnet
+//! connects again and puts its lease back with [`LeaseStore::claim`]: a
+//! compare-and-swap on the subnet's and the node's keys, so two nodes never
+//! both get one subnet, and a node is never given one its kernel does not
+//! hold.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -606,6 +614,65 @@ impl EtcdLeases {
     }
 }
 
+impl EtcdLeases {
+    /// `node`'s existing lease `l` (stored in `kv`) with new attributes and
+    /// a new etcd lease of `ttl` (a reservation stays one); `None` when a
+    /// concurrent change won (the caller reads again).
+    fn refresh(
+        &self,
+        l: &NodeLease,
+        kv: &Kv,
+        attrs: &NodeAttrs,
+        ttl: Duration,
+    ) -> Result<Option<NodeLease>> {
+        let mut l = l.clone();
+        l.attrs = attrs.clone();
+        let id = if l.is_reservation() {
+            0
+        } else {
+            l.expires = Some(SystemTime::now() + ttl);
+            self.client.grant(ttl, &self.ctx)?
+        };
+        Ok(self.rewrite(kv, &l, id)?.then_some(l))
+    }
+
+    /// Create `node`'s lease of the free `subnet` in one transaction that
+    /// holds only while neither the subnet's nor the node's key exists:
+    /// two nodes (or one node racing itself) never both win. `None` when
+    /// the race was lost (the caller reads again).
+    fn take(
+        &self,
+        node: &str,
+        subnet: IpNet,
+        attrs: &NodeAttrs,
+        ttl: Duration,
+    ) -> Result<Option<NodeLease>> {
+        let l = NodeLease {
+            node: node.to_string(),
+            subnet,
+            attrs: attrs.clone(),
+            expires: Some(SystemTime::now() + ttl),
+        };
+        let id = self.client.grant(ttl, &self.ctx)?;
+        let lk = self.lease_key(&subnet);
+        let nk = self.node_key(node);
+        let (ok, _, _) = lease_gone_is_retry(self.client.txn(
+            vec![cmp_create(&lk, 0), cmp_create(&nk, 0)],
+            vec![
+                put(&lk, &to_json(&l, &self.ctx)?, id),
+                put(&nk, subnet.to_string().as_bytes(), id),
+                put(&self.history_key(node), subnet.to_string().as_bytes(), 0),
+            ],
+            vec![],
+            &self.ctx,
+        ))?;
+        if !ok {
+            self.client.revoke(id, &self.ctx);
+        }
+        Ok(ok.then_some(l))
+    }
+}
+
 impl LeaseStore for EtcdLeases {
     fn config(&self) -> &SubnetConfig {
         &self.config
@@ -617,18 +684,10 @@ impl LeaseStore for EtcdLeases {
         for _ in 0..MAX_ATTEMPTS {
             let all = self.all()?;
             if let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) {
-                let mut l = l.clone();
-                l.attrs = attrs.clone();
-                let id = if l.is_reservation() {
-                    0
-                } else {
-                    l.expires = Some(SystemTime::now() + ttl);
-                    self.client.grant(ttl, &self.ctx)?
-                };
-                if self.rewrite(kv, &l, id)? {
-                    return Ok(l);
+                match self.refresh(l, kv, attrs, ttl)? {
+                    Some(l) => return Ok(l),
+                    None => continue,
                 }
-                continue;
             }
             let mut a = self.alloc.clone();
             for (l, _) in &all {
@@ -642,29 +701,32 @@ impl LeaseStore for EtcdLeases {
                 .get(&self.history_key(node), &self.ctx)?
                 .and_then(|kv| String::from_utf8_lossy(&kv.value).parse::<IpNet>().ok());
             let subnet = a.next_free(previous.as_ref())?;
-            let l = NodeLease {
-                node: node.to_string(),
-                subnet,
-                attrs: attrs.clone(),
-                expires: Some(SystemTime::now() + ttl),
-            };
-            let id = self.client.grant(ttl, &self.ctx)?;
-            let lk = self.lease_key(&subnet);
-            let nk = self.node_key(node);
-            let (ok, _, _) = lease_gone_is_retry(self.client.txn(
-                vec![cmp_create(&lk, 0), cmp_create(&nk, 0)],
-                vec![
-                    put(&lk, &to_json(&l, &self.ctx)?, id),
-                    put(&nk, subnet.to_string().as_bytes(), id),
-                    put(&self.history_key(node), subnet.to_string().as_bytes(), 0),
-                ],
-                vec![],
-                &self.ctx,
-            ))?;
-            if ok {
+            if let Some(l) = self.take(node, subnet, attrs, ttl)? {
                 return Ok(l);
             }
-            self.client.revoke(id, &self.ctx);
+        }
+        Err(self.contention())
+    }
+
+    fn claim(
+        &mut self,
+        node: &str,
+        subnet: IpNet,
+        attrs: &NodeAttrs,
+        ttl: Duration,
+    ) -> Result<NodeLease> {
+        check_node(&self.ctx, node)?;
+        check_ttl(&self.ctx, ttl)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let all = self.all()?;
+            let live: Vec<&NodeLease> = all.iter().map(|(l, _)| l).collect();
+            let got = match super::check_claim(&self.ctx, &self.config, &live, node, &subnet)? {
+                Some(i) => self.refresh(&all[i].0, &all[i].1, attrs, ttl)?,
+                None => self.take(node, subnet, attrs, ttl)?,
+            };
+            if let Some(l) = got {
+                return Ok(l);
+            }
         }
         Err(self.contention())
     }
@@ -786,7 +848,11 @@ impl LeaseStore for EtcdLeases {
 /// (`/v3/watch`, a stream of JSON objects), read by a thread of its own that
 /// reconnects from the next revision when the stream ends, so no change
 /// falls between two streams. Expiry is etcd's own: it deletes the keys,
-/// which the watch sees. The thread runs in the namespace of the thread that
+/// which the watch sees. A server whose revision went back (an etcd
+/// restored from a backup, or a new empty one at the endpoint) is watched
+/// again from its own revision, with a wake-up, so the watch keeps working
+/// for a caller that reconnects and claims its lease again
+/// ([`LeaseStore::claim`]). The thread runs in the namespace of the thread that
 /// made the watch, and ends soon after the watch is dropped.
 #[derive(Debug)]
 pub struct EtcdLeaseWatch {
@@ -886,6 +952,17 @@ fn watch_loop(
             let Ok(v) = item else { break }; // timeout or closed: reopen
             let r = &v["result"];
             if let Ok(rev) = num(&r["header"]["revision"], "revision") {
+                if rev + 1 < next_rev {
+                    // The server's history went back (an etcd restored
+                    // from a backup, or a new empty one at this endpoint):
+                    // a watch from our revision would wait for a future
+                    // that means nothing. Say so, and watch from its now.
+                    next_rev = rev + 1;
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                    break;
+                }
                 next_rev = next_rev.max(rev + 1);
             }
             let compacted = num(&r["compact_revision"], "compact_revision").unwrap_or(0);

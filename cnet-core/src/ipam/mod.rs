@@ -49,16 +49,25 @@ use serde::{Deserialize, Serialize};
 use crate::link::MacAddr;
 use crate::Result;
 
+mod backoff;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_session;
 pub mod file;
+mod keep;
 mod pool;
 mod subnet;
 
+pub use backoff::Backoff;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
+#[cfg(feature = "etcd")]
+pub use etcd_session::{Call, EtcdSession};
 pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
+pub use keep::{keep_missing, renew_or_claim, Renewal};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
+pub(crate) use subnet::check_claim;
 pub use subnet::{SubnetAllocator, SubnetConfig};
 
 /// One container address: who holds it and under which generation.
@@ -140,6 +149,28 @@ pub trait LeaseStore {
     /// whose lease expired gets its previous subnet back if it is still
     /// free; otherwise the lowest free subnet. `Exhausted` when none is free.
     fn acquire(&mut self, node: &str, attrs: &NodeAttrs, ttl: Duration) -> Result<NodeLease>;
+
+    /// Lease exactly `subnet` for `node` for `ttl`: what a node that already
+    /// holds a subnet (its bridge's gateway address, its address pool) calls
+    /// first, so the store never contradicts what its kernel shows. `node`'s
+    /// own lease of `subnet` is renewed (attributes updated); a free subnet
+    /// is taken (and recorded as the node's last subnet). `Conflict` naming
+    /// the holder when another node holds `subnet`, or when `node` holds
+    /// another subnet; nothing is changed then. `InvalidArgument` when the
+    /// network does not hand `subnet` out.
+    ///
+    /// This is also how leases come back after the store lost them (an etcd
+    /// restored from an old backup, or empty): every node claims what it
+    /// holds, and the store's compare-and-swap makes sure no subnet is
+    /// given twice. What to do on `Conflict` is the caller's decision; the
+    /// node agent (`examples/rust/node_agent.rs`) stops routing and exits.
+    fn claim(
+        &mut self,
+        node: &str,
+        subnet: IpNet,
+        attrs: &NodeAttrs,
+        ttl: Duration,
+    ) -> Result<NodeLease>;
 
     /// Extend `node`'s lease to `ttl` from now. `NotFound` if it has none
     /// (it expired or was released: call [`LeaseStore::acquire`]).

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{addr_from_u128, addr_to_u128};
+use super::{addr_from_u128, addr_to_u128, NodeLease};
 use crate::{Error, Result};
 
 /// A cluster network carved into equal subnets, one per node.
@@ -189,6 +189,58 @@ impl SubnetConfig {
         let (lo, hi) = self.bounds_unchecked();
         i >= lo && i <= hi && !self.reserved.iter().any(|r| overlaps(r, subnet))
     }
+}
+
+/// Whether `node` may lease exactly `subnet`, given the live `leases` (the
+/// rule behind `LeaseStore::claim`, pure): `Ok(Some(i))` when `leases[i]`
+/// is already `node`'s lease of `subnet` (renew it), `Ok(None)` when the
+/// subnet is free and `node` holds nothing (take it). `Conflict` when
+/// another node holds the subnet, or `node` holds another one;
+/// `InvalidArgument` when `subnet` is not one this network hands out.
+/// Errors carry `ctx` (the store's context).
+pub(crate) fn check_claim(
+    ctx: &str,
+    config: &SubnetConfig,
+    leases: &[&NodeLease],
+    node: &str,
+    subnet: &IpNet,
+) -> Result<Option<usize>> {
+    if !config.is_assignable(subnet) {
+        return Err(Error::invalid(
+            ctx.to_string(),
+            format!(
+                "cannot claim {subnet}: not a /{} subnet of {} that is handed out \
+                 (bounds or reserved ranges)",
+                config.subnet_len, config.network
+            ),
+        ));
+    }
+    for (i, l) in leases.iter().enumerate() {
+        let same_subnet = overlaps(&l.subnet, subnet);
+        match (l.node == node, same_subnet) {
+            (true, true) if l.subnet == *subnet => return Ok(Some(i)),
+            (true, _) => {
+                return Err(Error::Conflict {
+                    context: ctx.to_string(),
+                    reason: format!(
+                        "cannot claim {subnet} for node {node}: the store says it holds {}",
+                        l.subnet
+                    ),
+                })
+            }
+            (false, true) => {
+                return Err(Error::Conflict {
+                    context: ctx.to_string(),
+                    reason: format!(
+                        "cannot claim {subnet} for node {node}: it is leased to node {}",
+                        l.node
+                    ),
+                })
+            }
+            (false, false) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Whether two prefixes share an address.
@@ -384,6 +436,45 @@ mod tests {
         a.mark_taken(&s).unwrap();
         assert_eq!(a.next_free(None).unwrap(), net("fd00:10:244:2::/64"));
         assert_eq!(a.config().subnet_count(), 256);
+    }
+
+    fn lease(node: &str, subnet: &str) -> NodeLease {
+        NodeLease {
+            node: node.into(),
+            subnet: net(subnet),
+            attrs: Default::default(),
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn claim_takes_a_free_subnet_or_renews_its_own() {
+        let cfg = SubnetConfig::new(net("10.244.0.0/16"));
+        let a = lease("a", "10.244.1.0/24");
+        let b = lease("b", "10.244.2.0/24");
+        let all = [&a, &b];
+        assert_eq!(
+            check_claim("t", &cfg, &all, "c", &net("10.244.3.0/24")).unwrap(),
+            None
+        );
+        assert_eq!(
+            check_claim("t", &cfg, &all, "b", &net("10.244.2.0/24")).unwrap(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn claim_never_takes_another_nodes_subnet_or_a_second_one() {
+        let cfg = SubnetConfig::new(net("10.244.0.0/16"));
+        let a = lease("a", "10.244.1.0/24");
+        let all = [&a];
+        let e = check_claim("t", &cfg, &all, "b", &net("10.244.1.0/24")).unwrap_err();
+        assert!(matches!(e, Error::Conflict { .. }), "{e}");
+        assert!(e.to_string().contains("leased to node a"), "{e}");
+        let e = check_claim("t", &cfg, &all, "a", &net("10.244.5.0/24")).unwrap_err();
+        assert!(e.to_string().contains("holds 10.244.1.0/24"), "{e}");
+        let e = check_claim("t", &cfg, &all, "b", &net("10.245.1.0/24")).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
     }
 
     proptest! {

@@ -44,9 +44,9 @@
 //! its address and routes.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 #[cfg(feature = "failpoints")]
 use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use ipnet::IpNet;

@@ -52,6 +52,7 @@ mod check;
 mod container;
 mod detach;
 pub mod drift;
+mod held;
 pub mod names;
 pub mod node;
 pub mod result;
@@ -65,6 +66,7 @@ pub use bridge_repair::BridgeRepair;
 pub use container::ContainerNs;
 pub use detach::DetachReport;
 pub use drift::Drift;
+pub use held::{held_subnet, HeldSubnet};
 pub use names::{host_veth_mac, host_veth_name, mac_for_ip, DEFAULT_IFNAME};
 pub use node::{
     vtep_mac_for, Backend, Changes, DeviceChange, DriftRepair, Encap, IpIpConfig, Node, NodeConfig,

@@ -93,7 +93,12 @@ fn etcd_binary() -> Option<String> {
 /// Run `f` on a thread that entered `ns`'s network namespace (the calling
 /// thread never changes namespace); threads `f` spawns are in it too.
 pub fn in_ns<T: Send>(ns: &TestNs, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{}", ns.name);
+    in_ns_named(&ns.name, f)
+}
+
+/// [`in_ns`] by the namespace's name (for threads that do not own it).
+pub fn in_ns_named<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
     std::thread::scope(|s| {
         s.spawn(|| {
             let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));

@@ -14,7 +14,9 @@ use std::os::fd::AsFd;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use crate::ipam::{LeaseStore, LeaseWatch, NodeAttrs, NodeLease, SubnetAllocator, SubnetConfig};
+use crate::ipam::{
+    check_claim, LeaseStore, LeaseWatch, NodeAttrs, NodeLease, SubnetAllocator, SubnetConfig,
+};
 use crate::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -156,6 +158,40 @@ impl LeaseStore for FileLeases {
             }
             let a = self.allocator(st)?;
             let subnet = a.next_free(st.history.get(node))?;
+            let l = NodeLease {
+                node: node.to_string(),
+                subnet,
+                attrs: attrs.clone(),
+                expires: expiry(ttl),
+            };
+            st.leases.push(l.clone());
+            st.history.insert(node.to_string(), subnet);
+            Ok((l, true))
+        })?;
+        Ok(l)
+    }
+
+    fn claim(
+        &mut self,
+        node: &str,
+        subnet: IpNet,
+        attrs: &NodeAttrs,
+        ttl: Duration,
+    ) -> Result<NodeLease> {
+        check_node(&self.ctx, node)?;
+        check_ttl(&self.ctx, ttl)?;
+        let ctx = self.ctx.clone();
+        let (l, _) = self.locked(|st| {
+            let live: Vec<&NodeLease> = st.leases.iter().collect();
+            let held = check_claim(&ctx, &self.config, &live, node, &subnet)?;
+            if let Some(i) = held {
+                let l = &mut st.leases[i];
+                l.attrs = attrs.clone();
+                if l.expires.is_some() {
+                    l.expires = expiry(ttl);
+                }
+                return Ok((l.clone(), true));
+            }
             let l = NodeLease {
                 node: node.to_string(),
                 subnet,

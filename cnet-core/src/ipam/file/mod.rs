@@ -178,6 +178,25 @@ impl FileStore {
         FilePool::new(dir, self.opts.clone(), config, ctx)
     }
 
+    /// The subnets this store keeps an address pool for, sorted: on a node,
+    /// the subnet it handed container addresses from (what the node agent
+    /// claims again when its bridge is gone, see
+    /// [`crate::network::held_subnet`]). Equivalent to `ls DIR/pools`.
+    pub fn pool_subnets(&self) -> Result<Vec<IpNet>> {
+        let parent = self.dir.join("pools");
+        let ctx = format!("ipam file store {}: list pools", self.dir.display());
+        let rd = fs::read_dir(&parent).map_err(|e| Error::io(&ctx, e))?;
+        let mut v = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(&ctx, e))?;
+            if let Some(net) = ent.file_name().to_str().and_then(parse_net_key) {
+                v.push(net);
+            }
+        }
+        v.sort_by_key(|n| (crate::ipam::addr_to_u128(n.network()), n.prefix_len()));
+        Ok(v)
+    }
+
     /// Make `DIR/kind/<net>` after checking no other entry overlaps `net`.
     fn create_entry(&self, kind: &str, net: &IpNet, ctx: &str) -> Result<PathBuf> {
         let _g = lock(&self.dir.join("lock"), ctx)?;
