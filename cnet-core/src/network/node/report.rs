@@ -42,7 +42,7 @@ impl Changes {
         self.added += r.added;
         self.replaced += r.replaced;
         self.deleted += r.deleted;
-        self.unchanged = r.unchanged;
+        self.unchanged += r.unchanged;
         errors.extend(r.errors);
     }
 }
@@ -180,6 +180,30 @@ impl PeerReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorb_adds_every_count_unchanged_too() {
+        let mut c = Changes::default();
+        let mut errors = Vec::new();
+        for (added, replaced, deleted, unchanged) in [(1, 2, 3, 4), (10, 20, 30, 40)] {
+            let mut r = ReconcileReport::new("routes");
+            r.added = added;
+            r.replaced = replaced;
+            r.deleted = deleted;
+            r.unchanged = unchanged;
+            c.absorb(r, &mut errors);
+        }
+        assert_eq!(
+            c,
+            Changes {
+                added: 11,
+                replaced: 22,
+                deleted: 33,
+                unchanged: 44,
+            }
+        );
+        assert!(errors.is_empty());
+    }
 
     #[test]
     fn into_result_keeps_the_first_variant_and_lists_all() {
