@@ -218,6 +218,22 @@ impl<'h> Node<'h> {
         self.reconcile(&Backend::HostGw, &[], Vec::new(), None)
     }
 
+    /// The node's IP-in-IP device as the ipip backend makes it (MTU from
+    /// the underlay's, its only address the node's tunnel address) and
+    /// nothing else: no route, neighbour, FDB entry or other device is
+    /// touched. For BGP's tunnel modes, where BIRD, not the node, programs
+    /// the routes through it. Returns what it created or changed.
+    pub(crate) fn ensure_ipip_only(&self, c: &IpIpConfig) -> Result<Vec<DeviceChange>> {
+        let underlay = self
+            .h
+            .links()
+            .get(&self.cfg.underlay_dev)
+            .context(self.ctx())?;
+        let mut report = PeerReport::default();
+        self.ensure_ipip(c, &underlay, &mut report)?;
+        Ok(report.devices)
+    }
+
     /// The full reconcile. With `track`, what it programmed (devices and
     /// each placed peer's entries) is written there for drift repair.
     fn reconcile(
