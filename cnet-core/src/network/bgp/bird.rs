@@ -7,6 +7,7 @@
 //!   Bird::start(host, DIR, cfg)
 //!     ipip modes: the node's tunnel device, nothing else (no route, no
 //!                 other device of the node's is touched)
+//!     DIR (made 0755 if missing, with its parents)
 //!     DIR/bird.conf ◀── cfg.render()      `bird -p -c` checks it first
 //!     nsenter --net=NS bird -f -c DIR/bird.conf -s DIR/bird.ctl -P DIR/bird.pid  2> DIR/bird.log
 //!     wait until DIR/bird.ctl answers ─▶ Bird
@@ -49,7 +50,8 @@ pub struct Bird {
 
 impl Bird {
     /// Start BIRD for `cfg` in the namespace of `host`, with its files in
-    /// `dir` (which must exist and belong to this BIRD alone): writes
+    /// `dir` (made with its parents, mode 0755, if missing, as a daemon's
+    /// run directory; it belongs to this BIRD alone): writes
     /// `bird.conf`, checks it with `bird -p`, starts `bird -f` and waits
     /// until its control socket `bird.ctl` answers. BIRD's log goes to
     /// `bird.log`.
@@ -80,6 +82,8 @@ impl Bird {
                 .and_then(|n| n.ensure_ipip_only(&IpIpConfig::default()))
                 .map_err(|e| e.with_context(&ctx))?;
         }
+        create_run_dir(&dir)
+            .map_err(|e| Error::io(format!("{ctx}: create directory {}", dir.display()), e))?;
         write_checked(&dir, &text, &ctx)?;
         let log = File::create(dir.join("bird.log"))
             .map_err(|e| Error::io(format!("{ctx}: create bird.log"), e))?;
@@ -286,6 +290,16 @@ impl Drop for Bird {
     fn drop(&mut self) {
         self.kill_now();
     }
+}
+
+/// `dir` and its missing parents, mode 0755 (before the umask), as a
+/// daemon's run directory (`/run/cnet/bird`); fine if it exists.
+fn create_run_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 /// Write `text` to DIR/bird.conf.new, check it with `bird -p`, rename it
