@@ -331,31 +331,36 @@ impl<'a> Fdb<'a> {
             _ => (None, None),
         };
         let mut report = ReconcileReport::new(&ctx);
-        let mut want: HashMap<(MacAddr, IpAddr), FdbEntry> = HashMap::new();
-        for e in desired {
+        // (mac, dst) → (index in `desired`, entry).
+        let mut want: HashMap<(MacAddr, IpAddr), (usize, FdbEntry)> = HashMap::new();
+        for (i, e) in desired.iter().enumerate() {
             let mut e = e.clone();
             e.dev = LinkRef::Index(idx);
             e.on_self = true;
             e.on_master = false;
             if let Err(x) = e.validate() {
-                report.errors.push(x.with_context(&ctx));
+                report.fail(Some(i), x.with_context(&ctx));
                 continue;
             }
             let Some(dst) = e.dst else {
-                report.errors.push(Error::invalid(
-                    &ctx,
-                    format!(
-                        "{} has no dst; only remote entries are reconciled",
-                        e.describe()
+                report.fail(
+                    Some(i),
+                    Error::invalid(
+                        &ctx,
+                        format!(
+                            "{} has no dst; only remote entries are reconciled",
+                            e.describe()
+                        ),
                     ),
-                ));
+                );
                 continue;
             };
-            want.insert((e.mac, dst), e);
+            want.insert((e.mac, dst), (i, e));
         }
         let have = self.list_index(idx)?;
-        // (0 delete | 1 re-append after delete | 2 append, entry, counts-as)
-        let mut ops: Vec<(u8, FdbEntry, &'static str)> = Vec::new();
+        // (0 delete | 1 re-append after delete | 2 append, entry, counts-as,
+        // index in `desired`: none for a stale entry's delete)
+        let mut ops: Vec<(u8, FdbEntry, &'static str, Option<usize>)> = Vec::new();
         let mut seen = HashSet::new();
         for r in have.iter().filter(|r| r.on_self && r.dst.is_some()) {
             let Some(dst) = r.dst else { continue };
@@ -363,23 +368,23 @@ impl<'a> Fdb<'a> {
             old.vni = r.vni;
             old.port = r.port;
             match want.get(&(r.mac, dst)) {
-                Some(w) => {
+                Some((i, w)) => {
                     seen.insert((r.mac, dst));
                     let same = w.vni.is_none_or(|v| r.vni.or(dvni) == Some(v))
                         && w.port.is_none_or(|p| r.port.or(dport) == Some(p));
                     if same {
                         report.unchanged += 1;
                     } else {
-                        ops.push((0, old, "replaced"));
-                        ops.push((1, w.clone(), "replaced"));
+                        ops.push((0, old, "replaced", Some(*i)));
+                        ops.push((1, w.clone(), "replaced", Some(*i)));
                     }
                 }
-                None => ops.push((0, old, "deleted")),
+                None => ops.push((0, old, "deleted", None)),
             }
         }
-        for (k, e) in &want {
+        for (k, (i, e)) in &want {
             if !seen.contains(k) {
-                ops.push((2, e.clone(), "added"));
+                ops.push((2, e.clone(), "added", Some(*i)));
             }
         }
         if ops.is_empty() {
@@ -388,11 +393,11 @@ impl<'a> Fdb<'a> {
         let resolve = |_: &LinkRef| Ok(idx);
         let mut items = Vec::with_capacity(ops.len());
         let mut sent = Vec::with_capacity(ops.len());
-        for (kind, e, what) in ops {
+        for (kind, e, what, item) in ops {
             let m = match e.message(&resolve) {
                 Ok(m) => m,
                 Err(x) => {
-                    report.errors.push(x);
+                    report.fail(item, x);
                     continue;
                 }
             };
@@ -403,16 +408,16 @@ impl<'a> Fdb<'a> {
                     NLM_F_CREATE | NLM_F_APPEND,
                 ),
             });
-            sent.push((kind, e, what));
+            sent.push((kind, e, what, item));
         }
         let results = self.h.sock()?.batch(items, &|k| {
-            let (kind, e, _) = &sent[k];
+            let (kind, e, _, _) = &sent[k];
             let verb = if *kind == 0 { "delete" } else { "append" };
             format!("{ctx}: {verb} {}", e.describe())
         });
-        for ((kind, _, what), r) in sent.iter().zip(results) {
+        for ((kind, _, what, item), r) in sent.iter().zip(results) {
             match (r, *what) {
-                (Err(x), _) => report.errors.push(x),
+                (Err(x), _) => report.fail(*item, x),
                 (Ok(()), "added") => report.added += 1,
                 (Ok(()), "deleted") => report.deleted += 1,
                 // A replacement counts once, on its append.

@@ -327,46 +327,48 @@ impl<'a> Neighbours<'a> {
             .index_of(dev)
             .map_err(|e| e.with_context(&ctx))?;
         let mut report = ReconcileReport::new(&ctx);
-        let mut want: HashMap<IpAddr, Neighbour> = HashMap::with_capacity(desired.len());
-        for n in desired {
+        // ip → (index in `desired`, entry).
+        let mut want: HashMap<IpAddr, (usize, Neighbour)> = HashMap::with_capacity(desired.len());
+        for (i, n) in desired.iter().enumerate() {
             let mut n = n.clone();
             n.dev = LinkRef::Index(idx);
             n.state = NeighState::Permanent;
             if let Err(e) = n.validate() {
-                report.errors.push(e.with_context(&ctx));
+                report.fail(Some(i), e.with_context(&ctx));
                 continue;
             }
             if n.mac.is_none() {
-                report.errors.push(Error::invalid(
-                    &ctx,
-                    format!("neighbour {} has no MAC", n.ip),
-                ));
+                report.fail(
+                    Some(i),
+                    Error::invalid(&ctx, format!("neighbour {} has no MAC", n.ip)),
+                );
                 continue;
             }
-            want.insert(n.ip, n);
+            want.insert(n.ip, (i, n));
         }
         let have = self.list_index(Some(idx), None)?;
         let resolve = |_: &LinkRef| Ok(idx);
-        let mut ops: Vec<(u8, Neighbour)> = Vec::new();
+        // (0 delete | 1 replace | 2 add, index in `desired`, entry)
+        let mut ops: Vec<(u8, Option<usize>, Neighbour)> = Vec::new();
         let mut seen = HashSet::new();
         for e in have.iter().filter(|e| e.state == NeighState::Permanent) {
             match want.get(&e.ip) {
-                Some(n) => {
+                Some((i, n)) => {
                     seen.insert(e.ip);
                     if n.mac == e.mac && n.router == e.router {
                         report.unchanged += 1;
                     } else {
-                        ops.push((1, n.clone()));
+                        ops.push((1, Some(*i), n.clone()));
                     }
                 }
-                None => ops.push((0, Neighbour::without_mac(idx, e.ip))),
+                None => ops.push((0, None, Neighbour::without_mac(idx, e.ip))),
             }
         }
-        for (ip, n) in &want {
+        for (ip, (i, n)) in &want {
             if !seen.contains(ip) {
                 // Replace, not add: a learnt (reachable/stale) entry for the
                 // same address is turned into ours.
-                ops.push((2, n.clone()));
+                ops.push((2, Some(*i), n.clone()));
             }
         }
         if ops.is_empty() {
@@ -375,11 +377,11 @@ impl<'a> Neighbours<'a> {
         ops.sort_by_key(|o| o.0);
         let mut items = Vec::with_capacity(ops.len());
         let mut sent = Vec::with_capacity(ops.len());
-        for (kind, n) in ops {
+        for (kind, item, n) in ops {
             let m = match n.message(&resolve) {
                 Ok(m) => m,
                 Err(e) => {
-                    report.errors.push(e);
+                    report.fail(item, e);
                     continue;
                 }
             };
@@ -390,16 +392,16 @@ impl<'a> Neighbours<'a> {
                     NLM_F_CREATE | NLM_F_REPLACE,
                 ),
             });
-            sent.push((kind, n));
+            sent.push((kind, item, n));
         }
         let results = self.h.sock()?.batch(items, &|k| {
-            let (kind, n) = &sent[k];
+            let (kind, _, n) = &sent[k];
             let verb = ["delete", "replace", "add"][*kind as usize];
             format!("{ctx}: {verb} neighbour {}", n.ip)
         });
-        for ((kind, _), r) in sent.iter().zip(results) {
+        for ((kind, item, _), r) in sent.iter().zip(results) {
             match (kind, r) {
-                (_, Err(e)) => report.errors.push(e),
+                (_, Err(e)) => report.fail(*item, e),
                 (0, Ok(())) => report.deleted += 1,
                 (1, Ok(())) => report.replaced += 1,
                 (_, Ok(())) => report.added += 1,

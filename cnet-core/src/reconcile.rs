@@ -42,6 +42,13 @@ pub struct ReconcileReport {
     pub unchanged: usize,
     /// Per-item failures (each names its entry); the others were applied.
     pub errors: Vec<Error>,
+    /// For each of [`errors`](ReconcileReport::errors), in the same order:
+    /// the index in the `desired` list of the entry it is about; `None`
+    /// when it is about no desired entry (a stale entry's deletion). Read
+    /// them together with [`ReconcileReport::item_errors`]. Route,
+    /// neighbour and FDB reconciles fill it; a shorter list means `None`
+    /// for the rest.
+    pub error_items: Vec<Option<usize>>,
 }
 
 impl ReconcileReport {
@@ -51,6 +58,29 @@ impl ReconcileReport {
             context: context.into(),
             ..Default::default()
         }
+    }
+
+    /// Record a failure about desired entry `item` (`None`: about no
+    /// desired entry).
+    pub(crate) fn fail(&mut self, item: Option<usize>, e: Error) {
+        self.align();
+        self.errors.push(e);
+        self.error_items.push(item);
+    }
+
+    /// `error_items` as long as `errors` (an error pushed to `errors`
+    /// alone is about no desired entry).
+    fn align(&mut self) {
+        self.error_items.resize(self.errors.len(), None);
+    }
+
+    /// The failures, each with the index in `desired` of the entry it is
+    /// about (`None`: a stale entry's deletion), in order. A batch answers
+    /// each request by its sequence number, so this is exact, not a guess
+    /// from the message text.
+    pub fn item_errors(mut self) -> Vec<(Option<usize>, Error)> {
+        self.align();
+        self.error_items.into_iter().zip(self.errors).collect()
     }
 
     /// No write was needed and nothing failed.
@@ -99,15 +129,20 @@ impl ReconcileReport {
     /// Add `other`'s counts and errors to this report (e.g. the route,
     /// neighbour and FDB reconciles of one peer set). The context stays
     /// this report's, or becomes `other`'s if this one has none.
-    pub fn merge(&mut self, other: ReconcileReport) {
+    pub fn merge(&mut self, mut other: ReconcileReport) {
         if self.context.is_empty() {
-            self.context = other.context;
+            self.context = std::mem::take(&mut other.context);
         }
         self.added += other.added;
         self.replaced += other.replaced;
         self.deleted += other.deleted;
         self.unchanged += other.unchanged;
-        self.errors.extend(other.errors);
+        // Indices into `other`'s desired list stay as they are: merge
+        // reports of different lists only when the items do not matter.
+        self.align();
+        for (item, e) in other.item_errors() {
+            self.fail(item, e);
+        }
     }
 }
 

@@ -12,8 +12,18 @@
 //!        ├─ CTRL_CMD_GETFAMILY "wireguard" ─▶ family id (ENOENT: the
 //!        │                      kernel has no wireguard → Unsupported)
 //!        ├─ device(NAME)  WG_CMD_GET_DEVICE (dump) ─▶ WgDevice
-//!        └─ set(&WgSet)   WG_CMD_SET_DEVICE  ─▶ ACK (errno + ext-ack text)
+//!        └─ set(&WgSet)   WG_CMD_SET_DEVICE × n ─▶ an ACK each (errno + ext-ack text)
 //! ```
+//!
+//! A set with many peers does not fit one message: a nested attribute's
+//! length is 16 bits, so one `WGDEVICE_A_PEERS` holds at most 64 KiB
+//! (about 600 peers), and the kernel would read a longer one truncated.
+//! [`WgSet::messages`] splits it as wireguard-tools does (`ipc-linux.h`):
+//! the first message carries the device's attributes and
+//! `WGDEVICE_F_REPLACE_PEERS`; each message is filled with peers up to
+//! [`SET_MESSAGE_BUDGET`] bytes; a peer whose allowed IPs do not fit
+//! continues in the next message under its key alone (without
+//! `WGPEER_F_REPLACE_ALLOWEDIPS`, which would drop the part already sent).
 //!
 //! The device itself is a link (`ip link add NAME type wireguard`,
 //! [`crate::link::WireGuard`]); keys, port and peers are not link
@@ -33,7 +43,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkDeserializable, NetlinkHeader, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    Emitable, NetlinkDeserializable, NetlinkHeader, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -52,6 +63,15 @@ use crate::netns::NetNs;
 pub const DEFAULT_PORT: u16 = 51820;
 /// Length of a WireGuard key (Curve25519), in bytes.
 pub const KEY_LEN: usize = 32;
+/// Most bytes of one `WG_CMD_SET_DEVICE` netlink message, headers
+/// included: wireguard-tools' budget (`mnl_ideal_socket_buffer_size`,
+/// the page size capped at 8 KiB: 4 KiB on x86-64), far below the 64 KiB a
+/// nested attribute's 16-bit length can describe.
+pub const SET_MESSAGE_BUDGET: usize = 4096;
+/// Netlink header (16 bytes) and generic-netlink header (4).
+const SET_MESSAGE_HEADERS: usize = 16 + 4;
+/// An attribute's header (length and type).
+const NLA_HEADER: usize = 4;
 
 /// A WireGuard public key. Shown and parsed as base64 (44 characters, as
 /// `wg pubkey` prints it).
@@ -320,9 +340,63 @@ impl WgSet {
             && self.peers.is_empty()
     }
 
-    /// The generic-netlink payload (without the family id, which the
-    /// kernel assigns at boot).
+    /// The generic-netlink payload as one message (without the family id,
+    /// which the kernel assigns at boot). Only for a set that fits one
+    /// message (a few hundred peers at most): [`WgSet::messages`] is what
+    /// [`WireGuardSocket::set`] sends.
     pub fn message(&self) -> WireguardMessage {
+        let mut attributes = self.device_attributes();
+        if !self.peers.is_empty() {
+            let peers = self.peers.iter().map(peer_message).collect();
+            attributes.push(WireguardAttribute::Peers(peers));
+        }
+        WireguardMessage {
+            cmd: WireguardCmd::SetDevice,
+            attributes,
+        }
+    }
+
+    /// The request as the messages to send in order, each at most
+    /// [`SET_MESSAGE_BUDGET`] bytes with its headers (see the [module
+    /// documentation](self)): the first with the device's attributes (key,
+    /// port, `WGDEVICE_F_REPLACE_PEERS`) and as many peers as fit, the
+    /// others with the device's name and the next peers. A set that fits
+    /// one message is exactly [`WgSet::message`].
+    pub fn messages(&self) -> Vec<WireguardMessage> {
+        let mut out = Vec::new();
+        let mut msg = SetMessage::new(self.device_attributes());
+        for c in &self.peers {
+            let (head, ips) = peer_parts(c);
+            let mut rest: &[WireguardAllowedIp] = &ips;
+            let mut first = true;
+            loop {
+                // A continuation names the peer only: its flags would
+                // replace the allowed IPs sent before.
+                let attrs = if first {
+                    head.clone()
+                } else {
+                    vec![WireguardPeerAttribute::PublicKey(*c.key())]
+                };
+                if let Some(n) = msg.take(attrs, rest, c.is_upsert()) {
+                    rest = &rest[n..];
+                    first = false;
+                    if rest.is_empty() {
+                        break;
+                    }
+                }
+                // Full, or the peer's allowed IPs go on: the next message.
+                out.push(msg.finish());
+                msg = SetMessage::new(vec![WireguardAttribute::IfName(self.dev.clone())]);
+            }
+        }
+        if out.is_empty() || !msg.peers.is_empty() {
+            out.push(msg.finish());
+        }
+        out
+    }
+
+    /// The device's attributes: its name, and key, port and flags when set.
+    fn device_attributes(&self) -> Vec<WireguardAttribute> {
         let mut attributes = vec![WireguardAttribute::IfName(self.dev.clone())];
         if let Some(k) = &self.private_key {
             attributes.push(WireguardAttribute::PrivateKey(k.0));
@@ -335,9 +409,85 @@ impl WgSet {
                 WireguardDeviceFlags::ReplacePeers,
             ));
         }
+        attributes
+    }
+}
+
+impl WgPeerChange {
+    fn key(&self) -> &[u8; KEY_LEN] {
+        match self {
+            WgPeerChange::Upsert(p) => &p.public_key.0,
+            WgPeerChange::Remove(k) => &k.0,
+        }
+    }
+
+    fn is_upsert(&self) -> bool {
+        matches!(self, WgPeerChange::Upsert(_))
+    }
+}
+
+/// One `WG_CMD_SET_DEVICE` message being filled up to the budget.
+struct SetMessage {
+    attributes: Vec<WireguardAttribute>,
+    peers: Vec<WireguardPeer>,
+    /// Bytes of the message so far: headers, attributes, the peers'
+    /// nest header and the peers.
+    len: usize,
+}
+
+impl SetMessage {
+    fn new(attributes: Vec<WireguardAttribute>) -> Self {
+        let len = SET_MESSAGE_HEADERS + attributes.as_slice().buffer_len() + NLA_HEADER;
+        SetMessage {
+            attributes,
+            peers: Vec::new(),
+            len,
+        }
+    }
+
+    /// Add a peer of `head` attributes and as many of `ips` as fit (in an
+    /// allowed-IPs nest when `with_ips`, even empty): how many IPs it took,
+    /// or `None` when the message has peers and not even the head with one
+    /// IP (the head alone, without IPs) fits. An empty message takes at
+    /// least that much whatever the budget, so every message makes
+    /// progress.
+    fn take(
+        &mut self,
+        head: Vec<WireguardPeerAttribute>,
+        ips: &[WireguardAllowedIp],
+        with_ips: bool,
+    ) -> Option<usize> {
+        let with_ips = with_ips || !ips.is_empty();
+        let mut len =
+            NLA_HEADER + head.as_slice().buffer_len() + if with_ips { NLA_HEADER } else { 0 };
+        let mut n = 0;
+        while n < ips.len() && self.len + len + ips[n].buffer_len() <= SET_MESSAGE_BUDGET {
+            len += ips[n].buffer_len();
+            n += 1;
+        }
+        let fits = self.len + len <= SET_MESSAGE_BUDGET && (n > 0 || ips.is_empty());
+        if !fits {
+            if !self.peers.is_empty() {
+                return None;
+            }
+            if n == 0 && !ips.is_empty() {
+                len += ips[0].buffer_len();
+                n = 1;
+            }
+        }
+        let mut attrs = head;
+        if with_ips {
+            attrs.push(WireguardPeerAttribute::AllowedIps(ips[..n].to_vec()));
+        }
+        self.len += len;
+        self.peers.push(WireguardPeer(attrs));
+        Some(n)
+    }
+
+    fn finish(self) -> WireguardMessage {
+        let mut attributes = self.attributes;
         if !self.peers.is_empty() {
-            let peers = self.peers.iter().map(peer_message).collect();
-            attributes.push(WireguardAttribute::Peers(peers));
+            attributes.push(WireguardAttribute::Peers(self.peers));
         }
         WireguardMessage {
             cmd: WireguardCmd::SetDevice,
@@ -347,11 +497,23 @@ impl WgSet {
 }
 
 fn peer_message(c: &WgPeerChange) -> WireguardPeer {
+    let (mut a, ips) = peer_parts(c);
+    if c.is_upsert() {
+        a.push(WireguardPeerAttribute::AllowedIps(ips));
+    }
+    WireguardPeer(a)
+}
+
+/// A peer's attributes but its allowed IPs, and its allowed IPs.
+fn peer_parts(c: &WgPeerChange) -> (Vec<WireguardPeerAttribute>, Vec<WireguardAllowedIp>) {
     match c {
-        WgPeerChange::Remove(k) => WireguardPeer(vec![
-            WireguardPeerAttribute::PublicKey(k.0),
-            WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
-        ]),
+        WgPeerChange::Remove(k) => (
+            vec![
+                WireguardPeerAttribute::PublicKey(k.0),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+            ],
+            Vec::new(),
+        ),
         WgPeerChange::Upsert(p) => {
             let mut a = vec![
                 WireguardPeerAttribute::PublicKey(p.public_key.0),
@@ -379,8 +541,7 @@ fn peer_message(c: &WgPeerChange) -> WireguardPeer {
                     ])
                 })
                 .collect();
-            a.push(WireguardPeerAttribute::AllowedIps(ips));
-            WireguardPeer(a)
+            (a, ips)
         }
     }
 }
@@ -505,16 +666,25 @@ impl WireGuardSocket {
         Ok(d)
     }
 
-    /// Send `set` (`wg set …`) and wait for the kernel's ACK. `NotFound`
-    /// when the device does not exist.
+    /// Send `set` (`wg set …`): its [messages](WgSet::messages) in order,
+    /// each waiting for the kernel's ACK. `NotFound` when the device does
+    /// not exist. A failure in a later message leaves the earlier ones
+    /// applied (as with `wg setconf`); the error says which message.
     pub fn set(&mut self, set: &WgSet) -> Result<()> {
         let ns = self.ns.clone();
         let dev = set.dev.clone();
-        let ctx = move || format!("wg set {dev} in {ns}");
-        let mut msg = GenlMessage::from_payload(set.message());
-        msg.set_resolved_family_id(self.family);
-        let _: Vec<GenlMessage<WireguardMessage>> =
-            self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &ctx)?;
+        let messages = set.messages();
+        let count = messages.len();
+        for (i, m) in messages.into_iter().enumerate() {
+            let ctx = || match count {
+                1 => format!("wg set {dev} in {ns}"),
+                _ => format!("wg set {dev} in {ns} (message {} of {count})", i + 1),
+            };
+            let mut msg = GenlMessage::from_payload(m);
+            msg.set_resolved_family_id(self.family);
+            let _: Vec<GenlMessage<WireguardMessage>> =
+                self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &ctx)?;
+        }
         Ok(())
     }
 
@@ -663,6 +833,194 @@ mod tests {
         let e = PrivateKey::load_or_generate(&p).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         assert!(e.to_string().contains("wg.key"), "{e}");
+    }
+
+    /// Walk the netlink attributes in `buf`: each length covers at least
+    /// its header and stays inside its parent, and a nested one
+    /// (NLA_F_NESTED) is filled exactly by its children, so a length cut
+    /// to 16 bits shows. How many attributes there are, nested included.
+    fn check_nlas(buf: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut count = 0;
+        while pos < buf.len() {
+            assert!(buf.len() - pos >= 4, "attribute header cut at {pos}");
+            let len = u16::from_le_bytes([buf[pos], buf[pos + 1]]) as usize;
+            let kind = u16::from_le_bytes([buf[pos + 2], buf[pos + 3]]);
+            assert!(
+                len >= 4 && pos + len <= buf.len(),
+                "attribute length {len} at {pos}"
+            );
+            if kind & netlink_packet_core::NLA_F_NESTED != 0 {
+                count += check_nlas(&buf[pos + 4..pos + len]);
+            }
+            count += 1;
+            pos += (len + 3) & !3;
+        }
+        assert_eq!(pos, buf.len(), "attributes do not fill their parent");
+        count
+    }
+
+    /// Each message emitted, checked attribute by attribute and against the
+    /// budget, and decoded as the kernel would read it.
+    fn decode_all(msgs: &[WireguardMessage]) -> Vec<WireguardMessage> {
+        use netlink_packet_core::ParseableParametrized;
+        msgs.iter()
+            .map(|m| {
+                let mut buf = vec![0u8; m.buffer_len()];
+                m.emit(&mut buf);
+                assert!(
+                    SET_MESSAGE_HEADERS + buf.len() <= SET_MESSAGE_BUDGET,
+                    "{} bytes",
+                    buf.len()
+                );
+                check_nlas(&buf);
+                let header = netlink_packet_generic::GenlHeader { cmd: 1, version: 1 };
+                WireguardMessage::parse_with_param(&buf, header).expect("decodes")
+            })
+            .collect()
+    }
+
+    fn test_key(i: u32) -> PublicKey {
+        let mut b = [0x5a; KEY_LEN];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        PublicKey(b)
+    }
+
+    #[test]
+    fn set_with_2000_peers_is_split_into_messages_that_each_fit() {
+        const N: u32 = 2000;
+        let mut set = WgSet::new("cnet.wg")
+            .private_key(PrivateKey::from_bytes([7; 32]))
+            .listen_port(51820)
+            .replace_peers();
+        for i in 0..N {
+            set = set.peer(WgPeer {
+                public_key: test_key(i),
+                endpoint: Some(SocketAddr::from(([192, 0, 2, (i % 250) as u8 + 1], 51820))),
+                allowed_ips: vec![IpNet::new([10, (i >> 8) as u8, i as u8, 0].into(), 24).unwrap()],
+                persistent_keepalive: Some(25),
+            });
+        }
+        // As one message (what was sent before), the peers' nest is far
+        // past what 16 bits hold: its length comes out cut, and the
+        // encoder panics or the walk finds the cut.
+        let single = set.message();
+        let one = single.buffer_len();
+        assert!(one > usize::from(u16::MAX), "{one}");
+        let broken = std::panic::catch_unwind(|| {
+            let mut buf = vec![0u8; one];
+            single.emit(&mut buf);
+            check_nlas(&buf)
+        });
+        assert!(broken.is_err());
+        let msgs = set.messages();
+        let decoded = decode_all(&msgs);
+        let mut seen = std::collections::HashMap::new();
+        for (k, m) in decoded.iter().enumerate() {
+            let mut names = 0;
+            for a in &m.attributes {
+                match a {
+                    WireguardAttribute::IfName(n) => {
+                        assert_eq!(n, "cnet.wg");
+                        names += 1;
+                    }
+                    WireguardAttribute::Peers(ps) => {
+                        assert!(!ps.is_empty(), "message {k} has an empty peer list");
+                        for p in ps {
+                            let mut key = None;
+                            let mut ips = Vec::new();
+                            let mut replace_ips = false;
+                            for a in &p.0 {
+                                match a {
+                                    WireguardPeerAttribute::PublicKey(b) => {
+                                        key = Some(PublicKey(*b))
+                                    }
+                                    WireguardPeerAttribute::AllowedIps(v) => ips.extend(v.clone()),
+                                    WireguardPeerAttribute::Flags(f) => {
+                                        replace_ips =
+                                            f.contains(WireguardPeerFlags::ReplaceAllowedIps)
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            let key = key.expect("every peer has its key");
+                            assert!(replace_ips && ips.len() == 1, "{key}");
+                            *seen.entry(key).or_insert(0) += 1;
+                        }
+                    }
+                    // The device's attributes and the replace flag: only
+                    // in the first message.
+                    WireguardAttribute::PrivateKey(_)
+                    | WireguardAttribute::ListenPort(_)
+                    | WireguardAttribute::Flags(_) => assert_eq!(k, 0, "{a:?} in message {k}"),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(names, 1);
+        }
+        assert!(decoded[0].attributes.contains(&WireguardAttribute::Flags(
+            WireguardDeviceFlags::ReplacePeers
+        )));
+        assert_eq!(seen.len(), N as usize);
+        assert!(seen.values().all(|&n| n == 1), "a peer sent twice");
+        assert!((0..N).all(|i| seen.contains_key(&test_key(i))));
+        println!(
+            "{N} peers: {} messages of at most {SET_MESSAGE_BUDGET} bytes (one message would be {one})",
+            msgs.len()
+        );
+    }
+
+    #[test]
+    fn a_peer_with_more_allowed_ips_than_a_message_holds_continues_by_key() {
+        let ips: Vec<IpNet> = (0..1000u32)
+            .map(|i| IpNet::new([10, 244, (i >> 8) as u8, i as u8].into(), 32).unwrap())
+            .collect();
+        let set = WgSet::new("cnet.wg")
+            .remove_peer(test_key(1))
+            .peer(WgPeer {
+                public_key: test_key(2),
+                endpoint: None,
+                allowed_ips: ips.clone(),
+                persistent_keepalive: None,
+            })
+            .remove_peer(test_key(3));
+        let decoded = decode_all(&set.messages());
+        assert!(decoded.len() > 2, "{} messages", decoded.len());
+        // The kernel's view, put together as `device()` merges a dump.
+        let mut peers = Vec::new();
+        let mut heads = 0;
+        for m in &decoded {
+            for a in &m.attributes {
+                let WireguardAttribute::Peers(ps) = a else {
+                    continue;
+                };
+                for p in ps {
+                    let replace = p.0.iter().any(|a| {
+                        matches!(a, WireguardPeerAttribute::Flags(f)
+                            if f.contains(WireguardPeerFlags::ReplaceAllowedIps))
+                    });
+                    if p.0
+                        .contains(&WireguardPeerAttribute::PublicKey(test_key(2).0))
+                    {
+                        heads += usize::from(replace);
+                    }
+                    merge_peer(&mut peers, p.clone());
+                }
+            }
+        }
+        assert_eq!(heads, 1, "only the first part replaces the allowed IPs");
+        let keys: Vec<PublicKey> = peers.iter().map(|p| p.peer.public_key).collect();
+        assert_eq!(keys, vec![test_key(1), test_key(2), test_key(3)]);
+        assert_eq!(peers[1].peer.allowed_ips, ips);
+        // A small set is one message, exactly the single-message form.
+        let small = WgSet::new("cnet.wg").peer(WgPeer {
+            public_key: test_key(4),
+            endpoint: None,
+            allowed_ips: ips[..3].to_vec(),
+            persistent_keepalive: None,
+        });
+        assert_eq!(small.messages(), vec![small.message()]);
+        assert_eq!(WgSet::new("x").messages(), vec![WgSet::new("x").message()]);
     }
 
     fn hex(s: &str) -> [u8; 32] {

@@ -444,6 +444,11 @@ fn neighbour_and_fdb_reconcile_partial_failures_are_errors() {
     ];
     let mut rep = h.neighbours().reconcile("vx0", &neigh).unwrap();
     assert_eq!((rep.added, rep.errors.len()), (1, 1), "{rep:?}");
+    assert_eq!(
+        rep.error_items,
+        vec![Some(1)],
+        "pinned to its entry: {rep:?}"
+    );
     let table = t.ip_json(&["neigh", "show", "dev", "vx0"]);
     let dsts: Vec<&str> = table
         .as_array()
@@ -460,6 +465,7 @@ fn neighbour_and_fdb_reconcile_partial_failures_are_errors() {
     ];
     let f = h.fdb().reconcile("vx0", &fdb).unwrap();
     assert_eq!((f.added, f.errors.len()), (1, 1), "{f:?}");
+    assert_eq!(f.error_items, vec![Some(1)], "pinned to its entry: {f:?}");
     let table = t.bridge_json(&["fdb", "show", "dev", "vx0"]);
     let macs: Vec<&str> = table
         .as_array()

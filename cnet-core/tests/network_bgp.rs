@@ -426,3 +426,44 @@ fn bgp_bad_config_starts_nothing() {
     assert!(e.to_string().contains("outside the segment"), "{e}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn bgp_start_makes_a_missing_nested_directory() {
+    if !privileged() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::build(
+        "bgpd",
+        Spec {
+            near: 1,
+            far: 0,
+            containers: 0,
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // As the documentation's /run/cnet/bird on a fresh machine: neither
+    // the directory nor its parents exist yet.
+    let dir = tmp.path().join("run/cnet/bird");
+    let bird = Bird::start(&c.hosts[0].handle, &dir, &config(&c, 0, &[]))
+        .unwrap_or_else(|e| panic!("start with a missing directory: {e}"));
+    for d in [
+        tmp.path().join("run"),
+        tmp.path().join("run/cnet"),
+        dir.clone(),
+    ] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        println!("{}: mode {mode:o}", d.display());
+        // 0755 before the umask: the owner's rwx, no one else writes.
+        assert_eq!((mode & 0o700, mode & 0o022), (0o700, 0), "{}", d.display());
+    }
+    assert!(dir.join("bird.conf").is_file());
+    bird.control()
+        .unwrap_or_else(|e| panic!("control socket: {e}: {}", bird.log_tail()));
+    let pid = bird.pid().unwrap();
+    let sock = bird.socket();
+    bird.stop().unwrap();
+    let prefix = c.prefix().to_string();
+    drop(c);
+    assert_all_gone(&prefix, &[pid], &[sock]);
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cluster::{privileged, Cluster, Spec};
 use cnet_core::network::bgp::{BgpConfig, BgpMode, BgpPeer, BgpTimers, Bird};
+use cnet_core::network::{Backend, NodeConfig, VxlanConfig};
 use cnet_core::{Error, IpNet};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -197,4 +198,98 @@ fn bgp_cross_subnet_ipip_with_route_reflector() {
     for p in pids {
         assert!(!std::path::Path::new(&format!("/proc/{p}")).exists());
     }
+}
+
+/// Host `i`'s VXLAN device's permanent neighbours and remote FDB entries,
+/// as `ip -j neigh` and `bridge -j fdb` list them, sorted.
+fn vxlan_entries(c: &Cluster, i: usize) -> (Vec<String>, Vec<String>) {
+    let ns = &c.hosts[i].ns;
+    let vx = NodeConfig::VXLAN_DEV;
+    let mut neigh: Vec<String> = c
+        .ip_json(ns, &["neigh", "show", "dev", vx, "nud", "permanent"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| format!("{} lladdr {}", n["dst"], n["lladdr"]))
+        .collect();
+    neigh.sort();
+    let mut fdb: Vec<String> = c
+        .bridge_json(ns, &["fdb", "show", "dev", vx])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["dst"].is_string())
+        .map(|f| format!("{} dst {}", f["mac"], f["dst"]))
+        .collect();
+    fdb.sort();
+    (neigh, fdb)
+}
+
+/// Host `i`'s links by kind: (name, kind) of the vxlan and ipip ones
+/// (not `tunl0`, which the ipip module makes in every namespace).
+fn encap_links(c: &Cluster, i: usize) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = c
+        .ip_json(&c.hosts[i].ns, &["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            let kind = l["linkinfo"]["info_kind"].as_str()?;
+            (matches!(kind, "vxlan" | "ipip") && l["ifname"] != "tunl0")
+                .then(|| (l["ifname"].as_str().unwrap().to_string(), kind.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bgp_ipip_start_touches_nothing_but_the_tunnel_device() {
+    if !privileged() {
+        return;
+    }
+    let has_ipip = common::kernel_expected("ipip");
+    let c = Cluster::build(
+        "bgpt",
+        Spec {
+            near: 2,
+            far: 0,
+            containers: 1,
+        },
+    );
+    // The node already runs vxlan: its device, protocol-119 routes,
+    // neighbours and FDB entries exist before BIRD is started.
+    c.reconcile_all(&Backend::Vxlan(VxlanConfig::default()));
+    let routes = c.cnet_routes(0);
+    let entries = vxlan_entries(&c, 0);
+    assert_eq!((routes.len(), entries.0.len(), entries.1.len()), (1, 1, 1));
+    let vx = (NodeConfig::VXLAN_DEV.to_string(), "vxlan".to_string());
+    assert_eq!(encap_links(&c, 0), vec![vx.clone()]);
+
+    // Its peer runs no BIRD: the session never comes up, so BIRD learns
+    // and installs nothing; whatever changes is Bird::start's doing.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = host_config(&c, 0)
+        .mode(BgpMode::IpIp)
+        .peers(vec![BgpPeer::new("h2", c.hosts[1].underlay)]);
+    let started = Bird::start(&c.hosts[0].handle, dir.path(), &cfg);
+    let links = encap_links(&c, 0);
+    match started {
+        Ok(bird) => {
+            assert!(has_ipip, "ipip started on a kernel without it");
+            let tun = (NodeConfig::IPIP_DEV.to_string(), "ipip".to_string());
+            assert_eq!(links, vec![tun, vx], "the tunnel device added, vxlan kept");
+            bird.stop().unwrap();
+        }
+        Err(e) => {
+            assert!(!has_ipip, "Bird::start in ipip mode: {e}");
+            assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+            println!("no ipip here: {e}");
+            assert_eq!(links, vec![vx], "nothing half-made");
+        }
+    }
+    assert_eq!(c.cnet_routes(0), routes, "protocol-119 routes survive");
+    assert_eq!(vxlan_entries(&c, 0), entries, "neighbour and FDB survive");
+    assert!(bird_routes(&c, 0).is_empty());
+    assert!(c.all_pairs_ping().is_empty(), "vxlan still carries traffic");
 }

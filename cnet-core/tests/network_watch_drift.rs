@@ -23,7 +23,7 @@ use cnet_core::network::{
     vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Node, NodeConfig, Repair,
     VxlanConfig,
 };
-use cnet_core::watch::Watch;
+use cnet_core::watch::{Event, Watch};
 use cnet_core::Handle;
 
 /// What the repair thread reports: a one-line description, when the
@@ -261,5 +261,115 @@ fn network_watch_drift_is_repaired_from_events_while_containers_ping() {
                 && f["dst"] == h2.underlay.to_string()),
         "{fdb}"
     );
+    assert!(c.all_pairs_ping().is_empty());
+}
+
+/// Host `i`'s peer entries as an independent reader sees them: protocol-119
+/// routes (`ip -j -d route show proto 119`), permanent neighbours of the
+/// VXLAN device (`ip -j neigh show dev vxlan… nud permanent`), and its
+/// remote FDB entries (`bridge -j fdb show dev vxlan…`, those with a dst).
+fn peer_entries(c: &Cluster, i: usize) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let ns = &c.hosts[i].ns;
+    let vx = NodeConfig::VXLAN_DEV;
+    let neigh = c.ip_json(ns, &["neigh", "show", "dev", vx, "nud", "permanent"]);
+    let mut neigh: Vec<String> = neigh
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| format!("{} lladdr {}", n["dst"], n["lladdr"]))
+        .collect();
+    neigh.sort();
+    let fdb = c.bridge_json(ns, &["fdb", "show", "dev", vx]);
+    let mut fdb: Vec<String> = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["dst"].is_string())
+        .map(|f| format!("{} dst {}", f["mac"], f["dst"]))
+        .collect();
+    fdb.sort();
+    (c.cnet_routes(i), neigh, fdb)
+}
+
+#[test]
+fn network_watch_drift_failed_full_reconcile_keeps_every_peer() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::build(
+        "wdf",
+        Spec {
+            near: 3,
+            far: 0,
+            containers: 1,
+        },
+    );
+    let backend = Backend::Vxlan(VxlanConfig::default());
+    c.reconcile_all(&backend);
+    assert!(c.all_pairs_ping().is_empty());
+    let ns = &c.hosts[0].ns;
+    let node = c.node(0);
+    let mut drift = DriftRepair::new();
+    let r = drift
+        .reconcile_peers(&node, &backend, &c.peers_of(0))
+        .unwrap();
+    assert!(r.is_noop(), "converged cluster: {r:?}");
+    let before = peer_entries(&c, 0);
+    assert_eq!(
+        (before.0.len(), before.1.len(), before.2.len()),
+        (2, 2, 2),
+        "{before:?}"
+    );
+
+    // The underlay is gone for a moment (renamed; a link is renamed only
+    // while down): the full reconcile a resync asks for fails.
+    run("ip", &["-n", ns, "link", "set", "eth0", "down"]);
+    run(
+        "ip",
+        &["-n", ns, "link", "set", "eth0", "name", "eth0-away"],
+    );
+    let failed = drift.repair(&node, &Event::Resync);
+    run(
+        "ip",
+        &["-n", ns, "link", "set", "eth0-away", "name", "eth0"],
+    );
+    run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+    // Down took the host's default route with it: put it back as it was.
+    run(
+        "ip",
+        &[
+            "-n",
+            ns,
+            "route",
+            "replace",
+            "default",
+            "via",
+            "192.0.2.1",
+            "proto",
+            "boot",
+        ],
+    );
+    let e = failed.expect_err("full reconcile without the underlay device");
+    println!("full reconcile while the underlay was away: {e}");
+    assert!(e.to_string().contains("eth0"), "{e}");
+
+    // The underlay is back: the next full reconcile programs every peer
+    // again (before the fix it ran with no peers and deleted them all).
+    let r = drift.repair(&node, &Event::Resync).unwrap();
+    let Some(Repair::Full { report, .. }) = r else {
+        panic!("a resync makes a full reconcile: {r:?}");
+    };
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.peers.len(), 2, "{report:?}");
+    assert_eq!(
+        (
+            report.routes.deleted,
+            report.neighbours.deleted,
+            report.fdb.deleted
+        ),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(peer_entries(&c, 0), before);
     assert!(c.all_pairs_ping().is_empty());
 }

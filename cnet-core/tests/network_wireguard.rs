@@ -20,6 +20,7 @@ use std::sync::mpsc;
 
 use cluster::{privileged, Cluster, Spec};
 use cnet_core::ipam::NodeLease;
+use cnet_core::link::WireGuard;
 use cnet_core::netlink_packet_core::Emitable;
 use cnet_core::network::{Backend, DeviceChange, PeerPath, WireGuardConfig, WIREGUARD_KEY_ATTR};
 use cnet_core::wireguard::{get_device_message, PrivateKey, WgPeer, WgSet, WireGuardSocket};
@@ -315,4 +316,81 @@ fn cluster_wireguard_all_pairs_ping_encrypted_or_unsupported() {
         );
     }
     assert!(c.all_pairs_ping().is_empty());
+}
+
+#[test]
+fn network_wireguard_700_peers_are_all_set_and_read_back() {
+    if !privileged() {
+        return;
+    }
+    let has_wg = wireguard_expected();
+    let t = common::TestNs::new("wgm");
+    let h = t.handle();
+    // Down: no handshake is started, nothing is sent.
+    let made = h.links().add(WireGuard::new("wg0"));
+    if !has_wg {
+        let e = made.unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let e = WireGuardSocket::at(&t.ns).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        return;
+    }
+    made.unwrap();
+    const N: usize = 700;
+    let peers: Vec<WgPeer> = (0..N)
+        .map(|i| {
+            // Not in byte 0, whose low 3 bits clamping clears.
+            let mut seed = [1u8; 32];
+            seed[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+            WgPeer {
+                public_key: PrivateKey::from_bytes(seed).public_key(),
+                endpoint: Some(SocketAddr::from(([192, 0, 2, (i % 250) as u8 + 1], 51820))),
+                allowed_ips: vec![format!("10.244.{}.{}/32", i / 256, i % 256)
+                    .parse()
+                    .unwrap()],
+                persistent_keepalive: None,
+            }
+        })
+        .collect();
+    let set = |peers: &[WgPeer]| {
+        peers.iter().fold(
+            WgSet::new("wg0")
+                .private_key(PrivateKey::from_bytes([3; 32]))
+                .listen_port(51820)
+                .replace_peers(),
+            |s, p| s.peer(p.clone()),
+        )
+    };
+    let mut sock = WireGuardSocket::at(&t.ns).unwrap();
+    let check = |sock: &mut WireGuardSocket, want: &[WgPeer]| {
+        let d = sock.device("wg0").unwrap();
+        assert_eq!(d.peers.len(), want.len(), "peers read back");
+        for p in want {
+            let got = d
+                .peer(&p.public_key)
+                .unwrap_or_else(|| panic!("peer {} missing", p.public_key));
+            assert_eq!(got.peer, *p);
+        }
+        d.peers.len()
+    };
+    let all = set(&peers);
+    let t0 = std::time::Instant::now();
+    sock.set(&all).unwrap();
+    let took = t0.elapsed();
+    let n = check(&mut sock, &peers);
+    println!(
+        "{n} peers set in {} messages ({took:?}) and read back",
+        all.messages().len()
+    );
+    // Again with replace-peers and fewer peers: still several messages,
+    // and only the first replaces (a later one that did would leave only
+    // its own peers).
+    let fewer = set(&peers[50..]);
+    assert!(fewer.messages().len() > 1);
+    sock.set(&fewer).unwrap();
+    let n = check(&mut sock, &peers[50..]);
+    println!(
+        "replaced by {n} peers in {} messages",
+        fewer.messages().len()
+    );
 }

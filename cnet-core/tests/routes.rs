@@ -695,6 +695,8 @@ fn reconcile_partial_failure_cannot_pass_as_success() {
     );
     let rep = h.routes().reconcile(&owner, &want).unwrap();
     assert_eq!((rep.added, rep.errors.len()), (3, 1), "{rep:?}");
+    // The failure is pinned to its desired entry by index, not by text.
+    assert_eq!(rep.error_items, vec![Some(3)], "{rep:?}");
     let e = rep.into_result().unwrap_err();
     let Error::Partial {
         errors, applied, ..

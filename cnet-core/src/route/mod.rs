@@ -505,9 +505,10 @@ impl<'a> Routes<'a> {
                 Ok(()) => want.push((key, i as u32)),
                 Err(e) => {
                     keep.insert(key);
-                    report
-                        .errors
-                        .push(e.with_context(format!("reconcile route {r} in {ns}")));
+                    report.fail(
+                        Some(i),
+                        e.with_context(format!("reconcile route {r} in {ns}")),
+                    );
                 }
             }
         }
@@ -517,13 +518,17 @@ impl<'a> Routes<'a> {
             if later.0 != earlier.0 {
                 return false;
             }
-            report.errors.push(Error::invalid(
-                format!("reconcile routes in {ns}"),
-                format!(
-                    "two desired routes for {} metric {}",
-                    later.0 .0, later.0 .1
+            // About the earlier one, which is dropped.
+            report.fail(
+                Some(earlier.1 as usize),
+                Error::invalid(
+                    format!("reconcile routes in {ns}"),
+                    format!(
+                        "two desired routes for {} metric {}",
+                        later.0 .0, later.0 .1
+                    ),
                 ),
-            ));
+            );
             earlier.1 = later.1;
             true
         });
@@ -595,7 +600,10 @@ impl<'a> Routes<'a> {
         report.unchanged = unchanged;
         // Deletes first, so a moved route never collides with its old self;
         // then replacements; then the missing ones, in the order asked for.
+        // `items[k]`: the desired index of `ops[k]` (none for a delete).
+        let mut items: Vec<Option<usize>> = vec![None; stale.len()];
         let mut ops: Vec<RouteOp> = stale.into_iter().map(RouteOp::Delete).collect();
+        items.extend(replace.iter().map(|&i| Some(i as usize)));
         ops.extend(
             replace
                 .into_iter()
@@ -607,6 +615,7 @@ impl<'a> Routes<'a> {
             .filter(|&i| !seen[i as usize])
             .collect();
         missing.sort_unstable();
+        items.extend(missing.iter().map(|&i| Some(i as usize)));
         ops.extend(
             missing
                 .into_iter()
@@ -616,9 +625,9 @@ impl<'a> Routes<'a> {
             return Ok(report);
         }
         let results = self.batch_with(&ops, &names, true);
-        for (op, r) in ops.iter().zip(results) {
+        for ((op, item), r) in ops.iter().zip(items).zip(results) {
             match (op, r) {
-                (_, Err(e)) => report.errors.push(e),
+                (_, Err(e)) => report.fail(item, e),
                 (RouteOp::Add(_), Ok(())) => report.added += 1,
                 (RouteOp::Replace(_), Ok(())) => report.replaced += 1,
                 (RouteOp::Delete(_), Ok(())) => report.deleted += 1,

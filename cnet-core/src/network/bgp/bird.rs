@@ -5,7 +5,9 @@
 //!
 //! ```text
 //!   Bird::start(host, DIR, cfg)
-//!     ipip modes: the node's tunnel device (Node::reconcile_peers(IpIp, []))
+//!     ipip modes: the node's tunnel device, nothing else (no route, no
+//!                 other device of the node's is touched)
+//!     DIR (made 0755 if missing, with its parents)
 //!     DIR/bird.conf ◀── cfg.render()      `bird -p -c` checks it first
 //!     nsenter --net=NS bird -f -c DIR/bird.conf -s DIR/bird.ctl -P DIR/bird.pid  2> DIR/bird.log
 //!     wait until DIR/bird.ctl answers ─▶ Bird
@@ -27,7 +29,7 @@ use super::config::BgpConfig;
 use super::control::{Control, SessionStatus};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::network::node::{Backend, IpIpConfig, Node, NodeConfig};
+use crate::network::node::{IpIpConfig, Node, NodeConfig};
 
 /// The BIRD binary (Debian package `bird2`), looked up in `PATH`.
 pub const BIRD_BIN: &str = "bird";
@@ -48,14 +50,17 @@ pub struct Bird {
 
 impl Bird {
     /// Start BIRD for `cfg` in the namespace of `host`, with its files in
-    /// `dir` (which must exist and belong to this BIRD alone): writes
+    /// `dir` (made with its parents, mode 0755, if missing, as a daemon's
+    /// run directory; it belongs to this BIRD alone): writes
     /// `bird.conf`, checks it with `bird -p`, starts `bird -f` and waits
     /// until its control socket `bird.ctl` answers. BIRD's log goes to
     /// `bird.log`.
     ///
     /// For [`super::BgpMode::IpIp`] and [`super::BgpMode::CrossSubnet`] the
-    /// node's IP-in-IP device is ensured first: `Unsupported` ("Unknown
-    /// device type") where the kernel has no ipip, and nothing is started.
+    /// node's IP-in-IP device is ensured first, and nothing else of the
+    /// node's (its protocol-119 routes, its VXLAN or WireGuard device) is
+    /// touched: `Unsupported` ("Unknown device type") where the kernel has
+    /// no ipip, and nothing is started.
     /// Equivalent to `ip netns exec NS bird -f -c DIR/bird.conf -s
     /// DIR/bird.ctl -P DIR/bird.pid`.
     pub fn start(host: &Handle, dir: impl AsRef<Path>, cfg: &BgpConfig) -> Result<Bird> {
@@ -71,13 +76,14 @@ impl Bird {
                 cfg.underlay_ip,
             );
             nc.ipip_dev = cfg.tunnel_dev.clone();
-            // The node's reconcile with no peers: the tunnel device and
-            // nothing else (it owns protocol 119, never BIRD's routes).
-            let _device_made = Node::new(host, nc)?
-                .reconcile_peers(&Backend::IpIp(IpIpConfig::default()), &[])
-                .and_then(|r| r.into_result())
+            // The tunnel device and nothing else: a reconcile (even with
+            // no peers) would delete the node's routes and other devices.
+            let _device_made = Node::new(host, nc)
+                .and_then(|n| n.ensure_ipip_only(&IpIpConfig::default()))
                 .map_err(|e| e.with_context(&ctx))?;
         }
+        create_run_dir(&dir)
+            .map_err(|e| Error::io(format!("{ctx}: create directory {}", dir.display()), e))?;
         write_checked(&dir, &text, &ctx)?;
         let log = File::create(dir.join("bird.log"))
             .map_err(|e| Error::io(format!("{ctx}: create bird.log"), e))?;
@@ -284,6 +290,16 @@ impl Drop for Bird {
     fn drop(&mut self) {
         self.kill_now();
     }
+}
+
+/// `dir` and its missing parents, mode 0755 (before the umask), as a
+/// daemon's run directory (`/run/cnet/bird`); fine if it exists.
+fn create_run_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 /// Write `text` to DIR/bird.conf.new, check it with `bird -p`, rename it

@@ -104,7 +104,23 @@ struct Desired {
     neighbours: Vec<Neighbour>,
     fdb: Vec<FdbEntry>,
     routes: Vec<Route>,
+    /// The peer ([`Placed::idx`]) of each entry of the list of that name.
+    neighbour_peers: Vec<usize>,
+    fdb_peers: Vec<usize>,
+    route_peers: Vec<usize>,
 }
+
+impl Desired {
+    /// Route `r` for placed peer `p`.
+    fn route(&mut self, p: &Placed<'_>, r: Route) {
+        self.routes.push(r);
+        self.route_peers.push(p.idx);
+    }
+}
+
+/// Failures of batch items, each with the peer ([`Placed::idx`]) whose
+/// entry it was (`None`: no peer's, e.g. a stale entry's deletion).
+type PeerErrors = Vec<(Option<usize>, Error)>;
 
 impl<'h> Node<'h> {
     /// A node working through `h` (a handle in the host's namespace).
@@ -202,6 +218,22 @@ impl<'h> Node<'h> {
         self.reconcile(&Backend::HostGw, &[], Vec::new(), None)
     }
 
+    /// The node's IP-in-IP device as the ipip backend makes it (MTU from
+    /// the underlay's, its only address the node's tunnel address) and
+    /// nothing else: no route, neighbour, FDB entry or other device is
+    /// touched. For BGP's tunnel modes, where BIRD, not the node, programs
+    /// the routes through it. Returns what it created or changed.
+    pub(crate) fn ensure_ipip_only(&self, c: &IpIpConfig) -> Result<Vec<DeviceChange>> {
+        let underlay = self
+            .h
+            .links()
+            .get(&self.cfg.underlay_dev)
+            .context(self.ctx())?;
+        let mut report = PeerReport::default();
+        self.ensure_ipip(c, &underlay, &mut report)?;
+        Ok(report.devices)
+    }
+
     /// The full reconcile. With `track`, what it programmed (devices and
     /// each placed peer's entries) is written there for drift repair.
     fn reconcile(
@@ -294,7 +326,7 @@ impl<'h> Node<'h> {
                     });
                 }
             }
-            report.errors = errors;
+            report.errors = errors.into_iter().map(|(_, e)| e).collect();
         }
         report.peers = placed
             .iter()
@@ -693,7 +725,7 @@ impl<'h> Node<'h> {
             match (p.path, devs.vx, devs.ipip) {
                 (PeerPath::WireGuard, _, _) => {
                     if let Some((wg, _)) = &devs.wg {
-                        d.routes.push(route.dev(*wg));
+                        d.route(p, route.dev(*wg));
                     }
                 }
                 (PeerPath::Direct, _, _) => {
@@ -701,18 +733,20 @@ impl<'h> Node<'h> {
                     if let Some(i) = p.oif {
                         r = r.dev(i);
                     }
-                    d.routes.push(r);
+                    d.route(p, r);
                 }
                 (PeerPath::Vxlan, Some(vx), _) => {
                     // check_macs placed only peers with a MAC here.
                     let Some(mac) = peer.vtep_mac else { continue };
                     d.neighbours.push(Neighbour::new(vx, peer.vtep_ip(), mac));
+                    d.neighbour_peers.push(p.idx);
                     d.fdb
                         .push(FdbEntry::new(mac, vx).dst(peer.underlay).on_self());
-                    d.routes.push(route.via(peer.vtep_ip()).dev(vx).onlink());
+                    d.fdb_peers.push(p.idx);
+                    d.route(p, route.via(peer.vtep_ip()).dev(vx).onlink());
                 }
                 (PeerPath::IpIp, _, Some(tun)) => {
-                    d.routes.push(route.via(peer.underlay).dev(tun).onlink())
+                    d.route(p, route.via(peer.underlay).dev(tun).onlink())
                 }
                 _ => {}
             }
@@ -726,13 +760,13 @@ impl<'h> Node<'h> {
 
     /// Neighbours, then FDB entries, then routes (a route never points at
     /// a peer VTEP the kernel cannot resolve yet). Returns the per-item
-    /// failures.
+    /// failures, each with its peer.
     fn apply(
         &self,
         devs: &Devs,
         placed: &[Placed<'_>],
         report: &mut PeerReport,
-    ) -> Result<Vec<Error>> {
+    ) -> Result<PeerErrors> {
         let ctx = self.ctx();
         let d = self.desired(devs, placed);
         let mut errors = Vec::new();
@@ -746,16 +780,16 @@ impl<'h> Node<'h> {
                 .neighbours()
                 .reconcile(vx, &d.neighbours)
                 .context(&ctx)?;
-            report.neighbours.absorb(r, &mut errors);
+            report.neighbours.absorb(r, &d.neighbour_peers, &mut errors);
             let r = self.h.fdb().reconcile(vx, &d.fdb).context(&ctx)?;
-            report.fdb.absorb(r, &mut errors);
+            report.fdb.absorb(r, &d.fdb_peers, &mut errors);
         }
         let r = self
             .h
             .routes()
             .reconcile(&self.owner(), &d.routes)
             .context(&ctx)?;
-        report.routes.absorb(r, &mut errors);
+        report.routes.absorb(r, &d.route_peers, &mut errors);
         Ok(errors)
     }
 
@@ -839,18 +873,12 @@ fn same_wg_peer(have: &WgPeer, want: &WgPeer) -> bool {
         && have.persistent_keepalive == want.persistent_keepalive
 }
 
-/// The kernel error (of a failed batch item) that names peer `p`'s entries.
-fn take_error_of(errors: &mut Vec<Error>, p: &Placed<'_>) -> Option<Error> {
-    let keys = [
-        Some(format!("{} ", p.peer.subnet)),
-        Some(format!("{} ", p.peer.vtep_ip())),
-        p.peer.vtep_mac.map(|m| m.to_string()),
-    ];
-    let i = errors.iter().position(|e| {
-        let s = format!("{e} ");
-        keys.iter().flatten().any(|k| s.contains(k.as_str()))
-    })?;
-    Some(errors.remove(i))
+/// The first kernel error of a failed batch item of peer `p`'s entries,
+/// taken out of `errors` (matched by the peer's index, which each batch
+/// item carries: never by the message's text).
+fn take_error_of(errors: &mut PeerErrors, p: &Placed<'_>) -> Option<Error> {
+    let i = errors.iter().position(|(peer, _)| *peer == Some(p.idx))?;
+    Some(errors.remove(i).1)
 }
 
 fn off_segment(p: &Peer, l: &crate::route::RouteLookup) -> Error {
@@ -867,5 +895,44 @@ fn off_segment(p: &Peer, l: &crate::route::RouteLookup) -> Error {
              backend, or cross-subnet (direct routes on the segment, encapsulation beyond it)",
             p.underlay
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, subnet: &str, underlay: &str) -> Peer {
+        Peer::new(name, subnet.parse().unwrap(), underlay.parse().unwrap())
+    }
+
+    #[test]
+    fn batch_errors_go_to_their_peer_by_index_not_by_text() {
+        // "10.244.1.0/24 " is inside "110.244.1.0/24 ": only the peer whose
+        // entry failed gets the error.
+        let a = peer("a", "10.244.1.0/24", "192.0.2.11");
+        let b = peer("b", "110.244.1.0/24", "192.0.2.12");
+        let placed = |idx, peer| Placed {
+            idx,
+            peer,
+            path: PeerPath::Direct,
+            oif: None,
+        };
+        let (pa, pb) = (placed(0, &a), placed(1, &b));
+        let mut errors: PeerErrors = vec![
+            (
+                Some(1),
+                Error::invalid("add route 110.244.1.0/24 in ns1", "File exists"),
+            ),
+            (
+                None,
+                Error::invalid("delete route 10.244.1.0/24 metric 5 in ns1", "gone"),
+            ),
+        ];
+        assert!(take_error_of(&mut errors, &pa).is_none());
+        let e = take_error_of(&mut errors, &pb).expect("b's error");
+        assert!(e.to_string().contains("110.244.1.0/24"), "{e}");
+        assert!(take_error_of(&mut errors, &pb).is_none());
+        assert_eq!(errors.len(), 1, "the stale entry's error stays");
     }
 }

@@ -203,13 +203,24 @@ impl DriftRepair {
         node.reconcile(backend, &peers, failed, Some(&mut self.p))
     }
 
-    /// Full reconcile with the last backend and peers.
+    /// Full reconcile with the last backend and peers. The peers stay
+    /// remembered when it fails (the underlay gone for a moment, a dump
+    /// refused): the next full reconcile programs them again instead of
+    /// running with none, which would delete every peer's entries.
     fn full(&mut self, node: &Node<'_>, reason: String) -> Result<Option<Repair>> {
         let Some(backend) = self.p.backend.clone() else {
             return Ok(None);
         };
+        // Moved out for the call (which records into `self.p`), put back
+        // on failure; on success `record` has stored them again.
         let peers = std::mem::take(&mut self.p.peers);
-        let report = node.reconcile(&backend, &peers, Vec::new(), Some(&mut self.p))?;
+        let report = match node.reconcile(&backend, &peers, Vec::new(), Some(&mut self.p)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.p.peers = peers;
+                return Err(e);
+            }
+        };
         Ok(Some(Repair::Full {
             reason,
             report: Box::new(report),

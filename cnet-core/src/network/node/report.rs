@@ -37,13 +37,24 @@ impl Changes {
         self.added == 0 && self.replaced == 0 && self.deleted == 0
     }
 
-    /// Take the counts of a reconcile and move its errors to `errors`.
-    pub(crate) fn absorb(&mut self, r: ReconcileReport, errors: &mut Vec<Error>) {
+    /// Take the counts of a reconcile and move its errors to `errors`,
+    /// each with the peer it is about: `peers[i]` is the peer of the
+    /// reconcile's desired entry `i` (`None`: about no peer's entry).
+    pub(crate) fn absorb(
+        &mut self,
+        r: ReconcileReport,
+        peers: &[usize],
+        errors: &mut Vec<(Option<usize>, Error)>,
+    ) {
         self.added += r.added;
         self.replaced += r.replaced;
         self.deleted += r.deleted;
-        self.unchanged = r.unchanged;
-        errors.extend(r.errors);
+        self.unchanged += r.unchanged;
+        errors.extend(
+            r.item_errors()
+                .into_iter()
+                .map(|(item, e)| (item.and_then(|i| peers.get(i).copied()), e)),
+        );
     }
 }
 
@@ -180,6 +191,52 @@ impl PeerReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorb_adds_every_count_unchanged_too() {
+        let mut c = Changes::default();
+        let mut errors = Vec::new();
+        for (added, replaced, deleted, unchanged) in [(1, 2, 3, 4), (10, 20, 30, 40)] {
+            let mut r = ReconcileReport::new("routes");
+            r.added = added;
+            r.replaced = replaced;
+            r.deleted = deleted;
+            r.unchanged = unchanged;
+            c.absorb(r, &[], &mut errors);
+        }
+        assert_eq!(
+            c,
+            Changes {
+                added: 11,
+                replaced: 22,
+                deleted: 33,
+                unchanged: 44,
+            }
+        );
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn absorb_pins_each_error_to_the_peer_of_its_item() {
+        let mut r = ReconcileReport::new("routes");
+        r.fail(Some(1), Error::invalid("route 110.244.1.0/24", "refused"));
+        r.fail(None, Error::invalid("delete stale route", "refused"));
+        r.fail(Some(0), Error::invalid("route 10.244.1.0/24", "refused"));
+        let mut errors = Vec::new();
+        Changes::default().absorb(r, &[7, 9], &mut errors);
+        let got: Vec<(Option<usize>, String)> = errors
+            .iter()
+            .map(|(p, e)| (*p, e.to_string().split(':').next().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(9), "route 110.244.1.0/24".to_string()),
+                (None, "delete stale route".to_string()),
+                (Some(7), "route 10.244.1.0/24".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn into_result_keeps_the_first_variant_and_lists_all() {
