@@ -1619,11 +1619,16 @@ cnet_result cnet_netns_create(const char *name, cnet_netns **out, cnet_error **e
 cnet_result cnet_netns_open(const char *name, cnet_netns **out, cnet_error **err);
 
 // Open a namespace by path (`/proc/4242/ns/net`, `/var/run/netns/x`):
-// what CNI passes as CNI_NETNS. A path that is not a network namespace is
-// `CNET_INVALID_ARGUMENT`.
+// what CNI passes as CNI_NETNS. `CNET_NOT_FOUND` if the path is missing,
+// or is an empty file with no namespace mounted on it (the mount point of
+// a deleted namespace); `CNET_INVALID_ARGUMENT`, the message saying what
+// it is, for anything else that is not a network namespace (another kind
+// of namespace such as /proc/self/ns/mnt, a regular file, a directory, a
+// FIFO, a device). Never blocks on a FIFO.
 cnet_result cnet_netns_open_path(const char *path, cnet_netns **out, cnet_error **err);
 
 // Open the namespace of process `pid` (`/proc/PID/ns/net`).
+// `CNET_NOT_FOUND` if there is no such process.
 cnet_result cnet_netns_open_pid(uint32_t pid, cnet_netns **out, cnet_error **err);
 
 // Delete the named namespace (`ip netns del NAME`). Succeeds when it is

@@ -771,3 +771,57 @@ fn new_link_kinds_enums_parents_and_missing_kernel_support() {
         cnet_error_free(err);
     }
 }
+
+/// cnet_netns_open_path / _open_pid / _open / _create / _label: each code
+/// the header promises, provoked. Opening needs no privilege; creating does.
+#[test]
+fn netns_codes_as_documented() {
+    let dir = std::env::temp_dir().join(format!("cnet-ffi-nspath-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("file"), b"not a namespace").unwrap();
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    let path = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+    let open_path = |p: &CStr| fails(|e| cnet_netns_open_path(p.as_ptr(), &mut null_mut(), e));
+
+    // Not a network namespace: CNET_INVALID_ARGUMENT saying what it is.
+    let (rc, m) = open_path(c"/proc/self/ns/mnt");
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(
+        m.contains("a mnt namespace, not a network namespace"),
+        "{m}"
+    );
+    let (rc, m) = open_path(&path(&dir.join("file")));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("a regular file"), "{m}");
+    let (rc, m) = open_path(&path(&dir));
+    assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
+    assert!(m.contains("a directory"), "{m}");
+    // Missing, or a mount point with nothing mounted: CNET_NOT_FOUND.
+    let (rc, m) = open_path(&path(&dir.join("missing")));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    let (rc, m) = open_path(&path(&dir.join("empty")));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    assert!(m.contains("empty file"), "{m}");
+    let mut ns = null_mut();
+    assert_eq!(
+        cnet_netns_open_path(c"/proc/self/ns/net".as_ptr(), &mut ns, null_mut()),
+        CNET_OK
+    );
+    cnet_netns_free(ns);
+    let (rc, m) = fails(|e| cnet_netns_open_pid(u32::MAX - 1, &mut null_mut(), e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    let (rc, m) = fails(|e| cnet_netns_open(c"cn-ffi-no-such-ns".as_ptr(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    if !is_root() {
+        eprintln!("SKIPPED (create, label): needs root (namespaces)");
+        return;
+    }
+    let ns = netns("p");
+    let name = CString::new(ns.0.clone()).unwrap();
+    let (rc, m) = fails(|e| cnet_netns_create(name.as_ptr(), &mut null_mut(), e));
+    assert_eq!(rc, CNET_ALREADY_EXISTS, "{m}");
+    let mut lbl = [0 as c_char; 4];
+    let (rc, m) = fails(|e| cnet_netns_label(ns.1, lbl.as_mut_ptr(), lbl.len(), e));
+    assert_eq!(rc, CNET_BUFFER_TOO_SHORT, "{m}");
+}
