@@ -93,8 +93,9 @@ typedef struct cnet_leases cnet_leases;
 // shared between threads.
 typedef struct cnet_netns cnet_netns;
 
-// A node: the host namespace (through a handle it keeps alive) and its
-// configuration. May be shared between threads.
+// A node: the host namespace (through a handle it keeps alive), its
+// configuration, and what it keeps between calls (the WireGuard socket).
+// May be shared between threads.
 typedef struct cnet_node cnet_node;
 
 // Container addresses of one node subnet. May be shared between threads

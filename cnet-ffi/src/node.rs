@@ -13,7 +13,7 @@ use cnet_core::network::{
     WireGuardConfig,
 };
 use cnet_core::wireguard::PublicKey;
-use cnet_core::{Error, Handle, IpNet};
+use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
     cnet_error, cnet_result, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt, slice,
@@ -24,13 +24,19 @@ use crate::ns::cnet_handle;
 use crate::out::{boxed, free_box};
 use crate::route::cnet_reconcile_counts;
 
-/// A node: the host namespace (through a handle it keeps alive) and its
-/// configuration. May be shared between threads.
+/// A node: the host namespace (through a handle it keeps alive), its
+/// configuration, and what it keeps between calls (the WireGuard socket).
+/// May be shared between threads.
 #[derive(Debug)]
 pub struct cnet_node {
-    h: Arc<Handle>,
-    cfg: NodeConfig,
+    node: Node<'static>,
 }
+
+// "May be shared between threads": a node holds no thread-bound state.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<cnet_node>();
+};
 
 /// A node's configuration. NULL / zero fields take the defaults.
 #[repr(C)]
@@ -255,14 +261,8 @@ pub extern "C" fn cnet_node_new(
             cfg.route_protocol = c.route_protocol;
         }
         let out = out_ptr(out, "out")?;
-        Node::new(&h.h, cfg.clone())?;
-        boxed(
-            out,
-            cnet_node {
-                h: Arc::clone(&h.h),
-                cfg,
-            },
-        );
+        let node = Node::shared(Arc::clone(&h.h), cfg)?;
+        boxed(out, cnet_node { node });
         Ok(())
     })
 }
@@ -304,8 +304,7 @@ pub extern "C" fn cnet_node_reconcile_peers(
                 Ok(peer)
             })
             .collect::<Res<Vec<_>>>()?;
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        let r = node.reconcile_peers(&b, &peers)?.into_result()?;
+        let r = n.node.reconcile_peers(&b, &peers)?.into_result()?;
         write_report(report, &r)
     })
 }
@@ -324,8 +323,7 @@ pub extern "C" fn cnet_node_reconcile_leases(
         let n = obj(node, "node")?;
         let b = backend_of(backend)?;
         let all = list_leases(obj(leases, "leases")?)?;
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        let r = node.reconcile_leases(&b, &all)?.into_result()?;
+        let r = n.node.reconcile_leases(&b, &all)?.into_result()?;
         write_report(report, &r)
     })
 }
@@ -340,8 +338,7 @@ pub extern "C" fn cnet_node_teardown(
 ) -> cnet_result {
     guard(err, || {
         let n = obj(node, "node")?;
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        let r = node.teardown()?.into_result()?;
+        let r = n.node.teardown()?.into_result()?;
         write_report(report, &r)
     })
 }
@@ -377,8 +374,7 @@ pub extern "C" fn cnet_node_wireguard_public_key(
             )
             .into());
         };
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        write_str(buf, len, &node.wireguard_public_key(&c)?.to_base64())
+        write_str(buf, len, &n.node.wireguard_public_key(&c)?.to_base64())
     })
 }
 
