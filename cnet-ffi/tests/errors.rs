@@ -119,6 +119,7 @@ fn frees_of_null_do_nothing() {
     cnet_alloc_free(null_mut());
     cnet_alloc_array_free(null_mut());
     cnet_node_free(null_mut());
+    cnet_peer_report_free(null_mut());
     cnet::cnet_string_free(null_mut());
 }
 
@@ -300,12 +301,15 @@ fn wireguard_backend_keys_enums_and_missing_kernel_support() {
     // With a good key: programmed where the kernel has wireguard, the
     // kernel's words where it has not, and nothing left behind then.
     peer.wireguard_key = key.as_ptr();
-    let mut rep = cnet_peer_report::default();
+    let mut rep: *mut cnet_peer_report = null_mut();
     let mut err = null_mut();
     let rc = cnet_node_reconcile_peers(node, &wg, &peer, 1, &mut rep, &mut err);
     if rc == CNET_OK {
-        assert_eq!(rep.wireguard, 1);
-        assert_eq!(rep.wireguard_peers.added, 1);
+        // SAFETY: a live report, written on success.
+        let r = unsafe { &*rep };
+        assert_eq!(r.wireguard, 1);
+        assert_eq!(r.wireguard_peers.added, 1);
+        assert_eq!((r.outcomes_len, r.failed), (1, 0));
     } else {
         // SAFETY: a live error.
         let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
@@ -319,7 +323,8 @@ fn wireguard_backend_keys_enums_and_missing_kernel_support() {
         );
     }
     cnet_error_free(err);
-    assert_eq!(cnet_node_teardown(node, &mut rep, null_mut()), CNET_OK);
+    cnet_peer_report_free(rep);
+    assert_eq!(cnet_node_teardown(node, null_mut(), null_mut()), CNET_OK);
     cnet_node_free(node);
     std::fs::remove_dir_all(dir).ok();
 }

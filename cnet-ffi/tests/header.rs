@@ -16,7 +16,8 @@ const PREAMBLE: &str = "\
  *   object (message, errno, the kernel's extended-ACK text) that the
  *   caller frees with cnet_error_free; on success *err is set to NULL.
  *   There is no thread-local \"last error\".
- * - Out-parameters are written only on success.
+ * - Out-parameters are written only on success, and with CNET_PARTIAL
+ *   where a function says so (to tell what was applied and what failed).
  * - Every object made by libcnet has a _free function; _free(NULL) does
  *   nothing. Lists are owned arrays { items, len } with their own _free.
  * - Strings are NUL-terminated UTF-8 (invalid UTF-8 is CNET_INVALID_UTF8).
