@@ -9,7 +9,8 @@
  *   object (message, errno, the kernel's extended-ACK text) that the
  *   caller frees with cnet_error_free; on success *err is set to NULL.
  *   There is no thread-local "last error".
- * - Out-parameters are written only on success.
+ * - Out-parameters are written only on success, and with CNET_PARTIAL
+ *   where a function says so (to tell what was applied and what failed).
  * - Every object made by libcnet has a _free function; _free(NULL) does
  *   nothing. Lists are owned arrays { items, len } with their own _free.
  * - Strings are NUL-terminated UTF-8 (invalid UTF-8 is CNET_INVALID_UTF8).
@@ -93,8 +94,9 @@ typedef struct cnet_leases cnet_leases;
 // shared between threads.
 typedef struct cnet_netns cnet_netns;
 
-// A node: the host namespace (through a handle it keeps alive) and its
-// configuration. May be shared between threads.
+// A node: the host namespace (through a handle it keeps alive), its
+// configuration, and what it keeps between calls (the WireGuard socket).
+// May be shared between threads.
 typedef struct cnet_node cnet_node;
 
 // Container addresses of one node subnet. May be shared between threads
@@ -701,7 +703,27 @@ typedef struct {
   const char *wireguard_key;
 } cnet_peer;
 
-// What a peer reconcile did.
+// How a peer is reached, or that it is not (`cnet_peer_outcome.path`).
+typedef uint32_t cnet_peer_path;
+
+// One peer's outcome in a `cnet_peer_report`.
+typedef struct {
+  // The peer's name (for a lease, its node's name); NULL for a failure
+  // that concerns no one peer (a device, a dump).
+  const char *name;
+  // How it is reached now, or `CNET_PEER_FAILED`.
+  cnet_peer_path path;
+  // `CNET_OK` when programmed; else the failure's own code
+  // (`CNET_CONFLICT` for an off-segment host-gw peer or an overlapping
+  // subnet, `CNET_INVALID_ARGUMENT` for a missing VTEP MAC, …).
+  cnet_result code;
+  // Why it failed, for people (names the peer, says what to do); NULL
+  // when programmed.
+  const char *message;
+} cnet_peer_outcome;
+
+// What a peer reconcile (or teardown) did: counts, and every peer's
+// outcome. Owned by libcnet: free with `cnet_peer_report_free`.
 typedef struct {
   // Peers reached by a direct route.
   size_t direct;
@@ -721,6 +743,13 @@ typedef struct {
   size_t wireguard;
   // WireGuard peers on the WireGuard device.
   cnet_reconcile_counts wireguard_peers;
+  // Every outcome: the peers programmed (in the order given), then the
+  // failures.
+  const cnet_peer_outcome *outcomes;
+  // How many entries `outcomes` has.
+  size_t outcomes_len;
+  // How many of them failed (`path` is `CNET_PEER_FAILED`).
+  size_t failed;
 } cnet_peer_report;
 
 // A route to program, `ip route add [TYPE] DST [via GW] [dev DEV]
@@ -1142,6 +1171,21 @@ typedef struct {
 // WireGuard: one encrypted device, a WireGuard peer and a route per peer
 // (each peer needs its `wireguard_key`).
 #define CNET_BACKEND_WIREGUARD 6
+
+// Not programmed: `code` and `message` say why; none of its entries is left.
+#define CNET_PEER_FAILED 0
+
+// A direct route via its underlay address.
+#define CNET_PEER_DIRECT 1
+
+// Through the VXLAN device.
+#define CNET_PEER_VXLAN 2
+
+// Through the IP-in-IP device.
+#define CNET_PEER_IPIP 3
+
+// Through the WireGuard device.
+#define CNET_PEER_WIREGUARD 4
 
 // `ip route add` (fails on an existing route).
 #define CNET_ROUTE_ADD 1
@@ -1573,27 +1617,35 @@ cnet_result cnet_node_new(const cnet_handle *h,
 // Program exactly the `len` `peers` with `backend` (devices, routes,
 // neighbours, FDB entries), removing what belonged to peers no longer
 // listed; switching backend in place is allowed. A peer that cannot be
-// programmed is rolled back and the call returns its error (the message
-// lists every failed peer) while the others stay programmed. `report`
-// (may be NULL) is written on success.
+// programmed (off its segment for host-gw, an overlapping subnet, a
+// kernel refusal) is rolled back while the others are programmed: the
+// call returns `CNET_PARTIAL`, its error listing every failure. `*report`
+// (may be NULL; free with `cnet_peer_report_free`) is written on
+// `CNET_OK` and on `CNET_PARTIAL`: which peers are programmed and how,
+// which failed with their own code and message. An invalid argument
+// (a peer's subnet, key, …) fails the whole call before anything changes.
 cnet_result cnet_node_reconcile_peers(const cnet_node *node,
                                       const cnet_backend *backend,
                                       const cnet_peer *peers,
                                       size_t len,
-                                      cnet_peer_report *report,
+                                      cnet_peer_report **report,
                                       cnet_error **err);
 
 // Like `cnet_node_reconcile_peers` with every other node's lease in
-// `leases` as the peer set (the node agent's loop: list, reconcile).
+// `leases` as the peer set (the node agent's loop: list, reconcile); a
+// lease that makes no peer (no underlay address, a bad key) is one more
+// failure of the `CNET_PARTIAL` report, under its node's name.
 cnet_result cnet_node_reconcile_leases(const cnet_node *node,
                                        const cnet_backend *backend,
                                        const cnet_leases *leases,
-                                       cnet_peer_report *report,
+                                       cnet_peer_report **report,
                                        cnet_error **err);
 
-// Remove everything the node programmed (peer routes, VXLAN and IP-in-IP
-// devices); what is already gone is fine.
-cnet_result cnet_node_teardown(const cnet_node *node, cnet_peer_report *report, cnet_error **err);
+// Remove everything the node programmed (peer routes, VXLAN, IP-in-IP and
+// WireGuard devices); what is already gone is fine. What could not be
+// removed is `CNET_PARTIAL`; `*report` (may be NULL; free with
+// `cnet_peer_report_free`) is written on `CNET_OK` and on `CNET_PARTIAL`.
+cnet_result cnet_node_teardown(const cnet_node *node, cnet_peer_report **report, cnet_error **err);
 
 // The node's WireGuard public key for `backend` (which must be
 // `CNET_BACKEND_WIREGUARD`), in base64 (44 characters and a NUL) into
@@ -1608,6 +1660,9 @@ cnet_result cnet_node_wireguard_public_key(const cnet_node *node,
                                            size_t len,
                                            cnet_error **err);
 
+// Free a peer report. `cnet_peer_report_free(NULL)` does nothing.
+void cnet_peer_report_free(cnet_peer_report *r);
+
 // Free a node (what it programmed stays). `cnet_node_free(NULL)` does nothing.
 void cnet_node_free(cnet_node *n);
 
@@ -1619,11 +1674,16 @@ cnet_result cnet_netns_create(const char *name, cnet_netns **out, cnet_error **e
 cnet_result cnet_netns_open(const char *name, cnet_netns **out, cnet_error **err);
 
 // Open a namespace by path (`/proc/4242/ns/net`, `/var/run/netns/x`):
-// what CNI passes as CNI_NETNS. A path that is not a network namespace is
-// `CNET_INVALID_ARGUMENT`.
+// what CNI passes as CNI_NETNS. `CNET_NOT_FOUND` if the path is missing,
+// or is an empty file with no namespace mounted on it (the mount point of
+// a deleted namespace); `CNET_INVALID_ARGUMENT`, the message saying what
+// it is, for anything else that is not a network namespace (another kind
+// of namespace such as /proc/self/ns/mnt, a regular file, a directory, a
+// FIFO, a device). Never blocks on a FIFO.
 cnet_result cnet_netns_open_path(const char *path, cnet_netns **out, cnet_error **err);
 
 // Open the namespace of process `pid` (`/proc/PID/ns/net`).
+// `CNET_NOT_FOUND` if there is no such process.
 cnet_result cnet_netns_open_pid(uint32_t pid, cnet_netns **out, cnet_error **err);
 
 // Delete the named namespace (`ip netns del NAME`). Succeeds when it is

@@ -134,20 +134,11 @@ impl NetNs {
     }
 
     fn open_path_named(path: &Path, name: Option<String>) -> Result<NetNs> {
-        let ctx = || match &name {
-            Some(n) => format!("open namespace {n}"),
+        let ctx = match &name {
+            Some(n) => format!("open namespace {n} ({})", path.display()),
             None => format!("open namespace {}", path.display()),
         };
-        let file = File::open(path).map_err(|e| io_to_error(ctx(), e))?;
-        // A file under /run/netns that is not (yet) a bind mount is an empty
-        // regular file: not a namespace.
-        let fd: OwnedFd = file.into();
-        if !is_netns_fd(fd.as_fd()) {
-            return Err(Error::NotFound {
-                context: format!("{}: not a network namespace", ctx()),
-                kernel: None,
-            });
-        }
+        let fd = open_netns_file(path).map_err(|e| e.with_context(ctx))?;
         Ok(NetNs {
             inner: Arc::new(Inner {
                 fd,
@@ -308,12 +299,89 @@ impl AsRawFd for NetNs {
     }
 }
 
-fn is_netns_fd(fd: BorrowedFd<'_>) -> bool {
+/// Open `path` if it is a network namespace file (an nsfs inode of type
+/// `net`), without blocking and without opening devices:
+/// - missing, or an empty file with nothing mounted on it (the mount point
+///   of a namespace that was deleted, or whose creation did not finish):
+///   `NotFound` — the namespace is gone, which CNI `DEL` must accept;
+/// - anything else that is not a network namespace (another kind of
+///   namespace, a file with content, a directory, a FIFO, a socket, a
+///   device): `InvalidArgument` saying what it is.
+fn open_netns_file(path: &Path) -> Result<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let not_netns = |what: &str| {
+        Error::invalid(
+            "",
+            format!(
+                "{what}, not a network namespace \
+                 (give /proc/PID/ns/net, /run/netns/NAME or another bind mount of one)"
+            ),
+        )
+    };
+    // stat(2) opens nothing: a FIFO (whose open would wait for a writer),
+    // a socket or a device is refused before anything acts on it.
+    let meta = std::fs::metadata(path).map_err(|e| io_to_error("", e))?;
+    let ft = meta.file_type();
+    for (is, what) in [
+        (ft.is_dir(), "a directory"),
+        (ft.is_fifo(), "a FIFO (named pipe)"),
+        (ft.is_socket(), "a socket"),
+        (ft.is_char_device() || ft.is_block_device(), "a device"),
+    ] {
+        if is {
+            return Err(not_netns(what));
+        }
+    }
+    // O_NONBLOCK and O_NOCTTY: should the path have become a FIFO or a
+    // terminal since the stat, the open neither waits nor adopts it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| io_to_error("", e))?;
+    let meta = file.metadata().map_err(|e| Error::io("fstat", e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_netns("not a regular file"));
+    }
+    let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| Error::io("fstatfs", e.into()))?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        if meta.len() == 0 {
+            return Err(Error::NotFound {
+                context: "an empty file with no namespace mounted on it \
+                          (the namespace was deleted, or its creation did not finish)"
+                    .into(),
+                kernel: None,
+            });
+        }
+        return Err(not_netns("a regular file"));
+    }
+    match ns_type(file.as_fd()) {
+        libc::CLONE_NEWNET => Ok(file.into()),
+        t => Err(not_netns(&format!("a {} namespace", ns_kind(t)))),
+    }
+}
+
+/// The kind of namespace behind an nsfs fd (`CLONE_NEW*`), or -1.
+fn ns_type(fd: BorrowedFd<'_>) -> libc::c_int {
     // NS_GET_NSTYPE = _IO(0xb7, 0x3)
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-    // SAFETY: the ioctl takes no argument and only reads the fd's type.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
-    r == libc::CLONE_NEWNET
+    // SAFETY: `fd` is open for the whole call; the ioctl takes no argument
+    // and only reports the type of the namespace behind the fd.
+    unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) }
+}
+
+/// A namespace type as `lsns` names it.
+fn ns_kind(t: libc::c_int) -> String {
+    match t {
+        libc::CLONE_NEWNS => "mnt".into(),
+        libc::CLONE_NEWUTS => "uts".into(),
+        libc::CLONE_NEWIPC => "ipc".into(),
+        libc::CLONE_NEWUSER => "user".into(),
+        libc::CLONE_NEWPID => "pid".into(),
+        libc::CLONE_NEWCGROUP => "cgroup".into(),
+        0x80 => "time".into(), // CLONE_NEWTIME
+        t => format!("unknown (type {t:#x})"),
+    }
 }
 
 /// Make `/run/netns` a shared mount point, as `ip netns add` does, so that
@@ -370,5 +438,56 @@ pub(crate) fn io_to_error(context: impl Into<String>, e: std::io::Error) -> Erro
             Error::from_kernel(context, KernelError::new(code, None))
         }
         _ => Error::io(context, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(r: Result<NetNs>) -> String {
+        match r {
+            Err(Error::InvalidArgument { reason, .. }) => reason,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    /// Needs no privilege: every path is opened, none entered.
+    #[test]
+    fn open_path_says_what_a_path_is_when_it_is_no_network_namespace() {
+        let dir = std::env::temp_dir().join(format!("cnet-netns-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+
+        let r = reason(NetNs::open_path("/proc/self/ns/mnt"));
+        assert!(
+            r.starts_with("a mnt namespace, not a network namespace"),
+            "{r}"
+        );
+        assert!(reason(NetNs::open_path(&file)).starts_with("a regular file"));
+        assert!(reason(NetNs::open_path(&dir)).starts_with("a directory"));
+        // A FIFO is refused, not opened (an open would wait for a writer).
+        assert!(reason(NetNs::open_path(&fifo)).starts_with("a FIFO"));
+        assert!(reason(NetNs::open_path("/dev/null")).starts_with("a device"));
+        let e = NetNs::open_path(&file).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("open namespace {}: ", file.display())),
+            "{e}"
+        );
+        // Gone: missing, or a mount point with nothing mounted on it.
+        let e = NetNs::open_path(dir.join("missing")).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        let e = NetNs::open_path(&empty).unwrap_err();
+        assert!(
+            e.is_not_found() && e.to_string().contains("empty file"),
+            "{e}"
+        );
+        NetNs::open_path("/proc/self/ns/net").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

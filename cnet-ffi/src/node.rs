@@ -13,24 +13,36 @@ use cnet_core::network::{
     WireGuardConfig,
 };
 use cnet_core::wireguard::PublicKey;
-use cnet_core::{Error, Handle, IpNet};
+use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt, slice,
-    write_str, Fail, Res, CNET_INVALID_ENUM,
+    cnet_error, cnet_result, code_of, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
+    slice, write_str, Fail, Res, CNET_INVALID_ENUM, CNET_OK,
 };
 use crate::ipam::{cnet_leases, list_leases};
 use crate::ns::cnet_handle;
-use crate::out::{boxed, free_box};
+use crate::out::{boxed, free_box, free_one, one_out_keep, Strings};
 use crate::route::cnet_reconcile_counts;
 
-/// A node: the host namespace (through a handle it keeps alive) and its
-/// configuration. May be shared between threads.
+/// A node: the host namespace (through a handle it keeps alive), its
+/// configuration, and what it keeps between calls (the WireGuard socket).
+/// May be shared between threads.
 #[derive(Debug)]
 pub struct cnet_node {
-    h: Arc<Handle>,
-    cfg: NodeConfig,
+    node: Node<'static>,
 }
+
+impl cnet_node {
+    fn name(&self) -> &str {
+        &self.node.config().name
+    }
+}
+
+// "May be shared between threads": a node holds no thread-bound state.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<cnet_node>();
+};
 
 /// A node's configuration. NULL / zero fields take the defaults.
 #[repr(C)]
@@ -110,9 +122,41 @@ pub struct cnet_peer {
     pub wireguard_key: *const c_char,
 }
 
-/// What a peer reconcile did.
+/// How a peer is reached, or that it is not (`cnet_peer_outcome.path`).
+pub type cnet_peer_path = u32;
+/// Not programmed: `code` and `message` say why; none of its entries is left.
+pub const CNET_PEER_FAILED: cnet_peer_path = 0;
+/// A direct route via its underlay address.
+pub const CNET_PEER_DIRECT: cnet_peer_path = 1;
+/// Through the VXLAN device.
+pub const CNET_PEER_VXLAN: cnet_peer_path = 2;
+/// Through the IP-in-IP device.
+pub const CNET_PEER_IPIP: cnet_peer_path = 3;
+/// Through the WireGuard device.
+pub const CNET_PEER_WIREGUARD: cnet_peer_path = 4;
+
+/// One peer's outcome in a `cnet_peer_report`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug)]
+pub struct cnet_peer_outcome {
+    /// The peer's name (for a lease, its node's name); NULL for a failure
+    /// that concerns no one peer (a device, a dump).
+    pub name: *const c_char,
+    /// How it is reached now, or `CNET_PEER_FAILED`.
+    pub path: cnet_peer_path,
+    /// `CNET_OK` when programmed; else the failure's own code
+    /// (`CNET_CONFLICT` for an off-segment host-gw peer or an overlapping
+    /// subnet, `CNET_INVALID_ARGUMENT` for a missing VTEP MAC, …).
+    pub code: cnet_result,
+    /// Why it failed, for people (names the peer, says what to do); NULL
+    /// when programmed.
+    pub message: *const c_char,
+}
+
+/// What a peer reconcile (or teardown) did: counts, and every peer's
+/// outcome. Owned by libcnet: free with `cnet_peer_report_free`.
+#[repr(C)]
+#[derive(Debug)]
 pub struct cnet_peer_report {
     /// Peers reached by a direct route.
     pub direct: usize,
@@ -132,6 +176,13 @@ pub struct cnet_peer_report {
     pub wireguard: usize,
     /// WireGuard peers on the WireGuard device.
     pub wireguard_peers: cnet_reconcile_counts,
+    /// Every outcome: the peers programmed (in the order given), then the
+    /// failures.
+    pub outcomes: *const cnet_peer_outcome,
+    /// How many entries `outcomes` has.
+    pub outcomes_len: usize,
+    /// How many of them failed (`path` is `CNET_PEER_FAILED`).
+    pub failed: usize,
 }
 
 fn changes(c: Changes) -> cnet_reconcile_counts {
@@ -143,18 +194,81 @@ fn changes(c: Changes) -> cnet_reconcile_counts {
     }
 }
 
-fn report_of(r: &PeerReport) -> cnet_peer_report {
-    cnet_peer_report {
-        direct: r.count(PeerPath::Direct),
-        vxlan: r.count(PeerPath::Vxlan),
-        ipip: r.count(PeerPath::IpIp),
-        devices_changed: r.devices.len(),
-        routes: changes(r.routes),
-        neighbours: changes(r.neighbours),
-        fdb: changes(r.fdb),
-        wireguard: r.count(PeerPath::WireGuard),
-        wireguard_peers: changes(r.wireguard),
+fn path_of(p: PeerPath) -> cnet_peer_path {
+    match p {
+        PeerPath::Direct => CNET_PEER_DIRECT,
+        PeerPath::Vxlan => CNET_PEER_VXLAN,
+        PeerPath::IpIp => CNET_PEER_IPIP,
+        PeerPath::WireGuard => CNET_PEER_WIREGUARD,
     }
+}
+
+/// The end of a reconcile or teardown: `r` handed out through `out` (when
+/// asked) on success and on `CNET_PARTIAL`, whose error (context `what`)
+/// carries every failure.
+fn finish(out: *mut *mut cnet_peer_report, what: String, r: PeerReport) -> Res {
+    let mut strings = Strings::default();
+    let mut outcomes: Vec<cnet_peer_outcome> = r
+        .peers
+        .iter()
+        .map(|(name, path)| cnet_peer_outcome {
+            name: strings.add(name),
+            path: path_of(*path),
+            code: CNET_OK,
+            message: std::ptr::null(),
+        })
+        .collect();
+    let failures = r
+        .failed
+        .into_iter()
+        .map(|f| (Some(f.peer), f.error))
+        .chain(r.errors.into_iter().map(|e| (None, e)));
+    let mut errors = Vec::new();
+    for (peer, e) in failures {
+        outcomes.push(cnet_peer_outcome {
+            name: peer.as_deref().map_or(std::ptr::null(), |n| strings.add(n)),
+            path: CNET_PEER_FAILED,
+            code: code_of(&e),
+            message: strings.add(&e.to_string()),
+        });
+        errors.push(e);
+    }
+    if !out.is_null() {
+        let head = cnet_peer_report {
+            direct: r.peers.iter().filter(|p| p.1 == PeerPath::Direct).count(),
+            vxlan: r.peers.iter().filter(|p| p.1 == PeerPath::Vxlan).count(),
+            ipip: r.peers.iter().filter(|p| p.1 == PeerPath::IpIp).count(),
+            devices_changed: r.devices.len(),
+            routes: changes(r.routes),
+            neighbours: changes(r.neighbours),
+            fdb: changes(r.fdb),
+            wireguard: r
+                .peers
+                .iter()
+                .filter(|p| p.1 == PeerPath::WireGuard)
+                .count(),
+            wireguard_peers: changes(r.wireguard),
+            // The Vec's heap buffer does not move when the Vec is boxed.
+            outcomes: outcomes.as_ptr(),
+            outcomes_len: outcomes.len(),
+            failed: errors.len(),
+        };
+        one_out_keep(
+            out_ptr(out, "report")?,
+            head,
+            strings.0,
+            Some(Box::new(outcomes)),
+        );
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Partial {
+        context: format!("{what} ({} backend)", r.backend),
+        applied: format!("{} peers programmed", r.peers.len()),
+        errors,
+    }
+    .into())
 }
 
 fn backend_of(b: *const cnet_backend) -> Res<Backend> {
@@ -209,13 +323,6 @@ fn wireguard_of(b: &cnet_backend) -> Res<WireGuardConfig> {
     Ok(w)
 }
 
-fn write_report(out: *mut cnet_peer_report, r: &PeerReport) -> Res {
-    if !out.is_null() {
-        out_ptr(out, "report")?.set(report_of(r));
-    }
-    Ok(())
-}
-
 /// A node working in `h`'s namespace (the host's). `CNET_INVALID_ARGUMENT`
 /// for a bad configuration.
 #[no_mangle]
@@ -255,14 +362,8 @@ pub extern "C" fn cnet_node_new(
             cfg.route_protocol = c.route_protocol;
         }
         let out = out_ptr(out, "out")?;
-        Node::new(&h.h, cfg.clone())?;
-        boxed(
-            out,
-            cnet_node {
-                h: Arc::clone(&h.h),
-                cfg,
-            },
-        );
+        let node = Node::shared(Arc::clone(&h.h), cfg)?;
+        boxed(out, cnet_node { node });
         Ok(())
     })
 }
@@ -270,16 +371,20 @@ pub extern "C" fn cnet_node_new(
 /// Program exactly the `len` `peers` with `backend` (devices, routes,
 /// neighbours, FDB entries), removing what belonged to peers no longer
 /// listed; switching backend in place is allowed. A peer that cannot be
-/// programmed is rolled back and the call returns its error (the message
-/// lists every failed peer) while the others stay programmed. `report`
-/// (may be NULL) is written on success.
+/// programmed (off its segment for host-gw, an overlapping subnet, a
+/// kernel refusal) is rolled back while the others are programmed: the
+/// call returns `CNET_PARTIAL`, its error listing every failure. `*report`
+/// (may be NULL; free with `cnet_peer_report_free`) is written on
+/// `CNET_OK` and on `CNET_PARTIAL`: which peers are programmed and how,
+/// which failed with their own code and message. An invalid argument
+/// (a peer's subnet, key, …) fails the whole call before anything changes.
 #[no_mangle]
 pub extern "C" fn cnet_node_reconcile_peers(
     node: *const cnet_node,
     backend: *const cnet_backend,
     peers: *const cnet_peer,
     len: usize,
-    report: *mut cnet_peer_report,
+    report: *mut *mut cnet_peer_report,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
@@ -304,45 +409,46 @@ pub extern "C" fn cnet_node_reconcile_peers(
                 Ok(peer)
             })
             .collect::<Res<Vec<_>>>()?;
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        let r = node.reconcile_peers(&b, &peers)?.into_result()?;
-        write_report(report, &r)
+        let r = n.node.reconcile_peers(&b, &peers)?;
+        finish(report, format!("node {}: reconcile peers", n.name()), r)
     })
 }
 
 /// Like `cnet_node_reconcile_peers` with every other node's lease in
-/// `leases` as the peer set (the node agent's loop: list, reconcile).
+/// `leases` as the peer set (the node agent's loop: list, reconcile); a
+/// lease that makes no peer (no underlay address, a bad key) is one more
+/// failure of the `CNET_PARTIAL` report, under its node's name.
 #[no_mangle]
 pub extern "C" fn cnet_node_reconcile_leases(
     node: *const cnet_node,
     backend: *const cnet_backend,
     leases: *const cnet_leases,
-    report: *mut cnet_peer_report,
+    report: *mut *mut cnet_peer_report,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
         let n = obj(node, "node")?;
         let b = backend_of(backend)?;
         let all = list_leases(obj(leases, "leases")?)?;
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        let r = node.reconcile_leases(&b, &all)?.into_result()?;
-        write_report(report, &r)
+        let r = n.node.reconcile_leases(&b, &all)?;
+        finish(report, format!("node {}: reconcile leases", n.name()), r)
     })
 }
 
-/// Remove everything the node programmed (peer routes, VXLAN and IP-in-IP
-/// devices); what is already gone is fine.
+/// Remove everything the node programmed (peer routes, VXLAN, IP-in-IP and
+/// WireGuard devices); what is already gone is fine. What could not be
+/// removed is `CNET_PARTIAL`; `*report` (may be NULL; free with
+/// `cnet_peer_report_free`) is written on `CNET_OK` and on `CNET_PARTIAL`.
 #[no_mangle]
 pub extern "C" fn cnet_node_teardown(
     node: *const cnet_node,
-    report: *mut cnet_peer_report,
+    report: *mut *mut cnet_peer_report,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
     guard(err, || {
         let n = obj(node, "node")?;
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        let r = node.teardown()?.into_result()?;
-        write_report(report, &r)
+        let r = n.node.teardown()?;
+        finish(report, format!("node {}: teardown", n.name()), r)
     })
 }
 
@@ -377,9 +483,14 @@ pub extern "C" fn cnet_node_wireguard_public_key(
             )
             .into());
         };
-        let node = Node::new(&n.h, n.cfg.clone())?;
-        write_str(buf, len, &node.wireguard_public_key(&c)?.to_base64())
+        write_str(buf, len, &n.node.wireguard_public_key(&c)?.to_base64())
     })
+}
+
+/// Free a peer report. `cnet_peer_report_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_peer_report_free(r: *mut cnet_peer_report) {
+    free_one(r)
 }
 
 /// Free a node (what it programmed stays). `cnet_node_free(NULL)` does nothing.

@@ -68,8 +68,12 @@ pub extern "C" fn cnet_netns_open(
 }
 
 /// Open a namespace by path (`/proc/4242/ns/net`, `/var/run/netns/x`):
-/// what CNI passes as CNI_NETNS. A path that is not a network namespace is
-/// `CNET_INVALID_ARGUMENT`.
+/// what CNI passes as CNI_NETNS. `CNET_NOT_FOUND` if the path is missing,
+/// or is an empty file with no namespace mounted on it (the mount point of
+/// a deleted namespace); `CNET_INVALID_ARGUMENT`, the message saying what
+/// it is, for anything else that is not a network namespace (another kind
+/// of namespace such as /proc/self/ns/mnt, a regular file, a directory, a
+/// FIFO, a device). Never blocks on a FIFO.
 #[no_mangle]
 pub extern "C" fn cnet_netns_open_path(
     path: *const c_char,
@@ -80,6 +84,7 @@ pub extern "C" fn cnet_netns_open_path(
 }
 
 /// Open the namespace of process `pid` (`/proc/PID/ns/net`).
+/// `CNET_NOT_FOUND` if there is no such process.
 #[no_mangle]
 pub extern "C" fn cnet_netns_open_pid(
     pid: u32,

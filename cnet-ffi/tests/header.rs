@@ -16,7 +16,8 @@ const PREAMBLE: &str = "\
  *   object (message, errno, the kernel's extended-ACK text) that the
  *   caller frees with cnet_error_free; on success *err is set to NULL.
  *   There is no thread-local \"last error\".
- * - Out-parameters are written only on success.
+ * - Out-parameters are written only on success, and with CNET_PARTIAL
+ *   where a function says so (to tell what was applied and what failed).
  * - Every object made by libcnet has a _free function; _free(NULL) does
  *   nothing. Lists are owned arrays { items, len } with their own _free.
  * - Strings are NUL-terminated UTF-8 (invalid UTF-8 is CNET_INVALID_UTF8).
@@ -109,4 +110,283 @@ fn every_function_is_documented_and_named_cnet() {
             "{name} has no doc comment"
         );
     }
+}
+
+/// Every result code a function's doc comment in cnet.h names, and the
+/// test that provokes that condition through the C ABI and gets exactly
+/// that code. A doc comment that promises a new code fails here until the
+/// promise is listed with its test (and the test written).
+const PROMISES: &[(&str, &str, &str)] = &[
+    (
+        "cnet_addr_add",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_addr_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_result_name",
+        "CNET_NOT_FOUND",
+        "boundary.rs every_code_has_a_name_and_unknown_ones_say_so",
+    ),
+    (
+        "cnet_ipam_store_open_file",
+        "CNET_PERMISSION_DENIED",
+        "errors.rs ipam_codes_as_documented",
+    ),
+    (
+        "cnet_ipam_store_open_etcd",
+        "CNET_UNSUPPORTED",
+        "errors.rs etcd_without_the_feature_is_unsupported (without --features etcd)",
+    ),
+    (
+        "cnet_ipam_store_leases",
+        "CNET_CONFLICT",
+        "errors.rs ipam_codes_as_documented",
+    ),
+    (
+        "cnet_leases_acquire",
+        "CNET_EXHAUSTED",
+        "errors.rs ipam_codes_as_documented",
+    ),
+    (
+        "cnet_leases_renew",
+        "CNET_NOT_FOUND",
+        "errors.rs ipam_codes_as_documented",
+    ),
+    (
+        "cnet_pool_allocate",
+        "CNET_EXHAUSTED",
+        "errors.rs ipam_codes_as_documented",
+    ),
+    (
+        "cnet_link_add",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs unknown_names_and_bad_kinds_in_a_namespace",
+    ),
+    (
+        "cnet_link_ensure",
+        "CNET_MISMATCH",
+        "objects.rs macvlan_add_and_stats_against_ip_link_and_ping",
+    ),
+    (
+        "cnet_link_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs unknown_names_and_bad_kinds_in_a_namespace",
+    ),
+    (
+        "cnet_link_get",
+        "CNET_NOT_FOUND",
+        "errors.rs unknown_names_and_bad_kinds_in_a_namespace",
+    ),
+    (
+        "cnet_neigh_add",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_neigh_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_fdb_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_bridge_network_ensure",
+        "CNET_MISMATCH",
+        "network.rs ensure_attach_check_detach_verified_by_ip_and_ping",
+    ),
+    (
+        "cnet_bridge_network_attach",
+        "CNET_MISMATCH",
+        "network.rs ensure_attach_check_detach_verified_by_ip_and_ping",
+    ),
+    (
+        "cnet_nexthop_add",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_nexthop_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs nexthop_errors_null_enums_utf8_and_unknown",
+    ),
+    (
+        "cnet_nexthop_get",
+        "CNET_NOT_FOUND",
+        "errors.rs nexthop_errors_null_enums_utf8_and_unknown",
+    ),
+    (
+        "cnet_node_new",
+        "CNET_INVALID_ARGUMENT",
+        "errors.rs node_codes_as_documented",
+    ),
+    (
+        "cnet_node_reconcile_peers",
+        "CNET_PARTIAL",
+        "objects.rs node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others",
+    ),
+    (
+        "cnet_node_reconcile_peers",
+        "CNET_OK",
+        "objects.rs node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others",
+    ),
+    (
+        "cnet_node_reconcile_leases",
+        "CNET_PARTIAL",
+        "objects.rs node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others",
+    ),
+    (
+        "cnet_node_teardown",
+        "CNET_PARTIAL",
+        "no test: a teardown failure needs a kernel that refuses a delete",
+    ),
+    (
+        "cnet_node_teardown",
+        "CNET_OK",
+        "objects.rs node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others",
+    ),
+    (
+        "cnet_node_wireguard_public_key",
+        "CNET_BUFFER_TOO_SHORT",
+        "errors.rs node_codes_as_documented",
+    ),
+    (
+        "cnet_node_wireguard_public_key",
+        "CNET_IO",
+        "errors.rs node_codes_as_documented",
+    ),
+    (
+        "cnet_node_wireguard_public_key",
+        "CNET_PERMISSION_DENIED",
+        "errors.rs node_codes_as_documented",
+    ),
+    (
+        "cnet_netns_create",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs netns_codes_as_documented",
+    ),
+    (
+        "cnet_netns_open",
+        "CNET_NOT_FOUND",
+        "errors.rs netns_codes_as_documented",
+    ),
+    (
+        "cnet_netns_open_path",
+        "CNET_NOT_FOUND",
+        "errors.rs netns_codes_as_documented",
+    ),
+    (
+        "cnet_netns_open_path",
+        "CNET_INVALID_ARGUMENT",
+        "errors.rs netns_codes_as_documented",
+    ),
+    (
+        "cnet_netns_open_pid",
+        "CNET_NOT_FOUND",
+        "errors.rs netns_codes_as_documented",
+    ),
+    (
+        "cnet_netns_label",
+        "CNET_BUFFER_TOO_SHORT",
+        "errors.rs netns_codes_as_documented",
+    ),
+    (
+        "cnet_route_add",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_route_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_route_batch",
+        "CNET_OK",
+        "errors.rs unknown_names_and_bad_kinds_in_a_namespace",
+    ),
+    (
+        "cnet_route_batch",
+        "CNET_PARTIAL",
+        "errors.rs unknown_names_and_bad_kinds_in_a_namespace",
+    ),
+    (
+        "cnet_route_reconcile",
+        "CNET_PARTIAL",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_rule_add",
+        "CNET_ALREADY_EXISTS",
+        "errors.rs object_codes_as_documented",
+    ),
+    (
+        "cnet_rule_delete",
+        "CNET_NOT_FOUND",
+        "errors.rs rule_errors_null_enums_utf8_and_unknown",
+    ),
+    (
+        "cnet_rule_reconcile",
+        "CNET_PARTIAL",
+        "errors.rs rule_errors_null_enums_utf8_and_unknown",
+    ),
+    (
+        "cnet_trace",
+        "CNET_OK",
+        "errors.rs object_codes_as_documented (a broken path: verdict.ok false)",
+    ),
+];
+
+#[test]
+fn every_code_a_doc_comment_promises_is_listed_with_its_test() {
+    let codes: std::collections::HashSet<String> = (0..1000)
+        .map(|c| {
+            // SAFETY: cnet_result_name returns a static NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr(cnet::boundary::cnet_result_name(c)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n != "CNET_UNKNOWN")
+        .collect();
+    let mut found = Vec::new();
+    let mut doc: Vec<&str> = Vec::new();
+    let h = generate();
+    for l in h.lines() {
+        if let Some(d) = l.strip_prefix("//") {
+            doc.push(d);
+            continue;
+        }
+        let is_fn = l.contains('(') && !l.starts_with(' ') && !l.starts_with('#');
+        if let (true, Some(name)) = (is_fn, l.split('(').next()) {
+            let name = name.split_whitespace().last().unwrap_or("");
+            let name = name.trim_start_matches('*');
+            let text = doc.join(" ");
+            let mut seen = Vec::new();
+            for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if codes.contains(w) && !seen.contains(&w) {
+                    seen.push(w);
+                    found.push((name.to_string(), w.to_string()));
+                }
+            }
+        }
+        doc.clear();
+    }
+    let listed: Vec<(String, String)> = PROMISES
+        .iter()
+        .map(|(f, c, _)| (f.to_string(), c.to_string()))
+        .collect();
+    let missing: Vec<_> = found.iter().filter(|p| !listed.contains(p)).collect();
+    let stale: Vec<_> = listed.iter().filter(|p| !found.contains(p)).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "promised in cnet.h but not listed (add a test, then list it): {missing:?}; \
+         listed but no longer promised: {stale:?}"
+    );
 }

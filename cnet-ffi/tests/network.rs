@@ -321,6 +321,22 @@ fn ensure_attach_check_detach_verified_by_ip_and_ping() {
     assert!(ping.status.success(), "{ping:?}");
 
     assert!(drifts(net, &ns1, c"c1").is_empty());
+    // Attaching the same pair again: the same attachment.
+    let mut again: *mut cnet_attachment = null_mut();
+    ok(|e| {
+        cnet_bridge_network_attach(
+            net,
+            &ns1,
+            c"c1".as_ptr(),
+            c"eth0".as_ptr(),
+            &mut again,
+            null_mut(),
+            e,
+        )
+    });
+    // SAFETY: a live attachment made above.
+    assert_eq!(s(&unsafe { &*again }.address), s(&a1.address));
+    cnet_attachment_free(again);
     // A drift made by someone else is found: the host end down.
     let st = Command::new("ip")
         .args(["-n", &w.names[0], "link", "set", &s(&a1.host.name), "down"])
@@ -329,6 +345,20 @@ fn ensure_attach_check_detach_verified_by_ip_and_ping() {
     assert!(st.success());
     let d = drifts(net, &ns1, c"c1");
     assert!(d.iter().any(|d| d.starts_with("host_link_down:")), "{d:?}");
+    // Attaching again now is CNET_MISMATCH listing the drift.
+    let (rc, m) = fails(|e| {
+        cnet_bridge_network_attach(
+            net,
+            &ns1,
+            c"c1".as_ptr(),
+            c"eth0".as_ptr(),
+            &mut null_mut(),
+            null_mut(),
+            e,
+        )
+    });
+    assert_eq!(rc, CNET_MISMATCH, "{m}");
+    assert!(m.contains("down"), "{m}");
 
     // Detach without the namespace; then again (CNI DEL: gone is fine).
     let mut rep: *mut cnet_detach_report = null_mut();

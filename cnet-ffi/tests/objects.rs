@@ -5,11 +5,13 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
-use std::ptr::null_mut;
+use std::ptr::{null, null_mut};
 
 use cnet::boundary::*;
+use cnet::ipam::*;
 use cnet::link::*;
 use cnet::nexthop::*;
+use cnet::node::*;
 use cnet::ns::*;
 use cnet::route::*;
 use cnet::rule::*;
@@ -663,4 +665,206 @@ fn macvlan_add_and_stats_against_ip_link_and_ping() {
         "a0",
         "the parent stays"
     );
+}
+
+// ------------------------------------------------------------------ nodes
+
+/// `f` fails with `CNET_PARTIAL`; its message.
+fn partial(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) -> String {
+    let mut err = null_mut();
+    let rc = f(&mut err);
+    // SAFETY: a failing call leaves a live error.
+    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(rc, CNET_PARTIAL, "{m}");
+    assert_eq!(cnet_error_code(err), CNET_PARTIAL);
+    cnet_error_free(err);
+    m
+}
+
+/// A report's outcomes as (name, path, code, message).
+fn outcomes(r: *const cnet_peer_report) -> Vec<(String, cnet_peer_path, cnet_result, String)> {
+    let opt = |p: *const c_char| {
+        // SAFETY: report strings are NULL or NUL-terminated while it lives.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    // SAFETY: a live report; `outcomes` has `outcomes_len` entries.
+    let r = unsafe { &*r };
+    let all = unsafe { std::slice::from_raw_parts(r.outcomes, r.outcomes_len) };
+    assert_eq!(
+        all.iter().filter(|o| o.path == CNET_PEER_FAILED).count(),
+        r.failed
+    );
+    all.iter()
+        .map(|o| {
+            assert_eq!(o.code == CNET_OK, o.message.is_null());
+            (
+                opt(o.name).unwrap_or_default(),
+                o.path,
+                o.code,
+                opt(o.message).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The node's routes (protocol 119) as `ip -j route` lists them: (dst, gateway).
+fn node_routes(ns: &Ns) -> Vec<(String, String)> {
+    let j = ns.ip(&["route", "show", "proto", "119"]);
+    let mut v: Vec<(String, String)> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap().to_string(),
+                r["gateway"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn peer(name: &CStr, subnet: &CStr, underlay: &CStr) -> cnet_peer {
+    cnet_peer {
+        name: name.as_ptr(),
+        subnet: subnet.as_ptr(),
+        underlay: underlay.as_ptr(),
+        vtep_mac: null(),
+        wireguard_key: null(),
+    }
+}
+
+#[test]
+fn node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (namespaces)");
+        return;
+    }
+    let ns = Ns::new("node");
+    veth_underlay(&ns);
+    // 198.51.100.0/24 is another segment, behind a router.
+    ns.run(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
+
+    // The node's own lease, and three peers' leases in a file store.
+    let dir = std::env::temp_dir().join(format!("cnet-ffo-node-{}", std::process::id()));
+    let d = CString::new(dir.to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    ok(|e| cnet_ipam_store_open_file(d.as_ptr(), &mut store, e));
+    // SAFETY: all-zero is a valid cnet_subnet_config / cnet_node_attrs.
+    let mut sc: cnet_subnet_config = unsafe { std::mem::zeroed() };
+    sc.network = c"10.244.0.0/16".as_ptr();
+    let mut leases = null_mut();
+    ok(|e| cnet_ipam_store_leases(store, &sc, &mut leases, e));
+    let mut subnets = Vec::new();
+    for (node, underlay) in [
+        (c"me", Some(c"192.0.2.1")),
+        (c"l-near", Some(c"192.0.2.2")),
+        (c"l-far", Some(c"198.51.100.5")),
+        (c"l-bare", None),
+    ] {
+        // SAFETY: as above.
+        let mut at: cnet_node_attrs = unsafe { std::mem::zeroed() };
+        at.underlay_ip = underlay.map_or(null(), |u| u.as_ptr());
+        at.backend = c"host-gw".as_ptr();
+        let mut l = null_mut();
+        ok(|e| cnet_leases_acquire(leases, node.as_ptr(), &at, 600, &mut l, e));
+        // SAFETY: a live lease.
+        subnets.push(s(unsafe { &(*l).subnet }));
+        cnet_lease_free(l);
+    }
+
+    // The node is made through a handle freed at once: it keeps its own.
+    let mut h = null_mut();
+    ok(|e| cnet_handle_new(ns.ns, &mut h, e));
+    let own = CString::new(subnets[0].as_str()).unwrap();
+    // SAFETY: all-zero is a valid cnet_node_config.
+    let mut nc: cnet_node_config = unsafe { std::mem::zeroed() };
+    nc.name = c"me".as_ptr();
+    nc.subnet = own.as_ptr();
+    nc.underlay_dev = c"a0".as_ptr();
+    nc.underlay_ip = c"192.0.2.1".as_ptr();
+    let mut node = null_mut();
+    ok(|e| cnet_node_new(h, &nc, &mut node, e));
+    cnet_handle_free(h);
+    // SAFETY: all-zero is a valid cnet_backend; kind host-gw.
+    let mut be: cnet_backend = unsafe { std::mem::zeroed() };
+    be.kind = CNET_BACKEND_HOST_GW;
+
+    // Peers: two on the segment, one off it (host-gw cannot reach it).
+    let peers = [
+        peer(c"near-a", c"10.245.2.0/24", c"192.0.2.2"),
+        peer(c"far", c"10.245.4.0/24", c"198.51.100.5"),
+        peer(c"near-b", c"10.245.3.0/24", c"192.0.2.3"),
+    ];
+    let mut rep = null_mut();
+    let m = partial(|e| cnet_node_reconcile_peers(node, &be, peers.as_ptr(), 3, &mut rep, e));
+    assert!(m.contains("far") && m.contains("2 peers programmed"), "{m}");
+    let got = outcomes(rep);
+    println!("reconcile_peers outcomes: {got:?}");
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[..2]
+            .iter()
+            .map(|o| (o.0.as_str(), o.1, o.2))
+            .collect::<Vec<_>>(),
+        [
+            ("near-a", CNET_PEER_DIRECT, CNET_OK),
+            ("near-b", CNET_PEER_DIRECT, CNET_OK)
+        ]
+    );
+    let (name, path, code, msg) = &got[2];
+    assert_eq!(
+        (name.as_str(), *path, *code),
+        ("far", CNET_PEER_FAILED, CNET_CONFLICT),
+        "{msg}"
+    );
+    assert!(msg.contains("198.51.100.5"), "{msg}");
+    // SAFETY: a live report.
+    let r = unsafe { &*rep };
+    assert_eq!((r.direct, r.failed, r.routes.added), (2, 1, 2));
+    cnet_peer_report_free(rep);
+    let want = vec![
+        ("10.245.2.0/24".to_string(), "192.0.2.2".to_string()),
+        ("10.245.3.0/24".to_string(), "192.0.2.3".to_string()),
+    ];
+    assert_eq!(node_routes(&ns), want);
+    // Again without a report: still PARTIAL, nothing written.
+    partial(|e| cnet_node_reconcile_peers(node, &be, peers.as_ptr(), 3, null_mut(), e));
+    assert_eq!(node_routes(&ns), want);
+
+    // From the leases: its own skipped, l-near programmed (the peers of the
+    // previous call removed), l-far off its segment, l-bare without an
+    // underlay address.
+    let mut rep = null_mut();
+    let m = partial(|e| cnet_node_reconcile_leases(node, &be, leases, &mut rep, e));
+    assert!(m.contains("l-far") && m.contains("l-bare"), "{m}");
+    let got = outcomes(rep);
+    println!("reconcile_leases outcomes: {got:?}");
+    assert_eq!(got.len(), 3);
+    assert_eq!((got[0].0.as_str(), got[0].1), ("l-near", CNET_PEER_DIRECT));
+    let failed: Vec<(&str, cnet_result)> = got[1..].iter().map(|o| (o.0.as_str(), o.2)).collect();
+    assert!(failed.contains(&("l-far", CNET_CONFLICT)), "{got:?}");
+    assert!(
+        failed.iter().any(|f| f.0 == "l-bare" && f.1 != CNET_OK),
+        "{got:?}"
+    );
+    cnet_peer_report_free(rep);
+    assert_eq!(
+        node_routes(&ns),
+        vec![(subnets[1].clone(), "192.0.2.2".to_string())]
+    );
+
+    let mut rep = null_mut();
+    ok(|e| cnet_node_teardown(node, &mut rep, e));
+    // SAFETY: a live report.
+    assert_eq!(unsafe { (*rep).failed }, 0);
+    cnet_peer_report_free(rep);
+    assert!(node_routes(&ns).is_empty());
+    cnet_node_free(node);
+    cnet_leases_free(leases);
+    cnet_ipam_store_free(store);
+    std::fs::remove_dir_all(dir).ok();
 }

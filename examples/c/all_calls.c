@@ -207,12 +207,29 @@ int main(int argc, char **argv) {
     OK(cnet_node_new(h, &nc, &node, E));
     cnet_backend be = {0};
     be.kind = CNET_BACKEND_HOST_GW;
-    cnet_peer_report rep;
+    cnet_peer_report *rep = NULL;
     OK(cnet_node_reconcile_leases(node, &be, leases, &rep, E));
-    if (rep.direct != 1) fprintf(stderr, "all_calls: node direct %zu\n", rep.direct), fails++;
+    if (!rep || rep->direct != 1) fprintf(stderr, "all_calls: node direct\n"), fails++;
+    cnet_peer_report_free(rep); rep = NULL;
     cnet_peer peer = {0};
     peer.name = "peer-b"; peer.subnet = "10.244.3.0/24"; peer.underlay = "192.0.2.10";
-    OK(cnet_node_reconcile_peers(node, &be, &peer, 1, &rep, E));
+    OK(cnet_node_reconcile_peers(node, &be, &peer, 1, NULL, E));
+    /* A peer host-gw cannot reach (its underlay is behind a router, on
+     * another segment): CNET_PARTIAL, the other peer programmed, and the
+     * report says which is which. The router's route is static (protocol
+     * 4), not the node's. */
+    cnet_route gw = {0};
+    gw.dst = "198.51.100.0/24"; gw.via = "192.0.2.254"; gw.protocol = 4;
+    OK(cnet_route_add(h, &gw, E));
+    cnet_peer two[2] = {peer, peer};
+    two[1].name = "far"; two[1].subnet = "10.244.4.0/24"; two[1].underlay = "198.51.100.7";
+    IS(CNET_PARTIAL, cnet_node_reconcile_peers(node, &be, two, 2, &rep, E));
+    if (!rep || rep->outcomes_len != 2 || rep->failed != 1 || rep->direct != 1
+        || rep->outcomes[0].code != CNET_OK || rep->outcomes[0].path != CNET_PEER_DIRECT
+        || strcmp(rep->outcomes[1].name, "far") || rep->outcomes[1].path != CNET_PEER_FAILED
+        || rep->outcomes[1].code != CNET_CONFLICT || !rep->outcomes[1].message)
+        fprintf(stderr, "all_calls: partial peer report\n"), fails++;
+    cnet_peer_report_free(rep); rep = NULL;
     /* WireGuard: the node's key lives in a file of ours (made on first use). */
     char keyfile[256], pub[64];
     snprintf(keyfile, sizeof keyfile, "%s.wg.key", argc > 1 ? argv[1] : "/tmp/cnet-all-calls-ipam");
@@ -223,7 +240,10 @@ int main(int argc, char **argv) {
     cnet_peer wpeer = peer;
     wpeer.wireguard_key = pub; /* any valid key will do for the call */
     OK_OR_UNSUPPORTED(cnet_node_reconcile_peers(node, &wg, &wpeer, 1, &rep, E));
+    cnet_peer_report_free(rep); rep = NULL;
     OK(cnet_node_teardown(node, &rep, E));
+    if (!rep || rep->failed != 0) fprintf(stderr, "all_calls: teardown report\n"), fails++;
+    cnet_peer_report_free(rep);
     unlink(keyfile);
     OK(cnet_leases_release(leases, "peer-a", E));
     cnet_pool_config pc = {0};

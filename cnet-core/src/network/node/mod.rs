@@ -48,7 +48,7 @@ pub use report::{Changes, DeviceChange, PeerFailure, PeerPath, PeerReport};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 
@@ -77,14 +77,36 @@ const WIREGUARD_OVERHEAD_V4: u32 = 60;
 const WIREGUARD_OVERHEAD_V6: u32 = 80;
 
 /// A node in one network namespace (the host's). Cheap to make: it holds
-/// the configuration and borrows the handle.
+/// the configuration and its handle, borrowed ([`Node::new`]) or shared
+/// ([`Node::shared`], a `Node<'static>` that can be stored and kept, as the
+/// C ABI's `cnet_node` does, with its WireGuard socket).
 #[derive(Debug)]
 pub struct Node<'h> {
-    h: &'h Handle,
+    h: HandleRef<'h>,
     cfg: NodeConfig,
     /// The generic-netlink socket of the wireguard backend, opened in the
     /// node's namespace on first use and kept.
     wg: Mutex<Option<WireGuardSocket>>,
+}
+
+/// How a node holds its handle.
+#[derive(Debug)]
+enum HandleRef<'h> {
+    /// The caller keeps it alive ([`Node::new`]).
+    Borrowed(&'h Handle),
+    /// The node keeps it alive too ([`Node::shared`]).
+    Shared(Arc<Handle>),
+}
+
+impl std::ops::Deref for HandleRef<'_> {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        match self {
+            HandleRef::Borrowed(h) => h,
+            HandleRef::Shared(h) => h,
+        }
+    }
 }
 
 /// A peer that passed the checks, and how it is reached.
@@ -122,10 +144,25 @@ impl Desired {
 /// entry it was (`None`: no peer's, e.g. a stale entry's deletion).
 type PeerErrors = Vec<(Option<usize>, Error)>;
 
+impl Node<'static> {
+    /// A node that keeps `h` alive itself, so it can be stored and kept
+    /// (in a struct, across threads, behind the C ABI's `cnet_node`)
+    /// instead of being made again for each call: what it caches (the
+    /// WireGuard socket) lives as long as it does. `InvalidArgument` if the
+    /// configuration is not valid.
+    pub fn shared(h: Arc<Handle>, cfg: NodeConfig) -> Result<Node<'static>> {
+        Self::with(HandleRef::Shared(h), cfg)
+    }
+}
+
 impl<'h> Node<'h> {
     /// A node working through `h` (a handle in the host's namespace).
     /// `InvalidArgument` if the configuration is not valid.
     pub fn new(h: &'h Handle, cfg: NodeConfig) -> Result<Node<'h>> {
+        Self::with(HandleRef::Borrowed(h), cfg)
+    }
+
+    fn with(h: HandleRef<'h>, cfg: NodeConfig) -> Result<Node<'h>> {
         cfg.validate()?;
         Ok(Node {
             h,

@@ -236,7 +236,7 @@ impl DriftRepair {
             return Ok(None);
         };
         let cfg = &node.cfg;
-        let h = node.h;
+        let h = &*node.h;
         let ctx = || format!("{}: repair drift", node.ctx());
         match ev {
             Event::Resync => self.full(node, "watch overflowed (resync)".into()),
