@@ -47,7 +47,6 @@
 pub mod addr;
 pub mod error;
 pub mod fdb;
-mod fxhash;
 pub mod handle;
 pub mod ipam;
 pub mod link;

@@ -200,8 +200,12 @@ impl NexthopAttribute {
                         .map(|c| GroupMember {
                             id: u32::from_ne_bytes([c[0], c[1], c[2], c[3]]),
                             // weight_high (c[5]) extends the weight on
-                            // kernels with 16-bit weights.
-                            weight: (u16::from(c[5]) << 8 | u16::from(c[4])) + 1,
+                            // kernels with 16-bit weights; the largest,
+                            // 65,536, does not fit and reads as 65,535
+                            // (cnet writes 1–256 only). Saturating: the
+                            // bytes are the kernel's, never a reason to
+                            // panic.
+                            weight: u16::from_le_bytes([c[4], c[5]]).saturating_add(1),
                         })
                         .collect(),
                 )
@@ -808,6 +812,21 @@ impl<'a> Nexthops<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_weights_decode_without_overflow() {
+        let mut v = Vec::new();
+        for (id, lo, hi) in [(1u32, 0u8, 0u8), (2, 255, 0), (3, 255, 255)] {
+            v.extend_from_slice(&id.to_ne_bytes());
+            v.extend_from_slice(&[lo, hi, 0, 0]);
+        }
+        let Some(NexthopAttribute::Group(m)) = NexthopAttribute::parse(NHA_GROUP, &v, AF_INET)
+        else {
+            panic!("not a group");
+        };
+        let w: Vec<u16> = m.iter().map(|m| m.weight).collect();
+        assert_eq!(w, [1, 256, u16::MAX]);
+    }
 
     fn no_devs(r: &LinkRef) -> Result<u32> {
         match r {

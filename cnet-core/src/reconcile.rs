@@ -18,9 +18,9 @@
 use std::cell::RefCell;
 
 use crate::error::{Error, Result};
-use crate::fxhash::FxHashMap;
 use crate::handle::Handle;
 use crate::link::LinkRef;
+use rustc_hash::FxHashMap;
 
 /// What a reconcile did. Some items may have failed while the others were
 /// applied: check [`errors`](ReconcileReport::errors) or call

@@ -1,12 +1,13 @@
 //! The probe: one ICMP or ICMPv6 echo (or UDP datagram, or TCP SYN)
 //! carrying a unique token, sent from a thread inside the source namespace.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use cnet_core::{Error, NetNs, Result};
-use nix::sched::{setns, CloneFlags};
+use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, TcpHeader};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Probe protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -56,22 +57,6 @@ pub fn token() -> Vec<u8> {
     .into_bytes()
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in b.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Send one probe from `ns` to `dst` (IPv4 or IPv6) and wait up to
 /// `timeout` for the echo reply (ICMP / ICMPv6).
 pub fn send(
@@ -90,57 +75,45 @@ pub fn send(
             "source and destination of different families",
         ));
     }
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::io(ctx.clone(), std::io::Error::from(e)))?;
-            match proto {
-                Proto::Udp => {
-                    let any = if dst.is_ipv4() {
-                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-                    } else {
-                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-                    };
-                    let bind = SocketAddr::new(src.unwrap_or(any), 0);
-                    let sock = UdpSocket::bind(bind).map_err(|e| Error::io(ctx.clone(), e))?;
-                    if let Err(e) = sock.send_to(token, SocketAddr::new(dst, port)) {
-                        return Ok(Outcome::refused(e));
-                    }
-                    Ok(Outcome {
-                        replied: false,
-                        rtt: None,
-                        send_error: None,
-                    })
-                }
-                Proto::Tcp => tcp(src, dst, port, token).map_err(|e| Error::io(ctx.clone(), e)),
-                Proto::Icmp => {
-                    icmp(src, dst, token, timeout).map_err(|e| Error::io(ctx.clone(), e))
-                }
+    // On a short-lived thread inside the source namespace: the probe's
+    // sockets are the source's.
+    ns.run(|| match proto {
+        Proto::Udp => {
+            let any = if dst.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            };
+            let bind = SocketAddr::new(src.unwrap_or(any), 0);
+            let sock = UdpSocket::bind(bind).map_err(|e| Error::io(ctx.clone(), e))?;
+            if let Err(e) = sock.send_to(token, SocketAddr::new(dst, port)) {
+                return Ok(Outcome::refused(e));
             }
-        })
-        .join()
-        .map_err(|_| Error::Protocol {
-            context: ctx.clone(),
-            reason: "probe thread panicked".into(),
-        })?
+            Ok(Outcome {
+                replied: false,
+                rtt: None,
+                send_error: None,
+            })
+        }
+        Proto::Tcp => tcp(src, dst, port, token).map_err(|e| Error::io(ctx.clone(), e)),
+        Proto::Icmp => icmp(src, dst, token, timeout).map_err(|e| Error::io(ctx.clone(), e)),
     })
+    .map_err(|e| e.with_context(&ctx))?
 }
 
-/// A raw socket of `dst`'s family for `proto` (checked, owned).
-fn raw(dst: IpAddr, proto: libc::c_int) -> std::io::Result<socket2_like::Raw> {
-    let fam = if dst.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the result is checked before use and owned
-    // by an OwnedFd that closes it.
-    let fd = unsafe { libc::socket(fam, libc::SOCK_RAW, proto) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    Ok(socket2_like::Raw(unsafe { OwnedFd::from_raw_fd(fd) }))
+/// A raw socket of `dst`'s family for `proto`; the kernel adds the IP
+/// header.
+fn raw(dst: IpAddr, proto: Protocol) -> std::io::Result<Socket> {
+    Socket::new(
+        Domain::for_address(SocketAddr::new(dst, 0)),
+        Type::RAW,
+        Some(proto),
+    )
+}
+
+/// `a` as a socket address for raw sockets (port 0).
+fn sockaddr(a: IpAddr) -> SockAddr {
+    SockAddr::from(SocketAddr::new(a, 0))
 }
 
 /// ICMP echo request type and the reply's, by family (ICMPv6: 128/129).
@@ -152,34 +125,45 @@ fn echo_types(dst: IpAddr) -> (u8, u8) {
     }
 }
 
+/// The echo request carrying `token`: ICMP with its checksum, or ICMPv6
+/// without one (the kernel always fills in the checksum of a raw ICMPv6
+/// socket's messages, RFC 3542 §3.1, pseudo-header included).
+fn echo_request(dst: IpAddr, id: u16, token: &[u8]) -> Vec<u8> {
+    let echo = IcmpEchoHeader { id, seq: 1 };
+    let mut pkt = if dst.is_ipv4() {
+        Icmpv4Header::with_checksum(Icmpv4Type::EchoRequest(echo), token)
+            .to_bytes()
+            .to_vec()
+    } else {
+        Icmpv6Header::new(Icmpv6Type::EchoRequest(echo))
+            .to_bytes()
+            .to_vec()
+    };
+    pkt.extend_from_slice(token);
+    pkt
+}
+
 fn icmp(
     src: Option<IpAddr>,
     dst: IpAddr,
     token: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Outcome> {
-    let sock = if dst.is_ipv4() {
-        raw(dst, libc::IPPROTO_ICMP)?
-    } else {
-        raw(dst, libc::IPPROTO_ICMPV6)?
-    };
+    let sock = raw(
+        dst,
+        if dst.is_ipv4() {
+            Protocol::ICMPV4
+        } else {
+            Protocol::ICMPV6
+        },
+    )?;
     if let Some(s) = src {
-        sock.bind(s)?;
+        sock.bind(&sockaddr(s))?;
     }
-    let (request, reply) = echo_types(dst);
-    let id = (std::process::id() & 0xffff) as u16;
-    let mut pkt = vec![request, 0, 0, 0];
-    pkt.extend_from_slice(&id.to_be_bytes());
-    pkt.extend_from_slice(&1u16.to_be_bytes());
-    pkt.extend_from_slice(token);
-    if dst.is_ipv4() {
-        let c = checksum(&pkt);
-        pkt[2..4].copy_from_slice(&c.to_be_bytes());
-    }
-    // ICMPv6: the kernel always fills in the checksum of a raw ICMPv6
-    // socket's messages (RFC 3542 §3.1), pseudo-header included.
+    let (_, reply) = echo_types(dst);
+    let pkt = echo_request(dst, (std::process::id() & 0xffff) as u16, token);
     let t0 = Instant::now();
-    if let Err(e) = sock.send_to(&pkt, dst) {
+    if let Err(e) = sock.send_to(&pkt, &sockaddr(dst)) {
         return Ok(Outcome::refused(e));
     }
     let mut buf = [0u8; 2048];
@@ -187,8 +171,8 @@ fn icmp(
         let left = timeout
             .saturating_sub(t0.elapsed())
             .max(Duration::from_millis(1));
-        sock.set_timeout(left)?;
-        let n = match sock.recv(&mut buf) {
+        sock.set_read_timeout(Some(left))?;
+        let n = match (&sock).read(&mut buf) {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -226,58 +210,52 @@ fn icmp(
     })
 }
 
+/// The source address the kernel would pick for `dst` (asked with a
+/// connected UDP socket, which sends nothing).
+fn source_for(dst: IpAddr, port: u16) -> std::io::Result<IpAddr> {
+    let any: SocketAddr = if dst.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let u = UdpSocket::bind(any)?;
+    u.connect(SocketAddr::new(dst, port))?;
+    Ok(u.local_addr()?.ip())
+}
+
 /// One TCP SYN with the token as payload, from a raw socket (the kernel
-/// adds the IP header). IPv4: the checksum is computed here, over the
-/// source address the kernel would pick when `src` is not given (asked
-/// with a connected UDP socket). IPv6: the kernel computes it
-/// (`IPV6_CHECKSUM`).
+/// adds the IP header); the checksum is computed here over the source
+/// address given, or the one the kernel would pick.
 fn tcp(src: Option<IpAddr>, dst: IpAddr, port: u16, token: &[u8]) -> std::io::Result<Outcome> {
     let sport: u16 = 40000 + (std::process::id() % 20000) as u16;
-    let mut seg = Vec::with_capacity(20 + token.len());
-    seg.extend_from_slice(&sport.to_be_bytes());
-    seg.extend_from_slice(&port.to_be_bytes());
-    seg.extend_from_slice(&0x636e_6574u32.to_be_bytes()); // seq "cnet"
-    seg.extend_from_slice(&0u32.to_be_bytes()); // ack
-    seg.extend_from_slice(&[0x50, 0x02]); // data offset 5 words, SYN
-    seg.extend_from_slice(&64240u16.to_be_bytes()); // window
-    seg.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
-    seg.extend_from_slice(token);
-    let sock = raw(dst, libc::IPPROTO_TCP)?;
-    match dst {
-        IpAddr::V4(d) => {
-            let s = match src {
-                Some(IpAddr::V4(s)) => s,
-                _ => {
-                    let u = UdpSocket::bind("0.0.0.0:0")?;
-                    if let Err(e) = u.connect(SocketAddr::new(dst, port)) {
-                        return Ok(Outcome::refused(e));
-                    }
-                    match u.local_addr()? {
-                        SocketAddr::V4(a) => *a.ip(),
-                        _ => Ipv4Addr::UNSPECIFIED,
-                    }
-                }
-            };
-            let mut pseudo = Vec::with_capacity(12 + seg.len());
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&[0, 6]);
-            pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-            pseudo.extend_from_slice(&seg);
-            let c = checksum(&pseudo);
-            seg[16..18].copy_from_slice(&c.to_be_bytes());
-            if s != Ipv4Addr::UNSPECIFIED {
-                sock.bind(IpAddr::V4(s))?;
-            }
-        }
-        IpAddr::V6(_) => {
-            sock.checksum_at(16)?;
-            if let Some(s) = src {
-                sock.bind(s)?;
-            }
+    let mut syn = TcpHeader::new(sport, port, 0x636e_6574, 64240); // seq "cnet"
+    syn.syn = true;
+    let src = match src {
+        Some(s) => s,
+        None => match source_for(dst, port) {
+            Ok(s) => s,
+            Err(e) => return Ok(Outcome::refused(e)),
+        },
+    };
+    let too_big = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}"));
+    syn.checksum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => syn.calc_checksum_ipv4_raw(s.octets(), d.octets(), token),
+        (IpAddr::V6(s), IpAddr::V6(d)) => syn.calc_checksum_ipv6_raw(s.octets(), d.octets(), token),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "source and destination of different families",
+            ))
         }
     }
-    if let Err(e) = sock.send_to(&seg, dst) {
+    .map_err(too_big)?;
+    let mut seg = syn.to_bytes().to_vec();
+    seg.extend_from_slice(token);
+    let sock = raw(dst, Protocol::TCP)?;
+    if !src.is_unspecified() {
+        sock.bind(&sockaddr(src))?;
+    }
+    if let Err(e) = sock.send_to(&seg, &sockaddr(dst)) {
         return Ok(Outcome::refused(e));
     }
     Ok(Outcome {
@@ -287,139 +265,26 @@ fn tcp(src: Option<IpAddr>, dst: IpAddr, port: u16, token: &[u8]) -> std::io::Re
     })
 }
 
-/// Minimal raw-socket helpers (what the socket2 crate would give). Kept
-/// here rather than adding socket2 for five calls on one raw socket type:
-/// bind, sendto, a receive timeout, recv and `IPV6_CHECKSUM`.
-mod socket2_like {
-    use super::*;
-
-    pub struct Raw(pub OwnedFd);
-
-    /// `a` as a sockaddr of its family, in a sockaddr_storage, and its length.
-    fn sockaddr(a: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-        // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match a {
-            IpAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: 0,
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for
-                // any sockaddr; the write stays within it.
-                unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            IpAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: 0,
-                    sin6_flowinfo: 0,
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.octets(),
-                    },
-                    sin6_scope_id: 0,
-                };
-                // SAFETY: as above.
-                unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, len as libc::socklen_t)
-    }
-
-    fn check(r: libc::c_int) -> std::io::Result<()> {
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    impl Raw {
-        pub fn bind(&self, a: IpAddr) -> std::io::Result<()> {
-            let (sa, len) = sockaddr(a);
-            // SAFETY: `sa` holds a valid sockaddr of `len` bytes.
-            check(unsafe {
-                libc::bind(
-                    self.0.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_storage).cast(),
-                    len,
-                )
-            })
-        }
-
-        pub fn send_to(&self, b: &[u8], a: IpAddr) -> std::io::Result<()> {
-            let (sa, len) = sockaddr(a);
-            // SAFETY: `b` and `sa` are valid for the call; sizes passed.
-            let n = unsafe {
-                libc::sendto(
-                    self.0.as_raw_fd(),
-                    b.as_ptr().cast(),
-                    b.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_storage).cast(),
-                    len,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        }
-
-        /// `IPV6_CHECKSUM`: the kernel computes the checksum at `offset`.
-        pub fn checksum_at(&self, offset: libc::c_int) -> std::io::Result<()> {
-            // SAFETY: `offset` is a valid c_int and its size is passed.
-            check(unsafe {
-                libc::setsockopt(
-                    self.0.as_raw_fd(),
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_CHECKSUM,
-                    (&offset as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            })
-        }
-
-        pub fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
-            let tv = libc::timeval {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_usec: d.subsec_micros() as libc::suseconds_t,
-            };
-            // SAFETY: `tv` is a valid timeval and its size is passed.
-            check(unsafe {
-                libc::setsockopt(
-                    self.0.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            })
-        }
-
-        pub fn recv(&self, b: &mut [u8]) -> std::io::Result<usize> {
-            // SAFETY: `b` is writable for b.len() bytes.
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(n as usize)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn checksum_of_known_header() {
-        // RFC 1071 example words.
-        let b = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(super::checksum(&b), !0xddf2);
+    fn echo_request_checksum_verifies() {
+        let pkt = echo_request("10.0.0.1".parse().unwrap(), 0x1234, b"token");
+        // A correct ICMP checksum makes the one's-complement sum all ones.
+        let mut sum: u32 = pkt
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        assert_eq!(&pkt[..2], &[8, 0]);
+        assert_eq!(&pkt[4..8], &[0x12, 0x34, 0, 1]);
+        assert_eq!(&pkt[8..], b"token");
+        let v6 = echo_request("fd00::1".parse().unwrap(), 7, b"t");
+        assert_eq!(&v6[..2], &[128, 0]);
     }
 }

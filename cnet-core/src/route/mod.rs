@@ -27,12 +27,12 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::addr::Scope;
 use crate::error::{Error, Result};
-use crate::fxhash::FxHashSet;
 use crate::handle::Handle;
 use crate::link::LinkRef;
 use crate::reconcile::NameCache;
 /// Moved to [`crate::reconcile`]; kept here so existing paths compile.
 pub use crate::reconcile::ReconcileReport;
+use rustc_hash::FxHashSet;
 
 mod model;
 mod spec;
