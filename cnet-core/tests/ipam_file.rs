@@ -702,7 +702,20 @@ fn ipam_file_pool_survives_sigkill_200_times() {
                 ("CNET_COUNT", "100000".into()),
             ],
         );
-        std::thread::sleep(Duration::from_micros(2_000 + rng.next() % 25_000));
+        // The kill lands at a random moment after the child has started
+        // working (its first acknowledgement since it was spawned), not
+        // after a fixed time: on a loaded machine a child may need far
+        // longer than usual to start, and a kill before any work tests
+        // nothing.
+        let before = fs::metadata(&ack).map(|m| m.len()).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fs::metadata(&ack).map(|m| m.len()).unwrap_or(0) == before
+            && Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_micros(rng.next() % 25_000));
         child.kill().unwrap(); // SIGKILL
         let st = child.wait().unwrap();
         if st.code().is_none() {

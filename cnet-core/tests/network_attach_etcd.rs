@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cnet_core::ipam::{EtcdStore, PoolConfig};
 use cnet_core::network::{BridgeConfig, BridgeNetwork, ContainerNs};
-use cnet_core::{Handle, IpNet};
+use cnet_core::IpNet;
 use common::etcd::Etcd;
 use common::TestNs;
 
@@ -31,8 +31,10 @@ fn setup(tag: &str) -> Option<(Etcd, BridgeNetwork)> {
     }
     let etcd = Etcd::start(tag)?;
     let url = etcd.url.clone();
+    // A handle bound to the host's namespace (not Handle::current(), which
+    // is the process's namespace whatever thread asks).
+    let host = etcd.ns.handle();
     let net = etcd.run(move || {
-        let host = Handle::current().unwrap();
         let store = EtcdStore::connect(&[&url], "/cnet-attach", Duration::from_secs(2)).unwrap();
         let subnet: IpNet = SUBNET.parse().unwrap();
         let pool = store.pool(PoolConfig::new(subnet)).unwrap();

@@ -39,7 +39,7 @@ use std::collections::HashMap;
 
 use super::bridge::{ensure_bridge, BridgeNetwork, Key};
 use crate::error::{Result, ResultExt};
-use crate::link::Link;
+use crate::link::{Link, LinkKind};
 use crate::watch::{Change, Event};
 
 /// One repair [`BridgeNetwork::repair`] made.
@@ -137,7 +137,9 @@ impl BridgeNetwork {
     /// batch). Returns the ports changed, sorted; host ends that are gone
     /// (the container with them) are skipped, one on another bridge is
     /// left there. See the [module docs](self) for why the pool, not a
-    /// scan of links, says which ports are ours.
+    /// scan of links, says which ports are ours. The pool is read only
+    /// when the kernel has a veth off any bridge: a fresh node's ensure
+    /// costs one link dump.
     pub fn reattach_ports(&self) -> Result<Vec<String>> {
         let ctx = || {
             format!(
@@ -146,25 +148,30 @@ impl BridgeNetwork {
                 self.host.netns().label()
             )
         };
-        let allocations = self.allocations().with_context(ctx)?;
-        if allocations.is_empty() {
+        // The kernel first: veths off any bridge (or on this one but down)
+        // are the only candidates. A node with none (a fresh one) reads
+        // nothing from the pool, however large it is.
+        let links = self.host.links().list().with_context(ctx)?;
+        let bridge = self.bridge_index();
+        let off: HashMap<&str, &Link> = links
+            .iter()
+            .filter(|l| l.kind == LinkKind::Veth)
+            .filter(|l| l.master.is_none() || (l.master == Some(bridge) && !l.is_up()))
+            .map(|l| (l.name.as_str(), l))
+            .collect();
+        if off.is_empty() {
             return Ok(Vec::new());
         }
-        let links = self.host.links().list().with_context(ctx)?;
-        let by_name: HashMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
-        let bridge = self.bridge_index();
+        let allocations = self.allocations().with_context(ctx)?;
         let mut todo: Vec<(String, u32)> = Vec::new();
         for a in &allocations {
             // An id attach would have refused has no host end.
             let Ok(key) = Key::new(&a.container_id, &a.ifname) else {
                 continue;
             };
-            let Some(l) = by_name.get(key.host.as_str()) else {
-                continue;
-            };
-            let off = l.master.is_none() || (l.master == Some(bridge) && !l.is_up());
-            if key.owns(l) && off {
-                todo.push((key.host, l.index));
+            match off.get(key.host.as_str()) {
+                Some(l) if key.owns(l) => todo.push((key.host, l.index)),
+                _ => {}
             }
         }
         if todo.is_empty() {
