@@ -51,12 +51,16 @@ use crate::Result;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_conn;
 pub mod file;
 mod pool;
 mod subnet;
 
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
+pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore, EtcdWatch, WatchEvent};
+#[cfg(feature = "etcd")]
+pub use etcd_conn::{EtcdAuth, EtcdConfig, EtcdTls};
 pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
 pub use subnet::{SubnetAllocator, SubnetConfig};
