@@ -379,9 +379,13 @@ fn start_cluster(tag: &str) -> Option<EtcdCluster> {
     EtcdCluster::start(tag)
 }
 
-/// Connect to all members (call inside `cluster.run`).
+/// Connect to all members (call inside `cluster.run`), the leader's
+/// endpoint first: the store's requests and watches start there.
 fn cluster_store(c: &EtcdCluster) -> EtcdStore {
-    let urls = c.urls();
+    let mut urls = c.urls();
+    if let Some(l) = c.leader() {
+        urls.swap(0, l);
+    }
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     EtcdStore::open(EtcdConfig::new(&urls, "/cnet").timeout(Duration::from_secs(2))).unwrap()
 }

@@ -203,6 +203,7 @@ impl Client {
     fn attempt(&self, i: usize, path: &str, body: &Value, ctx: &str) -> Attempt {
         let ep = self.endpoints[i].trim_end_matches('/');
         let url = format!("{ep}{path}");
+        let floor = self.revision.load(Ordering::SeqCst);
         let mut reauthenticated = false;
         loop {
             let token = match &self.auth {
@@ -230,7 +231,7 @@ impl Client {
                             })
                         }
                     };
-                    return match check_revision(&self.revision, &v, ctx) {
+                    return match check_revision(&self.revision, floor, &v, ctx) {
                         Ok(_) => Attempt::Done(v),
                         Err(e) => Attempt::Fail(e),
                     };
@@ -533,11 +534,16 @@ fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
 /// The header revision of a reply: etcd's revision never goes back, so a
 /// reply older than one already seen means the endpoint now serves another
 /// (or a restored) cluster, where generations (create revisions) could be
-/// handed out again.
-fn check_revision(seen: &AtomicU64, v: &Value, ctx: &str) -> Result<u64> {
+/// handed out again. `floor` is the highest revision seen when the request
+/// was sent: replies to requests in flight at the same time (threads
+/// sharing a store) may arrive in any order, but every reply is at least as
+/// new as what was known before its request (etcd's reads are
+/// linearizable, on any member).
+fn check_revision(seen: &AtomicU64, floor: u64, v: &Value, ctx: &str) -> Result<u64> {
     let rev = num(&v["header"]["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
-    let before = seen.fetch_max(rev, Ordering::SeqCst);
-    if rev < before {
+    seen.fetch_max(rev, Ordering::SeqCst);
+    if rev < floor {
+        let before = floor;
         return Err(Error::Corrupt {
             context: format!("{ctx}: etcd"),
             reason: format!(
@@ -576,7 +582,7 @@ pub fn fuzz_reply(data: &[u8]) {
     };
     let _ = parse_kvs(&v["kvs"], "fuzz");
     let _ = parse_txn(&v, "fuzz");
-    let _ = check_revision(&AtomicU64::new(0), &v, "fuzz");
+    let _ = check_revision(&AtomicU64::new(0), 0, &v, "fuzz");
     let _ = inum(&v["ID"], "ID");
     if let Some(rs) = v["responses"].as_array() {
         for r in rs {
