@@ -166,7 +166,7 @@ impl Client {
     /// connection error, a timeout, or etcd's "no leader" / "leader
     /// changed" / unavailable answers; after a round with no answer it
     /// pauses (50 ms, doubling to 400 ms) and goes round again until
-    /// `retry_for` has passed, so an election (about one election timeout)
+    /// `retry_for` (the request timeout) has passed, so an election (about one election timeout)
     /// is ridden out and a dead cluster still fails soon. Every request
     /// sent again is one whose repeat is harmless (reads, and transactions
     /// guarded by compares).
@@ -237,7 +237,7 @@ impl Client {
                     };
                 }
                 Err(ureq::Error::Status(code, resp)) => {
-                    let text = resp.into_string().unwrap_or_default();
+                    let text = body_text(resp);
                     if let (Some(a), false) = (&self.auth, reauthenticated) {
                         if token_rejected(&text) {
                             a.invalidate(token.as_deref());
@@ -288,7 +288,7 @@ impl Client {
                 }
             }
             Err(ureq::Error::Status(code, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
+                let text = body_text(resp);
                 if text.contains("authentication is not enabled") {
                     a.set(String::new()); // none needed: don't ask again
                     return Ok(None);
@@ -408,6 +408,15 @@ fn transport_error(context: String, t: ureq::Transport) -> Error {
         context,
         source: std::io::Error::new(kind, text),
     }
+}
+
+/// The body of an error reply, as much as arrived: etcd's gateway ends
+/// it with a chunked trailer that the reader may refuse after the text.
+fn body_text(resp: ureq::Response) -> String {
+    use std::io::Read as _;
+    let mut buf = Vec::new();
+    let _ = resp.into_reader().take(1 << 20).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// etcd's own words in an error body (`{"error": …, "message": …}`).
@@ -676,8 +685,8 @@ impl EtcdStore {
                 auth: config.auth.clone().map(|a| Arc::new(Auth::new(a))),
                 tls,
                 // An election takes about one election timeout (1 s by
-                // default): ride out a few, bounded by the caller's timeout.
-                retry_for: t.max(Duration::from_secs(3)),
+                // default): the caller's timeout bounds the failover too.
+                retry_for: t,
                 revision: Arc::new(AtomicU64::new(0)),
             },
             prefix: config.prefix.trim_end_matches('/').to_string(),
@@ -1217,7 +1226,7 @@ impl WatchThread {
         let resp = match req.send_json(&body) {
             Ok(r) => r,
             Err(ureq::Error::Status(_, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
+                let text = body_text(resp);
                 if let Some(a) = &self.streams.auth {
                     if token_rejected(&text) {
                         a.invalidate(token.as_deref());
