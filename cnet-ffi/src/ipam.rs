@@ -391,9 +391,11 @@ pub extern "C" fn cnet_ipam_store_open_etcd_with(
             .map(|(i, p)| cstr(*p, &format!("endpoints[{i}]")))
             .collect::<Res<Vec<&str>>>()?;
         let prefix = cstr(prefix, "prefix")?;
-        // SAFETY: a non-NULL options pointer points to a live struct for
-        // the call (ABI contract).
-        let opts = unsafe { options.as_ref() };
+        let opts = if options.is_null() {
+            None
+        } else {
+            Some(obj(options, "options")?)
+        };
         let field = |p: Option<*const c_char>, what: &str| match p {
             Some(p) => opt_nonempty(p, what),
             None => Ok(None),

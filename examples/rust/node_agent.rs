@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cnet_core::ipam::{EtcdStore, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig};
+use cnet_core::ipam::{
+    EtcdConfig, EtcdStore, EtcdTls, FileStore, LeaseStore, NodeAttrs, PoolConfig, SubnetConfig,
+};
 use cnet_core::network::{
     vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap, Node, NodeConfig,
     Repair,
@@ -42,6 +44,23 @@ struct Args {
     /// etcd client URL (repeat for several endpoints).
     #[arg(long, required = true)]
     etcd: Vec<String>,
+    /// PEM file of the CA that signed etcd's server certificates (https
+    /// endpoints).
+    #[arg(long)]
+    etcd_cafile: Option<std::path::PathBuf>,
+    /// PEM client certificate, for etcd's --client-cert-auth.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<std::path::PathBuf>,
+    /// PEM private key of --etcd-certfile.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<std::path::PathBuf>,
+    /// etcd user; the password comes from --etcd-password-file or the
+    /// environment variable CNET_ETCD_PASSWORD, never the command line.
+    #[arg(long)]
+    etcd_username: Option<String>,
+    /// File holding the etcd user's password (one line).
+    #[arg(long, requires = "etcd_username")]
+    etcd_password_file: Option<std::path::PathBuf>,
     /// Key prefix in etcd.
     #[arg(long, default_value = "/cnet")]
     prefix: String,
@@ -105,8 +124,7 @@ fn run(a: Args) -> Result<(), Error> {
                 )
             })?,
     };
-    let endpoints: Vec<&str> = a.etcd.iter().map(String::as_str).collect();
-    let store = EtcdStore::connect(&endpoints, &a.prefix, Duration::from_secs(5))?;
+    let store = EtcdStore::open(etcd_config(&a)?)?;
     let mut leases = store.subnets(SubnetConfig::new(a.network))?;
     let ttl = Duration::from_secs(a.ttl);
     let attrs = NodeAttrs {
@@ -257,4 +275,34 @@ fn report_errors(r: &cnet_core::network::PeerReport) -> String {
         .map(|f| format!("{}: {}", f.peer, f.error))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The etcd settings of the command line: endpoints, TLS files, user and
+/// password (from --etcd-password-file, else CNET_ETCD_PASSWORD).
+fn etcd_config(a: &Args) -> Result<EtcdConfig, Error> {
+    let endpoints: Vec<&str> = a.etcd.iter().map(String::as_str).collect();
+    let mut config = EtcdConfig::new(&endpoints, &a.prefix).timeout(Duration::from_secs(5));
+    if a.etcd_cafile.is_some() || a.etcd_certfile.is_some() {
+        config = config.tls(EtcdTls {
+            ca_file: a.etcd_cafile.clone(),
+            cert_file: a.etcd_certfile.clone(),
+            key_file: a.etcd_keyfile.clone(),
+        });
+    }
+    if let Some(user) = &a.etcd_username {
+        let password = match &a.etcd_password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| Error::io(format!("etcd password file {}", f.display()), e))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            None => std::env::var("CNET_ETCD_PASSWORD").map_err(|_| {
+                Error::invalid(
+                    "--etcd-username",
+                    "needs a password: --etcd-password-file or CNET_ETCD_PASSWORD",
+                )
+            })?,
+        };
+        config = config.auth(user, &password);
+    }
+    Ok(config)
 }
