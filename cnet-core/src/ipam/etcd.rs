@@ -9,6 +9,27 @@
 //! endpoint, never a hang. Every change is one compare-and-swap transaction;
 //! a lost race is retried a bounded number of times.
 //!
+//! # Clusters, TLS, auth
+//!
+//! ```text
+//! EtcdStore::open(EtcdConfig) ── Client::post ──▶ endpoint that answered last
+//!                                   │ connection error, timeout, "no leader",
+//!                                   │ "leader changed", unavailable
+//!                                   ▼
+//!                                next endpoint … a round, a pause (50→400 ms),
+//!                                again, for at most the request timeout
+//! ```
+//!
+//! `https://` endpoints are verified against the CA file, with a client
+//! certificate when given; with a user, a token from `/v3/auth/authenticate`
+//! goes in the `Authorization` header and is fetched again once when etcd
+//! says it is invalid or expired (see `etcd_conn`). A request is sent again
+//! only where a repeat is harmless: reads, and transactions whose compares
+//! make a second run fail (an allocation that committed before its reply was
+//! lost is then found through its owner key). [`EtcdWatch`] resumes after the
+//! last event it passed on, on another member if need be, and passes on a
+//! full list ([`WatchEvent::Resync`]) when etcd compacted that history away.
+//!
 //! # Keys (under the caller's prefix)
 //!
 //! ```text
@@ -1666,6 +1687,52 @@ impl PoolStore for EtcdPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_answers_fail_over_and_refusals_do_not() {
+        let no_leader =
+            r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#;
+        assert!(matches!(
+            status_answer(503, no_leader, "c", "c"),
+            Attempt::Retry(Error::Timeout { .. })
+        ));
+        let changed = r#"{"message":"etcdserver: leader changed","code":14}"#;
+        assert!(matches!(
+            status_answer(500, changed, "c", "c"),
+            Attempt::Retry(_)
+        ));
+        let denied = r#"{"message":"etcdserver: permission denied","code":7}"#;
+        match status_answer(403, denied, "c", "c") {
+            Attempt::Fail(e @ Error::PermissionDenied { .. }) => {
+                assert!(e.to_string().contains("grant its role"), "{e}")
+            }
+            _ => panic!("permission denied must not fail over"),
+        }
+        let no_user = r#"{"message":"etcdserver: user name is empty","code":3}"#;
+        assert!(matches!(
+            status_answer(400, no_user, "c", "c"),
+            Attempt::Fail(Error::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            status_answer(400, "{}", "c", "c"),
+            Attempt::Fail(Error::Protocol { .. })
+        ));
+        assert!(token_rejected(
+            r#"{"message":"etcdserver: invalid auth token"}"#
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_password_or_token() {
+        let auth = Auth::new(super::super::EtcdAuth::new("cnet", "hunter2-secret"));
+        auth.set("tok3n.42".into());
+        let config = EtcdConfig::new(&["http://127.0.0.1:1"], "/p").auth("cnet", "hunter2-secret");
+        for dbg in [format!("{auth:?}"), format!("{config:?}")] {
+            assert!(!dbg.contains("hunter2-secret"), "{dbg}");
+            assert!(!dbg.contains("tok3n"), "{dbg}");
+            assert!(dbg.contains("<redacted>"), "{dbg}");
+        }
+    }
 
     #[test]
     fn prefix_end_increments_last_byte() {
