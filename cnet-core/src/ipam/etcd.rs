@@ -58,8 +58,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -68,7 +67,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::etcd_conn::{agent, client_config, denied, tls_failure, Auth};
+use super::etcd_client::{check_revision, Client};
+use super::etcd_conn::client_config;
+pub use super::etcd_watch::{EtcdLeaseWatch, EtcdWatch, WatchEvent};
 use super::file::{check_node, check_ttl};
 use super::pool::{check_owner, Layout};
 use super::subnet::overlaps;
@@ -85,58 +86,19 @@ const PAGE: u64 = 256;
 
 /// A key-value pair as etcd returns it.
 #[derive(Debug, Clone)]
-struct Kv {
-    key: String,
-    value: Vec<u8>,
+pub(super) struct Kv {
+    pub(super) key: String,
+    pub(super) value: Vec<u8>,
     create_revision: u64,
-    mod_revision: u64,
+    pub(super) mod_revision: u64,
     lease: i64,
-}
-
-/// The blocking HTTP client over all endpoints of one cluster (see
-/// [`Client::post`] for failover), with TLS and auth per [`EtcdConfig`].
-#[derive(Clone)]
-struct Client {
-    agent: ureq::Agent,
-    endpoints: Arc<Vec<String>>,
-    /// The endpoint that answered last: requests start there.
-    current: Arc<AtomicUsize>,
-    /// User/password auth and its token, shared by the clones.
-    auth: Option<Arc<Auth>>,
-    /// TLS settings (for the watch threads' own agents).
-    tls: Option<Arc<rustls::ClientConfig>>,
-    /// How long failover keeps trying (see [`Client::post`]).
-    retry_for: Duration,
-    /// The highest header revision seen (see `check_revision`).
-    revision: Arc<AtomicU64>,
-}
-
-/// Never prints the agent (its TLS configuration holds the private key)
-/// nor the token.
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoints", &self.endpoints)
-            .field("tls", &self.tls.is_some())
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How one endpoint answered a request.
-enum Attempt {
-    Done(Value),
-    /// Worth trying another endpoint (or this one again after a pause).
-    Retry(Error),
-    /// The answer, even if another endpoint were asked.
-    Fail(Error),
 }
 
 /// An etcd number (the JSON gateway sends int64s as strings). etcd leaves
 /// out fields that are zero, so a missing field is 0; anything else that is
 /// not a number is a protocol error, never read as 0 (a revision of 0 in a
 /// compare means "the key does not exist").
-fn num(v: &Value, what: &str) -> std::result::Result<u64, String> {
+pub(super) fn num(v: &Value, what: &str) -> std::result::Result<u64, String> {
     match v {
         Value::Null => Ok(0),
         Value::String(s) => s
@@ -160,12 +122,12 @@ fn inum(v: &Value, what: &str) -> std::result::Result<i64, String> {
     }
 }
 
-fn b64(s: &str) -> String {
+pub(super) fn b64(s: &str) -> String {
     B64.encode(s.as_bytes())
 }
 
 /// The key just past every key starting with `prefix` (etcd's prefix end).
-fn prefix_end(prefix: &str) -> String {
+pub(super) fn prefix_end(prefix: &str) -> String {
     let mut b = prefix.as_bytes().to_vec();
     while let Some(last) = b.pop() {
         if last < 0xff {
@@ -182,157 +144,6 @@ fn esc(s: &str) -> String {
 }
 
 impl Client {
-    /// POST `body` to `path`, failing over between endpoints: it starts at
-    /// the endpoint that answered last and moves to the next on a
-    /// connection error, a timeout, or etcd's "no leader" / "leader
-    /// changed" / unavailable answers; after a round with no answer it
-    /// pauses (50 ms, doubling to 400 ms) and goes round again until
-    /// `retry_for` (the request timeout) has passed, so an election (about one election timeout)
-    /// is ridden out and a dead cluster still fails soon. Every request
-    /// sent again is one whose repeat is harmless (reads, and transactions
-    /// guarded by compares).
-    fn post(&self, path: &str, body: &Value, ctx: &str) -> Result<Value> {
-        let start = std::time::Instant::now();
-        let n = self.endpoints.len();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let first = self.current.load(Ordering::Relaxed);
-            let mut last = None;
-            for k in 0..n {
-                let i = (first + k) % n;
-                match self.attempt(i, path, body, ctx) {
-                    Attempt::Done(v) => {
-                        self.current.store(i, Ordering::Relaxed);
-                        return Ok(v);
-                    }
-                    Attempt::Fail(e) => return Err(e),
-                    Attempt::Retry(e) => last = Some(e),
-                }
-            }
-            let last = last.unwrap_or_else(|| Error::invalid(ctx.to_string(), "no etcd endpoints"));
-            if start.elapsed() + pause > self.retry_for {
-                return Err(last);
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(400));
-        }
-    }
-
-    /// One request to endpoint `i`, authenticating first when a user is
-    /// set and there is no token (and once more when etcd says the token
-    /// is invalid or expired).
-    fn attempt(&self, i: usize, path: &str, body: &Value, ctx: &str) -> Attempt {
-        let ep = self.endpoints[i].trim_end_matches('/');
-        let url = format!("{ep}{path}");
-        let floor = self.revision.load(Ordering::SeqCst);
-        let mut reauthenticated = false;
-        loop {
-            let token = match &self.auth {
-                Some(a) => match a.token() {
-                    Some(t) => Some(t),
-                    None => match self.authenticate(ep, a, ctx) {
-                        Ok(t) => t,
-                        Err(e) => return e,
-                    },
-                },
-                None => None,
-            };
-            let mut req = self.agent.post(&url);
-            if let Some(t) = token.as_deref().filter(|t| !t.is_empty()) {
-                req = req.set("Authorization", t);
-            }
-            match req.send_json(body) {
-                Ok(resp) => {
-                    let v = match resp.into_json::<Value>() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return Attempt::Retry(Error::Protocol {
-                                context: format!("{ctx}: etcd {url}"),
-                                reason: format!("bad JSON reply: {e}"),
-                            })
-                        }
-                    };
-                    return match check_revision(&self.revision, floor, &v, ctx) {
-                        Ok(_) => Attempt::Done(v),
-                        Err(e) => Attempt::Fail(e),
-                    };
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    let text = body_text(resp);
-                    if let (Some(a), false) = (&self.auth, reauthenticated) {
-                        if token_rejected(&text) {
-                            a.invalidate(token.as_deref());
-                            reauthenticated = true;
-                            continue;
-                        }
-                    }
-                    return status_answer(code, &text, &format!("{ctx}: etcd {url}"), ctx);
-                }
-                Err(ureq::Error::Transport(t)) => {
-                    let context = format!("{ctx}: etcd {url}");
-                    return match tls_failure(&context, &t) {
-                        Some(e) => Attempt::Fail(e),
-                        None => Attempt::Retry(transport_error(context, t)),
-                    };
-                }
-            }
-        }
-    }
-
-    /// A new token for `a` from endpoint `ep` (`Ok(None)`: etcd has auth
-    /// off, so none is needed).
-    fn authenticate(
-        &self,
-        ep: &str,
-        a: &Auth,
-        ctx: &str,
-    ) -> std::result::Result<Option<String>, Attempt> {
-        let url = format!("{ep}/v3/auth/authenticate");
-        let context = format!("{ctx}: etcd {url} as user {:?}", a.user.username);
-        match self.agent.post(&url).send_json(a.request()) {
-            Ok(resp) => {
-                let v: Value = resp.into_json().map_err(|e| {
-                    Attempt::Retry(Error::Protocol {
-                        context: context.clone(),
-                        reason: format!("bad JSON reply: {e}"),
-                    })
-                })?;
-                match v["token"].as_str() {
-                    Some(t) if !t.is_empty() => {
-                        a.set(t.to_string());
-                        Ok(Some(t.to_string()))
-                    }
-                    _ => Err(Attempt::Fail(Error::Protocol {
-                        context,
-                        reason: "etcd's authenticate reply has no token".into(),
-                    })),
-                }
-            }
-            Err(ureq::Error::Status(code, resp)) => {
-                let text = body_text(resp);
-                if text.contains("authentication is not enabled") {
-                    a.set(String::new()); // none needed: don't ask again
-                    return Ok(None);
-                }
-                if text.contains("authentication failed") {
-                    return Err(Attempt::Fail(denied(
-                        context,
-                        format!(
-                            "etcd refused the user name or password: check --etcd-username and \
-                             the password file (etcd said: {})",
-                            server_words(&text)
-                        ),
-                    )));
-                }
-                Err(status_answer(code, &text, &context, ctx))
-            }
-            Err(ureq::Error::Transport(t)) => Err(match tls_failure(&context, &t) {
-                Some(e) => Attempt::Fail(e),
-                None => Attempt::Retry(transport_error(context, t)),
-            }),
-        }
-    }
-
     fn range(
         &self,
         key: &str,
@@ -406,115 +217,7 @@ impl Client {
     }
 }
 
-fn transport_error(context: String, t: ureq::Transport) -> Error {
-    let text = t.to_string();
-    let io_kind = std::error::Error::source(&t)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(|e| e.kind());
-    let timed_out = matches!(
-        io_kind,
-        Some(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
-    ) || text.contains("timed out");
-    if timed_out {
-        return Error::Timeout {
-            context,
-            reason: text,
-        };
-    }
-    let kind = match t.kind() {
-        ureq::ErrorKind::ConnectionFailed => std::io::ErrorKind::ConnectionRefused,
-        _ => io_kind.unwrap_or(std::io::ErrorKind::Other),
-    };
-    Error::Io {
-        context,
-        source: std::io::Error::new(kind, text),
-    }
-}
-
-/// The body of an error reply, as much as arrived: etcd's gateway ends
-/// it with a chunked trailer that the reader may refuse after the text.
-fn body_text(resp: ureq::Response) -> String {
-    use std::io::Read as _;
-    let mut buf = Vec::new();
-    let _ = resp.into_reader().take(1 << 20).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// etcd's own words in an error body (`{"error": …, "message": …}`).
-fn server_words(text: &str) -> String {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| {
-            v["message"]
-                .as_str()
-                .or(v["error"].as_str())
-                .map(String::from)
-        })
-        .unwrap_or_else(|| text.trim().to_string())
-}
-
-/// etcd says the token is no longer good (expired, or the member
-/// restarted: simple tokens live in one member's memory).
-fn token_rejected(text: &str) -> bool {
-    text.contains("invalid auth token") || text.contains("token is expired")
-}
-
-/// An HTTP error status of etcd's gateway, sorted into retry or answer.
-fn status_answer(code: u16, text: &str, context: &str, ctx: &str) -> Attempt {
-    let words = server_words(text);
-    // gRPC NotFound (HTTP 404) is, for the calls this store makes, only
-    // ever "requested lease not found" (the body is sometimes empty).
-    if code == 404 || text.contains("requested lease not found") {
-        // The etcd lease expired or was revoked between its grant and this
-        // request: callers retry with a new one.
-        return Attempt::Fail(Error::NotFound {
-            context: format!("{ctx}: etcd lease (expired or revoked meanwhile)"),
-            kernel: None,
-        });
-    }
-    // This member cannot serve now (an election, a member cut off, a
-    // request caught in a leader change): another may, or it will soon.
-    let unavailable = [
-        "no leader",
-        "leader changed",
-        "request timed out",
-        "not capable",
-        "too many requests",
-        "unhealthy cluster",
-        "server stopped",
-        "timed out waiting for read index",
-    ];
-    if code == 503 || unavailable.iter().any(|u| text.contains(u)) {
-        return Attempt::Retry(Error::Timeout {
-            context: context.to_string(),
-            reason: format!("etcd member unavailable (HTTP {code}): {words}"),
-        });
-    }
-    if text.contains("user name is empty") || token_rejected(text) {
-        return Attempt::Fail(denied(
-            context.to_string(),
-            format!(
-                "etcd has authentication enabled: give --etcd-username and a password \
-                 (etcd said: {words})"
-            ),
-        ));
-    }
-    if text.contains("permission denied") || code == 401 || code == 403 {
-        return Attempt::Fail(denied(
-            context.to_string(),
-            format!(
-                "the etcd user may not do this: grant its role read/write on the key prefix \
-                 (etcd said: {words})"
-            ),
-        ));
-    }
-    Attempt::Fail(Error::Protocol {
-        context: context.to_string(),
-        reason: format!("HTTP {code}: {words}"),
-    })
-}
-
-fn protocol(ctx: &str, reason: String) -> Error {
+pub(super) fn protocol(ctx: &str, reason: String) -> Error {
     Error::Protocol {
         context: format!("{ctx}: etcd reply"),
         reason,
@@ -524,7 +227,7 @@ fn protocol(ctx: &str, reason: String) -> Error {
 /// The `kvs` of a range reply (or of a range inside a transaction). A
 /// missing list is empty (etcd omits empty fields); a key that is missing
 /// or not base64 is a protocol error.
-fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
+pub(super) fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
     let arr = match v {
         Value::Null => return Ok(Vec::new()),
         Value::Array(a) => a,
@@ -559,31 +262,6 @@ fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
             })
         })
         .collect()
-}
-
-/// The header revision of a reply: etcd's revision never goes back, so a
-/// reply older than one already seen means the endpoint now serves another
-/// (or a restored) cluster, where generations (create revisions) could be
-/// handed out again. `floor` is the highest revision seen when the request
-/// was sent: replies to requests in flight at the same time (threads
-/// sharing a store) may arrive in any order, but every reply is at least as
-/// new as what was known before its request (etcd's reads are
-/// linearizable, on any member).
-fn check_revision(seen: &AtomicU64, floor: u64, v: &Value, ctx: &str) -> Result<u64> {
-    let rev = num(&v["header"]["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
-    seen.fetch_max(rev, Ordering::SeqCst);
-    if rev < floor {
-        let before = floor;
-        return Err(Error::Corrupt {
-            context: format!("{ctx}: etcd"),
-            reason: format!(
-                "etcd's revision went back from {before} to {rev}: the endpoint serves another \
-                 cluster, or one restored from a backup; allocations made since could be handed \
-                 out again, so nothing more is done (reconnect once the store is known good)"
-            ),
-        });
-    }
-    Ok(rev)
 }
 
 /// The result of a transaction: whether its compares held, its revision
@@ -697,19 +375,8 @@ impl EtcdStore {
             return Err(Error::invalid("etcd connect", "no endpoints"));
         }
         let tls = config.tls.as_ref().map(client_config).transpose()?;
-        let t = config.timeout;
         let store = EtcdStore {
-            client: Client {
-                agent: agent(tls.as_ref(), t, t, Some(t)),
-                endpoints: Arc::new(config.endpoints.clone()),
-                current: Arc::new(AtomicUsize::new(0)),
-                auth: config.auth.clone().map(|a| Arc::new(Auth::new(a))),
-                tls,
-                // An election takes about one election timeout (1 s by
-                // default): the caller's timeout bounds the failover too.
-                retry_for: t,
-                revision: Arc::new(AtomicU64::new(0)),
-            },
+            client: Client::new(&config, tls),
             prefix: config.prefix.trim_end_matches('/').to_string(),
         };
         // A read (status alone needs no auth), so a missing or wrong
@@ -1058,278 +725,6 @@ impl LeaseStore for EtcdLeases {
     fn watch(&mut self) -> Result<Box<dyn LeaseWatch>> {
         EtcdLeaseWatch::start(&self.client, &format!("{}/leases/", self.base), &self.ctx)
             .map(|w| Box::new(w) as Box<dyn LeaseWatch>)
-    }
-}
-
-/// [`LeaseWatch`] of the etcd store: an [`EtcdWatch`] on the lease keys;
-/// every batch of its events (and a resync) wakes the caller. Expiry is
-/// etcd's own: it deletes the keys, which the watch sees.
-#[derive(Debug)]
-pub struct EtcdLeaseWatch {
-    watch: EtcdWatch,
-}
-
-impl EtcdLeaseWatch {
-    fn start(client: &Client, prefix: &str, ctx: &str) -> Result<EtcdLeaseWatch> {
-        Ok(EtcdLeaseWatch {
-            watch: EtcdWatch::start(client, prefix, ctx)?,
-        })
-    }
-}
-
-impl LeaseWatch for EtcdLeaseWatch {
-    fn wait(&mut self, timeout: Duration) -> Result<bool> {
-        match self.watch.next(timeout)? {
-            Some(_) => {
-                while self.watch.next(Duration::ZERO)?.is_some() {} // coalesce a burst
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-}
-
-/// One change under a watched prefix ([`EtcdWatch::next`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WatchEvent {
-    /// `key` was created or changed to `value` at `revision`.
-    Put {
-        /// The full key.
-        key: String,
-        /// Its new value.
-        value: Vec<u8>,
-        /// The revision of the change (the key's mod revision).
-        revision: u64,
-    },
-    /// `key` was deleted (or its etcd lease expired) at `revision`.
-    Delete {
-        /// The full key.
-        key: String,
-        /// The revision of the deletion.
-        revision: u64,
-    },
-    /// etcd compacted the history the watch needed to resume (it was
-    /// disconnected meanwhile): this is everything under the prefix as of
-    /// `revision`, to replace what the caller knew; events go on after it.
-    Resync {
-        /// Every key and value under the prefix.
-        kvs: Vec<(String, Vec<u8>)>,
-        /// The revision of that list.
-        revision: u64,
-    },
-}
-
-/// An etcd v3 watch on a key prefix (`/v3/watch`, a stream of JSON
-/// objects), read by a thread of its own. When the stream breaks (the
-/// member died, a restart, a quiet stream's read timeout) it reopens on the
-/// next endpoint from the revision after the last event it passed on, so no
-/// event is lost or repeated; when etcd has compacted that revision away it
-/// passes on a [`WatchEvent::Resync`] with the full list instead. The
-/// thread runs in the network namespace of the thread that made the watch
-/// and ends soon after the watch is dropped.
-#[derive(Debug)]
-pub struct EtcdWatch {
-    rx: mpsc::Receiver<WatchEvent>,
-    stop: Arc<AtomicBool>,
-}
-
-impl EtcdWatch {
-    fn start(client: &Client, prefix: &str, ctx: &str) -> Result<EtcdWatch> {
-        // Where the watch starts: just after the revision of a first read,
-        // so a change between this call and the stream is seen.
-        let v = client.post(
-            "/v3/kv/range",
-            &json!({ "key": b64(prefix), "range_end": prefix_end(prefix), "count_only": true }),
-            ctx,
-        )?;
-        let rev = num(&v["header"]["revision"], "header revision").map_err(|w| protocol(ctx, w))?;
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        // A stream that stays quiet is reopened now and then (the read
-        // timeout), which is also how the thread notices a dropped watch.
-        let mut streams = client.clone();
-        streams.agent = agent(
-            client.tls.as_ref(),
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-            None,
-        );
-        let w = WatchThread {
-            streams,
-            lists: client.clone(),
-            prefix: prefix.to_string(),
-            next_rev: rev + 1,
-            tx,
-            stop: stop.clone(),
-            ctx: ctx.to_string(),
-        };
-        std::thread::Builder::new()
-            .name("cnet-etcd-watch".into())
-            .spawn(move || w.run())
-            .map_err(|e| Error::io("etcd watch: spawn thread", e))?;
-        Ok(EtcdWatch { rx, stop })
-    }
-
-    /// The next event, waiting up to `timeout` (`Ok(None)`: none came).
-    pub fn next(&mut self, timeout: Duration) -> Result<Option<WatchEvent>> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(e) => Ok(Some(e)),
-            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::Protocol {
-                context: "etcd watch".into(),
-                reason: "the watch thread ended".into(),
-            }),
-        }
-    }
-}
-
-impl Drop for EtcdWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The thread behind an [`EtcdWatch`].
-struct WatchThread {
-    /// For the streams: no whole-request bound.
-    streams: Client,
-    /// For the resync lists: the store's bounds and failover.
-    lists: Client,
-    prefix: String,
-    /// The revision to resume from: one past the last event passed on.
-    next_rev: u64,
-    tx: mpsc::Sender<WatchEvent>,
-    stop: Arc<AtomicBool>,
-    ctx: String,
-}
-
-impl WatchThread {
-    /// Open streams until told to stop (or the watch is dropped).
-    fn run(mut self) {
-        let n = self.streams.endpoints.len();
-        let mut ep = self.streams.current.load(Ordering::Relaxed);
-        while !self.stop.load(Ordering::SeqCst) {
-            match self.stream(ep % n) {
-                Ok(true) => {} // reopen on the same member
-                Ok(false) => return,
-                Err(()) => {
-                    ep += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-
-    /// One stream from endpoint `i`: `Ok(true)` to reopen, `Ok(false)` to
-    /// end (stopped), `Err` to move to another endpoint.
-    fn stream(&mut self, i: usize) -> std::result::Result<bool, ()> {
-        let ep = self.streams.endpoints[i].trim_end_matches('/').to_string();
-        let token = match &self.streams.auth {
-            Some(a) => match a.token() {
-                Some(t) => Some(t),
-                None => self
-                    .streams
-                    .authenticate(&ep, a, &self.ctx)
-                    .map_err(|_| ())?,
-            },
-            None => None,
-        };
-        let body = json!({ "create_request": {
-            "key": b64(&self.prefix),
-            "range_end": prefix_end(&self.prefix),
-            "start_revision": self.next_rev.to_string(),
-        }});
-        let mut req = self.streams.agent.post(&format!("{ep}/v3/watch"));
-        if let Some(t) = token.as_deref().filter(|t| !t.is_empty()) {
-            req = req.set("Authorization", t);
-        }
-        let resp = match req.send_json(&body) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, resp)) => {
-                let text = body_text(resp);
-                if let Some(a) = &self.streams.auth {
-                    if token_rejected(&text) {
-                        a.invalidate(token.as_deref());
-                    }
-                }
-                return Err(());
-            }
-            Err(_) => return Err(()),
-        };
-        let stream = serde_json::Deserializer::from_reader(resp.into_reader()).into_iter::<Value>();
-        let mut created = false;
-        for item in stream {
-            if self.stop.load(Ordering::SeqCst) {
-                return Ok(false);
-            }
-            // A read timeout on a quiet stream: reopen here. A broken one
-            // (the member died): another member.
-            let v = match item {
-                Ok(v) => v,
-                Err(e) if e.is_io() && created => return Ok(true),
-                Err(_) => return Err(()),
-            };
-            if !v["error"].is_null() {
-                return Err(()); // the gateway's error (e.g. auth, no leader)
-            }
-            let r = &v["result"];
-            created = true;
-            let compacted = num(&r["compact_revision"], "compact_revision").unwrap_or(0);
-            if compacted > 0 {
-                return self.resync().map(|()| true);
-            }
-            for ev in r["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                let Some(e) = self.event(ev) else {
-                    return Err(());
-                };
-                if self.tx.send(e).is_err() {
-                    return Ok(false); // the watch was dropped
-                }
-            }
-            if r["canceled"].as_bool() == Some(true) {
-                return Err(());
-            }
-        }
-        Ok(true)
-    }
-
-    /// A watch event as [`WatchEvent`] (advancing the resume revision).
-    fn event(&mut self, ev: &Value) -> Option<WatchEvent> {
-        let kv = parse_kvs(&json!([ev["kv"]]), &self.ctx).ok()?.pop()?;
-        self.next_rev = self.next_rev.max(kv.mod_revision + 1);
-        Some(if ev["type"].as_str() == Some("DELETE") {
-            WatchEvent::Delete {
-                key: kv.key,
-                revision: kv.mod_revision,
-            }
-        } else {
-            WatchEvent::Put {
-                key: kv.key,
-                value: kv.value,
-                revision: kv.mod_revision,
-            }
-        })
-    }
-
-    /// The history is compacted: pass on the full list, resume after it.
-    fn resync(&mut self) -> std::result::Result<(), ()> {
-        let body = json!({ "key": b64(&self.prefix), "range_end": prefix_end(&self.prefix) });
-        let v = self
-            .lists
-            .post("/v3/kv/range", &body, &self.ctx)
-            .map_err(|_| ())?;
-        let kvs = parse_kvs(&v["kvs"], &self.ctx).map_err(|_| ())?;
-        let rev = num(&v["header"]["revision"], "revision").map_err(|_| ())?;
-        self.next_rev = rev + 1;
-        let e = WatchEvent::Resync {
-            kvs: kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
-            revision: rev,
-        };
-        if self.tx.send(e).is_err() {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-        Ok(())
     }
 }
 
@@ -1687,52 +1082,6 @@ impl PoolStore for EtcdPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unavailable_answers_fail_over_and_refusals_do_not() {
-        let no_leader =
-            r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#;
-        assert!(matches!(
-            status_answer(503, no_leader, "c", "c"),
-            Attempt::Retry(Error::Timeout { .. })
-        ));
-        let changed = r#"{"message":"etcdserver: leader changed","code":14}"#;
-        assert!(matches!(
-            status_answer(500, changed, "c", "c"),
-            Attempt::Retry(_)
-        ));
-        let denied = r#"{"message":"etcdserver: permission denied","code":7}"#;
-        match status_answer(403, denied, "c", "c") {
-            Attempt::Fail(e @ Error::PermissionDenied { .. }) => {
-                assert!(e.to_string().contains("grant its role"), "{e}")
-            }
-            _ => panic!("permission denied must not fail over"),
-        }
-        let no_user = r#"{"message":"etcdserver: user name is empty","code":3}"#;
-        assert!(matches!(
-            status_answer(400, no_user, "c", "c"),
-            Attempt::Fail(Error::PermissionDenied { .. })
-        ));
-        assert!(matches!(
-            status_answer(400, "{}", "c", "c"),
-            Attempt::Fail(Error::Protocol { .. })
-        ));
-        assert!(token_rejected(
-            r#"{"message":"etcdserver: invalid auth token"}"#
-        ));
-    }
-
-    #[test]
-    fn debug_never_shows_password_or_token() {
-        let auth = Auth::new(super::super::EtcdAuth::new("cnet", "hunter2-secret"));
-        auth.set("tok3n.42".into());
-        let config = EtcdConfig::new(&["http://127.0.0.1:1"], "/p").auth("cnet", "hunter2-secret");
-        for dbg in [format!("{auth:?}"), format!("{config:?}")] {
-            assert!(!dbg.contains("hunter2-secret"), "{dbg}");
-            assert!(!dbg.contains("tok3n"), "{dbg}");
-            assert!(dbg.contains("<redacted>"), "{dbg}");
-        }
-    }
 
     #[test]
     fn prefix_end_increments_last_byte() {

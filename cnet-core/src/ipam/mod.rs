@@ -52,7 +52,11 @@ use crate::Result;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
+mod etcd_client;
+#[cfg(feature = "etcd")]
 mod etcd_conn;
+#[cfg(feature = "etcd")]
+mod etcd_watch;
 pub mod file;
 mod pool;
 mod subnet;
