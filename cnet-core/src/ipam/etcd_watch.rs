@@ -199,7 +199,14 @@ impl WatchThread {
             "range_end": prefix_end(&self.prefix),
             "start_revision": self.next_rev.to_string(),
         }});
-        let mut req = self.streams.agent.post(&format!("{ep}/v3/watch"));
+        // etcd's "require leader" (gRPC metadata `hasleader`, passed on by
+        // the gateway): a member cut off from the others ends the stream
+        // instead of keeping it open and silent, so the watch moves on.
+        let mut req = self
+            .streams
+            .agent
+            .post(&format!("{ep}/v3/watch"))
+            .set("Grpc-Metadata-Hasleader", "true");
         if let Some(t) = token.as_deref().filter(|t| !t.is_empty()) {
             req = req.set("Authorization", t);
         }
