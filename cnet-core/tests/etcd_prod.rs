@@ -473,6 +473,15 @@ fn etcd_cluster_leader_killed_during_allocations_renewals_and_watch() {
             .acquire("node-r", &NodeAttrs::default(), Duration::from_secs(3))
             .unwrap();
         let got = std::thread::scope(|sc| {
+            // The renewer stops however this scope ends (a panic here must
+            // not leave the scope waiting for it, and the cluster running).
+            struct StopOnDrop<'a>(&'a AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _stop = StopOnDrop(&stop);
             // The renewer.
             sc.spawn(|| {
                 while !stop.load(Ordering::SeqCst) {
@@ -516,7 +525,12 @@ fn etcd_cluster_leader_killed_during_allocations_renewals_and_watch() {
                 .collect();
             // Kill the leader a quarter of the way in, then time the first
             // write that succeeds.
+            let t0 = Instant::now();
             while done.load(Ordering::SeqCst) < THREADS * EACH / 4 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "allocations stalled"
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
             let leader = cref.leader().expect("a leader");
