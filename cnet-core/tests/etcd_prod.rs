@@ -709,3 +709,70 @@ fn etcd_cluster_watch_resync_after_compaction_and_whole_restart() {
     assert!(seen, "the watch went on after the restart");
     drop(s);
 }
+
+/// A member cut off from its peers (nftables in its namespace drops the
+/// peer port) while it still answers clients: the store and a watch that
+/// started on it move to the others (etcd ends the watch stream through
+/// require-leader; requests time out there or say "no leader").
+#[test]
+fn etcd_cluster_member_cut_off_from_peers_is_left_for_the_others() {
+    let Some(c) = start_cluster("clcut") else {
+        return;
+    };
+    let leader = c.leader().expect("a leader");
+    let cut = (leader + 1) % 3;
+    let mut urls = c.urls();
+    urls.swap(0, cut); // the store and its watch start on the member to cut
+    let cfg = PoolConfig::new("10.244.16.0/24".parse().unwrap());
+    let cref = &c;
+    c.run(|| {
+        let u: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let s =
+            EtcdStore::open(EtcdConfig::new(&u, "/cnet").timeout(Duration::from_secs(2))).unwrap();
+        let mut pool = s.pool(cfg.clone()).unwrap();
+        let mut watch = s.watch_prefix("pools/").unwrap();
+        pool.allocate("c0", "eth0").unwrap();
+        assert!(
+            watch.next(Duration::from_secs(5)).unwrap().is_some(),
+            "c0 seen"
+        );
+        while watch.next(Duration::from_millis(200)).unwrap().is_some() {}
+
+        let ns = &cref.members[cut].ns;
+        for rule in [
+            "add table inet cut",
+            "add chain inet cut in { type filter hook input priority 0 ; }",
+            "add rule inet cut in tcp dport 2380 drop",
+            "add rule inet cut in tcp sport 2380 drop",
+        ] {
+            let mut cmd = vec!["nft"];
+            cmd.extend(rule.split(' '));
+            assert!(ns.exec_ok(&cmd), "nft {rule}");
+        }
+        let t = Instant::now();
+        let a = loop {
+            match pool.allocate("c1", "eth0") {
+                Ok(a) => break a,
+                Err(e) if t.elapsed() < Duration::from_secs(20) => eprintln!("c1: {e}"),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        println!("member m{cut} cut off: first write after {:?}", t.elapsed());
+        let want = a.addr.to_string();
+        let seen = loop {
+            match watch.next(Duration::from_secs(1)).unwrap() {
+                Some(WatchEvent::Put { value, .. })
+                    if String::from_utf8_lossy(&value).contains(&want) =>
+                {
+                    break t.elapsed()
+                }
+                Some(_) => {}
+                None => assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "watch stuck on m{cut}"
+                ),
+            }
+        };
+        println!("member m{cut} cut off: the watch saw the write after {seen:?}");
+    });
+}
