@@ -134,6 +134,25 @@ typedef struct {
   size_t len;
 } cnet_addr_array;
 
+// TLS files and etcd user of `cnet_ipam_store_open_etcd_with`, like
+// Flannel's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`,
+// `--etcd-username`, `--etcd-password`. Every field may be NULL (or ""):
+// not set. The strings are read during the call only.
+typedef struct {
+  // PEM file of the CA that signed the etcd servers' certificates
+  // (NULL: the webpki roots, for `https://` endpoints).
+  const char *ca_file;
+  // PEM client certificate, for etcd's `--client-cert-auth` (with
+  // `key_file`).
+  const char *cert_file;
+  // PEM private key of `cert_file`.
+  const char *key_file;
+  // etcd user (with `password`; NULL: no auth).
+  const char *username;
+  // The user's password. Never shown in an error.
+  const char *password;
+} cnet_etcd_options;
+
 // The cluster network to lease node subnets from.
 typedef struct {
   // The cluster network ("10.244.0.0/16").
@@ -1295,15 +1314,30 @@ void cnet_error_free(cnet_error *e);
 cnet_result cnet_ipam_store_open_file(const char *dir, cnet_ipam_store **out, cnet_error **err);
 
 // Connect to an etcd v3 cluster (`endpoints`: `len` URLs such as
-// "http://127.0.0.1:2379", tried in order), keys under `prefix`, every
-// request bounded by `timeout_ms`. `CNET_UNSUPPORTED` when libcnet was
-// built without feature `etcd`.
+// "http://127.0.0.1:2379", members of one cluster: requests fail over
+// between them), keys under `prefix`, every request bounded by
+// `timeout_ms`. `CNET_UNSUPPORTED` when libcnet was built without feature
+// `etcd`. For TLS and user/password auth see
+// `cnet_ipam_store_open_etcd_with`.
 cnet_result cnet_ipam_store_open_etcd(const char *const *endpoints,
                                       size_t len,
                                       const char *prefix,
                                       uint64_t timeout_ms,
                                       cnet_ipam_store **out,
                                       cnet_error **err);
+
+// `cnet_ipam_store_open_etcd` with TLS and auth `options` (NULL: none).
+// A server certificate the CA did not sign, a client certificate etcd
+// refuses and a wrong password are `CNET_PERMISSION_DENIED`, the error
+// message saying which (never the password); unreadable or non-PEM files
+// are `CNET_INVALID_ARGUMENT` (or the I/O error).
+cnet_result cnet_ipam_store_open_etcd_with(const char *const *endpoints,
+                                           size_t len,
+                                           const char *prefix,
+                                           uint64_t timeout_ms,
+                                           const cnet_etcd_options *options,
+                                           cnet_ipam_store **out,
+                                           cnet_error **err);
 
 // Free a store. `cnet_ipam_store_free(NULL)` does nothing.
 void cnet_ipam_store_free(cnet_ipam_store *s);

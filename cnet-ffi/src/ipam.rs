@@ -330,15 +330,64 @@ pub extern "C" fn cnet_ipam_store_open_file(
 }
 
 /// Connect to an etcd v3 cluster (`endpoints`: `len` URLs such as
-/// "http://127.0.0.1:2379", tried in order), keys under `prefix`, every
-/// request bounded by `timeout_ms`. `CNET_UNSUPPORTED` when libcnet was
-/// built without feature `etcd`.
+/// "http://127.0.0.1:2379", members of one cluster: requests fail over
+/// between them), keys under `prefix`, every request bounded by
+/// `timeout_ms`. `CNET_UNSUPPORTED` when libcnet was built without feature
+/// `etcd`. For TLS and user/password auth see
+/// `cnet_ipam_store_open_etcd_with`.
 #[no_mangle]
 pub extern "C" fn cnet_ipam_store_open_etcd(
     endpoints: *const *const c_char,
     len: usize,
     prefix: *const c_char,
     timeout_ms: u64,
+    out: *mut *mut cnet_ipam_store,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    cnet_ipam_store_open_etcd_with(
+        endpoints,
+        len,
+        prefix,
+        timeout_ms,
+        std::ptr::null(),
+        out,
+        err,
+    )
+}
+
+/// TLS files and etcd user of `cnet_ipam_store_open_etcd_with`, like
+/// Flannel's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`,
+/// `--etcd-username`, `--etcd-password`. Every field may be NULL (or ""):
+/// not set. The strings are read during the call only.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_etcd_options {
+    /// PEM file of the CA that signed the etcd servers' certificates
+    /// (NULL: the webpki roots, for `https://` endpoints).
+    pub ca_file: *const c_char,
+    /// PEM client certificate, for etcd's `--client-cert-auth` (with
+    /// `key_file`).
+    pub cert_file: *const c_char,
+    /// PEM private key of `cert_file`.
+    pub key_file: *const c_char,
+    /// etcd user (with `password`; NULL: no auth).
+    pub username: *const c_char,
+    /// The user's password. Never shown in an error.
+    pub password: *const c_char,
+}
+
+/// `cnet_ipam_store_open_etcd` with TLS and auth `options` (NULL: none).
+/// A server certificate the CA did not sign, a client certificate etcd
+/// refuses and a wrong password are `CNET_PERMISSION_DENIED`, the error
+/// message saying which (never the password); unreadable or non-PEM files
+/// are `CNET_INVALID_ARGUMENT` (or the I/O error).
+#[no_mangle]
+pub extern "C" fn cnet_ipam_store_open_etcd_with(
+    endpoints: *const *const c_char,
+    len: usize,
+    prefix: *const c_char,
+    timeout_ms: u64,
+    options: *const cnet_etcd_options,
     out: *mut *mut cnet_ipam_store,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
@@ -349,14 +398,45 @@ pub extern "C" fn cnet_ipam_store_open_etcd(
             .map(|(i, p)| cstr(*p, &format!("endpoints[{i}]")))
             .collect::<Res<Vec<&str>>>()?;
         let prefix = cstr(prefix, "prefix")?;
+        let opts = if options.is_null() {
+            None
+        } else {
+            Some(obj(options, "options")?)
+        };
+        let field = |p: Option<*const c_char>, what: &str| match p {
+            Some(p) => opt_nonempty(p, what),
+            None => Ok(None),
+        };
+        let ca = field(opts.map(|o| o.ca_file), "options.ca_file")?;
+        let cert = field(opts.map(|o| o.cert_file), "options.cert_file")?;
+        let key = field(opts.map(|o| o.key_file), "options.key_file")?;
+        let user = field(opts.map(|o| o.username), "options.username")?;
+        let password = field(opts.map(|o| o.password), "options.password")?;
         let out = out_ptr(out, "out")?;
         #[cfg(feature = "etcd")]
         {
-            let s = cnet_core::ipam::EtcdStore::connect(
-                &eps,
-                prefix,
-                Duration::from_millis(timeout_ms),
-            )?;
+            use cnet_core::ipam::{EtcdConfig, EtcdTls};
+            let mut config =
+                EtcdConfig::new(&eps, prefix).timeout(Duration::from_millis(timeout_ms));
+            if ca.is_some() || cert.is_some() || key.is_some() {
+                let mut t = EtcdTls::new();
+                t.ca_file = ca.map(Into::into);
+                t.cert_file = cert.map(Into::into);
+                t.key_file = key.map(Into::into);
+                config = config.tls(t);
+            }
+            match (user, password) {
+                (Some(u), p) => config = config.auth(u, p.unwrap_or("")),
+                (None, Some(_)) => {
+                    return Err(Error::invalid(
+                        "open etcd IPAM store",
+                        "options.password without options.username",
+                    )
+                    .into())
+                }
+                (None, None) => {}
+            }
+            let s = cnet_core::ipam::EtcdStore::open(config)?;
             boxed(
                 out,
                 cnet_ipam_store {
@@ -367,7 +447,7 @@ pub extern "C" fn cnet_ipam_store_open_etcd(
         }
         #[cfg(not(feature = "etcd"))]
         {
-            let _ = (eps, prefix, timeout_ms, out);
+            let _ = (eps, prefix, timeout_ms, out, ca, cert, key, user, password);
             Err(Error::Unsupported {
                 context: "open etcd IPAM store".into(),
                 kernel: None,

@@ -296,6 +296,13 @@ int main(int argc, char **argv) {
     cnet_error *ee = NULL;
     if (cnet_ipam_store_open_etcd(eps, 1, "/cnet", 200, &etcd, &ee) == CNET_OK) cnet_ipam_store_free(etcd);
     cnet_error_free(ee);
+    /* TLS and auth options: every field may be NULL; nothing listens here. */
+    cnet_etcd_options eo = {.ca_file = NULL, .cert_file = NULL, .key_file = NULL,
+                            .username = "cnet", .password = "not-shown"};
+    ee = NULL;
+    if (cnet_ipam_store_open_etcd_with(eps, 1, "/cnet", 200, &eo, &etcd, &ee) == CNET_OK)
+        cnet_ipam_store_free(etcd);
+    cnet_error_free(ee);
 
     cnet_link_array *links = NULL;
     OK(cnet_link_list(h, &links, E));

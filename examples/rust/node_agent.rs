@@ -65,8 +65,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cnet_core::ipam::{
-    keep_missing, renew_or_claim, Backoff, Call, EtcdSession, FileStore, LeaseStore, NodeAttrs,
-    NodeLease, PoolConfig, Renewal, SubnetConfig,
+    keep_missing, renew_or_claim, Backoff, Call, EtcdConfig, EtcdSession, EtcdTls, FileStore,
+    LeaseStore, NodeAttrs, NodeLease, PoolConfig, Renewal, SubnetConfig,
 };
 use cnet_core::network::{
     held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap,
@@ -81,6 +81,23 @@ struct Args {
     /// etcd client URL (repeat for several endpoints).
     #[arg(long, required = true)]
     etcd: Vec<String>,
+    /// PEM file of the CA that signed etcd's server certificates (https
+    /// endpoints).
+    #[arg(long)]
+    etcd_cafile: Option<std::path::PathBuf>,
+    /// PEM client certificate, for etcd's --client-cert-auth.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<std::path::PathBuf>,
+    /// PEM private key of --etcd-certfile.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<std::path::PathBuf>,
+    /// etcd user; the password comes from --etcd-password-file or the
+    /// environment variable CNET_ETCD_PASSWORD, never the command line.
+    #[arg(long)]
+    etcd_username: Option<String>,
+    /// File holding the etcd user's password (one line).
+    #[arg(long, requires = "etcd_username")]
+    etcd_password_file: Option<std::path::PathBuf>,
     /// Key prefix in etcd.
     #[arg(long, default_value = "/cnet")]
     prefix: String,
@@ -157,10 +174,8 @@ fn run(a: Args) -> Result<(), Error> {
     // A store call never blocks the loop (and its drift repair) long;
     // retries from 100 ms to a quarter of the TTL.
     let mut store = EtcdSession::new(
-        &a.etcd,
-        &a.prefix,
+        etcd_config(&a)?.timeout((ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5))),
         config,
-        (ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5)),
         Backoff::new(Duration::from_millis(100), ttl / 4),
     );
     let attrs = NodeAttrs {
@@ -430,4 +445,34 @@ fn report_errors(r: &cnet_core::network::PeerReport) -> String {
         .map(|f| format!("{}: {}", f.peer, f.error))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The etcd settings of the command line: endpoints, TLS files, user and
+/// password (from --etcd-password-file, else CNET_ETCD_PASSWORD).
+fn etcd_config(a: &Args) -> Result<EtcdConfig, Error> {
+    let endpoints: Vec<&str> = a.etcd.iter().map(String::as_str).collect();
+    let mut config = EtcdConfig::new(&endpoints, &a.prefix);
+    if a.etcd_cafile.is_some() || a.etcd_certfile.is_some() {
+        config = config.tls(EtcdTls {
+            ca_file: a.etcd_cafile.clone(),
+            cert_file: a.etcd_certfile.clone(),
+            key_file: a.etcd_keyfile.clone(),
+        });
+    }
+    if let Some(user) = &a.etcd_username {
+        let password = match &a.etcd_password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| Error::io(format!("etcd password file {}", f.display()), e))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            None => std::env::var("CNET_ETCD_PASSWORD").map_err(|_| {
+                Error::invalid(
+                    "--etcd-username",
+                    "needs a password: --etcd-password-file or CNET_ETCD_PASSWORD",
+                )
+            })?,
+        };
+        config = config.auth(user, &password);
+    }
+    Ok(config)
 }

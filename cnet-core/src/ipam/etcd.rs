@@ -9,6 +9,27 @@
 //! endpoint, never a hang. Every change is one compare-and-swap transaction;
 //! a lost race is retried a bounded number of times.
 //!
+//! # Clusters, TLS, auth
+//!
+//! ```text
+//! EtcdStore::open(EtcdConfig) ── Client::post ──▶ endpoint that answered last
+//!                                   │ connection error, timeout, "no leader",
+//!                                   │ "leader changed", unavailable
+//!                                   ▼
+//!                                next endpoint … a round, a pause (50→400 ms),
+//!                                again, for at most the request timeout
+//! ```
+//!
+//! `https://` endpoints are verified against the CA file, with a client
+//! certificate when given; with a user, a token from `/v3/auth/authenticate`
+//! goes in the `Authorization` header and is fetched again once when etcd
+//! says it is invalid or expired (see `etcd_conn`). A request is sent again
+//! only where a repeat is harmless: reads, and transactions whose compares
+//! make a second run fail (an allocation that committed before its reply was
+//! lost is then found through its owner key). [`EtcdWatch`] resumes after the
+//! last event it passed on, on another member if need be, and passes on a
+//! full list ([`WatchEvent::Resync`]) when etcd compacted that history away.
+//!
 //! # Keys (under the caller's prefix)
 //!
 //! ```text
@@ -45,8 +66,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -55,12 +75,15 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::etcd_client::{check_revision, Client};
+use super::etcd_conn::client_config;
+pub use super::etcd_watch::{EtcdLeaseWatch, EtcdWatch, WatchEvent};
 use super::file::{check_node, check_ttl};
 use super::pool::{check_owner, Layout};
 use super::subnet::overlaps;
 use super::{
-    net_key, Allocation, LeaseStore, LeaseWatch, NodeAttrs, NodeLease, PoolConfig, PoolStore,
-    SubnetAllocator, SubnetConfig,
+    net_key, Allocation, EtcdConfig, LeaseStore, LeaseWatch, NodeAttrs, NodeLease, PoolConfig,
+    PoolStore, SubnetAllocator, SubnetConfig,
 };
 use crate::{Error, Result};
 
@@ -71,28 +94,19 @@ const PAGE: u64 = 256;
 
 /// A key-value pair as etcd returns it.
 #[derive(Debug, Clone)]
-struct Kv {
-    key: String,
-    value: Vec<u8>,
+pub(super) struct Kv {
+    pub(super) key: String,
+    pub(super) value: Vec<u8>,
     create_revision: u64,
-    mod_revision: u64,
+    pub(super) mod_revision: u64,
     lease: i64,
-}
-
-/// The blocking HTTP client: endpoints tried in order.
-#[derive(Debug, Clone)]
-struct Client {
-    agent: ureq::Agent,
-    endpoints: Vec<String>,
-    /// The highest header revision seen (see `check_revision`).
-    revision: Arc<AtomicU64>,
 }
 
 /// An etcd number (the JSON gateway sends int64s as strings). etcd leaves
 /// out fields that are zero, so a missing field is 0; anything else that is
 /// not a number is a protocol error, never read as 0 (a revision of 0 in a
 /// compare means "the key does not exist").
-fn num(v: &Value, what: &str) -> std::result::Result<u64, String> {
+pub(super) fn num(v: &Value, what: &str) -> std::result::Result<u64, String> {
     match v {
         Value::Null => Ok(0),
         Value::String(s) => s
@@ -116,12 +130,12 @@ fn inum(v: &Value, what: &str) -> std::result::Result<i64, String> {
     }
 }
 
-fn b64(s: &str) -> String {
+pub(super) fn b64(s: &str) -> String {
     B64.encode(s.as_bytes())
 }
 
 /// The key just past every key starting with `prefix` (etcd's prefix end).
-fn prefix_end(prefix: &str) -> String {
+pub(super) fn prefix_end(prefix: &str) -> String {
     let mut b = prefix.as_bytes().to_vec();
     while let Some(last) = b.pop() {
         if last < 0xff {
@@ -138,45 +152,6 @@ fn esc(s: &str) -> String {
 }
 
 impl Client {
-    fn post(&self, path: &str, body: &Value, ctx: &str) -> Result<Value> {
-        let mut last = None;
-        for ep in &self.endpoints {
-            let url = format!("{}{}", ep.trim_end_matches('/'), path);
-            match self.agent.post(&url).send_json(body) {
-                Ok(resp) => {
-                    let v = resp.into_json::<Value>().map_err(|e| Error::Protocol {
-                        context: format!("{ctx}: etcd {url}"),
-                        reason: format!("bad JSON reply: {e}"),
-                    })?;
-                    check_revision(&self.revision, &v, ctx)?;
-                    return Ok(v);
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    let text = resp.into_string().unwrap_or_default();
-                    // gRPC NotFound (HTTP 404) is, for the calls this store
-                    // makes, only ever "requested lease not found" (the body
-                    // is sometimes empty).
-                    if code == 404 || text.contains("requested lease not found") {
-                        // The etcd lease expired or was revoked between its
-                        // grant and this request: callers retry with a new one.
-                        return Err(Error::NotFound {
-                            context: format!("{ctx}: etcd lease (expired or revoked meanwhile)"),
-                            kernel: None,
-                        });
-                    }
-                    return Err(Error::Protocol {
-                        context: format!("{ctx}: etcd {url}"),
-                        reason: format!("HTTP {code}: {}", text.trim()),
-                    });
-                }
-                Err(ureq::Error::Transport(t)) => {
-                    last = Some(transport_error(format!("{ctx}: etcd {url}"), t));
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::invalid(ctx.to_string(), "no etcd endpoints")))
-    }
-
     fn range(
         &self,
         key: &str,
@@ -250,32 +225,7 @@ impl Client {
     }
 }
 
-fn transport_error(context: String, t: ureq::Transport) -> Error {
-    let text = t.to_string();
-    let io_kind = std::error::Error::source(&t)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(|e| e.kind());
-    let timed_out = matches!(
-        io_kind,
-        Some(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
-    ) || text.contains("timed out");
-    if timed_out {
-        return Error::Timeout {
-            context,
-            reason: text,
-        };
-    }
-    let kind = match t.kind() {
-        ureq::ErrorKind::ConnectionFailed => std::io::ErrorKind::ConnectionRefused,
-        _ => io_kind.unwrap_or(std::io::ErrorKind::Other),
-    };
-    Error::Io {
-        context,
-        source: std::io::Error::new(kind, text),
-    }
-}
-
-fn protocol(ctx: &str, reason: String) -> Error {
+pub(super) fn protocol(ctx: &str, reason: String) -> Error {
     Error::Protocol {
         context: format!("{ctx}: etcd reply"),
         reason,
@@ -285,7 +235,7 @@ fn protocol(ctx: &str, reason: String) -> Error {
 /// The `kvs` of a range reply (or of a range inside a transaction). A
 /// missing list is empty (etcd omits empty fields); a key that is missing
 /// or not base64 is a protocol error.
-fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
+pub(super) fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
     let arr = match v {
         Value::Null => return Ok(Vec::new()),
         Value::Array(a) => a,
@@ -322,26 +272,6 @@ fn parse_kvs(v: &Value, ctx: &str) -> Result<Vec<Kv>> {
         .collect()
 }
 
-/// The header revision of a reply: etcd's revision never goes back, so a
-/// reply older than one already seen means the endpoint now serves another
-/// (or a restored) cluster, where generations (create revisions) could be
-/// handed out again.
-fn check_revision(seen: &AtomicU64, v: &Value, ctx: &str) -> Result<u64> {
-    let rev = num(&v["header"]["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
-    let before = seen.fetch_max(rev, Ordering::SeqCst);
-    if rev < before {
-        return Err(Error::Corrupt {
-            context: format!("{ctx}: etcd"),
-            reason: format!(
-                "etcd's revision went back from {before} to {rev}: the endpoint serves another \
-                 cluster, or one restored from a backup; allocations made since could be handed \
-                 out again, so nothing more is done (reconnect once the store is known good)"
-            ),
-        });
-    }
-    Ok(rev)
-}
-
 /// The result of a transaction: whether its compares held, its revision
 /// and the responses of the branch that ran.
 fn parse_txn(v: &Value, ctx: &str) -> Result<(bool, u64, Value)> {
@@ -368,7 +298,7 @@ pub fn fuzz_reply(data: &[u8]) {
     };
     let _ = parse_kvs(&v["kvs"], "fuzz");
     let _ = parse_txn(&v, "fuzz");
-    let _ = check_revision(&AtomicU64::new(0), &v, "fuzz");
+    let _ = check_revision(&AtomicU64::new(0), 0, &v, "fuzz");
     let _ = inum(&v["ID"], "ID");
     if let Some(rs) = v["responses"].as_array() {
         for r in rs {
@@ -434,29 +364,45 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connect to etcd at `endpoints` (`http://127.0.0.1:2379`, tried in
-    /// order), keeping keys under `prefix` (`/cnet/ipam`). Every request is
-    /// bounded by `timeout` (connect and whole request). Checks etcd answers.
+    /// Connect to etcd at `endpoints` (`http://127.0.0.1:2379`, one
+    /// cluster's members), keeping keys under `prefix` (`/cnet/ipam`).
+    /// Every request is bounded by `timeout` (connect and whole request).
+    /// Checks etcd answers. [`EtcdStore::open`] takes TLS and auth too.
     pub fn connect(endpoints: &[&str], prefix: &str, timeout: Duration) -> Result<Self> {
-        if endpoints.is_empty() {
+        Self::open(EtcdConfig::new(endpoints, prefix).timeout(timeout))
+    }
+
+    /// Connect as `config` says: its endpoints (failover between them on
+    /// connection errors and when a member has no leader), TLS files, user
+    /// and password. Checks etcd answers (and, with a user, that the
+    /// password is right). A CA that did not sign the server's certificate,
+    /// a client certificate etcd refuses and a wrong password are each an
+    /// [`Error::PermissionDenied`] saying which, never showing a secret.
+    pub fn open(config: EtcdConfig) -> Result<Self> {
+        if config.endpoints.is_empty() {
             return Err(Error::invalid("etcd connect", "no endpoints"));
         }
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(timeout)
-            .timeout(timeout)
-            .build();
+        let tls = config.tls.as_ref().map(client_config).transpose()?;
         let store = EtcdStore {
-            client: Client {
-                agent,
-                endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
-                revision: Arc::new(AtomicU64::new(0)),
-            },
-            prefix: prefix.trim_end_matches('/').to_string(),
+            client: Client::new(&config, tls),
+            prefix: config.prefix.trim_end_matches('/').to_string(),
         };
+        // A read (status alone needs no auth), so a missing or wrong
+        // password and a user without rights show now.
         store
             .client
-            .post("/v3/maintenance/status", &json!({}), "etcd connect")?;
+            .range(&format!("{}/", store.prefix), None, 1, true, "etcd connect")?;
         Ok(store)
+    }
+
+    /// Watch every key under `prefix` (below the store's prefix) from now
+    /// on: see [`EtcdWatch`].
+    pub fn watch_prefix(&self, prefix: &str) -> Result<EtcdWatch> {
+        EtcdWatch::start(
+            &self.client,
+            &format!("{}/{}", self.prefix, prefix.trim_start_matches('/')),
+            "etcd watch",
+        )
     }
 
     /// Create `kind/<net>/config` or check it holds `config`; refuse a
@@ -841,142 +787,6 @@ impl LeaseStore for EtcdLeases {
     fn watch(&mut self) -> Result<Box<dyn LeaseWatch>> {
         EtcdLeaseWatch::start(&self.client, &format!("{}/leases/", self.base), &self.ctx)
             .map(|w| Box::new(w) as Box<dyn LeaseWatch>)
-    }
-}
-
-/// [`LeaseWatch`] of the etcd store: an etcd v3 watch on the lease keys
-/// (`/v3/watch`, a stream of JSON objects), read by a thread of its own that
-/// reconnects from the next revision when the stream ends, so no change
-/// falls between two streams. Expiry is etcd's own: it deletes the keys,
-/// which the watch sees. A server whose revision went back (an etcd
-/// restored from a backup, or a new empty one at the endpoint) is watched
-/// again from its own revision, with a wake-up, so the watch keeps working
-/// for a caller that reconnects and claims its lease again
-/// ([`LeaseStore::claim`]). The thread runs in the namespace of the thread that
-/// made the watch, and ends soon after the watch is dropped.
-#[derive(Debug)]
-pub struct EtcdLeaseWatch {
-    rx: mpsc::Receiver<()>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl EtcdLeaseWatch {
-    fn start(client: &Client, prefix: &str, ctx: &str) -> Result<EtcdLeaseWatch> {
-        // Where the watch starts: just after the revision of a first read,
-        // so a change between this call and the stream is seen.
-        let v = client.post(
-            "/v3/kv/range",
-            &json!({ "key": b64(prefix), "range_end": prefix_end(prefix), "count_only": true }),
-            ctx,
-        )?;
-        let rev = num(&v["header"]["revision"], "header revision").map_err(|w| protocol(ctx, w))?;
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // A stream that stays quiet is reopened now and then (the read
-        // timeout), which is also how the thread notices a dropped watch.
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(2))
-            .timeout_read(Duration::from_secs(5))
-            .build();
-        let endpoints = client.endpoints.clone();
-        let (prefix, ctx) = (prefix.to_string(), ctx.to_string());
-        let stop2 = stop.clone();
-        std::thread::Builder::new()
-            .name("cnet-etcd-watch".into())
-            .spawn(move || watch_loop(agent, endpoints, prefix, rev + 1, tx, stop2, ctx))
-            .map_err(|e| Error::io("etcd watch: spawn thread", e))?;
-        Ok(EtcdLeaseWatch { rx, stop })
-    }
-}
-
-impl Drop for EtcdLeaseWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-impl LeaseWatch for EtcdLeaseWatch {
-    fn wait(&mut self, timeout: Duration) -> Result<bool> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(()) => {
-                while self.rx.try_recv().is_ok() {} // coalesce a burst
-                Ok(true)
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => Ok(false),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::Protocol {
-                context: "etcd lease watch".into(),
-                reason: "the watch thread ended".into(),
-            }),
-        }
-    }
-}
-
-/// Read watch streams until told to stop; send `()` for every batch of
-/// events (and whenever the watch may have missed something).
-fn watch_loop(
-    agent: ureq::Agent,
-    endpoints: Vec<String>,
-    prefix: String,
-    mut next_rev: u64,
-    tx: mpsc::Sender<()>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    _ctx: String,
-) {
-    let mut ep = 0usize;
-    while !stop.load(Ordering::SeqCst) {
-        let url = format!(
-            "{}/v3/watch",
-            endpoints[ep % endpoints.len()].trim_end_matches('/')
-        );
-        let body = json!({ "create_request": {
-            "key": b64(&prefix),
-            "range_end": prefix_end(&prefix),
-            "start_revision": next_rev.to_string(),
-        }});
-        let resp = match agent.post(&url).send_json(&body) {
-            Ok(r) => r,
-            Err(_) => {
-                ep += 1;
-                if tx.send(()).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-        };
-        let stream = serde_json::Deserializer::from_reader(resp.into_reader()).into_iter::<Value>();
-        for item in stream {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(v) = item else { break }; // timeout or closed: reopen
-            let r = &v["result"];
-            if let Ok(rev) = num(&r["header"]["revision"], "revision") {
-                if rev + 1 < next_rev {
-                    // The server's history went back (an etcd restored
-                    // from a backup, or a new empty one at this endpoint):
-                    // a watch from our revision would wait for a future
-                    // that means nothing. Say so, and watch from its now.
-                    next_rev = rev + 1;
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                    break;
-                }
-                next_rev = next_rev.max(rev + 1);
-            }
-            let compacted = num(&r["compact_revision"], "compact_revision").unwrap_or(0);
-            if compacted > 0 {
-                // The history we asked for is gone: resync from now on.
-                next_rev = compacted;
-            }
-            let events = r["events"].as_array().is_some_and(|e| !e.is_empty());
-            if (events || compacted > 0 || r["canceled"].as_bool() == Some(true))
-                && tx.send(()).is_err()
-            {
-                return; // the watch was dropped
-            }
-        }
     }
 }
 

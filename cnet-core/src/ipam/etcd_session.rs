@@ -6,7 +6,7 @@
 //!   call(f) ──▶ backoff over? ── no ──▶ Call::Later
 //!                   │ yes
 //!                   ▼
-//!              connected? ── no ──▶ EtcdStore::connect + subnets + watch
+//!              connected? ── no ──▶ EtcdStore::open + subnets + watch
 //!                   │                     │ fails: Call::Away(error, retry in)
 //!                   ▼                     ▼
 //!              f(&mut EtcdLeases) ── timeout, I/O, HTTP error, revision went back
@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use super::{Backoff, EtcdLeases, EtcdStore, LeaseStore, LeaseWatch, SubnetConfig};
+use super::{Backoff, EtcdConfig, EtcdLeases, EtcdStore, LeaseStore, LeaseWatch, SubnetConfig};
 use crate::{Error, Result};
 
 /// The outcome of [`EtcdSession::call`].
@@ -51,10 +51,8 @@ pub enum Call<T> {
 /// docs.
 #[derive(Debug)]
 pub struct EtcdSession {
-    endpoints: Vec<String>,
-    prefix: String,
+    etcd: EtcdConfig,
     config: SubnetConfig,
-    timeout: Duration,
     conn: Option<(EtcdLeases, Box<dyn LeaseWatch>)>,
     backoff: Backoff,
     connections: u64,
@@ -62,21 +60,14 @@ pub struct EtcdSession {
 }
 
 impl EtcdSession {
-    /// A session with `endpoints`, keys under `prefix`, the leases of
-    /// `config.network`, every request bounded by `timeout`, retries paced
-    /// by `backoff`. Nothing is sent until the first call.
-    pub fn new(
-        endpoints: &[String],
-        prefix: &str,
-        config: SubnetConfig,
-        timeout: Duration,
-        backoff: Backoff,
-    ) -> EtcdSession {
+    /// A session with etcd as `etcd` says (endpoints, key prefix, TLS and
+    /// authentication; every request bounded by its timeout), the leases of
+    /// `config.network`, retries paced by `backoff`. Nothing is sent until
+    /// the first call.
+    pub fn new(etcd: EtcdConfig, config: SubnetConfig, backoff: Backoff) -> EtcdSession {
         EtcdSession {
-            endpoints: endpoints.to_vec(),
-            prefix: prefix.to_string(),
+            etcd,
             config,
-            timeout,
             conn: None,
             backoff,
             connections: 0,
@@ -111,8 +102,7 @@ impl EtcdSession {
 
     fn connect(&mut self) -> Result<&mut (EtcdLeases, Box<dyn LeaseWatch>)> {
         if self.conn.is_none() {
-            let endpoints: Vec<&str> = self.endpoints.iter().map(String::as_str).collect();
-            let store = EtcdStore::connect(&endpoints, &self.prefix, self.timeout)?;
+            let store = EtcdStore::open(self.etcd.clone())?;
             let mut leases = store.subnets(self.config.clone())?;
             let watch = leases.watch()?;
             self.connections += 1;

@@ -53,7 +53,13 @@ mod backoff;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
+mod etcd_client;
+#[cfg(feature = "etcd")]
+mod etcd_conn;
+#[cfg(feature = "etcd")]
 mod etcd_session;
+#[cfg(feature = "etcd")]
+mod etcd_watch;
 pub mod file;
 mod keep;
 mod pool;
@@ -61,7 +67,9 @@ mod subnet;
 
 pub use backoff::Backoff;
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore};
+pub use etcd::{EtcdLeaseWatch, EtcdLeases, EtcdPool, EtcdStore, EtcdWatch, WatchEvent};
+#[cfg(feature = "etcd")]
+pub use etcd_conn::{EtcdAuth, EtcdConfig, EtcdTls};
 #[cfg(feature = "etcd")]
 pub use etcd_session::{Call, EtcdSession};
 pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
