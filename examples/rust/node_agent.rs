@@ -174,7 +174,8 @@ fn run(a: Args) -> Result<(), Error> {
     // A store call never blocks the loop (and its drift repair) long;
     // retries from 100 ms to a quarter of the TTL.
     let mut store = EtcdSession::new(
-        etcd_config(&a)?.timeout((ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5))),
+        etcd_config(&a)?
+            .timeout((ttl / 5).clamp(Duration::from_millis(500), Duration::from_secs(5))),
         config,
         Backoff::new(Duration::from_millis(100), ttl / 4),
     );

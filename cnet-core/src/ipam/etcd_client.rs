@@ -80,6 +80,21 @@ impl Client {
         }
     }
 
+    /// The same client with a revision check of its own, starting from
+    /// nothing: for a reader that must follow a server whose history went
+    /// back (the watch's resync lists) without loosening the store's check.
+    pub(super) fn with_own_revision(&self) -> Client {
+        Client {
+            revision: Arc::new(AtomicU64::new(0)),
+            ..self.clone()
+        }
+    }
+
+    /// Forget the highest revision seen (see [`Client::with_own_revision`]).
+    pub(super) fn forget_revision(&self) {
+        self.revision.store(0, Ordering::SeqCst);
+    }
+
     /// POST `body` to `path`, failing over between endpoints: it starts at
     /// the endpoint that answered last and moves to the next on a
     /// connection error, a timeout, or etcd's "no leader" / "leader

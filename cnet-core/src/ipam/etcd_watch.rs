@@ -116,7 +116,7 @@ impl EtcdWatch {
         );
         let w = WatchThread {
             streams,
-            lists: client.clone(),
+            lists: client.with_own_revision(),
             prefix: prefix.to_string(),
             next_rev: rev + 1,
             tx,
@@ -247,6 +247,7 @@ impl WatchThread {
                 // from our revision would wait for a future that means
                 // nothing. Pass on its full list and watch from its now, so
                 // a caller that claims its lease again hears the others.
+                self.lists.forget_revision();
                 return self.resync().map(|()| true);
             }
             let compacted = num(&r["compact_revision"], "compact_revision").unwrap_or(0);
