@@ -6,7 +6,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use super::bridge::{kind_name, AttachStep, BridgeNetwork, Key};
+use super::bridge::{kind_name, mac_or_none, AttachStep, BridgeNetwork, Key};
 use super::container::ContainerNs;
 use super::names::mac_for_ip;
 use super::result::{AttachedRoute, Attachment, Interface};
@@ -253,9 +253,7 @@ impl BridgeNetwork {
                          a foreign device; nothing was changed",
                         kind_name(&l),
                         l.name,
-                        l.mac
-                            .map(|m| m.to_string())
-                            .unwrap_or_else(|| "none".into())
+                        mac_or_none(l.mac)
                     ),
                 },
                 // The host name is free: the name clash is in the container.
@@ -379,7 +377,7 @@ impl BridgeNetwork {
     ) -> Result<Attachment> {
         let (host_name, ifname) = (key.host.as_str(), key.ifname);
         let obs = self.observe_in(Ok(netns.clone()), host_name, ifname)?;
-        let drifts = self.compare(&obs, alloc.as_ref(), key);
+        let drifts = self.compare(&obs, alloc.as_ref(), key, ns);
         let (Some(alloc), Some(host), Some(container), true) =
             (alloc, &obs.host, &obs.container, drifts.is_empty())
         else {
