@@ -1,4 +1,5 @@
-//! [`Handle`]: one netlink socket bound to one namespace.
+//! [`Handle`]: one netlink socket bound to one namespace; [`BatchOp`]: one
+//! typed operation of a pipelined [`Handle::batch`].
 
 use std::sync::{Mutex, MutexGuard};
 

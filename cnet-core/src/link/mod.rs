@@ -610,6 +610,17 @@ mod tests {
     }
 
     #[test]
+    fn up_message_sets_up_by_index_with_an_optional_mac() {
+        let mac: MacAddr = "0a:58:0a:f4:01:02".parse().unwrap();
+        let m = up_message(7, Some(mac));
+        assert_eq!(m.header.index, 7);
+        assert_eq!(m.header.flags, LinkFlags::Up);
+        assert_eq!(m.header.change_mask, LinkFlags::Up);
+        assert_eq!(m.attributes, vec![LinkAttribute::Address(mac.0.to_vec())]);
+        assert!(up_message(7, None).attributes.is_empty());
+    }
+
+    #[test]
     fn mtus() {
         assert!(validate_mtu("x", 1500).is_ok());
         assert!(validate_mtu("x", 67).is_err());
