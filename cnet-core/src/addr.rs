@@ -147,7 +147,7 @@ impl AddressSpec {
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         validate_name(&self.dev)?;
         let ctx = || format!("address {} on {}", self.local, self.dev);
         if let Some(p) = self.peer {

@@ -1,16 +1,20 @@
-//! [`Handle`]: one netlink socket bound to one namespace.
+//! [`Handle`]: one netlink socket bound to one namespace; [`BatchOp`]: one
+//! typed operation of a pipelined [`Handle::batch`].
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::addr::Addrs;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::addr::{AddressSpec, Addrs};
 use crate::error::{Error, Result};
 use crate::fdb::Fdb;
-use crate::link::Links;
+use crate::link::{Links, MacAddr};
 use crate::neigh::Neighbours;
 use crate::netlink::Socket;
 use crate::netns::NetNs;
 use crate::nexthop::Nexthops;
-use crate::route::Routes;
+use crate::route::{Route, Routes};
 use crate::rule::Rules;
 use crate::sysctl::Sysctl;
 
@@ -139,6 +143,40 @@ impl Handle {
         }))
     }
 
+    /// Run `ops` as one pipelined batch (written before any ACK is read,
+    /// in one datagram when they fit): the kernel applies them in order.
+    /// One result per operation, in order; a failed one does not stop
+    /// those after it. Every message is built first: an operation that
+    /// does not validate, or a device name that does not resolve, fails
+    /// the whole call and nothing is sent. `ctx(i)` describes operation
+    /// `i` in its error. Equivalent to `ip -batch FILE` with `-force`.
+    pub fn batch(&self, ops: &[BatchOp], ctx: &dyn Fn(usize) -> String) -> Result<Vec<Result<()>>> {
+        let excl = NLM_F_CREATE | NLM_F_EXCL;
+        let items = ops
+            .iter()
+            .map(|op| {
+                Ok(match op {
+                    BatchOp::LinkUp { index, mac } => {
+                        if let Some(m) = mac {
+                            crate::link::validate_mac(&format!("link #{index}"), m)?;
+                        }
+                        let m = crate::link::up_message(*index, *mac);
+                        (RouteNetlinkMessage::SetLink(m), 0)
+                    }
+                    BatchOp::AddAddress { index, addr } => {
+                        addr.validate()?;
+                        (RouteNetlinkMessage::NewAddress(addr.message(*index)), excl)
+                    }
+                    BatchOp::AddRoute(route) => {
+                        let m = self.routes().message_for(route)?;
+                        (RouteNetlinkMessage::NewRoute(m), excl)
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.sock()?.batch(items, ctx))
+    }
+
     /// The socket, for the typed modules.
     pub(crate) fn sock(&self) -> Result<MutexGuard<'_, Socket>> {
         self.sock.lock().map_err(|_| Error::Protocol {
@@ -152,4 +190,28 @@ impl Handle {
     pub fn raw_socket(&self) -> Result<MutexGuard<'_, Socket>> {
         self.sock()
     }
+}
+
+/// One operation of a [`Handle::batch`].
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub enum BatchOp {
+    /// `ip link set dev #INDEX [address MAC] up`.
+    LinkUp {
+        /// The link's index.
+        index: u32,
+        /// A MAC address to set with it.
+        mac: Option<MacAddr>,
+    },
+    /// `ip addr add …` on the link with index `index` (the spec's device
+    /// name is not looked up).
+    AddAddress {
+        /// The link's index.
+        index: u32,
+        /// The address.
+        addr: AddressSpec,
+    },
+    /// `ip route add ROUTE` (give its devices by index: names are looked
+    /// up before anything is sent).
+    AddRoute(Route),
 }

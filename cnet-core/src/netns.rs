@@ -361,8 +361,10 @@ fn open_netns_file(path: &Path) -> Result<OwnedFd> {
     }
 }
 
-/// The kind of namespace behind an nsfs fd (`CLONE_NEW*`), or -1.
-fn ns_type(fd: BorrowedFd<'_>) -> libc::c_int {
+/// The kind of namespace behind an nsfs file descriptor (`CLONE_NEW*`:
+/// `CLONE_NEWNET` for a network namespace), or -1 when `fd` is no
+/// namespace (`ioctl(fd, NS_GET_NSTYPE)`).
+pub fn ns_type(fd: BorrowedFd<'_>) -> libc::c_int {
     // NS_GET_NSTYPE = _IO(0xb7, 0x3)
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: `fd` is open for the whole call; the ioctl takes no argument

@@ -26,7 +26,7 @@
 //! one case left to cnet-core.
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -133,19 +133,10 @@ pub fn check(path: &Path) -> Result<()> {
         };
         return Err(refuse(what));
     }
-    match ns_type(&f) {
+    match cnet_core::netns::ns_type(f.as_fd()) {
         libc::CLONE_NEWNET => Ok(()),
         t => Err(refuse(&format!("a {} namespace", ns_kind(t)))),
     }
-}
-
-/// The kind of namespace an nsfs file is (`CLONE_NEW*`), or -1.
-fn ns_type(f: &std::fs::File) -> libc::c_int {
-    // NS_GET_NSTYPE = _IO(0xb7, 0x3)
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-    // SAFETY: `f` is open for the whole call; the ioctl takes no argument
-    // and only reports the type of the namespace behind the fd.
-    unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) }
 }
 
 fn ns_kind(t: libc::c_int) -> String {

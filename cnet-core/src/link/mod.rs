@@ -22,7 +22,7 @@ pub use spec::{
 use std::fmt;
 use std::str::FromStr;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -164,6 +164,18 @@ fn named(name: &str) -> LinkMessage {
     m
 }
 
+/// The `RTM_SETLINK` payload of `ip link set dev #INDEX [address MAC] up`.
+pub(crate) fn up_message(index: u32, mac: Option<MacAddr>) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    if let Some(mac) = mac {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+    m
+}
+
 impl<'a> Links<'a> {
     pub(crate) fn new(h: &'a Handle) -> Self {
         Self { h }
@@ -298,6 +310,39 @@ impl<'a> Links<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Create a link and read it back in the same request: `ip link add …`
+    /// with `NLM_F_ECHO`, which recent kernels honour for links by sending
+    /// the new link (its index, and a veth's peer index as [`Link::link`])
+    /// before the ACK, sparing a request; older kernels ignore the flag,
+    /// and the link is then asked for by name (also when the echo of a
+    /// kind that creates a peer does not name it).
+    ///
+    /// Unlike [`Links::add`], a refusal comes back as the kernel's bare
+    /// error, for the caller to explain (it knows what the names mean),
+    /// and a veth peer is not brought up. `ctx` describes the request in
+    /// errors.
+    pub(crate) fn add_echo(&self, spec: &dyn LinkSpec, ctx: &dyn Fn() -> String) -> Result<Link> {
+        let msg = self.message_for(spec).map_err(|e| e.with_context(ctx()))?;
+        let replies = self.h.sock()?.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            ctx,
+        )?;
+        let has_peer = spec.peer().is_some();
+        let echoed = replies.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                let l = Link::from_message(l);
+                (l.name == spec.name()).then_some(l)
+            }
+            _ => None,
+        });
+        match echoed {
+            Some(l) if l.link.is_some() || !has_peer => Ok(l),
+            // An older kernel: ask.
+            _ => self.get(spec.name()).map_err(|e| e.with_context(ctx())),
+        }
     }
 
     /// An `AlreadyExists` for a request that creates two devices (a veth
@@ -482,10 +527,7 @@ impl<'a> Links<'a> {
         let items = ports
             .iter()
             .map(|&index| {
-                let mut m = LinkMessage::default();
-                m.header.index = index;
-                m.header.flags = LinkFlags::Up;
-                m.header.change_mask = LinkFlags::Up;
+                let mut m = up_message(index, None);
                 m.attributes.push(LinkAttribute::Controller(master));
                 (RouteNetlinkMessage::SetLink(m), 0)
             })
@@ -565,6 +607,17 @@ mod tests {
         }
         assert!(validate_mac("x", &"01:00:5e:00:00:01".parse().unwrap()).is_err());
         assert!(validate_mac("x", &"00:00:00:00:00:00".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn up_message_sets_up_by_index_with_an_optional_mac() {
+        let mac: MacAddr = "0a:58:0a:f4:01:02".parse().unwrap();
+        let m = up_message(7, Some(mac));
+        assert_eq!(m.header.index, 7);
+        assert_eq!(m.header.flags, LinkFlags::Up);
+        assert_eq!(m.header.change_mask, LinkFlags::Up);
+        assert_eq!(m.attributes, vec![LinkAttribute::Address(mac.0.to_vec())]);
+        assert!(up_message(7, None).attributes.is_empty());
     }
 
     #[test]

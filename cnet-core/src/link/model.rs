@@ -56,6 +56,15 @@ impl LinkKind {
         }
     }
 
+    /// Its name for messages; `kindless` for a device without a kind (a
+    /// NIC, `lo`), which [`LinkKind::as_str`] leaves empty.
+    pub(crate) fn name_or<'a>(&'a self, kindless: &'a str) -> &'a str {
+        match self.as_str() {
+            "" => kindless,
+            name => name,
+        }
+    }
+
     pub(crate) fn from_info(k: &InfoKind) -> LinkKind {
         match k {
             InfoKind::Veth => LinkKind::Veth,

@@ -2,20 +2,17 @@
 //! [bridge module](super::bridge) for the picture), and attach twice.
 
 use ipnet::IpNet;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
 
-use super::bridge::{kind_name, AttachStep, BridgeNetwork, Key};
+use super::bridge::{kind_name, mac_or_none, AttachStep, BridgeNetwork, Key};
 use super::container::ContainerNs;
 use super::names::mac_for_ip;
 use super::result::{AttachedRoute, Attachment, Interface};
 use super::undo::Undo;
 use crate::addr::AddressSpec;
 use crate::error::{Error, Result, ResultExt};
-use crate::handle::Handle;
+use crate::handle::{BatchOp, Handle};
 use crate::ipam::Allocation;
-use crate::link::{Link, LinkRef, MacAddr, Veth};
+use crate::link::{LinkRef, LinkSpec, MacAddr, Veth};
 use crate::netlink::Socket;
 use crate::netns::NetNs;
 use crate::route::Route;
@@ -50,41 +47,14 @@ impl BridgeNetwork {
             )
         };
         let key = Key::new(container_id, ifname).with_context(what)?;
-        let (host_name, host_mac) = (&key.host, key.mac);
-
         let netns = ns.open().with_context(what)?;
         self.fault_after(AttachStep::OpenNamespace)
             .with_context(what)?;
-
-        // Three things at once, each where it belongs:
-        // - a short-lived thread enters the container's namespace, opens
-        //   the netlink socket there (the only socket ever opened inside a
-        //   container) and ends;
-        // - another creates the veth over the host's socket (bound to the
-        //   host's namespace: no namespace change);
-        // - this thread, which never changes namespace, allocates the
-        //   address: IPAM is the host's business (as the CNI `bridge`
-        //   plugin runs IPAM in the host's namespace), so a store that
-        //   (re)connects, etcd after a restart, connects from where the
-        //   caller reaches it. The kernel's work and the store's overlap.
-        let (created, socket, allocated) = std::thread::scope(|s| {
-            let socket = netns.open_within_scoped(s, Socket::open);
-            let veth = s.spawn(|| self.create_veth(&netns, &key));
-            let allocated = self
-                .pool()
-                .and_then(|mut p| p.allocate_tracked(container_id, ifname));
-            let joined = |what: &str| Error::Protocol {
-                context: format!("attach: the thread that {what}"),
-                reason: "panicked".into(),
-            };
-            let created = veth
-                .join()
-                .unwrap_or_else(|_| Err(joined("creates the veth")));
-            let socket = socket
-                .join()
-                .unwrap_or_else(|_| Err(joined("opens the container's socket")));
-            (created, socket, allocated)
-        });
+        let Concurrent {
+            created,
+            socket,
+            allocated,
+        } = self.create_and_allocate(&netns, &key);
 
         let mut undo = Undo::new();
         // Recorded first, so it is undone last (after the veth is gone).
@@ -104,60 +74,111 @@ impl BridgeNetwork {
             }
             Err(e) => return Err(undo.fail(e, &what())),
         };
+        let host_name = &key.host;
         undo.push(format!("delete veth {host_name}"), || {
             self.host.links().delete_if_exists(host_name).map(drop)
         });
-        if let Err(e) = self.fault_after(AttachStep::CreateVeth) {
-            return Err(undo.fail(e, &what()));
+        match self.finish(&netns, &key, peer_index, socket, allocated) {
+            Ok(alloc) => {
+                undo.commit();
+                let container_mac = mac_for_ip(alloc.addr);
+                Ok(self.attachment(ns, &key, host_index, (peer_index, container_mac), &alloc))
+            }
+            Err(e) => Err(undo.fail(e, &what())),
         }
-        let ch = match socket.and_then(|sock| {
-            self.fault_after(AttachStep::ContainerSocket)?;
-            Ok(Handle::from_socket(sock, netns.clone()))
-        }) {
-            Ok(h) => h,
-            Err(e) => return Err(undo.fail(e, &what())),
-        };
-        let alloc = match allocated {
-            Ok((a, _)) => a,
-            Err(e) => return Err(undo.fail(e, &what())),
-        };
-        let (addr, generation) = (alloc.addr, alloc.generation);
-        if let Err(e) = self.fault_after(AttachStep::Allocate) {
-            return Err(undo.fail(e, &what()));
-        }
+    }
 
-        let cidr = alloc.cidr();
-        let container_mac = mac_for_ip(addr);
-        if let Err(e) = self
-            .configure_container(&ch, ifname, peer_index, container_mac, cidr)
-            .and_then(|()| self.fault_after(AttachStep::ConfigureContainer))
-        {
-            return Err(undo.fail(e, &what()));
-        }
-        undo.commit();
+    /// Steps 2, 3 and 4 at once, each where it belongs:
+    /// - a short-lived thread enters the container's namespace, opens the
+    ///   netlink socket there (the only socket ever opened inside a
+    ///   container) and ends;
+    /// - another creates the veth over the host's socket (bound to the
+    ///   host's namespace: no namespace change);
+    /// - this thread, which never changes namespace, allocates the
+    ///   address: IPAM is the host's business (as the CNI `bridge` plugin
+    ///   runs IPAM in the host's namespace), so a store that (re)connects,
+    ///   etcd after a restart, connects from where the caller reaches it.
+    ///   The kernel's work and the store's overlap.
+    fn create_and_allocate(&self, netns: &NetNs, key: &Key<'_>) -> Concurrent {
+        std::thread::scope(|s| {
+            let socket = netns.open_within_scoped(s, Socket::open);
+            let veth = s.spawn(|| self.create_veth(netns, key));
+            let allocated = self
+                .pool()
+                .and_then(|mut p| p.allocate_tracked(key.container_id, key.ifname));
+            let joined = |what: &str| Error::Protocol {
+                context: format!("attach: the thread that {what}"),
+                reason: "panicked".into(),
+            };
+            let created = veth
+                .join()
+                .unwrap_or_else(|_| Err(joined("creates the veth")));
+            let socket = socket
+                .join()
+                .unwrap_or_else(|_| Err(joined("opens the container's socket")));
+            Concurrent {
+                created,
+                socket,
+                allocated,
+            }
+        })
+    }
 
-        Ok(Attachment {
-            container_id: container_id.to_string(),
-            ifname: ifname.to_string(),
+    /// Once the veth is made (step 2): the outcomes of steps 3 (the
+    /// container's socket) and 4 (the address) in order, then step 5.
+    /// Returns the allocation.
+    fn finish(
+        &self,
+        netns: &NetNs,
+        key: &Key<'_>,
+        peer_index: u32,
+        socket: Result<Socket>,
+        allocated: Result<(Allocation, bool)>,
+    ) -> Result<Allocation> {
+        self.fault_after(AttachStep::CreateVeth)?;
+        let sock = socket?;
+        self.fault_after(AttachStep::ContainerSocket)?;
+        let ch = Handle::from_socket(sock, netns.clone());
+        let (alloc, _) = allocated?;
+        self.fault_after(AttachStep::Allocate)?;
+        let container_mac = mac_for_ip(alloc.addr);
+        self.configure_container(&ch, key.ifname, peer_index, container_mac, alloc.cidr())?;
+        self.fault_after(AttachStep::ConfigureContainer)?;
+        Ok(alloc)
+    }
+
+    /// The attachment of `key`: its host end `host_index`, its container
+    /// end `(index, mac)`, the address `alloc`.
+    fn attachment(
+        &self,
+        ns: &ContainerNs,
+        key: &Key<'_>,
+        host_index: u32,
+        (container_index, container_mac): (u32, MacAddr),
+        alloc: &Allocation,
+    ) -> Attachment {
+        Attachment {
+            container_id: key.container_id.to_string(),
+            ifname: key.ifname.to_string(),
             bridge: self.bridge_interface(),
             host: Interface {
-                name: host_name.clone(),
+                name: key.host.clone(),
                 index: host_index,
-                mac: host_mac,
+                mac: key.mac,
                 sandbox: None,
             },
             container: Interface {
-                name: ifname.to_string(),
-                index: peer_index,
+                name: key.ifname.to_string(),
+                index: container_index,
                 mac: container_mac,
                 sandbox: Some(ns.sandbox()),
             },
-            address: cidr,
+            address: alloc.cidr(),
             gateway: self.gateway.addr(),
             routes: vec![self.default_route()],
             mtu: self.config.mtu,
-            generation,
-        })
+            generation: alloc.generation,
+        }
     }
 
     fn bridge_interface(&self) -> Interface {
@@ -198,36 +219,18 @@ impl BridgeNetwork {
                 netns.label()
             )
         };
-        let msg = self.host.links().message_for(&spec).with_context(ctx)?;
-        // NLM_F_ECHO (honoured for links by recent kernels; older ones
-        // ignore it and the link is looked up): the kernel sends the new
-        // host end back before its ACK, with its index and its peer's
-        // (IFLA_LINK), sparing a request.
-        let sent = self.host.sock()?.request(
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
-            &ctx,
-        );
-        let replies = match sent {
-            Ok(r) => r,
+        // Checked first: only the kernel's refusals are explained below.
+        spec.validate().with_context(ctx)?;
+        // One request: the kernel echoes the new host end with its index
+        // and its peer's (IFLA_LINK).
+        let link = match self.host.links().add_echo(&spec, &ctx) {
+            Ok(l) => l,
             Err(e) => {
                 return match self.explain_create_error(e, netns, key) {
                     CreateError::Ours => Ok(None),
                     CreateError::Other(e) => Err(e),
                 }
             }
-        };
-        let echoed = replies.iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => {
-                let l = Link::from_message(l);
-                (l.name == host_name).then_some(l)
-            }
-            _ => None,
-        });
-        let link = match echoed {
-            Some(l) if l.link.is_some() => l,
-            // An older kernel: ask.
-            _ => self.host.links().get(host_name).with_context(ctx)?,
         };
         let peer = link.link.ok_or_else(|| Error::Protocol {
             context: ctx(),
@@ -253,9 +256,7 @@ impl BridgeNetwork {
                          a foreign device; nothing was changed",
                         kind_name(&l),
                         l.name,
-                        l.mac
-                            .map(|m| m.to_string())
-                            .unwrap_or_else(|| "none".into())
+                        mac_or_none(l.mac)
                     ),
                 },
                 // The host name is free: the name clash is in the container.
@@ -296,11 +297,6 @@ impl BridgeNetwork {
         cidr: IpNet,
     ) -> Result<()> {
         let ns = ch.netns().label();
-        let mut up = LinkMessage::default();
-        up.header.index = index;
-        up.header.flags = LinkFlags::Up;
-        up.header.change_mask = LinkFlags::Up;
-        up.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
         let mut addr = AddressSpec::new(ifname, cidr);
         if cidr.addr().is_ipv6() {
             // The gateway route is added at once; DAD would hold the
@@ -308,29 +304,20 @@ impl BridgeNetwork {
             addr = addr.nodad();
         }
         let r = self.default_route();
-        let route = Route::to(r.dst).via(r.gateway).dev(LinkRef::Index(index));
-        route.validate()?;
-        let route_msg = route.message(&|l| match l {
-            LinkRef::Index(i) => Ok(*i),
-            LinkRef::Name(n) => Err(Error::invalid(n.clone(), "unresolved device")),
-        })?;
         let gw = r.gateway;
-        let items = vec![
-            (RouteNetlinkMessage::SetLink(up), 0),
-            (
-                RouteNetlinkMessage::NewAddress(addr.message(index)),
-                NLM_F_CREATE | NLM_F_EXCL,
-            ),
-            (
-                RouteNetlinkMessage::NewRoute(route_msg),
-                NLM_F_CREATE | NLM_F_EXCL,
-            ),
+        let ops = [
+            BatchOp::LinkUp {
+                index,
+                mac: Some(mac),
+            },
+            BatchOp::AddAddress { index, addr },
+            BatchOp::AddRoute(Route::to(r.dst).via(gw).dev(LinkRef::Index(index))),
         ];
-        let results = ch.sock()?.batch(items, &|i| match i {
+        let results = ch.batch(&ops, &|i| match i {
             0 => format!("set {ifname} address {mac} up in {ns}"),
             1 => format!("add address {cidr} on {ifname} in {ns}"),
             _ => format!("add default route via {gw} dev {ifname} in {ns}"),
-        });
+        })?;
         results.into_iter().collect::<Result<Vec<()>>>().map(drop)
     }
 
@@ -379,7 +366,7 @@ impl BridgeNetwork {
     ) -> Result<Attachment> {
         let (host_name, ifname) = (key.host.as_str(), key.ifname);
         let obs = self.observe_in(Ok(netns.clone()), host_name, ifname)?;
-        let drifts = self.compare(&obs, alloc.as_ref(), key);
+        let drifts = self.compare(&obs, alloc.as_ref(), key, ns);
         let (Some(alloc), Some(host), Some(container), true) =
             (alloc, &obs.host, &obs.container, drifts.is_empty())
         else {
@@ -395,29 +382,27 @@ impl BridgeNetwork {
                 differences,
             });
         };
-        Ok(Attachment {
-            container_id: key.container_id.to_string(),
-            ifname: ifname.to_string(),
-            bridge: self.bridge_interface(),
-            host: Interface {
-                name: host_name.to_string(),
-                index: host.index,
-                mac: key.mac,
-                sandbox: None,
-            },
-            container: Interface {
-                name: ifname.to_string(),
-                index: container.index,
-                mac: container.mac.unwrap_or(mac_for_ip(alloc.addr)),
-                sandbox: Some(ns.sandbox()),
-            },
-            address: alloc.cidr(),
-            gateway: self.gateway.addr(),
-            routes: vec![self.default_route()],
-            mtu: self.config.mtu,
-            generation: alloc.generation,
-        })
+        let container_mac = container.mac.unwrap_or(mac_for_ip(alloc.addr));
+        Ok(self.attachment(
+            ns,
+            key,
+            host.index,
+            (container.index, container_mac),
+            &alloc,
+        ))
     }
+}
+
+/// What attach's concurrent steps produced.
+struct Concurrent {
+    /// Step 2: (host index, peer index), or `None` when the host end is
+    /// this attachment's already.
+    created: Result<Option<(u32, u32)>>,
+    /// Step 3: the container's netlink socket.
+    socket: Result<Socket>,
+    /// Step 4: the pool's answer for the pair, and whether this call made
+    /// it.
+    allocated: Result<(Allocation, bool)>,
 }
 
 /// A failed veth creation, explained.

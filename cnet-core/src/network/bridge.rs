@@ -174,11 +174,12 @@ impl<'a> Key<'a> {
 
 /// A link's kind for messages ("device" for a kind-less one).
 pub(super) fn kind_name(l: &Link) -> &str {
-    if l.kind.as_str().is_empty() {
-        "device"
-    } else {
-        l.kind.as_str()
-    }
+    l.kind.name_or("device")
+}
+
+/// A link's MAC for messages ("none" when it has none).
+pub(super) fn mac_or_none(mac: Option<MacAddr>) -> String {
+    mac.map_or_else(|| "none".into(), |m| m.to_string())
 }
 
 pub(super) fn family_of(net: &IpNet) -> Family {

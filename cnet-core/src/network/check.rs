@@ -4,7 +4,7 @@
 
 use ipnet::IpNet;
 
-use super::bridge::{family_of, is_link_local, kind_name, BridgeNetwork, Key};
+use super::bridge::{family_of, is_link_local, kind_name, mac_or_none, BridgeNetwork, Key};
 use super::container::ContainerNs;
 use super::drift::Drift;
 use crate::addr::Scope;
@@ -35,13 +35,7 @@ impl BridgeNetwork {
             .with_context(what)?
             .into_iter()
             .find(|a| a.container_id == container_id && a.ifname == ifname);
-        let mut drifts = self.compare(&obs, alloc.as_ref(), &key);
-        for d in &mut drifts {
-            if let Drift::NamespaceMissing { netns, .. } = d {
-                *netns = ns.label();
-            }
-        }
-        Ok(drifts)
+        Ok(self.compare(&obs, alloc.as_ref(), &key, ns))
     }
 
     /// Read what check compares (reads only).
@@ -101,160 +95,192 @@ impl BridgeNetwork {
         Ok(obs)
     }
 
+    /// Every difference between the observed state and what attach makes
+    /// (empty when none). `ns` names the container's namespace in a
+    /// [`Drift::NamespaceMissing`].
     pub(super) fn compare(
         &self,
         obs: &Observed,
         alloc: Option<&Allocation>,
         key: &Key<'_>,
+        ns: &ContainerNs,
     ) -> Vec<Drift> {
-        let (container_id, ifname, host_name, host_mac) =
-            (key.container_id, key.ifname, key.host.as_str(), key.mac);
         let mut d = Vec::new();
-        let bridge = &self.config.name;
-        let want_mtu = self.config.mtu;
-        match &obs.bridge {
-            None => d.push(Drift::BridgeMissing {
-                bridge: bridge.clone(),
-            }),
-            Some(b) => {
-                if !b.is_up() {
-                    d.push(Drift::BridgeDown {
-                        bridge: bridge.clone(),
-                    });
-                }
-                if !obs.bridge_addrs.contains(&self.gateway) {
-                    d.push(Drift::GatewayMissing {
-                        bridge: bridge.clone(),
-                        want: self.gateway,
-                    });
-                }
-            }
-        }
-        let bridge_index = obs.bridge.as_ref().map(|b| b.index);
-        let host = match &obs.host {
-            None => {
-                d.push(Drift::HostLinkMissing {
-                    name: host_name.to_string(),
-                });
-                None
-            }
-            Some(h) if !key.owns(h) => {
-                d.push(Drift::HostLinkForeign {
-                    name: host_name.to_string(),
-                    reason: format!(
-                        "kind {}, mac {}; attach makes a veth with mac {host_mac}",
-                        kind_name(h),
-                        h.mac
-                            .map(|m| m.to_string())
-                            .unwrap_or_else(|| "none".into())
-                    ),
-                });
-                None
-            }
-            Some(h) => {
-                if h.master.is_none() || h.master != bridge_index {
-                    d.push(Drift::HostLinkOffBridge {
-                        name: host_name.to_string(),
-                        master: obs.host_master_name.clone(),
-                        want: bridge.clone(),
-                    });
-                }
-                if !h.is_up() {
-                    d.push(Drift::HostLinkDown {
-                        name: host_name.to_string(),
-                    });
-                }
-                if h.mtu != want_mtu {
-                    d.push(Drift::Mtu {
-                        link: host_name.to_string(),
-                        have: h.mtu,
-                        want: want_mtu,
-                    });
-                }
-                Some(h)
-            }
-        };
+        self.bridge_drifts(obs, &mut d);
+        let host = self.host_drifts(obs, key, &mut d);
         if let Some(reason) = &obs.ns_error {
             d.push(Drift::NamespaceMissing {
-                // Named by the caller, who knows how it was given.
-                netns: String::new(),
+                netns: ns.label(),
                 reason: reason.clone(),
             });
         } else {
-            match &obs.container {
-                None => d.push(Drift::ContainerLinkMissing {
-                    ifname: ifname.to_string(),
-                }),
-                Some(c) => {
-                    if !c.is_up() {
-                        d.push(Drift::ContainerLinkDown {
-                            ifname: ifname.to_string(),
-                        });
-                    }
-                    if c.mtu != want_mtu {
-                        d.push(Drift::Mtu {
-                            link: ifname.to_string(),
-                            have: c.mtu,
-                            want: want_mtu,
-                        });
-                    }
-                    if let Some(h) = host {
-                        let paired = c.kind == LinkKind::Veth
-                            && h.link == Some(c.index)
-                            && c.link == Some(h.index)
-                            && (obs.nsid.is_none() || h.link_netnsid == obs.nsid);
-                        if !paired {
-                            d.push(Drift::NotPeers {
-                                host: host_name.to_string(),
-                                ifname: ifname.to_string(),
-                            });
-                        }
-                    }
-                    if let Some(a) = alloc {
-                        let want = a.cidr();
-                        if !obs.addrs.contains(&want) {
-                            d.push(Drift::AddressMissing {
-                                ifname: ifname.to_string(),
-                                want,
-                            });
-                        }
-                    }
-                    for have in &obs.addrs {
-                        if alloc.is_some_and(|a| a.cidr() == *have) {
-                            continue;
-                        }
-                        d.push(Drift::AddressUnexpected {
-                            ifname: ifname.to_string(),
-                            have: *have,
-                        });
-                    }
-                }
+            if let Some(c) = &obs.container {
+                self.container_drifts(obs, c, host, key, &mut d);
+                address_drifts(&obs.addrs, alloc, key.ifname, &mut d);
+            } else {
+                d.push(Drift::ContainerLinkMissing {
+                    ifname: key.ifname.to_string(),
+                });
             }
-            let want_via = self.gateway.addr();
-            match &obs.default_route {
-                None => d.push(Drift::DefaultRouteMissing { want_via }),
-                Some(r) => {
-                    let dev_ok = obs
-                        .container
-                        .as_ref()
-                        .is_some_and(|c| r.oif == Some(c.index));
-                    if r.gateway != Some(want_via) || !dev_ok {
-                        d.push(Drift::DefaultRouteWrong {
-                            have_via: r.gateway,
-                            have_dev: r.oif,
-                            want_via,
-                        });
-                    }
-                }
-            }
+            self.default_route_drifts(obs, &mut d);
         }
         if alloc.is_none() {
             d.push(Drift::AllocationMissing {
-                container_id: container_id.to_string(),
-                ifname: ifname.to_string(),
+                container_id: key.container_id.to_string(),
+                ifname: key.ifname.to_string(),
             });
         }
         d
+    }
+
+    /// The bridge: missing, down, without its gateway address.
+    fn bridge_drifts(&self, obs: &Observed, d: &mut Vec<Drift>) {
+        let bridge = &self.config.name;
+        let Some(b) = &obs.bridge else {
+            d.push(Drift::BridgeMissing {
+                bridge: bridge.clone(),
+            });
+            return;
+        };
+        if !b.is_up() {
+            d.push(Drift::BridgeDown {
+                bridge: bridge.clone(),
+            });
+        }
+        if !obs.bridge_addrs.contains(&self.gateway) {
+            d.push(Drift::GatewayMissing {
+                bridge: bridge.clone(),
+                want: self.gateway,
+            });
+        }
+    }
+
+    /// The host end: missing, not ours, off the bridge, down, its MTU.
+    /// Returns it when it is ours.
+    fn host_drifts<'o>(
+        &self,
+        obs: &'o Observed,
+        key: &Key<'_>,
+        d: &mut Vec<Drift>,
+    ) -> Option<&'o Link> {
+        let host_name = key.host.as_str();
+        let Some(h) = &obs.host else {
+            d.push(Drift::HostLinkMissing {
+                name: host_name.to_string(),
+            });
+            return None;
+        };
+        if !key.owns(h) {
+            d.push(Drift::HostLinkForeign {
+                name: host_name.to_string(),
+                reason: format!(
+                    "kind {}, mac {}; attach makes a veth with mac {}",
+                    kind_name(h),
+                    mac_or_none(h.mac),
+                    key.mac
+                ),
+            });
+            return None;
+        }
+        let bridge_index = obs.bridge.as_ref().map(|b| b.index);
+        if h.master.is_none() || h.master != bridge_index {
+            d.push(Drift::HostLinkOffBridge {
+                name: host_name.to_string(),
+                master: obs.host_master_name.clone(),
+                want: self.config.name.clone(),
+            });
+        }
+        if !h.is_up() {
+            d.push(Drift::HostLinkDown {
+                name: host_name.to_string(),
+            });
+        }
+        if h.mtu != self.config.mtu {
+            d.push(Drift::Mtu {
+                link: host_name.to_string(),
+                have: h.mtu,
+                want: self.config.mtu,
+            });
+        }
+        Some(h)
+    }
+
+    /// The container end `c`: down, its MTU, not the peer of the host end
+    /// `host` (when that is ours).
+    fn container_drifts(
+        &self,
+        obs: &Observed,
+        c: &Link,
+        host: Option<&Link>,
+        key: &Key<'_>,
+        d: &mut Vec<Drift>,
+    ) {
+        let ifname = key.ifname;
+        if !c.is_up() {
+            d.push(Drift::ContainerLinkDown {
+                ifname: ifname.to_string(),
+            });
+        }
+        if c.mtu != self.config.mtu {
+            d.push(Drift::Mtu {
+                link: ifname.to_string(),
+                have: c.mtu,
+                want: self.config.mtu,
+            });
+        }
+        if let Some(h) = host {
+            let paired = c.kind == LinkKind::Veth
+                && h.link == Some(c.index)
+                && c.link == Some(h.index)
+                && (obs.nsid.is_none() || h.link_netnsid == obs.nsid);
+            if !paired {
+                d.push(Drift::NotPeers {
+                    host: key.host.to_string(),
+                    ifname: ifname.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The default route in the container: missing, or not via the
+    /// gateway on the container end.
+    fn default_route_drifts(&self, obs: &Observed, d: &mut Vec<Drift>) {
+        let want_via = self.gateway.addr();
+        let Some(r) = &obs.default_route else {
+            d.push(Drift::DefaultRouteMissing { want_via });
+            return;
+        };
+        let dev_ok = obs
+            .container
+            .as_ref()
+            .is_some_and(|c| r.oif == Some(c.index));
+        if r.gateway != Some(want_via) || !dev_ok {
+            d.push(Drift::DefaultRouteWrong {
+                have_via: r.gateway,
+                have_dev: r.oif,
+                want_via,
+            });
+        }
+    }
+}
+
+/// The container end's addresses `have`: the allocated one missing, any
+/// other present.
+fn address_drifts(have: &[IpNet], alloc: Option<&Allocation>, ifname: &str, d: &mut Vec<Drift>) {
+    let want = alloc.map(Allocation::cidr);
+    if let Some(want) = want {
+        if !have.contains(&want) {
+            d.push(Drift::AddressMissing {
+                ifname: ifname.to_string(),
+                want,
+            });
+        }
+    }
+    for have in have.iter().filter(|a| Some(**a) != want) {
+        d.push(Drift::AddressUnexpected {
+            ifname: ifname.to_string(),
+            have: *have,
+        });
     }
 }
 

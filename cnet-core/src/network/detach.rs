@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bridge::{kind_name, BridgeNetwork, Key};
+use super::bridge::{kind_name, mac_or_none, BridgeNetwork, Key};
 use super::container::ContainerNs;
 use crate::error::{Result, ResultExt};
 use crate::handle::Handle;
@@ -65,9 +65,7 @@ impl BridgeNetwork {
                 "{host_name} exists but is not this attachment's ({} with mac {}, want veth \
                  with mac {host_mac})",
                 kind_name(&l),
-                l.mac
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "none".into())
+                mac_or_none(l.mac)
             )),
             Ok(None) => {
                 if let Some(ns) = ns {

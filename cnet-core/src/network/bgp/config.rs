@@ -334,11 +334,34 @@ impl BgpConfig {
     }
 
     /// The BIRD 2 configuration file (`bird -c FILE`). Validates first.
+    /// One step per section, in the file's order.
     pub fn render(&self) -> Result<String> {
         self.validate()?;
         let mut s = String::new();
-        // Writing to a String cannot fail.
-        let w = &mut s;
+        self.write_globals(&mut s);
+        self.write_anchor(&mut s);
+        self.write_peer_filters(&mut s);
+        self.write_kernel_filter(&mut s);
+        self.write_kernel(&mut s);
+        self.write_template(&mut s);
+        for p in &self.peers {
+            self.write_peer(&mut s, p);
+        }
+        Ok(s)
+    }
+
+    /// Next hops are resolved through BIRD's own table (recursive
+    /// gateways) in the tunnel modes.
+    fn recursive(&self) -> bool {
+        self.mode.needs_tunnel()
+    }
+
+    // Writing to a String cannot fail: the `writeln!` results below are
+    // ignored.
+
+    /// The header, router id, logging, and the device (and direct)
+    /// protocols.
+    fn write_globals(&self, w: &mut String) {
         let _ = writeln!(
             w,
             "# BIRD configuration of node {:?}, written by cnet (cnet_core::network::bgp).\n\
@@ -352,15 +375,14 @@ impl BgpConfig {
         let _ = writeln!(w, "timeformat base iso long ms;");
         let _ = writeln!(w);
         let _ = writeln!(w, "protocol device {{ scan time 10; }}");
-        // Next hops are resolved through BIRD's own table (recursive
-        // gateways) in the tunnel modes and for peers beyond the segment
-        // (multihop sessions cannot use direct gateways).
-        let recursive = self.mode.needs_tunnel();
+        // Recursive next hops (tunnel modes) and peers beyond the segment
+        // (multihop sessions cannot use direct gateways) are resolved
+        // through connected routes.
         let any_multihop = self
             .peers
             .iter()
             .any(|p| !self.segment.contains(&p.address));
-        if recursive || any_multihop {
+        if self.recursive() || any_multihop {
             // Connected routes, to resolve those next hops; never the pod
             // subnets (the bridge's route would shadow the anchor).
             let _ = writeln!(
@@ -370,17 +392,29 @@ impl BgpConfig {
                 self.cluster
             );
         }
-        if let Some(subnet) = self.subnet {
-            let _ = writeln!(w);
-            let _ = writeln!(
-                w,
-                "# The anchor of the announcement: the whole subnet, whatever is attached."
-            );
-            let _ = writeln!(
-                w,
-                "protocol static cnet_subnet {{ ipv4; route {subnet} blackhole; }}"
-            );
-        }
+    }
+
+    /// `protocol static cnet_subnet`: the node's subnet, announced whatever
+    /// is attached (none for a node without a subnet).
+    fn write_anchor(&self, w: &mut String) {
+        let Some(subnet) = self.subnet else {
+            return;
+        };
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "# The anchor of the announcement: the whole subnet, whatever is attached."
+        );
+        let _ = writeln!(
+            w,
+            "protocol static cnet_subnet {{ ipv4; route {subnet} blackhole; }}"
+        );
+    }
+
+    /// `filter cnet_to_peers` (our subnet; reflected routes) and `filter
+    /// cnet_from_peers` (more-specifics of the cluster CIDR, never our own
+    /// subnet).
+    fn write_peer_filters(&self, w: &mut String) {
         let _ = writeln!(w);
         let _ = writeln!(w, "filter cnet_to_peers {{");
         if self.subnet.is_some() {
@@ -404,6 +438,11 @@ impl BgpConfig {
             }
         }
         let _ = writeln!(w, "  reject;\n}}");
+    }
+
+    /// `filter cnet_to_kernel`: BGP-learned routes only, over the tunnel
+    /// as the mode says.
+    fn write_kernel_filter(&self, w: &mut String) {
         let _ = writeln!(w, "filter cnet_to_kernel {{");
         let _ = writeln!(w, "  if source != RTS_BGP then reject;");
         // In this order: `ifname` clears the gateway, `onlink` lets `gw`
@@ -422,37 +461,39 @@ impl BgpConfig {
             }
         }
         let _ = writeln!(w, "  accept;\n}}");
+    }
+
+    /// `protocol kernel cnet_kernel`: what goes into the kernel's table
+    /// (and, in the tunnel modes, the underlay routes learned from it).
+    fn write_kernel(&self, w: &mut String) {
+        let export = if self.install_routes {
+            "filter cnet_to_kernel"
+        } else {
+            "none"
+        };
         let _ = writeln!(w);
         let _ = writeln!(w, "protocol kernel cnet_kernel {{");
-        if recursive {
+        if self.recursive() {
             // Learn the underlay's routes set by others (the default route
             // via the router), not the pod subnets.
             let _ = writeln!(w, "  learn;");
             let _ = writeln!(
                 w,
                 "  ipv4 {{ import filter {{ if net ~ [ {}+ ] then reject; accept; }}; \
-                 export {}; }};",
+                 export {export}; }};",
                 self.cluster,
-                if self.install_routes {
-                    "filter cnet_to_kernel"
-                } else {
-                    "none"
-                }
             );
         } else {
-            let _ = writeln!(
-                w,
-                "  ipv4 {{ import none; export {}; }};",
-                if self.install_routes {
-                    "filter cnet_to_kernel"
-                } else {
-                    "none"
-                }
-            );
+            let _ = writeln!(w, "  ipv4 {{ import none; export {export}; }};");
         }
         let _ = writeln!(w, "  scan time 10;\n  graceful restart off;\n}}");
-        let _ = writeln!(w);
+    }
+
+    /// `template bgp cnet_peer`: what every session shares (AS, timers,
+    /// filters, route-reflector cluster).
+    fn write_template(&self, w: &mut String) {
         let t = self.timers;
+        let _ = writeln!(w);
         let _ = writeln!(w, "template bgp cnet_peer {{");
         let _ = writeln!(w, "  local {} as {};", self.underlay_ip, self.asn);
         let _ = writeln!(w, "  hold time {}; keepalive time {};", t.hold, t.keepalive);
@@ -471,36 +512,37 @@ impl BgpConfig {
             "  ipv4 {{ import filter cnet_from_peers; export filter cnet_to_peers; }};"
         );
         let _ = writeln!(w, "}}");
-        for p in &self.peers {
-            let _ = writeln!(w);
-            let _ = writeln!(w, "protocol bgp {} from cnet_peer {{", p.protocol_name());
-            let _ = writeln!(w, "  description \"{}\";", p.name.replace('"', "'"));
-            let _ = writeln!(
-                w,
-                "  neighbor {} as {};",
-                p.address,
-                p.asn.unwrap_or(self.asn)
-            );
-            let on_segment = self.segment.contains(&p.address);
-            let _ = writeln!(w, "  {};", if on_segment { "direct" } else { "multihop" });
-            if p.rr_client {
-                let _ = writeln!(w, "  rr client;");
-            }
-            let gateway = if recursive || !on_segment {
-                "recursive"
-            } else {
-                "direct"
-            };
-            // eBGP (a ToR): the ToR forwards; it must see us as next hop.
-            let ebgp = p.asn.is_some_and(|a| a != self.asn);
-            let _ = writeln!(
-                w,
-                "  ipv4 {{ gateway {gateway};{} }};",
-                if ebgp { " next hop self;" } else { "" }
-            );
-            let _ = writeln!(w, "}}");
+    }
+
+    /// `protocol bgp peer_NAME from cnet_peer`: one session.
+    fn write_peer(&self, w: &mut String, p: &BgpPeer) {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "protocol bgp {} from cnet_peer {{", p.protocol_name());
+        let _ = writeln!(w, "  description \"{}\";", p.name.replace('"', "'"));
+        let _ = writeln!(
+            w,
+            "  neighbor {} as {};",
+            p.address,
+            p.asn.unwrap_or(self.asn)
+        );
+        let on_segment = self.segment.contains(&p.address);
+        let _ = writeln!(w, "  {};", if on_segment { "direct" } else { "multihop" });
+        if p.rr_client {
+            let _ = writeln!(w, "  rr client;");
         }
-        Ok(s)
+        let gateway = if self.recursive() || !on_segment {
+            "recursive"
+        } else {
+            "direct"
+        };
+        // eBGP (a ToR): the ToR forwards; it must see us as next hop.
+        let ebgp = p.asn.is_some_and(|a| a != self.asn);
+        let _ = writeln!(
+            w,
+            "  ipv4 {{ gateway {gateway};{} }};",
+            if ebgp { " next hop self;" } else { "" }
+        );
+        let _ = writeln!(w, "}}");
     }
 }
 

@@ -3,6 +3,8 @@
 //! `Some(error)` refuses it whole.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::hash::Hash;
 
 use ipnet::IpNet;
 
@@ -119,47 +121,75 @@ pub(super) fn check_peers(
     v
 }
 
-/// The peers reached over VXLAN need a VTEP MAC: present, unicast, not
-/// this node's, not another peer's.
-pub(super) fn check_macs(own: Option<MacAddr>, placed: &[Placed<'_>], v: &mut [Option<Error>]) {
-    let mut seen: HashMap<MacAddr, &Placed<'_>> = HashMap::new();
-    for p in placed.iter().filter(|p| p.path == PeerPath::Vxlan) {
+/// What a backend needs of every peer it reaches: an identity (a VTEP
+/// MAC, a WireGuard key) that each has, that is valid, that is not this
+/// node's and that no two peers share.
+struct PeerId<K> {
+    /// The peers it concerns.
+    path: PeerPath,
+    /// What the identity is called ("VTEP MAC").
+    what: &'static str,
+    /// The peer's identity.
+    of: fn(&Peer) -> Option<K>,
+    /// Why a peer without one is refused.
+    missing: String,
+    /// Why an identity is unusable, if it is ("multicast or all-zero").
+    unusable: fn(&K) -> Option<&'static str>,
+    /// Said after "… is this node's own".
+    own_hint: &'static str,
+}
+
+/// Refuse each peer on `id.path` whose identity is missing, unusable,
+/// this node's (`own`) or another peer's (both are refused).
+fn check_ids<K: Copy + Eq + Hash + Display>(
+    id: &PeerId<K>,
+    own: Option<K>,
+    placed: &[Placed<'_>],
+    v: &mut [Option<Error>],
+) {
+    let what = id.what;
+    let mut seen: HashMap<K, &Placed<'_>> = HashMap::new();
+    for p in placed.iter().filter(|p| p.path == id.path) {
         let ctx = format!("peer {}", p.peer.name);
-        match p.peer.vtep_mac {
-            None => {
-                v[p.idx] = Some(Error::invalid(
-                    ctx,
-                    "it has no VTEP MAC, which vxlan needs (its lease publishes none: does \
-                     it run a vxlan backend?)",
-                ))
-            }
-            Some(m) if !m.is_valid_unicast() => {
-                v[p.idx] = Some(Error::invalid(
-                    ctx,
-                    format!("VTEP MAC {m} is multicast or all-zero"),
-                ))
-            }
-            Some(m) if Some(m) == own => {
-                v[p.idx] = Some(Error::Conflict {
-                    context: ctx,
-                    reason: format!("its VTEP MAC {m} is this node's own"),
-                })
-            }
-            Some(m) => {
-                if let Some(other) = seen.insert(m, p) {
-                    for (x, y) in [(p, other), (other, p)] {
-                        v[x.idx] = Some(Error::Conflict {
-                            context: format!("peer {}", x.peer.name),
-                            reason: format!(
-                                "its VTEP MAC {m} is also peer {}'s; neither is programmed",
-                                y.peer.name
-                            ),
-                        });
-                    }
-                }
+        let Some(k) = (id.of)(p.peer) else {
+            v[p.idx] = Some(Error::invalid(ctx, id.missing.clone()));
+            continue;
+        };
+        if let Some(why) = (id.unusable)(&k) {
+            v[p.idx] = Some(Error::invalid(ctx, format!("{what} {k} is {why}")));
+        } else if Some(k) == own {
+            v[p.idx] = Some(Error::Conflict {
+                context: ctx,
+                reason: format!("its {what} {k} is this node's own{}", id.own_hint),
+            });
+        } else if let Some(other) = seen.insert(k, p) {
+            for (x, y) in [(p, other), (other, p)] {
+                v[x.idx] = Some(Error::Conflict {
+                    context: format!("peer {}", x.peer.name),
+                    reason: format!(
+                        "its {what} {k} is also peer {}'s; neither is programmed",
+                        y.peer.name
+                    ),
+                });
             }
         }
     }
+}
+
+/// The peers reached over VXLAN need a VTEP MAC: present, unicast, not
+/// this node's, not another peer's.
+pub(super) fn check_macs(own: Option<MacAddr>, placed: &[Placed<'_>], v: &mut [Option<Error>]) {
+    let id = PeerId {
+        path: PeerPath::Vxlan,
+        what: "VTEP MAC",
+        of: |p| p.vtep_mac,
+        missing: "it has no VTEP MAC, which vxlan needs (its lease publishes none: does it \
+                  run a vxlan backend?)"
+            .into(),
+        unusable: |m| (!m.is_valid_unicast()).then_some("multicast or all-zero"),
+        own_hint: "",
+    };
+    check_ids(&id, own, placed, v);
 }
 
 /// The peers reached over WireGuard need a public key: present, not this
@@ -169,44 +199,19 @@ pub(super) fn check_wireguard_keys(
     placed: &[Placed<'_>],
     v: &mut [Option<Error>],
 ) {
-    let mut seen: HashMap<PublicKey, &Placed<'_>> = HashMap::new();
-    for p in placed.iter().filter(|p| p.path == PeerPath::WireGuard) {
-        let ctx = format!("peer {}", p.peer.name);
-        match p.peer.wireguard_key {
-            None => {
-                v[p.idx] = Some(Error::invalid(
-                    ctx,
-                    format!(
-                        "it has no WireGuard public key, which the wireguard backend needs \
-                         (its lease publishes no {}: does it run the wireguard backend?)",
-                        super::WIREGUARD_KEY_ATTR
-                    ),
-                ))
-            }
-            Some(k) if Some(k) == own => {
-                v[p.idx] = Some(Error::Conflict {
-                    context: ctx,
-                    reason: format!(
-                        "its WireGuard public key {k} is this node's own (a copied key file?)"
-                    ),
-                })
-            }
-            Some(k) => {
-                if let Some(other) = seen.insert(k, p) {
-                    for (x, y) in [(p, other), (other, p)] {
-                        v[x.idx] = Some(Error::Conflict {
-                            context: format!("peer {}", x.peer.name),
-                            reason: format!(
-                                "its WireGuard public key {k} is also peer {}'s; neither is \
-                                 programmed",
-                                y.peer.name
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-    }
+    let id = PeerId {
+        path: PeerPath::WireGuard,
+        what: "WireGuard public key",
+        of: |p| p.wireguard_key,
+        missing: format!(
+            "it has no WireGuard public key, which the wireguard backend needs (its lease \
+             publishes no {}: does it run the wireguard backend?)",
+            super::WIREGUARD_KEY_ATTR
+        ),
+        unusable: |_| None,
+        own_hint: " (a copied key file?)",
+    };
+    check_ids(&id, own, placed, v);
 }
 
 #[cfg(test)]

@@ -656,10 +656,7 @@ impl<'h> Node<'h> {
         let links = self.h.links();
         let name = spec.name().to_string();
         let ctx = || format!("{}: device {name}", self.ctx());
-        let resolve = |r: &LinkRef| match r {
-            LinkRef::Index(i) => Ok(*i),
-            LinkRef::Name(n) => links.index_of(n),
-        };
+        let resolve = |r: &LinkRef| links.resolve(r);
         let link = match links.find(&name).context(ctx())? {
             None => {
                 links.add(spec).context(ctx())?;
@@ -674,11 +671,7 @@ impl<'h> Node<'h> {
                     reason: format!(
                         "a {} device has this name; the node's {} device needs it \
                          (set another name in NodeConfig)",
-                        if l.kind.as_str().is_empty() {
-                            "physical"
-                        } else {
-                            l.kind.as_str()
-                        },
+                        l.kind.name_or("physical"),
                         spec.kind().as_str()
                     ),
                 })

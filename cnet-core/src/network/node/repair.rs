@@ -42,11 +42,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::{Backend, Devs, Node, NodeConfig, Peer, PeerReport, Placed};
+use crate::addr::Address;
 use crate::error::{Result, ResultExt};
-use crate::fdb::FdbEntry;
+use crate::fdb::{FdbEntry, FdbRecord};
 use crate::ipam::NodeLease;
-use crate::link::MacAddr;
-use crate::neigh::{NeighState, Neighbour};
+use crate::link::{Link, MacAddr};
+use crate::neigh::{NeighState, Neighbour, NeighbourEntry};
 use crate::route::{Route, RouteEntry};
 use crate::watch::{Change, Event, Watch};
 
@@ -85,10 +86,8 @@ impl Programmed {
         self.neighbours.clear();
         self.fdb.clear();
         // Devices in our routes are indices: nothing to look up.
-        let resolve = |r: &crate::link::LinkRef| match r {
-            crate::link::LinkRef::Index(i) => Ok(*i),
-            crate::link::LinkRef::Name(n) => node.h.links().index_of(n),
-        };
+        let links = node.h.links();
+        let resolve = |r: &crate::link::LinkRef| links.resolve(r);
         for p in placed {
             let d = node.desired(devs, std::slice::from_ref(p));
             let name = &p.peer.name;
@@ -232,129 +231,173 @@ impl DriftRepair {
     /// programmed). `Err` when the repair write fails (the next full
     /// reconcile tries again).
     pub fn repair(&mut self, node: &Node<'_>, ev: &Event) -> Result<Option<Repair>> {
-        let Some(devs) = &self.p.devs else {
+        if self.p.devs.is_none() {
             return Ok(None);
-        };
-        let cfg = &node.cfg;
-        let h = &*node.h;
-        let ctx = || format!("{}: repair drift", node.ctx());
+        }
         match ev {
             Event::Resync => self.full(node, "watch overflowed (resync)".into()),
-            Event::Route(change, r) => {
-                if r.protocol != cfg.route_protocol || r.table != cfg.route_table {
-                    return Ok(None);
-                }
-                match self.p.routes.get(&r.dst) {
-                    Some((peer, route, want)) if *change == Change::Del || !r.same_as(want) => {
-                        if let Err(e) = h.routes().replace(route) {
-                            return self.device_gone(node, e.with_context(ctx()));
-                        }
-                        Ok(Some(Repair::Route {
-                            peer: peer.clone(),
-                            dst: r.dst,
-                        }))
-                    }
-                    None if *change == Change::New => {
-                        let stray = Route::to(r.dst)
-                            .table(r.table)
-                            .protocol(r.protocol)
-                            .metric(r.metric);
-                        if h.routes().delete_if_exists(&stray).context(ctx())? {
-                            Ok(Some(Repair::StrayRoute { dst: r.dst }))
-                        } else {
-                            Ok(None)
-                        }
-                    }
-                    _ => Ok(None),
-                }
-            }
-            Event::Neigh(change, n) => {
-                if Some(n.index) != devs.vx {
-                    return Ok(None);
-                }
-                let Some((peer, want, mac)) = self.p.neighbours.get(&n.ip) else {
-                    return Ok(None);
-                };
-                let intact =
-                    *change == Change::New && n.state == NeighState::Permanent && n.mac == *mac;
-                if intact {
-                    return Ok(None);
-                }
-                if let Err(e) = h.neighbours().replace(want) {
+            Event::Route(change, r) => self.repair_route(node, *change, r),
+            Event::Neigh(change, n) => self.repair_neighbour(node, *change, n),
+            Event::Fdb(Change::Del, f) => self.repair_fdb(node, f),
+            Event::Link(change, l) => self.repair_link(node, *change, l),
+            Event::Addr(Change::Del, a) => self.repair_address(node, a),
+            _ => Ok(None),
+        }
+    }
+
+    /// A route of the node's protocol and table: ours deleted or changed
+    /// is replaced, one nobody asked for (new) is deleted.
+    fn repair_route(
+        &mut self,
+        node: &Node<'_>,
+        change: Change,
+        r: &RouteEntry,
+    ) -> Result<Option<Repair>> {
+        let cfg = &node.cfg;
+        if r.protocol != cfg.route_protocol || r.table != cfg.route_table {
+            return Ok(None);
+        }
+        let h = &*node.h;
+        let ctx = || repair_ctx(node);
+        match self.p.routes.get(&r.dst) {
+            Some((peer, route, want)) if change == Change::Del || !r.same_as(want) => {
+                if let Err(e) = h.routes().replace(route) {
                     return self.device_gone(node, e.with_context(ctx()));
                 }
-                Ok(Some(Repair::Neighbour {
+                Ok(Some(Repair::Route {
                     peer: peer.clone(),
-                    ip: n.ip,
+                    dst: r.dst,
                 }))
             }
-            Event::Fdb(Change::Del, f) => {
-                if Some(f.index) != devs.vx || !f.on_self {
-                    return Ok(None);
+            None if change == Change::New => {
+                let stray = Route::to(r.dst)
+                    .table(r.table)
+                    .protocol(r.protocol)
+                    .metric(r.metric);
+                if h.routes().delete_if_exists(&stray).context(ctx())? {
+                    Ok(Some(Repair::StrayRoute { dst: r.dst }))
+                } else {
+                    Ok(None)
                 }
-                match self.p.fdb.get(&f.mac) {
-                    Some((peer, want, dst)) if f.dst == *dst => {
-                        if let Err(e) = h.fdb().replace(want) {
-                            return self.device_gone(node, e.with_context(ctx()));
-                        }
-                        Ok(Some(Repair::Fdb {
-                            peer: peer.clone(),
-                            mac: f.mac,
-                        }))
-                    }
-                    _ => Ok(None),
-                }
-            }
-            Event::Link(change, l) => {
-                for (idx, name) in our_devices(devs, cfg) {
-                    let Some(idx) = idx else { continue };
-                    let broken = if l.index == idx {
-                        *change == Change::Del || !l.is_up() || l.name != name
-                    } else {
-                        // Someone made a device with our name anew.
-                        l.name == name && *change == Change::New
-                    };
-                    if !broken {
-                        continue;
-                    }
-                    // A stale event is not drift: the device was set down
-                    // and up again before the last reconcile, or the event
-                    // is an old device's (deleted, and the device made
-                    // again since, by a repair): while our device is up
-                    // under our name, no other device can have that name.
-                    // Ask the kernel how the device is now.
-                    let stale = *change == Change::New
-                        && h.links()
-                            .get_by_index(idx)
-                            .is_ok_and(|now| now.is_up() && now.name == name);
-                    if !stale {
-                        let what = match change {
-                            Change::Del => "deleted",
-                            Change::New if l.index != idx => "re-created",
-                            Change::New if l.name != name => "renamed",
-                            Change::New => deleted_or_down(node, name),
-                        };
-                        return self.full(node, format!("device {name} {what}"));
-                    }
-                }
-                if l.index == self.p.underlay {
-                    let was = self.p.underlay_up;
-                    self.p.underlay_up = *change == Change::New && l.is_up();
-                    if !was && self.p.underlay_up {
-                        return self.full(node, format!("underlay {} up again", l.name));
-                    }
-                }
-                Ok(None)
-            }
-            Event::Addr(Change::Del, a) => {
-                let dev = [devs.vx, devs.ipip, devs.wg.as_ref().map(|w| w.0)];
-                if dev.contains(&Some(a.index)) && a.local.addr() == cfg.vtep_ip() {
-                    return self.full(node, format!("address {} deleted", a.local));
-                }
-                Ok(None)
             }
             _ => Ok(None),
         }
+    }
+
+    /// A peer's VTEP neighbour on our VXLAN device deleted, or changed
+    /// from what was programmed: replaced.
+    fn repair_neighbour(
+        &mut self,
+        node: &Node<'_>,
+        change: Change,
+        n: &NeighbourEntry,
+    ) -> Result<Option<Repair>> {
+        if Some(n.index) != self.p.devs.as_ref().and_then(|d| d.vx) {
+            return Ok(None);
+        }
+        let Some((peer, want, mac)) = self.p.neighbours.get(&n.ip) else {
+            return Ok(None);
+        };
+        let intact = change == Change::New && n.state == NeighState::Permanent && n.mac == *mac;
+        if intact {
+            return Ok(None);
+        }
+        if let Err(e) = node.h.neighbours().replace(want) {
+            return self.device_gone(node, e.with_context(repair_ctx(node)));
+        }
+        Ok(Some(Repair::Neighbour {
+            peer: peer.clone(),
+            ip: n.ip,
+        }))
+    }
+
+    /// A peer's self FDB entry on our VXLAN device deleted: replaced.
+    fn repair_fdb(&mut self, node: &Node<'_>, f: &FdbRecord) -> Result<Option<Repair>> {
+        if Some(f.index) != self.p.devs.as_ref().and_then(|d| d.vx) || !f.on_self {
+            return Ok(None);
+        }
+        match self.p.fdb.get(&f.mac) {
+            Some((peer, want, dst)) if f.dst == *dst => {
+                if let Err(e) = node.h.fdb().replace(want) {
+                    return self.device_gone(node, e.with_context(repair_ctx(node)));
+                }
+                Ok(Some(Repair::Fdb {
+                    peer: peer.clone(),
+                    mac: f.mac,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A link event: one of our devices deleted, down, renamed or made
+    /// anew by someone, or the underlay back up, is repaired by a full
+    /// reconcile.
+    fn repair_link(&mut self, node: &Node<'_>, change: Change, l: &Link) -> Result<Option<Repair>> {
+        if let Some(reason) = self.our_device_broken(node, change, l) {
+            return self.full(node, reason);
+        }
+        if l.index == self.p.underlay {
+            let was = self.p.underlay_up;
+            self.p.underlay_up = change == Change::New && l.is_up();
+            if !was && self.p.underlay_up {
+                return self.full(node, format!("underlay {} up again", l.name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What `l`'s event did to one of our devices ("device NAME deleted"),
+    /// or `None` when none of them is broken by it.
+    fn our_device_broken(&self, node: &Node<'_>, change: Change, l: &Link) -> Option<String> {
+        let devs = self.p.devs.as_ref()?;
+        for (idx, name) in our_devices(devs, &node.cfg) {
+            let Some(idx) = idx else { continue };
+            let broken = if l.index == idx {
+                change == Change::Del || !l.is_up() || l.name != name
+            } else {
+                // Someone made a device with our name anew.
+                l.name == name && change == Change::New
+            };
+            if !broken {
+                continue;
+            }
+            // A stale event is not drift: the device was set down and up
+            // again before the last reconcile, or the event is an old
+            // device's (deleted, and the device made again since, by a
+            // repair): while our device is up under our name, no other
+            // device can have that name. Ask the kernel how the device is
+            // now.
+            let stale = change == Change::New
+                && node
+                    .h
+                    .links()
+                    .get_by_index(idx)
+                    .is_ok_and(|now| now.is_up() && now.name == name);
+            if !stale {
+                let what = match change {
+                    Change::Del => "deleted",
+                    Change::New if l.index != idx => "re-created",
+                    Change::New if l.name != name => "renamed",
+                    Change::New => deleted_or_down(node, name),
+                };
+                return Some(format!("device {name} {what}"));
+            }
+        }
+        None
+    }
+
+    /// An address deleted: the VTEP address of one of our devices is put
+    /// back by a full reconcile.
+    fn repair_address(&mut self, node: &Node<'_>, a: &Address) -> Result<Option<Repair>> {
+        let Some(devs) = &self.p.devs else {
+            return Ok(None);
+        };
+        let dev = [devs.vx, devs.ipip, devs.wg.as_ref().map(|w| w.0)];
+        if dev.contains(&Some(a.index)) && a.local.addr() == node.cfg.vtep_ip() {
+            return self.full(node, format!("address {} deleted", a.local));
+        }
+        Ok(None)
     }
 
     /// A repair write failed. `NotFound` (ENODEV) with one of the node's
@@ -412,6 +455,11 @@ impl DriftRepair {
             _ => Ok(out),
         }
     }
+}
+
+/// The context of a repair's error.
+fn repair_ctx(node: &Node<'_>) -> String {
+    format!("{}: repair drift", node.ctx())
 }
 
 /// The node's devices: (index if it has one, name).
