@@ -15,12 +15,15 @@
 //! pointer points to a live object of its type (or a NUL-terminated
 //! string, or `len` elements). All dereferences happen in the helpers of
 //! this module, each behind a NULL check; nothing else in the crate uses
-//! `unsafe` except the list/box ownership code in [`crate::out`].
+//! `unsafe` except the ownership code in [`crate::out`], where each C type
+//! handed out is tied to its Rust type and to the one free that fits it.
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cnet_core::Error;
+
+use crate::out::{castable, to_boxed_mut_ptr};
 
 /// A result code. Every fallible function returns one; `CNET_OK` (0) is
 /// success. Codes are grouped in ranges and never renumbered: 1xx the
@@ -141,6 +144,7 @@ pub struct cnet_error {
     errno: c_int,
     kernel: Option<CString>,
 }
+castable!(box cnet_error);
 
 /// Why a call failed, before it becomes a `cnet_error`.
 #[derive(Debug)]
@@ -194,7 +198,7 @@ pub(crate) fn c_string(s: &str) -> CString {
 fn store_error(err: *mut *mut cnet_error, f: Fail) -> cnet_result {
     let code = f.code;
     if !err.is_null() {
-        let e = Box::new(cnet_error {
+        let e = to_boxed_mut_ptr::<cnet_error>(cnet_error {
             code,
             message: c_string(&f.message),
             errno: f.errno,
@@ -202,7 +206,7 @@ fn store_error(err: *mut *mut cnet_error, f: Fail) -> cnet_result {
         });
         // SAFETY: `err` is non-NULL and, by the ABI contract, points to a
         // writable `cnet_error *`.
-        unsafe { err.write(Box::into_raw(e)) };
+        unsafe { err.write(e) };
     }
     code
 }

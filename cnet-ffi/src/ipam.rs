@@ -27,7 +27,7 @@ use crate::boundary::{
     set_if_asked, slice, Fail, Res, CNET_PANIC,
 };
 use crate::link::CNET_ADDRSTRLEN;
-use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings};
+use crate::out::{boxed, castable, free_box, list_head, list_out, one_out, Strings};
 
 enum Store {
     File(FileStore),
@@ -40,6 +40,7 @@ enum Store {
 pub struct cnet_ipam_store {
     store: Store,
 }
+castable!(box cnet_ipam_store);
 
 impl std::fmt::Debug for cnet_ipam_store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +54,7 @@ impl std::fmt::Debug for cnet_ipam_store {
 pub struct cnet_leases {
     inner: Mutex<Box<dyn LeaseStore + Send>>,
 }
+castable!(box cnet_leases);
 
 /// Container addresses of one node subnet. May be shared between threads
 /// (calls are serialised); several processes may use the same store. A
@@ -62,6 +64,7 @@ pub struct cnet_pool {
     inner: Arc<Mutex<Box<dyn PoolStore + Send>>>,
     config: PoolConfig,
 }
+castable!(box cnet_pool);
 
 impl cnet_pool {
     /// A pool object over any store (tests give one that fails or panics).
@@ -212,6 +215,7 @@ pub struct cnet_lease {
     /// Published WireGuard public key (base64), or NULL.
     pub wireguard_public_key: *const c_char,
 }
+castable!(one cnet_lease);
 
 /// An owned array of leases; free with `cnet_lease_array_free`.
 #[repr(C)]
@@ -253,6 +257,7 @@ pub struct cnet_alloc {
     /// Unique within the pool, never reused.
     pub generation: u64,
 }
+castable!(one cnet_alloc);
 
 /// An owned array of allocations; free with `cnet_alloc_array_free`.
 #[repr(C)]
@@ -573,13 +578,13 @@ pub extern "C" fn cnet_leases_free(l: *mut cnet_leases) {
 /// Free one lease. `cnet_lease_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_lease_free(l: *mut cnet_lease) {
-    free_one(l)
+    free_box(l)
 }
 
 /// Free a lease list. `cnet_lease_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_lease_array_free(l: *mut cnet_lease_array) {
-    free_list(l)
+    free_box(l)
 }
 
 /// An address for (`container_id`, `ifname`): the one it holds already,
@@ -686,11 +691,11 @@ pub extern "C" fn cnet_pool_free(p: *mut cnet_pool) {
 /// Free one allocation. `cnet_alloc_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_alloc_free(a: *mut cnet_alloc) {
-    free_one(a)
+    free_box(a)
 }
 
 /// Free an allocation list. `cnet_alloc_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_alloc_array_free(l: *mut cnet_alloc_array) {
-    free_list(l)
+    free_box(l)
 }
