@@ -23,8 +23,8 @@ use cnet_core::wireguard::PublicKey;
 use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
-    set_if_asked, slice, Fail, Res, CNET_PANIC,
+    cnet_error, cnet_result, cstr, fill, guard, lock, obj, opt_nonempty, out_ptr, parse, parse_opt,
+    set_if_asked, slice, Res,
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::out::{boxed, castable, free_box, list_head, list_out, one_out, Strings};
@@ -95,11 +95,10 @@ pub(crate) struct SharedPool {
 }
 
 impl SharedPool {
-    fn lock(&self) -> cnet_core::Result<MutexGuard<'_, Box<dyn PoolStore + Send>>> {
-        self.inner.lock().map_err(|_| Error::Protocol {
-            context: format!("address pool of {}", self.config.subnet),
-            reason: "an earlier call panicked while using this pool".into(),
-        })
+    /// The pool; a lock poisoned by a panic is taken back (see
+    /// [`crate::boundary`]: one policy for every lock).
+    fn lock(&self) -> MutexGuard<'_, Box<dyn PoolStore + Send>> {
+        lock(&self.inner)
     }
 }
 
@@ -108,14 +107,14 @@ impl PoolStore for SharedPool {
         &self.config
     }
     fn allocate(&mut self, container_id: &str, ifname: &str) -> cnet_core::Result<Allocation> {
-        self.lock()?.allocate(container_id, ifname)
+        self.lock().allocate(container_id, ifname)
     }
     fn allocate_tracked(
         &mut self,
         container_id: &str,
         ifname: &str,
     ) -> cnet_core::Result<(Allocation, bool)> {
-        self.lock()?.allocate_tracked(container_id, ifname)
+        self.lock().allocate_tracked(container_id, ifname)
     }
     fn allocate_addr(
         &mut self,
@@ -123,27 +122,27 @@ impl PoolStore for SharedPool {
         ifname: &str,
         addr: IpAddr,
     ) -> cnet_core::Result<Allocation> {
-        self.lock()?.allocate_addr(container_id, ifname, addr)
+        self.lock().allocate_addr(container_id, ifname, addr)
     }
     fn release(
         &mut self,
         container_id: &str,
         ifname: &str,
     ) -> cnet_core::Result<Option<Allocation>> {
-        self.lock()?.release(container_id, ifname)
+        self.lock().release(container_id, ifname)
     }
     fn release_generation(
         &mut self,
         addr: IpAddr,
         generation: u64,
     ) -> cnet_core::Result<Option<Allocation>> {
-        self.lock()?.release_generation(addr, generation)
+        self.lock().release_generation(addr, generation)
     }
     fn list(&mut self) -> cnet_core::Result<Vec<Allocation>> {
-        self.lock()?.list()
+        self.lock().list()
     }
     fn gc(&mut self, alive: &HashSet<String>) -> cnet_core::Result<Vec<Allocation>> {
-        self.lock()?.gc(alive)
+        self.lock().gc(alive)
     }
 }
 
@@ -157,15 +156,6 @@ impl std::fmt::Debug for cnet_pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("cnet_pool")
     }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<Box<T>>) -> Res<MutexGuard<'_, Box<T>>> {
-    m.lock().map_err(|_| {
-        Fail::new(
-            CNET_PANIC,
-            "an earlier call panicked while using this object; free it and open it again",
-        )
-    })
 }
 
 /// The cluster network to lease node subnets from.
@@ -498,7 +488,7 @@ pub extern "C" fn cnet_leases_acquire(
         let node = cstr(node, "node")?;
         let attrs = attrs_of(attrs)?;
         let out = out_ptr(out, "out")?;
-        let lease = lock(&l.inner)?.acquire(node, &attrs, ttl(ttl_secs))?;
+        let lease = lock(&l.inner).acquire(node, &attrs, ttl(ttl_secs))?;
         let mut s = Strings::default();
         let c = lease_of(&lease, &mut s)?;
         one_out(out, c, s.0);
@@ -519,7 +509,7 @@ pub extern "C" fn cnet_leases_renew(
     guard(err, || {
         let l = obj(leases, "leases")?;
         let node = cstr(node, "node")?;
-        let lease = lock(&l.inner)?.renew(node, ttl(ttl_secs))?;
+        let lease = lock(&l.inner).renew(node, ttl(ttl_secs))?;
         if !out.is_null() {
             let mut s = Strings::default();
             let c = lease_of(&lease, &mut s)?;
@@ -538,7 +528,7 @@ pub extern "C" fn cnet_leases_release(
 ) -> cnet_result {
     guard(err, || {
         let l = obj(leases, "leases")?;
-        lock(&l.inner)?.release(cstr(node, "node")?)?;
+        lock(&l.inner).release(cstr(node, "node")?)?;
         Ok(())
     })
 }
@@ -553,7 +543,7 @@ pub extern "C" fn cnet_leases_list(
     guard(err, || {
         let l = obj(leases, "leases")?;
         let out = out_ptr(out, "out")?;
-        let all = lock(&l.inner)?.list()?;
+        let all = lock(&l.inner).list()?;
         let mut s = Strings::default();
         let items = all
             .iter()
@@ -566,7 +556,7 @@ pub extern "C" fn cnet_leases_list(
 
 /// The leases as cnet-core has them (for `cnet_node_reconcile_leases`).
 pub(crate) fn list_leases(l: &cnet_leases) -> Res<Vec<NodeLease>> {
-    Ok(lock(&l.inner)?.list()?)
+    Ok(lock(&l.inner).list()?)
 }
 
 /// Free a lease object. `cnet_leases_free(NULL)` does nothing.
@@ -603,7 +593,7 @@ pub extern "C" fn cnet_pool_allocate(
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
         let out = out_ptr(out, "out")?;
-        let a = lock(&*p.inner)?.allocate(cid, ifname)?;
+        let a = lock(&*p.inner).allocate(cid, ifname)?;
         let mut s = Strings::default();
         let c = alloc_of(&a, &mut s)?;
         one_out(out, c, s.0);
@@ -625,7 +615,7 @@ pub extern "C" fn cnet_pool_release(
         let p = obj(pool, "pool")?;
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
-        let r = lock(&*p.inner)?.release(cid, ifname)?;
+        let r = lock(&*p.inner).release(cid, ifname)?;
         set_if_asked(released, || r.is_some());
         Ok(())
     })
@@ -641,7 +631,7 @@ pub extern "C" fn cnet_pool_list(
     guard(err, || {
         let p = obj(pool, "pool")?;
         let out = out_ptr(out, "out")?;
-        let all = lock(&*p.inner)?.list()?;
+        let all = lock(&*p.inner).list()?;
         let mut s = Strings::default();
         let items = all
             .iter()
@@ -669,7 +659,7 @@ pub extern "C" fn cnet_pool_gc(
             .enumerate()
             .map(|(i, s)| cstr(*s, &format!("alive[{i}]")).map(str::to_string))
             .collect::<Res<HashSet<String>>>()?;
-        let gone = lock(&*p.inner)?.gc(&alive)?;
+        let gone = lock(&*p.inner).gc(&alive)?;
         if !released.is_null() {
             let mut s = Strings::default();
             let items = gone
