@@ -27,6 +27,12 @@
 //! reference) would get an `OwnershipArc` marker with its own make/free
 //! functions, and `free_box` would then not compile for it.
 //!
+//! Reading stays generic ([`crate::boundary::obj`] turns any `*const T`
+//! into `&T`): a read transfers no ownership, a handle's pointer type
+//! already names its object, and the heads of single objects and lists
+//! are the first field of their box, so reading them as the C type is what
+//! C does too.
+//!
 //! What does not compile (kept as comments: the module is private, so a
 //! `compile_fail` doc test could not reach it):
 //!
