@@ -1,13 +1,13 @@
 //! [`Handle`]: one netlink socket bound to one namespace; [`BatchOp`]: one
 //! typed operation of a pipelined [`Handle::batch`].
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::addr::{AddressSpec, Addrs};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fdb::Fdb;
 use crate::link::{Links, MacAddr};
 use crate::neigh::Neighbours;
@@ -177,12 +177,13 @@ impl Handle {
         Ok(self.sock()?.batch(items, ctx))
     }
 
-    /// The socket, for the typed modules.
+    /// The socket, for the typed modules. A lock poisoned by a panic in
+    /// another call is taken back: the socket's state is a sequence counter
+    /// and a per-request buffer, and the replies of an exchange the panic
+    /// abandoned are skipped as stale by the next request, so nothing is
+    /// half-updated (libcnet's policy for every lock, cnet-ffi's boundary).
     pub(crate) fn sock(&self) -> Result<MutexGuard<'_, Socket>> {
-        self.sock.lock().map_err(|_| Error::Protocol {
-            context: "netlink handle".into(),
-            reason: "socket mutex poisoned by a panic in another thread".into(),
-        })
+        Ok(self.sock.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Direct access to the socket (benchmarks' raw loop).

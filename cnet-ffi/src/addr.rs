@@ -12,7 +12,7 @@ use crate::boundary::{
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::ns::cnet_handle;
-use crate::out::{free_list, list_head, list_out};
+use crate::out::{free_box, list_head, list_out};
 
 /// An address as the kernel lists it (`ip addr show`).
 #[repr(C)]
@@ -160,5 +160,5 @@ pub extern "C" fn cnet_addr_list(
 /// Free an address list. `cnet_addr_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_addr_array_free(list: *mut cnet_addr_array) {
-    free_list(list)
+    free_box(list)
 }

@@ -15,12 +15,44 @@
 //! pointer points to a live object of its type (or a NUL-terminated
 //! string, or `len` elements). All dereferences happen in the helpers of
 //! this module, each behind a NULL check; nothing else in the crate uses
-//! `unsafe` except the list/box ownership code in [`crate::out`].
+//! `unsafe` except the ownership code in [`crate::out`], where each C type
+//! handed out is tied to its Rust type and to the one free that fits it.
+//!
+//! # Panics and locks: one policy, recover
+//!
+//! A panic inside an export is a libcnet bug. [`guard`] turns it into
+//! `CNET_PANIC` with the panic's message for the call that hit it, and
+//! that is the whole penalty: a lock the panic poisoned is taken back with
+//! `PoisonError::into_inner` ([`lock`]) by every later call, on every
+//! object (`cnet_leases`, `cnet_pool` and the bridge networks sharing it,
+//! and, in cnet-core, a handle's netlink socket, a bridge network's pool
+//! and a node's WireGuard socket). Recovering is sound because no lock in
+//! libcnet guards state a panic can leave half-updated:
+//!
+//! - the IPAM stores keep nothing in memory but their location and a
+//!   client: their state is on disk (rewritten atomically under a file
+//!   lock) or in etcd (changed by transactions), built to survive a
+//!   process killed at any point, which a panic cannot be worse than;
+//! - a netlink socket keeps a sequence counter and a scratch buffer that
+//!   each request rebuilds; the replies of an exchange a panic abandoned
+//!   carry older sequence numbers and are skipped by the next request.
+//!
+//! Failing for good instead would turn one bug into an outage: the C
+//! caller would have to free and rebuild the object and everything sharing
+//! it (a pool and its bridge networks) to go on, and would learn nothing
+//! more than the first `CNET_PANIC` already said. What the panicking call
+//! itself changed in the kernel is a different matter: multi-step
+//! operations roll back on panic too (cnet-core's `undo`), and the header
+//! warns that after `CNET_PANIC` "the objects involved may be in any
+//! state".
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cnet_core::Error;
+
+use crate::out::{castable, to_boxed_mut_ptr};
 
 /// A result code. Every fallible function returns one; `CNET_OK` (0) is
 /// success. Codes are grouped in ranges and never renumbered: 1xx the
@@ -141,6 +173,7 @@ pub struct cnet_error {
     errno: c_int,
     kernel: Option<CString>,
 }
+castable!(box cnet_error);
 
 /// Why a call failed, before it becomes a `cnet_error`.
 #[derive(Debug)]
@@ -194,7 +227,7 @@ pub(crate) fn c_string(s: &str) -> CString {
 fn store_error(err: *mut *mut cnet_error, f: Fail) -> cnet_result {
     let code = f.code;
     if !err.is_null() {
-        let e = Box::new(cnet_error {
+        let e = to_boxed_mut_ptr::<cnet_error>(cnet_error {
             code,
             message: c_string(&f.message),
             errno: f.errno,
@@ -202,7 +235,7 @@ fn store_error(err: *mut *mut cnet_error, f: Fail) -> cnet_result {
         });
         // SAFETY: `err` is non-NULL and, by the ABI contract, points to a
         // writable `cnet_error *`.
-        unsafe { err.write(Box::into_raw(e)) };
+        unsafe { err.write(e) };
     }
     code
 }
@@ -231,6 +264,12 @@ pub(crate) fn guard(err: *mut *mut cnet_error, f: impl FnOnce() -> Res) -> cnet_
         }
         Err(f) => store_error(err, f),
     }
+}
+
+/// Lock `m`; a lock poisoned by an earlier call's panic is taken back, as
+/// the module doc explains (the panic was reported as `CNET_PANIC` then).
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Like [`guard`] for the infallible-by-contract functions that return a

@@ -23,11 +23,11 @@ use cnet_core::wireguard::PublicKey;
 use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
-    cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
-    set_if_asked, slice, Fail, Res, CNET_PANIC,
+    cnet_error, cnet_result, cstr, fill, guard, lock, obj, opt_nonempty, out_ptr, parse, parse_opt,
+    set_if_asked, slice, Res,
 };
 use crate::link::CNET_ADDRSTRLEN;
-use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings};
+use crate::out::{boxed, castable, free_box, list_head, list_out, one_out, Strings};
 
 enum Store {
     File(FileStore),
@@ -40,6 +40,7 @@ enum Store {
 pub struct cnet_ipam_store {
     store: Store,
 }
+castable!(box cnet_ipam_store);
 
 impl std::fmt::Debug for cnet_ipam_store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +54,7 @@ impl std::fmt::Debug for cnet_ipam_store {
 pub struct cnet_leases {
     inner: Mutex<Box<dyn LeaseStore + Send>>,
 }
+castable!(box cnet_leases);
 
 /// Container addresses of one node subnet. May be shared between threads
 /// (calls are serialised); several processes may use the same store. A
@@ -62,6 +64,7 @@ pub struct cnet_pool {
     inner: Arc<Mutex<Box<dyn PoolStore + Send>>>,
     config: PoolConfig,
 }
+castable!(box cnet_pool);
 
 impl cnet_pool {
     /// A pool object over any store (tests give one that fails or panics).
@@ -92,11 +95,10 @@ pub(crate) struct SharedPool {
 }
 
 impl SharedPool {
-    fn lock(&self) -> cnet_core::Result<MutexGuard<'_, Box<dyn PoolStore + Send>>> {
-        self.inner.lock().map_err(|_| Error::Protocol {
-            context: format!("address pool of {}", self.config.subnet),
-            reason: "an earlier call panicked while using this pool".into(),
-        })
+    /// The pool; a lock poisoned by a panic is taken back (see
+    /// [`crate::boundary`]: one policy for every lock).
+    fn lock(&self) -> MutexGuard<'_, Box<dyn PoolStore + Send>> {
+        lock(&self.inner)
     }
 }
 
@@ -105,14 +107,14 @@ impl PoolStore for SharedPool {
         &self.config
     }
     fn allocate(&mut self, container_id: &str, ifname: &str) -> cnet_core::Result<Allocation> {
-        self.lock()?.allocate(container_id, ifname)
+        self.lock().allocate(container_id, ifname)
     }
     fn allocate_tracked(
         &mut self,
         container_id: &str,
         ifname: &str,
     ) -> cnet_core::Result<(Allocation, bool)> {
-        self.lock()?.allocate_tracked(container_id, ifname)
+        self.lock().allocate_tracked(container_id, ifname)
     }
     fn allocate_addr(
         &mut self,
@@ -120,27 +122,27 @@ impl PoolStore for SharedPool {
         ifname: &str,
         addr: IpAddr,
     ) -> cnet_core::Result<Allocation> {
-        self.lock()?.allocate_addr(container_id, ifname, addr)
+        self.lock().allocate_addr(container_id, ifname, addr)
     }
     fn release(
         &mut self,
         container_id: &str,
         ifname: &str,
     ) -> cnet_core::Result<Option<Allocation>> {
-        self.lock()?.release(container_id, ifname)
+        self.lock().release(container_id, ifname)
     }
     fn release_generation(
         &mut self,
         addr: IpAddr,
         generation: u64,
     ) -> cnet_core::Result<Option<Allocation>> {
-        self.lock()?.release_generation(addr, generation)
+        self.lock().release_generation(addr, generation)
     }
     fn list(&mut self) -> cnet_core::Result<Vec<Allocation>> {
-        self.lock()?.list()
+        self.lock().list()
     }
     fn gc(&mut self, alive: &HashSet<String>) -> cnet_core::Result<Vec<Allocation>> {
-        self.lock()?.gc(alive)
+        self.lock().gc(alive)
     }
 }
 
@@ -154,15 +156,6 @@ impl std::fmt::Debug for cnet_pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("cnet_pool")
     }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<Box<T>>) -> Res<MutexGuard<'_, Box<T>>> {
-    m.lock().map_err(|_| {
-        Fail::new(
-            CNET_PANIC,
-            "an earlier call panicked while using this object; free it and open it again",
-        )
-    })
 }
 
 /// The cluster network to lease node subnets from.
@@ -212,6 +205,7 @@ pub struct cnet_lease {
     /// Published WireGuard public key (base64), or NULL.
     pub wireguard_public_key: *const c_char,
 }
+castable!(one cnet_lease);
 
 /// An owned array of leases; free with `cnet_lease_array_free`.
 #[repr(C)]
@@ -253,6 +247,7 @@ pub struct cnet_alloc {
     /// Unique within the pool, never reused.
     pub generation: u64,
 }
+castable!(one cnet_alloc);
 
 /// An owned array of allocations; free with `cnet_alloc_array_free`.
 #[repr(C)]
@@ -573,7 +568,7 @@ pub extern "C" fn cnet_leases_acquire(
         let node = cstr(node, "node")?;
         let attrs = attrs_of(attrs)?;
         let out = out_ptr(out, "out")?;
-        let lease = lock(&l.inner)?.acquire(node, &attrs, ttl(ttl_secs))?;
+        let lease = lock(&l.inner).acquire(node, &attrs, ttl(ttl_secs))?;
         let mut s = Strings::default();
         let c = lease_of(&lease, &mut s)?;
         one_out(out, c, s.0);
@@ -594,7 +589,7 @@ pub extern "C" fn cnet_leases_renew(
     guard(err, || {
         let l = obj(leases, "leases")?;
         let node = cstr(node, "node")?;
-        let lease = lock(&l.inner)?.renew(node, ttl(ttl_secs))?;
+        let lease = lock(&l.inner).renew(node, ttl(ttl_secs))?;
         if !out.is_null() {
             let mut s = Strings::default();
             let c = lease_of(&lease, &mut s)?;
@@ -613,7 +608,7 @@ pub extern "C" fn cnet_leases_release(
 ) -> cnet_result {
     guard(err, || {
         let l = obj(leases, "leases")?;
-        lock(&l.inner)?.release(cstr(node, "node")?)?;
+        lock(&l.inner).release(cstr(node, "node")?)?;
         Ok(())
     })
 }
@@ -628,7 +623,7 @@ pub extern "C" fn cnet_leases_list(
     guard(err, || {
         let l = obj(leases, "leases")?;
         let out = out_ptr(out, "out")?;
-        let all = lock(&l.inner)?.list()?;
+        let all = lock(&l.inner).list()?;
         let mut s = Strings::default();
         let items = all
             .iter()
@@ -641,7 +636,7 @@ pub extern "C" fn cnet_leases_list(
 
 /// The leases as cnet-core has them (for `cnet_node_reconcile_leases`).
 pub(crate) fn list_leases(l: &cnet_leases) -> Res<Vec<NodeLease>> {
-    Ok(lock(&l.inner)?.list()?)
+    Ok(lock(&l.inner).list()?)
 }
 
 /// Free a lease object. `cnet_leases_free(NULL)` does nothing.
@@ -653,13 +648,13 @@ pub extern "C" fn cnet_leases_free(l: *mut cnet_leases) {
 /// Free one lease. `cnet_lease_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_lease_free(l: *mut cnet_lease) {
-    free_one(l)
+    free_box(l)
 }
 
 /// Free a lease list. `cnet_lease_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_lease_array_free(l: *mut cnet_lease_array) {
-    free_list(l)
+    free_box(l)
 }
 
 /// An address for (`container_id`, `ifname`): the one it holds already,
@@ -678,7 +673,7 @@ pub extern "C" fn cnet_pool_allocate(
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
         let out = out_ptr(out, "out")?;
-        let a = lock(&*p.inner)?.allocate(cid, ifname)?;
+        let a = lock(&*p.inner).allocate(cid, ifname)?;
         let mut s = Strings::default();
         let c = alloc_of(&a, &mut s)?;
         one_out(out, c, s.0);
@@ -700,7 +695,7 @@ pub extern "C" fn cnet_pool_release(
         let p = obj(pool, "pool")?;
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
-        let r = lock(&*p.inner)?.release(cid, ifname)?;
+        let r = lock(&*p.inner).release(cid, ifname)?;
         set_if_asked(released, || r.is_some());
         Ok(())
     })
@@ -716,7 +711,7 @@ pub extern "C" fn cnet_pool_list(
     guard(err, || {
         let p = obj(pool, "pool")?;
         let out = out_ptr(out, "out")?;
-        let all = lock(&*p.inner)?.list()?;
+        let all = lock(&*p.inner).list()?;
         let mut s = Strings::default();
         let items = all
             .iter()
@@ -744,7 +739,7 @@ pub extern "C" fn cnet_pool_gc(
             .enumerate()
             .map(|(i, s)| cstr(*s, &format!("alive[{i}]")).map(str::to_string))
             .collect::<Res<HashSet<String>>>()?;
-        let gone = lock(&*p.inner)?.gc(&alive)?;
+        let gone = lock(&*p.inner).gc(&alive)?;
         if !released.is_null() {
             let mut s = Strings::default();
             let items = gone
@@ -766,11 +761,11 @@ pub extern "C" fn cnet_pool_free(p: *mut cnet_pool) {
 /// Free one allocation. `cnet_alloc_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_alloc_free(a: *mut cnet_alloc) {
-    free_one(a)
+    free_box(a)
 }
 
 /// Free an allocation list. `cnet_alloc_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_alloc_array_free(l: *mut cnet_alloc_array) {
-    free_list(l)
+    free_box(l)
 }

@@ -16,7 +16,7 @@ use crate::boundary::{
     set_if_asked, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::ns::{cnet_handle, cnet_netns};
-use crate::out::{free_list, list_head, list_out};
+use crate::out::{free_box, list_head, list_out};
 
 /// Bytes of a link name field, NUL included (the kernel's IFNAMSIZ).
 pub const CNET_IFNAMSIZ: usize = 16;
@@ -592,5 +592,5 @@ pub extern "C" fn cnet_link_list(
 /// Free a link list. `cnet_link_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_link_array_free(list: *mut cnet_link_array) {
-    free_list(list)
+    free_box(list)
 }

@@ -15,7 +15,7 @@ use crate::boundary::{
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::ns::cnet_handle;
-use crate::out::{free_list, list_head, list_out};
+use crate::out::{free_box, list_head, list_out};
 use crate::route::{cnet_reconcile_counts, counts_of};
 
 /// A neighbour to program: `ip neigh add|replace|del IP [lladdr MAC] dev
@@ -322,7 +322,7 @@ pub extern "C" fn cnet_neigh_list(
 /// Free a neighbour list. `cnet_neigh_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_neigh_array_free(list: *mut cnet_neigh_array) {
-    free_list(list)
+    free_box(list)
 }
 
 /// Make the permanent neighbours of `dev` exactly `entries` (others'
@@ -372,7 +372,7 @@ pub extern "C" fn cnet_fdb_list(
 /// Free an FDB list. `cnet_fdb_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_fdb_array_free(list: *mut cnet_fdb_array) {
-    free_list(list)
+    free_box(list)
 }
 
 /// Make the `self` FDB entries with a `dst` on `dev` exactly `entries`.

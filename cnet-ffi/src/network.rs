@@ -23,7 +23,7 @@ use crate::boundary::{
 use crate::ipam::cnet_pool;
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
 use crate::ns::{cnet_handle, cnet_netns};
-use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_out, Strings};
+use crate::out::{boxed, castable, free_box, list_head, list_out, one_out, Strings};
 
 /// A bridge network on one node: the bridge in the host namespace, the
 /// pool its containers' addresses come from, its own netlink socket in
@@ -32,6 +32,7 @@ use crate::out::{boxed, free_box, free_list, free_one, list_head, list_out, one_
 pub struct cnet_bridge_network {
     net: BridgeNetwork,
 }
+castable!(box cnet_bridge_network);
 
 impl std::fmt::Debug for cnet_bridge_network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,6 +152,7 @@ pub struct cnet_attachment {
     /// The IPAM allocation's generation.
     pub generation: u64,
 }
+castable!(one cnet_attachment);
 
 fn link_of(i: &cnet_core::network::Interface) -> Res<cnet_attached_link> {
     let mut l = cnet_attached_link {
@@ -205,6 +207,7 @@ pub struct cnet_detach_report {
     /// (owned by the report).
     pub left_alone: *const c_char,
 }
+castable!(one cnet_detach_report);
 
 /// A drift kind: how a container's live state differs from what attach
 /// made. Numbers are never reused.
@@ -393,7 +396,7 @@ pub extern "C" fn cnet_bridge_network_attach(
 /// Free an attachment. `cnet_attachment_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_attachment_free(a: *mut cnet_attachment) {
-    free_one(a)
+    free_box(a)
 }
 
 /// Detach a container (CNI `DEL`): delete the veth pair (its container
@@ -446,7 +449,7 @@ pub extern "C" fn cnet_bridge_network_detach(
 /// Free a detach report. `cnet_detach_report_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_detach_report_free(r: *mut cnet_detach_report) {
-    free_one(r)
+    free_box(r)
 }
 
 /// Compare a container's live state with what attach made (reads only):
@@ -479,7 +482,7 @@ pub extern "C" fn cnet_bridge_network_check(
 /// Free a drift list. `cnet_drift_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_drift_array_free(l: *mut cnet_drift_array) {
-    free_list(l)
+    free_box(l)
 }
 
 #[cfg(test)]

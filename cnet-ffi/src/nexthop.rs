@@ -14,7 +14,7 @@ use crate::boundary::{
 };
 use crate::link::CNET_ADDRSTRLEN;
 use crate::ns::cnet_handle;
-use crate::out::{free_list, free_one, list_head, list_out_keep, one_out_keep};
+use crate::out::{castable, free_box, list_head, list_out_keep, one_out_keep};
 use crate::route::CNET_ROUTE_PROTOCOL;
 
 /// What a nexthop leads to.
@@ -95,6 +95,7 @@ pub struct cnet_nexthop_entry {
     /// Group type (`NEXTHOP_GRP_TYPE_*`: 0 multipath, 1 resilient).
     pub group_type: u16,
 }
+castable!(one cnet_nexthop_entry);
 
 /// An owned array of nexthops; free with `cnet_nexthop_array_free`.
 #[repr(C)]
@@ -303,7 +304,7 @@ pub extern "C" fn cnet_nexthop_get(
 /// does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_nexthop_entry_free(e: *mut cnet_nexthop_entry) {
-    free_one(e)
+    free_box(e)
 }
 
 /// Nexthops matching `filter` (NULL: all), by id.
@@ -348,5 +349,5 @@ pub extern "C" fn cnet_nexthop_list(
 /// Free a nexthop list. `cnet_nexthop_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_nexthop_array_free(list: *mut cnet_nexthop_array) {
-    free_list(list)
+    free_box(list)
 }

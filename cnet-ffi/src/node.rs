@@ -21,7 +21,7 @@ use crate::boundary::{
 };
 use crate::ipam::{cnet_leases, list_leases};
 use crate::ns::cnet_handle;
-use crate::out::{boxed, free_box, free_one, one_out_keep, Strings};
+use crate::out::{boxed, castable, free_box, one_out_keep, Strings};
 use crate::route::cnet_reconcile_counts;
 
 /// A node: the host namespace (through a handle it keeps alive), its
@@ -31,6 +31,7 @@ use crate::route::cnet_reconcile_counts;
 pub struct cnet_node {
     node: Node<'static>,
 }
+castable!(box cnet_node);
 
 impl cnet_node {
     fn name(&self) -> &str {
@@ -184,6 +185,7 @@ pub struct cnet_peer_report {
     /// How many of them failed (`path` is `CNET_PEER_FAILED`).
     pub failed: usize,
 }
+castable!(one cnet_peer_report);
 
 fn changes(c: Changes) -> cnet_reconcile_counts {
     cnet_reconcile_counts {
@@ -490,7 +492,7 @@ pub extern "C" fn cnet_node_wireguard_public_key(
 /// Free a peer report. `cnet_peer_report_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_peer_report_free(r: *mut cnet_peer_report) {
-    free_one(r)
+    free_box(r)
 }
 
 /// Free a node (what it programmed stays). `cnet_node_free(NULL)` does nothing.

@@ -9,7 +9,7 @@ use cnet_core::{Handle, NetNs};
 use crate::boundary::{
     cnet_error, cnet_result, cstr, guard, guard_value, obj, out_ptr, set_if_asked,
 };
-use crate::out::{boxed, free_box};
+use crate::out::{boxed, castable, free_box};
 
 /// A network namespace, held open by a file descriptor (so it stays
 /// valid while held, even if its name is deleted). Immutable: may be
@@ -18,6 +18,7 @@ use crate::out::{boxed, free_box};
 pub struct cnet_netns {
     pub(crate) ns: NetNs,
 }
+castable!(box cnet_netns);
 
 /// A netlink handle bound to one namespace: every call made through it
 /// acts in that namespace, whatever thread calls it and whatever namespace
@@ -28,6 +29,7 @@ pub struct cnet_netns {
 pub struct cnet_handle {
     pub(crate) h: Arc<Handle>,
 }
+castable!(box cnet_handle);
 
 /// The string-argument constructors' shared body: `arg` checked (NULL,
 /// UTF-8), `open` run, the namespace boxed into `*out` on success only.

@@ -18,7 +18,7 @@ use crate::boundary::{
 };
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
 use crate::ns::cnet_handle;
-use crate::out::{free_list, list_head, list_out};
+use crate::out::{free_box, list_head, list_out};
 
 /// The route protocol cnet's routes carry (119): reconcile never touches
 /// routes of other protocols.
@@ -365,7 +365,7 @@ pub extern "C" fn cnet_route_list(
 /// Free a route list. `cnet_route_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_route_array_free(list: *mut cnet_route_array) {
-    free_list(list)
+    free_box(list)
 }
 
 /// The kernel's decision for `dst` (`ip route get DST [from SRC]`): no

@@ -13,7 +13,7 @@ use crate::boundary::{
 };
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
 use crate::ns::cnet_handle;
-use crate::out::{free_list, list_head, list_out};
+use crate::out::{free_box, list_head, list_out};
 use crate::route::{cnet_reconcile_counts, counts_of, CNET_ROUTE_PROTOCOL};
 
 /// What a rule does with the packets it selects.
@@ -341,7 +341,7 @@ pub extern "C" fn cnet_rule_list(
 /// Free a rule list. `cnet_rule_array_free(NULL)` does nothing.
 #[no_mangle]
 pub extern "C" fn cnet_rule_array_free(list: *mut cnet_rule_array) {
-    free_list(list)
+    free_box(list)
 }
 
 /// Make the rules of `protocol` (0: cnet's), of `family` only (AF_INET,

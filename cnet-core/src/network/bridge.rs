@@ -47,7 +47,7 @@ use std::net::IpAddr;
 #[cfg(feature = "failpoints")]
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -339,11 +339,11 @@ impl BridgeNetwork {
         Ok(())
     }
 
+    /// The pool. A lock poisoned by a panic in another call is taken back:
+    /// a store keeps its state on disk or in etcd, written to survive a
+    /// crash at any point (libcnet's policy for every lock).
     pub(super) fn pool(&self) -> Result<MutexGuard<'_, Box<dyn PoolStore + Send>>> {
-        self.pool.lock().map_err(|_| Error::Protocol {
-            context: format!("address pool of {}", self.config.subnet),
-            reason: "pool mutex poisoned by a panic in another thread".into(),
-        })
+        Ok(self.pool.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
