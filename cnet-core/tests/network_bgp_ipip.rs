@@ -10,15 +10,15 @@
 //! (`CNET_IN_VM=1`), where the sessions, the routes and the all-pairs ping
 //! are proven.
 
-mod cluster;
 mod common;
 
 use std::time::{Duration, Instant};
 
-use cluster::{privileged, Cluster, Spec};
 use cnet_core::network::bgp::{BgpConfig, BgpMode, BgpPeer, BgpTimers, Bird};
 use cnet_core::network::{Backend, NodeConfig, VxlanConfig};
 use cnet_core::{Error, IpNet};
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::privileged;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -163,7 +163,7 @@ fn bgp_cross_subnet_ipip_with_route_reflector() {
 
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let t0 = Instant::now();
-    let rr = Bird::start(&c.rt, dirs[4].path(), &rr_config(&c)).unwrap();
+    let rr = Bird::start(c.rt(), dirs[4].path(), &rr_config(&c)).unwrap();
     let birds: Vec<Bird> = (0..4)
         .map(|i| Bird::start(&c.hosts[i].handle, dirs[i].path(), &host_config(&c, i)).unwrap())
         .collect();

@@ -19,15 +19,12 @@ use cnet::ns::*;
 use cnet_core::ipam::{Allocation, PoolConfig, PoolStore};
 #[cfg(feature = "failpoints")]
 use cnet_core::network::AttachStep;
+use cnet_test_support::privileged;
 
 const BAD: &[u8] = b"\xff\xfe\0";
 
 fn bad() -> *const c_char {
     BAD.as_ptr().cast()
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// Code and message of a failing call, the error freed.
@@ -225,8 +222,7 @@ fn null_arguments_are_a_code_never_a_crash() {
 
 #[test]
 fn ensure_attach_check_detach_verified_by_ip_and_ping() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("a");
@@ -399,8 +395,7 @@ fn ensure_attach_check_detach_verified_by_ip_and_ping() {
 
 #[test]
 fn attach_errors_leave_nothing_behind() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("e");
@@ -555,8 +550,7 @@ impl PoolStore for PanickyPool {
 
 #[test]
 fn a_panic_inside_the_boundary_is_cnet_panic_and_poisons_only_that_pool() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("p");

@@ -15,10 +15,7 @@ use cnet::node::*;
 use cnet::ns::*;
 use cnet::route::*;
 use cnet::rule::*;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use cnet_test_support::privileged;
 
 /// `f` succeeds (the message in the panic otherwise).
 fn ok(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) {
@@ -215,8 +212,7 @@ fn zero_rule() -> cnet_rule {
 
 #[test]
 fn rules_round_trip_against_ip_rule_and_reconcile() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("rule");
@@ -434,8 +430,7 @@ fn nexthops_both(ns: &Ns) -> (Vec<NhKey>, Vec<NhKey>) {
 
 #[test]
 fn nexthops_and_a_route_using_them_against_ip_nexthop_and_ip_route() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("nh");
@@ -554,8 +549,7 @@ fn link_get(ns: &Ns, name: &CStr) -> cnet_link {
 
 #[test]
 fn macvlan_add_and_stats_against_ip_link_and_ping() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("mv");
@@ -739,8 +733,7 @@ fn peer(name: &CStr, subnet: &CStr, underlay: &CStr) -> cnet_peer {
 
 #[test]
 fn node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("node");
