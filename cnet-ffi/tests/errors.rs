@@ -2,6 +2,8 @@
 //! UTF-8, out-of-range enums, unknown names (in a throwaway namespace),
 //! and `_free(NULL)`. Runs as root (namespaces); says so otherwise.
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
 use std::ptr::{null, null_mut};
 
@@ -17,27 +19,7 @@ use cnet::route::*;
 use cnet::rule::*;
 use cnet::trace::*;
 use cnet_test_support::privileged;
-
-const BAD: &[u8] = b"\xff\xfe\0";
-
-fn bad() -> *const c_char {
-    BAD.as_ptr().cast()
-}
-
-/// Code and message of a call that fails, the error freed.
-fn fails(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) -> (cnet_result, String) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    assert_ne!(rc, CNET_OK);
-    assert!(!err.is_null(), "a failing call sets *err");
-    assert_eq!(cnet_error_code(err), rc);
-    // SAFETY: a live error's message is a NUL-terminated string.
-    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
-        .to_string_lossy()
-        .into_owned();
-    cnet_error_free(err);
-    (rc, m)
-}
+use common::{bad, fails};
 
 struct Ns(String, *mut cnet_netns, *mut cnet_handle);
 impl Drop for Ns {

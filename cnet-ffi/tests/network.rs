@@ -6,6 +6,8 @@
 //! pool caught at the boundary. Runs as root in throwaway namespaces
 //! (cn-ffn-*); says so otherwise.
 
+mod common;
+
 use std::collections::HashSet;
 use std::ffi::{c_char, CStr, CString};
 use std::net::IpAddr;
@@ -20,59 +22,7 @@ use cnet_core::ipam::{Allocation, PoolConfig, PoolStore};
 #[cfg(feature = "failpoints")]
 use cnet_core::network::AttachStep;
 use cnet_test_support::privileged;
-
-const BAD: &[u8] = b"\xff\xfe\0";
-
-fn bad() -> *const c_char {
-    BAD.as_ptr().cast()
-}
-
-/// Code and message of a failing call, the error freed.
-fn fails(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) -> (cnet_result, String) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    assert_ne!(rc, CNET_OK);
-    assert!(!err.is_null(), "a failing call sets *err");
-    assert_eq!(cnet_error_code(err), rc);
-    // SAFETY: a live error's message is a NUL-terminated string.
-    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
-        .to_string_lossy()
-        .into_owned();
-    cnet_error_free(err);
-    (rc, m)
-}
-
-/// `f` succeeds (the message in the panic otherwise).
-fn ok(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    if rc != CNET_OK {
-        // SAFETY: a live error.
-        let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }.to_string_lossy();
-        panic!("{}: {m}", cnet_result_name_str(rc));
-    }
-    assert!(err.is_null(), "success sets *err to NULL");
-}
-
-fn cnet_result_name_str(rc: cnet_result) -> String {
-    // SAFETY: static NUL-terminated string.
-    unsafe { CStr::from_ptr(cnet_result_name(rc)) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn s(p: &[c_char]) -> String {
-    // SAFETY: fixed-size fields written by libcnet are NUL-terminated.
-    unsafe { CStr::from_ptr(p.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn ps(p: *const c_char) -> String {
-    assert!(!p.is_null());
-    // SAFETY: a string owned by a live libcnet object.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
+use common::{bad, fails, ok, ps, s};
 
 /// A test's namespaces (host + containers), handle, store and pool;
 /// everything deleted on drop, panics included.

@@ -3,6 +3,8 @@
 //! checked against an independent reader (`ip -j …`) and, for link stats,
 //! traffic. Runs as root (namespaces); says so otherwise.
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
 use std::ptr::{null, null_mut};
@@ -16,27 +18,7 @@ use cnet::ns::*;
 use cnet::route::*;
 use cnet::rule::*;
 use cnet_test_support::privileged;
-
-/// `f` succeeds (the message in the panic otherwise).
-fn ok(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    if rc != CNET_OK {
-        // SAFETY: a live error.
-        let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }.to_string_lossy();
-        // SAFETY: static NUL-terminated string.
-        let n = unsafe { CStr::from_ptr(cnet_result_name(rc)) }.to_string_lossy();
-        panic!("{n}: {m}");
-    }
-    assert!(err.is_null(), "success sets *err to NULL");
-}
-
-fn s(p: &[c_char]) -> String {
-    // SAFETY: fixed-size fields written by libcnet are NUL-terminated.
-    unsafe { CStr::from_ptr(p.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{ok, s};
 
 /// A namespace with a handle, deleted on drop (panics included).
 struct Ns {

@@ -547,7 +547,14 @@ impl Cluster {
     /// Host `i`'s routes of protocol 119 as "DST via GW dev DEV[ onlink]",
     /// sorted (read with `ip -j -d route show proto 119`).
     pub fn cnet_routes(&self, i: usize) -> Vec<String> {
-        let v = self.ip_json(&self.hosts[i].ns, &["route", "show", "proto", "119"]);
+        self.routes_of_proto(i, "119")
+    }
+
+    /// Host `i`'s routes of protocol `proto` (a number, or a name `ip`
+    /// knows: `bird`) as "DST via GW dev DEV[ onlink]", sorted (read with
+    /// `ip -j -d route show proto PROTO`).
+    pub fn routes_of_proto(&self, i: usize, proto: &str) -> Vec<String> {
+        let v = self.ip_json(&self.hosts[i].ns, &["route", "show", "proto", proto]);
         let mut out: Vec<String> = v
             .as_array()
             .unwrap()

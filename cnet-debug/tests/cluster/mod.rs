@@ -22,6 +22,7 @@ pub use cnet_test_support::cluster::vtep_mac;
 use cnet_test_support::cluster::{self as shared, Options, Spec};
 pub use cnet_test_support::privileged;
 /// Namespaces for a topology built with plain `ip` commands (not by cnet).
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use cnet_test_support::Namespaces as Plain;
 
 /// The shared cluster, with what only the `cnet-debug` tests use.
