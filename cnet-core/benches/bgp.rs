@@ -11,15 +11,12 @@
 //! cargo bench -p cnet-core --bench bgp -- 3 10 40 # other sizes (at most 200)
 //! ```
 
-#[path = "../tests/cluster/mod.rs"]
-mod cluster;
-
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, Spec};
 use cnet_core::network::bgp::{BgpConfig, BgpPeer, BgpTimers, Bird};
 use cnet_core::route::RouteFilter;
 use cnet_core::IpNet;
+use cnet_test_support::cluster::{Cluster, Spec};
 
 /// BIRD's route protocol number in the kernel (`proto bird`).
 const PROTO_BIRD: u8 = 12;

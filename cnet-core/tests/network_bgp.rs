@@ -6,16 +6,15 @@
 //! Every BIRD is killed by its guard (also on panic), and each test checks
 //! that no process, socket or namespace is left.
 
-mod cluster;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cluster::{privileged, writes_during, Cluster, Spec};
 use cnet_core::network::bgp::{BgpConfig, BgpPeer, BgpTimers, Bird, SessionState};
 use cnet_core::network::Backend;
 use cnet_core::IpNet;
+use cnet_test_support::cluster::{writes_during, Cluster, Spec};
+use cnet_test_support::privileged;
 
 /// How long sessions may take to come up (connect delay 1 s, retries 1 s).
 const CONVERGE: Duration = Duration::from_secs(20);

@@ -10,15 +10,15 @@
 //! (`CNET_IN_VM=1`), where the sessions, the routes and the all-pairs ping
 //! are proven.
 
-mod cluster;
 mod common;
 
 use std::time::{Duration, Instant};
 
-use cluster::{privileged, Cluster, Spec};
 use cnet_core::network::bgp::{BgpConfig, BgpMode, BgpPeer, BgpTimers, Bird};
 use cnet_core::network::{Backend, NodeConfig, VxlanConfig};
 use cnet_core::{Error, IpNet};
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::privileged;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -84,30 +84,6 @@ fn host_config(c: &Cluster, i: usize) -> BgpConfig {
     .peers(peers)
 }
 
-/// `DST via GW dev DEV[ onlink]` of host `i`'s `proto bird` routes, sorted.
-fn bird_routes(c: &Cluster, i: usize) -> Vec<String> {
-    let v = c.ip_json(&c.hosts[i].ns, &["route", "show", "proto", "bird"]);
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let onlink = r["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "onlink"));
-            format!(
-                "{} via {} dev {}{}",
-                r["dst"].as_str().unwrap_or("?"),
-                r["gateway"].as_str().unwrap_or("-"),
-                r["dev"].as_str().unwrap_or("-"),
-                if onlink { " onlink" } else { "" }
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn expected(c: &Cluster, i: usize) -> Vec<String> {
     let me = &c.hosts[i];
     let mut v: Vec<String> = c
@@ -156,23 +132,25 @@ fn bgp_cross_subnet_ipip_with_route_reflector() {
                 !links.to_string().contains("cnet.ipip"),
                 "nothing half-made"
             );
-            assert!(bird_routes(&c, i).is_empty());
+            assert!(c.routes_of_proto(i, "bird").is_empty());
         }
         return;
     }
 
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let t0 = Instant::now();
-    let rr = Bird::start(&c.rt, dirs[4].path(), &rr_config(&c)).unwrap();
+    let rr = Bird::start(c.rt(), dirs[4].path(), &rr_config(&c)).unwrap();
     let birds: Vec<Bird> = (0..4)
         .map(|i| Bird::start(&c.hosts[i].handle, dirs[i].path(), &host_config(&c, i)).unwrap())
         .collect();
     let deadline = Instant::now() + CONVERGE;
-    while !(0..4).all(|i| bird_routes(&c, i) == expected(&c, i)) {
+    while !(0..4).all(|i| c.routes_of_proto(i, "bird") == expected(&c, i)) {
         assert!(
             Instant::now() < deadline,
             "not converged: {:?}\nlogs: {:?}",
-            (0..4).map(|i| bird_routes(&c, i)).collect::<Vec<_>>(),
+            (0..4)
+                .map(|i| c.routes_of_proto(i, "bird"))
+                .collect::<Vec<_>>(),
             birds.iter().map(Bird::log_tail).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -290,6 +268,6 @@ fn bgp_ipip_start_touches_nothing_but_the_tunnel_device() {
     }
     assert_eq!(c.cnet_routes(0), routes, "protocol-119 routes survive");
     assert_eq!(vxlan_entries(&c, 0), entries, "neighbour and FDB survive");
-    assert!(bird_routes(&c, 0).is_empty());
+    assert!(c.routes_of_proto(0, "bird").is_empty());
     assert!(c.all_pairs_ping().is_empty(), "vxlan still carries traffic");
 }

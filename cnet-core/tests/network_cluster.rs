@@ -3,18 +3,17 @@
 //! -j`, and all-pairs ping between containers on different hosts.
 //! `cargo test -p cnet-core cluster` runs the cluster proofs.
 
-mod cluster;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cluster::{privileged, writes_during, Cluster, Spec};
 use cnet_core::ipam::{FileStore, LeaseStore, NodeAttrs, SubnetConfig};
 use cnet_core::link::MacAddr;
 use cnet_core::network::{
     vtep_mac_for, Backend, DeviceChange, Encap, Node, Peer, PeerPath, VxlanConfig,
 };
 use cnet_core::Error;
+use cnet_test_support::cluster::{writes_during, Cluster, Spec};
+use cnet_test_support::privileged;
 use serde_json::Value;
 
 fn hostgw_routes(c: &Cluster, i: usize) -> Vec<String> {

@@ -18,14 +18,11 @@
 //! cargo test -p cnet-core --test network_drift_deleted -- --nocapture
 //! ```
 
-mod cluster;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cluster::{privileged, Cluster, Spec};
 use cnet_core::ipam::PoolStore;
 use cnet_core::network::{
     host_veth_name, mac_for_ip, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, BridgeRepair,
@@ -33,6 +30,8 @@ use cnet_core::network::{
 };
 use cnet_core::watch::Watch;
 use cnet_core::Handle;
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::{privileged, run};
 
 /// A continuous ping (every 10 ms) from a container.
 fn start_ping(ns: &str, dst: &str) -> Child {
@@ -56,15 +55,6 @@ fn stop_ping(c: Child) -> String {
         .find(|l| l.contains("packets transmitted"))
         .unwrap_or("no summary")
         .to_string()
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn cluster(tag: &str, hosts: u8, containers: u8) -> Cluster {

@@ -5,12 +5,12 @@
 //! runs this binary again in the stock-kernel VM (`CNET_IN_VM=1`), where
 //! ipip must exist and the all-pairs ping is proven through the tunnels.
 
-mod cluster;
 mod common;
 
-use cluster::{privileged, Cluster, Spec};
 use cnet_core::network::{Backend, DeviceChange, Encap, IpIpConfig, PeerPath};
 use cnet_core::Error;
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::privileged;
 
 fn links(c: &Cluster, i: usize) -> Vec<String> {
     c.ip_json(&c.hosts[i].ns, &["link", "show"])

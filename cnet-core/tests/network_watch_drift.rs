@@ -10,14 +10,11 @@
 //! cargo test -p cnet-core --test network_watch_drift -- --nocapture
 //! ```
 
-mod cluster;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cluster::{privileged, Cluster, Spec};
 use cnet_core::ipam::{FileStore, PoolConfig};
 use cnet_core::network::{
     vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Node, NodeConfig, Repair,
@@ -25,6 +22,8 @@ use cnet_core::network::{
 };
 use cnet_core::watch::{Event, Watch};
 use cnet_core::Handle;
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::{privileged, run};
 
 /// What the repair thread reports: a one-line description, when the
 /// event was read, when the repair was written.
@@ -67,15 +66,6 @@ fn stop_ping(c: Child) -> String {
         .find(|l| l.contains("packets transmitted"))
         .unwrap_or("no summary")
         .to_string()
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -10,7 +10,6 @@
 // Host indices address several parallel lists (hosts, backends, leases).
 #![allow(clippy::needless_range_loop)]
 
-mod cluster;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -18,13 +17,14 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use cluster::{privileged, Cluster, Spec};
 use cnet_core::ipam::NodeLease;
 use cnet_core::link::WireGuard;
 use cnet_core::netlink_packet_core::Emitable;
 use cnet_core::network::{Backend, DeviceChange, PeerPath, WireGuardConfig, WIREGUARD_KEY_ATTR};
 use cnet_core::wireguard::{get_device_message, PrivateKey, WgPeer, WgSet, WireGuardSocket};
 use cnet_core::Error;
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::privileged;
 
 fn hex(b: &[u8]) -> String {
     b.chunks(16)

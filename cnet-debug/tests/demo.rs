@@ -9,15 +9,13 @@
 //! can match another test's or another person's namespaces. The example
 //! binary is built by `cargo test` (all targets) and by `scripts/test`.
 
-mod cluster;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cluster::privileged;
+use cnet_test_support::privileged;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -5,41 +5,27 @@
 //! (`CNET_IN_VM=1`), where ipip must exist and the path is explained and
 //! proven with capture, outer and inner headers decoded.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::privileged;
 use cnet_core::link::{Bridge, IpIp, Veth};
 use cnet_core::route::Route;
 use cnet_core::{Error, Handle, NetNs};
 use cnet_debug::probe::Proto;
 use cnet_debug::trace::{explain, prove, HopKind, Request};
 use cnet_debug::wire::Layer;
-
-struct Gone(Vec<String>);
-impl Drop for Gone {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = NetNs::delete(n);
-        }
-    }
-}
+use cnet_test_support::{privileged, Maker, Namespaces};
 
 #[test]
 fn trace_across_an_ipip_overlay() {
     if !privileged() {
         return;
     }
-    let pid = std::process::id();
     let roles = ["ul", "h1", "h2", "c1", "c2"];
-    let names: Vec<String> = roles.iter().map(|r| format!("cn-ipip-{r}-{pid}")).collect();
-    let _gone = Gone(names.clone());
-    let ns: Vec<NetNs> = names.iter().map(|n| NetNs::create(n).unwrap()).collect();
+    // Made by cnet, loopback up; deleted when `set` is dropped.
+    let mut set = Namespaces::empty("ipip", Maker::Cnet);
+    let ns: Vec<NetNs> = roles.iter().map(|r| set.add(r)).collect();
+    let names: Vec<String> = roles.iter().map(|r| set.ns(r)).collect();
     let h: Vec<Handle> = ns.iter().map(|n| Handle::at(n).unwrap()).collect();
-    for x in &h {
-        x.links().set_up("lo").unwrap();
-    }
     // Does this kernel have ipip? (Loading the module makes tunl0 appear.)
     let probe = h[1]
         .links()

@@ -2,6 +2,8 @@
 //! UTF-8, out-of-range enums, unknown names (in a throwaway namespace),
 //! and `_free(NULL)`. Runs as root (namespaces); says so otherwise.
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
 use std::ptr::{null, null_mut};
 
@@ -16,31 +18,8 @@ use cnet::ns::*;
 use cnet::route::*;
 use cnet::rule::*;
 use cnet::trace::*;
-
-const BAD: &[u8] = b"\xff\xfe\0";
-
-fn bad() -> *const c_char {
-    BAD.as_ptr().cast()
-}
-
-/// Code and message of a call that fails, the error freed.
-fn fails(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) -> (cnet_result, String) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    assert_ne!(rc, CNET_OK);
-    assert!(!err.is_null(), "a failing call sets *err");
-    assert_eq!(cnet_error_code(err), rc);
-    // SAFETY: a live error's message is a NUL-terminated string.
-    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
-        .to_string_lossy()
-        .into_owned();
-    cnet_error_free(err);
-    (rc, m)
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use cnet_test_support::privileged;
+use common::{bad, fails};
 
 struct Ns(String, *mut cnet_netns, *mut cnet_handle);
 impl Drop for Ns {
@@ -213,8 +192,7 @@ fn node_in(ns: &Ns) -> *mut cnet_node {
 
 #[test]
 fn wireguard_backend_keys_enums_and_missing_kernel_support() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = netns("w");
@@ -372,8 +350,7 @@ fn lease_attrs_carry_the_wireguard_key() {
 
 #[test]
 fn unknown_names_and_bad_kinds_in_a_namespace() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = netns("e");
@@ -515,8 +492,7 @@ fn rule_errors_null_enums_utf8_and_unknown() {
         CNET_NULL_ARGUMENT
     );
     cnet_rule_array_free(null_mut());
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = netns("r");
@@ -604,8 +580,7 @@ fn nexthop_errors_null_enums_utf8_and_unknown() {
     );
     cnet_nexthop_entry_free(null_mut());
     cnet_nexthop_array_free(null_mut());
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = netns("n");
@@ -687,8 +662,7 @@ fn nexthop_errors_null_enums_utf8_and_unknown() {
 
 #[test]
 fn new_link_kinds_enums_parents_and_missing_kernel_support() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = netns("k");
@@ -818,7 +792,7 @@ fn netns_codes_as_documented() {
     let (rc, m) = fails(|e| cnet_netns_open(c"cn-ffi-no-such-ns".as_ptr(), &mut null_mut(), e));
     assert_eq!(rc, CNET_NOT_FOUND, "{m}");
     std::fs::remove_dir_all(&dir).unwrap();
-    if !is_root() {
+    if !privileged() {
         eprintln!("SKIPPED (create, label): needs root (namespaces)");
         return;
     }
@@ -954,7 +928,7 @@ fn ipam_codes_as_documented() {
     std::fs::remove_dir_all(&dir).ok();
 
     // A directory that cannot be written: CNET_PERMISSION_DENIED.
-    if !is_root() {
+    if !privileged() {
         eprintln!("SKIPPED (permission denied): needs root (setfsuid)");
         return;
     }
@@ -986,8 +960,7 @@ fn etcd_without_the_feature_is_unsupported() {
 
 #[test]
 fn object_codes_as_documented() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = netns("d");
@@ -1120,8 +1093,7 @@ fn object_codes_as_documented() {
 
 #[test]
 fn node_codes_as_documented() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces, setfsuid)");
+    if !privileged() {
         return;
     }
     let ns = netns("o");

@@ -6,6 +6,8 @@
 //! pool caught at the boundary (and the pool usable after it). Runs as root in throwaway namespaces
 //! (cn-ffn-*); says so otherwise.
 
+mod common;
+
 use std::collections::HashSet;
 use std::ffi::{c_char, CStr, CString};
 use std::net::IpAddr;
@@ -21,63 +23,8 @@ use cnet::ns::*;
 use cnet_core::ipam::{Allocation, PoolConfig, PoolStore};
 #[cfg(feature = "failpoints")]
 use cnet_core::network::AttachStep;
-
-const BAD: &[u8] = b"\xff\xfe\0";
-
-fn bad() -> *const c_char {
-    BAD.as_ptr().cast()
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Code and message of a failing call, the error freed.
-fn fails(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) -> (cnet_result, String) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    assert_ne!(rc, CNET_OK);
-    assert!(!err.is_null(), "a failing call sets *err");
-    assert_eq!(cnet_error_code(err), rc);
-    // SAFETY: a live error's message is a NUL-terminated string.
-    let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }
-        .to_string_lossy()
-        .into_owned();
-    cnet_error_free(err);
-    (rc, m)
-}
-
-/// `f` succeeds (the message in the panic otherwise).
-fn ok(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    if rc != CNET_OK {
-        // SAFETY: a live error.
-        let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }.to_string_lossy();
-        panic!("{}: {m}", cnet_result_name_str(rc));
-    }
-    assert!(err.is_null(), "success sets *err to NULL");
-}
-
-fn cnet_result_name_str(rc: cnet_result) -> String {
-    // SAFETY: static NUL-terminated string.
-    unsafe { CStr::from_ptr(cnet_result_name(rc)) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn s(p: &[c_char]) -> String {
-    // SAFETY: fixed-size fields written by libcnet are NUL-terminated.
-    unsafe { CStr::from_ptr(p.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn ps(p: *const c_char) -> String {
-    assert!(!p.is_null());
-    // SAFETY: a string owned by a live libcnet object.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
+use cnet_test_support::privileged;
+use common::{bad, fails, ok, ps, s};
 
 /// A test's namespaces (host + containers), handle, store and pool;
 /// everything deleted on drop, panics included.
@@ -227,8 +174,7 @@ fn null_arguments_are_a_code_never_a_crash() {
 
 #[test]
 fn ensure_attach_check_detach_verified_by_ip_and_ping() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("a");
@@ -401,8 +347,7 @@ fn ensure_attach_check_detach_verified_by_ip_and_ping() {
 
 #[test]
 fn attach_errors_leave_nothing_behind() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("e");
@@ -562,8 +507,7 @@ impl PoolStore for PanickyPool {
 
 #[test]
 fn a_panic_inside_the_boundary_is_cnet_panic_and_the_pool_stays_usable() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("p");
@@ -622,12 +566,8 @@ fn a_panic_inside_the_boundary_is_cnet_panic_and_the_pool_stays_usable() {
 }
 
 #[test]
-#[ignore = "known bug in cnet-core's attach: a store that panics in allocate \
-            unwinds out of the thread scope before the undo list exists, so the \
-            veth created in parallel stays behind"]
 fn a_store_panicking_during_attach_is_cnet_panic_and_leaves_nothing_behind() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let w = World::new("q");

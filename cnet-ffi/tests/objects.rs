@@ -3,6 +3,8 @@
 //! checked against an independent reader (`ip -j …`) and, for link stats,
 //! traffic. Runs as root (namespaces); says so otherwise.
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
 use std::ptr::{null, null_mut};
@@ -15,31 +17,8 @@ use cnet::node::*;
 use cnet::ns::*;
 use cnet::route::*;
 use cnet::rule::*;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// `f` succeeds (the message in the panic otherwise).
-fn ok(f: impl FnOnce(*mut *mut cnet_error) -> cnet_result) {
-    let mut err = null_mut();
-    let rc = f(&mut err);
-    if rc != CNET_OK {
-        // SAFETY: a live error.
-        let m = unsafe { CStr::from_ptr(cnet_error_message(err)) }.to_string_lossy();
-        // SAFETY: static NUL-terminated string.
-        let n = unsafe { CStr::from_ptr(cnet_result_name(rc)) }.to_string_lossy();
-        panic!("{n}: {m}");
-    }
-    assert!(err.is_null(), "success sets *err to NULL");
-}
-
-fn s(p: &[c_char]) -> String {
-    // SAFETY: fixed-size fields written by libcnet are NUL-terminated.
-    unsafe { CStr::from_ptr(p.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
+use cnet_test_support::privileged;
+use common::{ok, s};
 
 /// A namespace with a handle, deleted on drop (panics included).
 struct Ns {
@@ -215,8 +194,7 @@ fn zero_rule() -> cnet_rule {
 
 #[test]
 fn rules_round_trip_against_ip_rule_and_reconcile() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("rule");
@@ -434,8 +412,7 @@ fn nexthops_both(ns: &Ns) -> (Vec<NhKey>, Vec<NhKey>) {
 
 #[test]
 fn nexthops_and_a_route_using_them_against_ip_nexthop_and_ip_route() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("nh");
@@ -554,8 +531,7 @@ fn link_get(ns: &Ns, name: &CStr) -> cnet_link {
 
 #[test]
 fn macvlan_add_and_stats_against_ip_link_and_ping() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("mv");
@@ -739,8 +715,7 @@ fn peer(name: &CStr, subnet: &CStr, underlay: &CStr) -> cnet_peer {
 
 #[test]
 fn node_reconcile_with_a_failing_peer_is_partial_and_programs_the_others() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces)");
+    if !privileged() {
         return;
     }
     let ns = Ns::new("node");

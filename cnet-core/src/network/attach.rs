@@ -103,9 +103,13 @@ impl BridgeNetwork {
         std::thread::scope(|s| {
             let socket = netns.open_within_scoped(s, Socket::open);
             let veth = s.spawn(|| self.create_veth(netns, key));
-            let allocated = self
-                .pool()
-                .and_then(|mut p| p.allocate_tracked(key.container_id, key.ifname));
+            // A store that panics (a bug of its own) must not unwind past
+            // the other two threads' work: the panic is held until the
+            // veth they may have made is deleted again, then goes on.
+            let allocated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.pool()
+                    .and_then(|mut p| p.allocate_tracked(key.container_id, key.ifname))
+            }));
             let joined = |what: &str| Error::Protocol {
                 context: format!("attach: the thread that {what}"),
                 reason: "panicked".into(),
@@ -116,6 +120,15 @@ impl BridgeNetwork {
             let socket = socket
                 .join()
                 .unwrap_or_else(|_| Err(joined("opens the container's socket")));
+            let allocated = match allocated {
+                Ok(a) => a,
+                Err(panic) => {
+                    if let Ok(Some(_)) = created {
+                        let _ = self.host.links().delete_if_exists(&key.host);
+                    }
+                    std::panic::resume_unwind(panic);
+                }
+            };
             Concurrent {
                 created,
                 socket,

@@ -23,8 +23,9 @@ use cnet_core::link::{Bridge, Veth};
 use cnet_core::network::{BridgeConfig, BridgeNetwork, ContainerNs};
 use cnet_core::{Handle, IpNet};
 
+use cnet_test_support::TestNs;
+
 use super::etcd::Etcd;
-use super::TestNs;
 
 /// The node-agent example next to this test binary; `None` (after saying
 /// so) when it is not built, a failure in CI.

@@ -1,26 +1,36 @@
-//! A cluster in throwaway namespaces, for the `network` tests: hosts on an
-//! underlay, containers on each host's bridge, a [`Node`] per host.
+//! A cluster in throwaway namespaces, for the `network` tests of cnet-core
+//! and the `trace` tests of cnet-debug: hosts on an underlay, containers on
+//! each host's bridge.
 //!
 //! ```text
 //!   ul: br0 = segment A, 192.0.2.0/24       br1 = segment B, 198.51.100.0/24
 //!        │ p1 .11   p2 .12   p3 .13 … │ r0           r1 │ p4 .14 …
 //!        h1         h2       h3         rt (.1 ─ router ─ .1)   h4 (far)
-//!   each host hN: eth0 (default route via rt), ip_forward, cni0 10.244.N.1/24,
-//!   containers cNa, cNb, …: eth0 with an address from the host's pool
-//!   (cnet's file IPAM), default route via 10.244.N.1
+//!   each host hN: eth0, ip_forward, cni0 10.244.N.1/24 (MTU 1450),
+//!   containers: eth0 with an address of the host's subnet, default route
+//!   via 10.244.N.1
 //! ```
 //!
-//! Containers are attached with `BridgeNetwork::attach` ([`Cluster::attach`])
-//! and detached with `BridgeNetwork::detach`. Everything is removed by a
-//! guard when the cluster is dropped, also on panic.
-#![allow(dead_code)] // each test binary uses a different subset
+//! Where the two callers differ, [`Options`] says how:
+//! - cnet-core ([`Options::default`]): namespaces made by cnet, the router
+//!   `rt` (hosts' default route via it, far hosts behind it), cni0 made by
+//!   `BridgeNetwork::ensure` with cnet's file IPAM, containers attached
+//!   with `BridgeNetwork::attach` ([`Cluster::attach`]);
+//! - cnet-debug ([`Options::plain`]): namespaces made with `ip netns add`,
+//!   no router, cni0 a plain bridge, containers plugged with a veth
+//!   `veth-ROLE` and a fixed address ([`Cluster::plug`]), routes between
+//!   hosts added by hand ([`Cluster::host_gw`], [`Cluster::flannel_vxlan`]).
+//!
+//! Namespaces are named `cn-<tag><k>-<role>-<pid>`; everything is removed
+//! by a guard when the cluster is dropped, also on panic.
 
 use std::net::IpAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use cnet_core::fdb::FdbEntry;
 use cnet_core::ipam::{FilePool, FileStore, PoolConfig, PoolStore};
-use cnet_core::link::{Bridge, Veth};
+use cnet_core::link::{Bridge, MacAddr, Veth, Vxlan};
+use cnet_core::neigh::Neighbour;
 use cnet_core::network::{
     vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, ContainerNs, Node, NodeConfig, Peer,
     PeerReport,
@@ -29,19 +39,7 @@ use cnet_core::route::{Route, PROTOCOL_BOOT};
 use cnet_core::{Handle, IpNet, NetNs};
 use serde_json::Value;
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether privileged tests can run (root); in CI not being root fails.
-pub fn privileged() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        if std::env::var_os("CI").is_some() {
-            panic!("privileged test cannot run: not root (CI requires root)");
-        }
-        eprintln!("SKIPPED: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
-    }
-    root
-}
+use crate::{json_of, Maker, Namespaces};
 
 /// The shape of a cluster.
 #[derive(Debug, Clone, Copy)]
@@ -50,11 +48,60 @@ pub struct Spec {
     pub near: u8,
     /// Hosts on segment B (198.51.100.0/24), behind the router.
     pub far: u8,
-    /// Containers per host.
+    /// Containers per host, attached with [`Cluster::attach`] (needs
+    /// [`Bridges::Network`]).
     pub containers: u8,
 }
 
+/// What makes each host's cni0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bridges {
+    /// cnet's `BridgeNetwork::ensure` on a file-store pool of the host's
+    /// subnet; containers come with [`Cluster::attach`].
+    Network,
+    /// A plain bridge with the subnet's first address; containers come
+    /// with [`Cluster::plug`].
+    Plain,
+}
+
+/// How a cluster is built where its callers differ.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How the namespaces are made.
+    pub maker: Maker,
+    /// The router `rt` between segments A and B (br1), each host's default
+    /// route via it (protocol boot). Far hosts need it.
+    pub router: bool,
+    /// What makes each host's cni0.
+    pub bridges: Bridges,
+}
+
+impl Default for Options {
+    /// cnet-core's cluster: namespaces, bridges and containers made by
+    /// cnet, with the router.
+    fn default() -> Options {
+        Options {
+            maker: Maker::Cnet,
+            router: true,
+            bridges: Bridges::Network,
+        }
+    }
+}
+
+impl Options {
+    /// A cluster made as another tool would (the one cnet-debug traces):
+    /// `ip netns add`, no router, plain bridges.
+    pub fn plain() -> Options {
+        Options {
+            maker: Maker::Ip,
+            router: false,
+            bridges: Bridges::Plain,
+        }
+    }
+}
+
 /// One host namespace.
+#[derive(Debug)]
 pub struct Host {
     /// `h1`, `h2`, …
     pub role: String,
@@ -68,6 +115,7 @@ pub struct Host {
 }
 
 /// One container namespace, attached to a host's bridge.
+#[derive(Debug)]
 pub struct Container {
     /// `c1a`, `c1b`, …
     pub role: String,
@@ -79,78 +127,76 @@ pub struct Container {
     pub veth: String,
 }
 
-/// Deletes the namespaces it lists when dropped.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            if let Err(e) = NetNs::delete(n) {
-                eprintln!("cleanup of namespace {n} failed: {e}");
-            }
-        }
-    }
-}
-
-pub struct Cluster {
-    pub hosts: Vec<Host>,
-    pub containers: Vec<Container>,
-    pub ul: Handle,
-    pub rt: Handle,
-    /// Each host's bridge network (cni0 on its subnet, file-store pool).
-    nets: Vec<BridgeNetwork>,
-    store: FileStore,
-    // Dropped last: the namespaces, then the IPAM directory.
-    names: Namespaces,
-    _dir: tempfile::TempDir,
-    prefix: String,
+/// The VTEP MAC of host number `host` (1, 2, …) in [`Cluster::flannel_vxlan`].
+pub fn vtep_mac(host: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, host, 0x01])
 }
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+#[derive(Debug)]
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub containers: Vec<Container>,
+    pub ul: Handle,
+    /// The router (with [`Options::router`]).
+    rt: Option<Handle>,
+    /// Each host's bridge network (with [`Bridges::Network`]).
+    nets: Vec<BridgeNetwork>,
+    store: FileStore,
+    // Dropped last: the namespaces, then the IPAM directory.
+    names: Namespaces,
+    _dir: tempfile::TempDir,
+}
+
 impl Cluster {
-    /// Build the underlay, router, hosts and containers of `spec`.
-    /// Namespaces are named `cn-<tag><k>-<role>-<pid>`.
+    /// Build the underlay, router, hosts and containers of `spec`, as
+    /// cnet-core's tests want ([`Options::default`]).
     pub fn build(tag: &str, spec: Spec) -> Cluster {
-        let k = N.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("cn-{tag}{k}");
+        Cluster::build_with(tag, spec, Options::default())
+    }
+
+    /// Build the underlay, hosts (and, with [`Options::router`], the
+    /// router) and containers of `spec` the way `opts` says.
+    pub fn build_with(tag: &str, spec: Spec, opts: Options) -> Cluster {
+        assert!(opts.router || spec.far == 0, "far hosts need the router");
+        assert!(
+            opts.bridges == Bridges::Network || spec.containers == 0,
+            "containers of a plain bridge are plugged one by one"
+        );
         let dir = tempfile::tempdir().unwrap();
-        let mut names = Namespaces(Vec::new());
-        let mut make = |role: &str| -> (String, NetNs, Handle) {
-            let name = format!("{prefix}-{role}-{}", std::process::id());
-            let ns = NetNs::create(&name).unwrap_or_else(|e| panic!("create {name}: {e}"));
-            names.0.push(name.clone());
-            let h = Handle::at(&ns).unwrap();
-            h.links().set_up("lo").unwrap();
-            (name, ns, h)
-        };
-        let (_, _, ul) = make("ul");
-        let (_, rt_ns, rt) = make("rt");
+        let mut names = Namespaces::empty(tag, opts.maker);
+        let ul = Handle::at(&names.add("ul")).unwrap();
+        let rt_ns = opts.router.then(|| names.add("rt"));
+        let rt = rt_ns.as_ref().map(|ns| Handle::at(ns).unwrap());
         ul.links().add(Bridge::new("br0").up()).unwrap();
-        ul.links().add(Bridge::new("br1").up()).unwrap();
-        for (leg, br, addr) in [
-            ("eth0", "br0", "192.0.2.1/24"),
-            ("eth1", "br1", "198.51.100.1/24"),
-        ] {
-            ul.links()
-                .add(
-                    Veth::new(&format!("r{}", &br[2..]), leg)
-                        .peer_netns(&rt_ns)
-                        .master(br)
-                        .up()
-                        .peer_up(),
-                )
-                .unwrap();
-            rt.addrs().add(leg, addr.parse().unwrap()).unwrap();
+        if let (Some(rt_ns), Some(rt)) = (&rt_ns, &rt) {
+            ul.links().add(Bridge::new("br1").up()).unwrap();
+            for (leg, br, addr) in [
+                ("eth0", "br0", "192.0.2.1/24"),
+                ("eth1", "br1", "198.51.100.1/24"),
+            ] {
+                ul.links()
+                    .add(
+                        Veth::new(&format!("r{}", &br[2..]), leg)
+                            .peer_netns(rt_ns)
+                            .master(br)
+                            .up()
+                            .peer_up(),
+                    )
+                    .unwrap();
+                rt.addrs().add(leg, addr.parse().unwrap()).unwrap();
+            }
+            rt.sysctl().set_ip_forward(true).unwrap();
         }
-        rt.sysctl().set_ip_forward(true).unwrap();
         let mut hosts = Vec::new();
         for n in 1..=spec.near + spec.far {
             let far = n > spec.near;
             let role = format!("h{n}");
-            let (name, ns, h) = make(&role);
+            let ns = names.add(&role);
+            let h = Handle::at(&ns).unwrap();
             let (br, net, gw) = if far {
                 ("br1", "198.51.100", "198.51.100.1")
             } else {
@@ -169,16 +215,24 @@ impl Cluster {
             h.addrs()
                 .add("eth0", IpNet::new(underlay, 24).unwrap())
                 .unwrap();
-            // As a host's own default route would be (not cnet's protocol,
-            // which the node owns).
-            h.routes()
-                .add(Route::default_v4().via(ip(gw)).protocol(PROTOCOL_BOOT))
-                .unwrap();
+            if opts.router {
+                // As a host's own default route would be (not cnet's
+                // protocol, which the node owns).
+                h.routes()
+                    .add(Route::default_v4().via(ip(gw)).protocol(PROTOCOL_BOOT))
+                    .unwrap();
+            }
             h.sysctl().set_ip_forward(true).unwrap();
             let subnet: IpNet = format!("10.244.{n}.0/24").parse().unwrap();
+            if opts.bridges == Bridges::Plain {
+                h.links().add(Bridge::new("cni0").mtu(1450).up()).unwrap();
+                h.addrs()
+                    .add("cni0", format!("10.244.{n}.1/24").parse().unwrap())
+                    .unwrap();
+            }
             hosts.push(Host {
                 role,
-                ns: name,
+                ns: names.ns(&format!("h{n}")),
                 handle: h,
                 underlay,
                 subnet,
@@ -187,18 +241,21 @@ impl Cluster {
         }
         let store = FileStore::open(dir.path()).unwrap();
         // Each host's bridge network: cni0 with the pool's gateway.
-        let nets = hosts
-            .iter()
-            .map(|h| {
-                let pool = store.pool(PoolConfig::new(h.subnet)).unwrap();
-                BridgeNetwork::ensure(
-                    &h.handle,
-                    pool,
-                    BridgeConfig::new("cni0", h.subnet).mtu(1450),
-                )
-                .unwrap()
-            })
-            .collect();
+        let nets = match opts.bridges {
+            Bridges::Plain => Vec::new(),
+            Bridges::Network => hosts
+                .iter()
+                .map(|h| {
+                    let pool = store.pool(PoolConfig::new(h.subnet)).unwrap();
+                    BridgeNetwork::ensure(
+                        &h.handle,
+                        pool,
+                        BridgeConfig::new("cni0", h.subnet).mtu(1450),
+                    )
+                    .unwrap()
+                })
+                .collect(),
+        };
         let mut c = Cluster {
             hosts,
             containers: Vec::new(),
@@ -208,7 +265,6 @@ impl Cluster {
             store,
             names,
             _dir: dir,
-            prefix,
         };
         for hi in 0..c.hosts.len() {
             for j in 0..spec.containers {
@@ -219,11 +275,9 @@ impl Cluster {
         c
     }
 
-    /// Host `host`'s address pool (the file store its bridge network uses).
-    pub fn pool(&self, host: usize) -> FilePool {
-        self.store
-            .pool(PoolConfig::new(self.hosts[host].subnet))
-            .unwrap()
+    /// The router's handle (a cluster built with [`Options::router`]).
+    pub fn rt(&self) -> &Handle {
+        self.rt.as_ref().expect("a cluster without the router")
     }
 
     /// Attach a new container namespace `role` to host `host`'s bridge
@@ -231,10 +285,8 @@ impl Cluster {
     /// veth pair (host end a port of cni0, container end `eth0`), a default
     /// route via the bridge.
     pub fn attach(&mut self, host: usize, role: &str) -> &Container {
-        let name = format!("{}-{role}-{}", self.prefix, std::process::id());
-        let ns = NetNs::create(&name).unwrap();
-        self.names.0.push(name.clone());
-        Handle::at(&ns).unwrap().links().set_up("lo").unwrap();
+        let ns = self.names.add(role);
+        let name = self.names.ns(role);
         let att = self.nets[host]
             .attach(&ContainerNs::netns(&ns), &name, "eth0")
             .unwrap_or_else(|e| panic!("attach {role}: {e}"));
@@ -248,6 +300,164 @@ impl Cluster {
         self.containers.last().unwrap()
     }
 
+    /// Plug a new container namespace `role` into host `host`'s plain
+    /// bridge by hand: a veth pair `veth-ROLE` (a port of cni0, MTU 1450) /
+    /// `eth0`, the address `.last` of the host's subnet, a default route
+    /// via the bridge's `.1`.
+    pub fn plug(&mut self, host: usize, role: &str, last: u8) -> &Container {
+        let n = host + 1;
+        let cns = self.names.add(role);
+        let veth = format!("veth-{role}");
+        self.hosts[host]
+            .handle
+            .links()
+            .add(
+                Veth::new(&veth, "eth0")
+                    .peer_netns(&cns)
+                    .master("cni0")
+                    .mtu(1450)
+                    .up()
+                    .peer_up(),
+            )
+            .unwrap();
+        let ch = Handle::at(&cns).unwrap();
+        let addr = ip(&format!("10.244.{n}.{last}"));
+        ch.addrs()
+            .add("eth0", IpNet::new(addr, 24).unwrap())
+            .unwrap();
+        ch.routes()
+            .add(Route::to("0.0.0.0/0".parse().unwrap()).via(ip(&format!("10.244.{n}.1"))))
+            .unwrap();
+        self.containers.push(Container {
+            role: role.to_string(),
+            ns: self.names.ns(role),
+            host,
+            ip: addr,
+            veth,
+        });
+        self.containers.last().unwrap()
+    }
+
+    /// host-gw by hand between hosts `a` and `b`: each routes the other's
+    /// subnet via the other's underlay address.
+    pub fn host_gw(&self, a: usize, b: usize) {
+        for (me, peer) in [(a, b), (b, a)] {
+            let p = &self.hosts[peer];
+            self.hosts[me]
+                .handle
+                .routes()
+                .add(Route::to(p.subnet).via(p.underlay))
+                .unwrap();
+        }
+    }
+
+    /// VXLAN by hand between hosts `a` and `b`, Flannel style: on each,
+    /// `flannel.1` (VNI 1, port 8472, no learning, MAC [`vtep_mac`], MTU
+    /// 1450) with `10.244.N.0/32`, and for the peer a neighbour, an FDB
+    /// entry and an onlink route via its VTEP address. A host has one
+    /// `flannel.1`: each host in one pair at most.
+    pub fn flannel_vxlan(&self, a: usize, b: usize) {
+        for (me, peer) in [(a, b), (b, a)] {
+            let (m, p) = (me as u8 + 1, peer as u8 + 1);
+            let h = &self.hosts[me].handle;
+            h.links()
+                .add(
+                    Vxlan::new("flannel.1", 1)
+                        .port(8472)
+                        .local(self.hosts[me].underlay)
+                        .dev("eth0")
+                        .learning(false)
+                        .mac(vtep_mac(m))
+                        .mtu(1450)
+                        .up(),
+                )
+                .unwrap();
+            h.addrs()
+                .add("flannel.1", format!("10.244.{m}.0/32").parse().unwrap())
+                .unwrap();
+            let peer_vtep = ip(&format!("10.244.{p}.0"));
+            h.neighbours()
+                .add(Neighbour::new("flannel.1", peer_vtep, vtep_mac(p)))
+                .unwrap();
+            h.fdb()
+                .add(
+                    FdbEntry::new(vtep_mac(p), "flannel.1")
+                        .dst(self.hosts[peer].underlay)
+                        .on_self(),
+                )
+                .unwrap();
+            h.routes()
+                .add(
+                    Route::to(self.hosts[peer].subnet)
+                        .via(peer_vtep)
+                        .dev("flannel.1")
+                        .onlink(),
+                )
+                .unwrap();
+        }
+    }
+
+    /// The namespace name of `role` (`ul`, `rt`, `h1`, `c1a`, …).
+    pub fn ns(&self, role: &str) -> String {
+        self.names.ns(role)
+    }
+
+    /// (role, namespace name) pairs, in the order they were made.
+    pub fn names(&self) -> &[(String, String)] {
+        self.names.names()
+    }
+
+    /// A new handle in `role`'s namespace, opened by name.
+    pub fn handle(&self, role: &str) -> Handle {
+        Handle::named(&self.ns(role)).unwrap()
+    }
+
+    /// `ip -n ROLE ARGS`, which must succeed.
+    pub fn ip(&self, role: &str, args: &[&str]) {
+        let ns = self.ns(role);
+        let mut full = vec!["-n", ns.as_str()];
+        full.extend_from_slice(args);
+        let o = Command::new("ip").args(&full).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ip {full:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// `bridge -n ROLE ARGS`, which must succeed.
+    pub fn bridge(&self, role: &str, args: &[&str]) {
+        let ns = self.ns(role);
+        let mut full = vec!["-n", ns.as_str()];
+        full.extend_from_slice(args);
+        let o = Command::new("bridge").args(&full).output().unwrap();
+        assert!(
+            o.status.success(),
+            "bridge {full:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// `sysctl -qw KEY=VALUE` inside ROLE's namespace.
+    pub fn sysctl(&self, role: &str, kv: &str) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "sysctl", "-qw", kv])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "sysctl {kv}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Host `host`'s address pool (the file store its bridge network uses).
+    pub fn pool(&self, host: usize) -> FilePool {
+        self.store
+            .pool(PoolConfig::new(self.hosts[host].subnet))
+            .unwrap()
+    }
+
     /// Undo [`Cluster::attach`] with [`BridgeNetwork::detach`] (the veth
     /// pair and the allocation), then delete the namespace.
     pub fn detach(&mut self, role: &str) {
@@ -257,7 +467,7 @@ impl Cluster {
             .detach(Some(&ContainerNs::name(&c.ns)), &c.ns, "eth0")
             .unwrap();
         NetNs::delete(&c.ns).unwrap();
-        self.names.0.retain(|n| n != &c.ns);
+        self.names.forget(&c.ns);
     }
 
     /// The allocations left in host `host`'s pool.
@@ -276,7 +486,7 @@ impl Cluster {
 
     /// The namespace-name prefix of this cluster (`cn-<tag><k>`).
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.names.prefix()
     }
 
     pub fn host(&self, role: &str) -> usize {
@@ -337,7 +547,14 @@ impl Cluster {
     /// Host `i`'s routes of protocol 119 as "DST via GW dev DEV[ onlink]",
     /// sorted (read with `ip -j -d route show proto 119`).
     pub fn cnet_routes(&self, i: usize) -> Vec<String> {
-        let v = self.ip_json(&self.hosts[i].ns, &["route", "show", "proto", "119"]);
+        self.routes_of_proto(i, "119")
+    }
+
+    /// Host `i`'s routes of protocol `proto` (a number, or a name `ip`
+    /// knows: `bird`) as "DST via GW dev DEV[ onlink]", sorted (read with
+    /// `ip -j -d route show proto PROTO`).
+    pub fn routes_of_proto(&self, i: usize, proto: &str) -> Vec<String> {
+        let v = self.ip_json(&self.hosts[i].ns, &["route", "show", "proto", proto]);
         let mut out: Vec<String> = v
             .as_array()
             .unwrap()
@@ -399,23 +616,6 @@ impl Cluster {
         eprintln!("all pairs: {} of {pairs} ping", pairs - failed.len());
         failed
     }
-}
-
-pub fn json_of(cmd: &str, args: &[&str]) -> Value {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = String::from_utf8_lossy(&out.stdout);
-    if s.trim().is_empty() {
-        return Value::Array(vec![]);
-    }
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{cmd} {args:?}: bad JSON {e}: {s}"))
 }
 
 /// What `ip monitor all` sees in namespace `ns` while `f` runs: the
