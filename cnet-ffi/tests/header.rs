@@ -143,6 +143,16 @@ const PROMISES: &[(&str, &str, &str)] = &[
         "errors.rs etcd_without_the_feature_is_unsupported (without --features etcd)",
     ),
     (
+        "cnet_ipam_store_open_etcd_with",
+        "CNET_INVALID_ARGUMENT",
+        "etcd_options.rs etcd_options_are_checked_before_connecting",
+    ),
+    (
+        "cnet_ipam_store_open_etcd_with",
+        "CNET_PERMISSION_DENIED",
+        "etcd_options.rs etcd_options_user_password_through_the_abi",
+    ),
+    (
         "cnet_ipam_store_leases",
         "CNET_CONFLICT",
         "errors.rs ipam_codes_as_documented",
