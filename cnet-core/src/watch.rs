@@ -209,6 +209,15 @@ pub fn list_then_watch(h: &Handle, cfg: WatchConfig) -> Result<(Snapshot, Watch)
     Ok((s, w))
 }
 
+impl std::os::fd::AsFd for Watch {
+    /// The netlink socket: readable when an event waits, to `poll(2)` it
+    /// with other descriptors (then call [`Watch::next`] with
+    /// [`Duration::ZERO`] until it returns `None`).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 impl Watch {
     /// Subscribe to `cfg`'s groups in `ns`. Equivalent to `ip -n NS monitor`.
     /// The socket is opened by a short-lived thread that entered `ns`, or

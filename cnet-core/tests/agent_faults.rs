@@ -124,19 +124,28 @@ impl Cluster {
             .collect()
     }
 
-    /// Wait until etcd holds exactly the bridges' subnets and every lease
-    /// was renewed after `since` (its expiry is past `since` + TTL).
+    /// Wait until etcd holds exactly the bridges' subnets, and check that
+    /// it still does two TTLs after `since`: a lease that was not renewed
+    /// after `since` would be gone by then (etcd ends a lease not kept
+    /// alive within its TTL, and gives every lease its full TTL again when
+    /// it restarts). Renewals are etcd lease keep-alives that write no
+    /// key, so the lease's value does not show them. Returns how long
+    /// until the leases matched.
     fn wait_leases_match_bridges(&self, since: SystemTime, what: &str) -> Duration {
         let want = self.bridges();
         let ttl = Duration::from_secs(self.ttl);
-        wait_until(what, 30, || {
+        let matches = || {
             self.leases().is_some_and(|got| {
-                got.len() == want.len()
-                    && got.iter().all(|(n, (s, exp))| {
-                        want.get(n) == Some(s) && exp.is_some_and(|e| e > since + ttl)
-                    })
+                got.len() == want.len() && got.iter().all(|(n, (s, _))| want.get(n) == Some(s))
             })
-        })
+        };
+        let took = wait_until(what, 30, matches);
+        let renewed_by = since + 2 * ttl + Duration::from_millis(500);
+        if let Ok(left) = renewed_by.duration_since(SystemTime::now()) {
+            std::thread::sleep(left);
+        }
+        wait_until(&format!("{what}, and renewed since"), 5, matches);
+        took
     }
 }
 
@@ -301,8 +310,8 @@ fn agent_faults_etcd_restart() {
     assert!(gone.is_empty(), "h1 lost its route to h2: {gone:?}");
     let (sent, lost) = ping.stop();
     println!(
-        "etcd restart (down 3 s, TTL 3 s): agents alive 2/2; leases renewed {converged:?} after \
-         etcd was back; h1's route to h2 present in {samples}/{samples} samples; pings lost \
+        "etcd restart (down 3 s, TTL 3 s): agents alive 2/2; leases there {converged:?} after \
+         etcd was back, and still there two TTLs later (renewed); h1's route to h2 present in {samples}/{samples} samples; pings lost \
          {lost}/{sent}"
     );
 }
@@ -372,7 +381,18 @@ fn agent_faults_etcd_partition_subnet_taken_meanwhile() {
     wait_until("h2's lease expires in etcd", 20, || {
         c.leases().is_some_and(|l| !l.contains_key("h2"))
     });
-    // A node joins meanwhile and is given the lowest free subnet: h2's.
+    // A node joins meanwhile and is given h2's subnet (nodes start at a
+    // random free subnet: the subnet is claimed for it first, and its
+    // agent finds that lease its own).
+    let url = c.etcd.url.clone();
+    c.etcd.run(move || {
+        let store = EtcdStore::connect(&[&url], "/cnet", Duration::from_secs(1)).unwrap();
+        let mut l = store
+            .subnets(SubnetConfig::new("10.244.0.0/16".parse().unwrap()))
+            .unwrap();
+        l.claim("h3", s2, &Default::default(), Duration::from_secs(30))
+            .unwrap();
+    });
     c.add_host(3);
     assert_eq!(c.agents[2].subnet, s2, "h3 was meant to get h2's subnet");
     cut_from_etcd(&c.hosts[1].ns, false);

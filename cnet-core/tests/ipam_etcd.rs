@@ -54,10 +54,13 @@ fn ipam_etcd_leases_lifecycle_and_restarted_node() {
             vtep_mac: Some("02:00:00:00:00:01".parse().unwrap()),
             ..Default::default()
         };
+        // Each search starts at a random free subnet (no start-up herd).
         let a = l.acquire("node-a", &attrs, day).unwrap();
-        assert_eq!(a.subnet, "10.244.1.0/24".parse().unwrap());
         let b = l.acquire("node-b", &NodeAttrs::default(), day).unwrap();
-        assert_eq!(b.subnet, "10.244.2.0/24".parse().unwrap());
+        for x in [&a, &b] {
+            assert!(net16().is_assignable(&x.subnet), "{x:?}");
+        }
+        assert_ne!(a.subnet, b.subnet);
 
         // "Restart" node-a: a fresh connection, acquire again → same subnet.
         let s2 = store(&etcd, "/cnet");
@@ -65,22 +68,26 @@ fn ipam_etcd_leases_lifecycle_and_restarted_node() {
         assert_eq!(l2.acquire("node-a", &attrs, day).unwrap().subnet, a.subnet);
         l2.renew("node-a", day).unwrap();
 
-        let r = l
-            .reserve(
-                "gw",
-                "10.244.100.0/24".parse().unwrap(),
-                &NodeAttrs::default(),
-            )
+        let gw = (1..255)
+            .map(|i| format!("10.244.{i}.0/24").parse().unwrap())
+            .find(|s| *s != a.subnet && *s != b.subnet)
             .unwrap();
+        let r = l.reserve("gw", gw, &NodeAttrs::default()).unwrap();
         assert!(r.is_reservation());
         assert!(matches!(
             l.reserve("x", a.subnet, &NodeAttrs::default()),
             Err(Error::Conflict { .. })
         ));
         let peers = l.list().unwrap();
-        let names: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
-        assert_eq!(names, ["node-a", "node-b", "gw"]);
-        assert_eq!(peers[0].attrs, attrs);
+        let mut names: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
+        assert!(
+            peers.windows(2).all(|w| w[0].subnet < w[1].subnet),
+            "sorted by subnet"
+        );
+        names.sort();
+        assert_eq!(names, ["gw", "node-a", "node-b"]);
+        let pa = peers.iter().find(|p| p.node == "node-a").unwrap();
+        assert_eq!(pa.attrs, attrs);
 
         // Released, then back: the node's previous subnet again.
         l.release("node-b").unwrap();
@@ -126,9 +133,14 @@ fn ipam_etcd_lease_expiry_frees_the_subnet() {
             l.renew("node-x", Duration::from_secs(60)),
             Err(Error::NotFound { .. })
         ));
-        // Free again: another node gets it (the lowest free subnet).
+        // Free again: another node may take it.
         let y = l
-            .acquire("node-y", &NodeAttrs::default(), Duration::from_secs(60))
+            .claim(
+                "node-y",
+                x.subnet,
+                &NodeAttrs::default(),
+                Duration::from_secs(60),
+            )
             .unwrap();
         assert_eq!(y.subnet, x.subnet);
         // node-x comes back: its old subnet is taken, so it gets another.
@@ -402,6 +414,123 @@ fn ipam_etcd_lease_watch_wakes_on_changes_and_expiry() {
     });
 }
 
+/// The lease watch's events one by one: the set it started from, then a
+/// put per lease taken, none for a renewal (an etcd lease keep-alive that
+/// writes no key: before, every renewal rewrote the lease and woke every
+/// node of the cluster), a put for changed attributes, a gone per release
+/// and per expiry. The descriptor is readable exactly while events wait.
+#[test]
+fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
+    let Some(etcd) = start_etcd("ipam_etcd_lease_events_one_by_one_and_renewals_are_silent")
+    else {
+        return;
+    };
+    etcd.run(|| {
+        use cnet_core::ipam::LeaseEvent;
+        let readable = |w: &dyn cnet_core::ipam::LeaseWatch, ms: u16| {
+            let mut fds = [nix::poll::PollFd::new(w.as_fd(), nix::poll::PollFlags::POLLIN)];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap() > 0
+        };
+        let ttl = Duration::from_secs(30);
+        let mut other = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        let a = other.acquire("node-a", &NodeAttrs::default(), ttl).unwrap();
+        let mut mine = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        let mut watch = mine.watch().unwrap();
+        let next = |w: &mut Box<dyn cnet_core::ipam::LeaseWatch>| {
+            w.next(Duration::from_secs(5)).unwrap().expect("an event")
+        };
+        assert_eq!(next(&mut watch), LeaseEvent::All(vec![a.clone()]));
+        assert_eq!(watch.next(Duration::from_millis(300)).unwrap(), None);
+
+        let b = other.acquire("node-b", &NodeAttrs::default(), ttl).unwrap();
+        assert!(readable(&*watch, 5000), "a put makes the descriptor readable");
+        assert_eq!(watch.next(Duration::ZERO).unwrap(), Some(LeaseEvent::Put(b.clone())));
+        assert_eq!(watch.next(Duration::ZERO).unwrap(), None);
+        assert!(!readable(&*watch, 0), "drained: not readable");
+
+        // Renewals: no key is written, so nothing comes.
+        for _ in 0..5 {
+            let r = other.renew("node-a", ttl).unwrap();
+            assert_eq!(r.subnet, a.subnet);
+            assert!(r.expires > a.expires, "the renewed lease says its new expiry");
+        }
+        assert!(!readable(&*watch, 500), "renewals fire no watch");
+        assert_eq!(watch.next(Duration::from_millis(100)).unwrap(), None);
+
+        // New attributes are a put; a release and an expiry are gone.
+        let attrs = NodeAttrs {
+            underlay_ip: Some("192.0.2.7".parse().unwrap()),
+            ..Default::default()
+        };
+        let b2 = other.claim("node-b", b.subnet, &attrs, ttl).unwrap();
+        match next(&mut watch) {
+            LeaseEvent::Put(l) => assert_eq!((l.node, l.subnet, l.attrs), ("node-b".into(), b.subnet, attrs)),
+            e => panic!("expected the put of node-b's new attributes, got {e:?}"),
+        }
+        let _ = b2;
+        other.release("node-b").unwrap();
+        assert_eq!(next(&mut watch), LeaseEvent::Gone(b.subnet));
+        let c = other
+            .acquire("node-c", &NodeAttrs::default(), Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(next(&mut watch), LeaseEvent::Put(c.clone()));
+        let t = Instant::now();
+        let gone = watch.next(Duration::from_secs(15)).unwrap();
+        assert_eq!(gone, Some(LeaseEvent::Gone(c.subnet)), "expiry is etcd's delete");
+        eprintln!("expiry of a 2 s lease seen after {:?}", t.elapsed());
+    });
+}
+
+/// Nodes that acquire together start their search at random subnets:
+/// 40 threads, each a node, against one etcd, all get distinct subnets
+/// and lose few compare-and-swap races (lowest-free-first made every node
+/// try the same subnet: about N²/4 lost races).
+#[test]
+fn ipam_etcd_nodes_acquiring_together_rarely_collide() {
+    let Some(etcd) = start_etcd("ipam_etcd_nodes_acquiring_together_rarely_collide") else {
+        return;
+    };
+    etcd.run(|| {
+        let before = etcd_txn_count(&etcd);
+        let got: Vec<cnet_core::IpNet> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..40)
+                .map(|i| {
+                    let etcd = &etcd;
+                    // A thread starts in the namespace of the thread
+                    // that made it (etcd's, here).
+                    s.spawn(move || {
+                        let mut l = store(etcd, "/cnet").subnets(net16()).unwrap();
+                        l.acquire(&format!("n{i}"), &NodeAttrs::default(), TIMEOUT * 30)
+                            .unwrap()
+                            .subnet
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: HashSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), 40, "every node its own subnet: {got:?}");
+        // 40 winning transactions and at most one registration each; the
+        // rest are lost races (lowest-free-first lost about 40²/4 = 400).
+        let txns = etcd_txn_count(&etcd) - before;
+        eprintln!("40 nodes acquiring together: {txns} transactions");
+        assert!(txns < 160, "{txns} transactions: too many lost races");
+    });
+}
+
+/// etcd's count of transactions served (its /metrics).
+fn etcd_txn_count(etcd: &Etcd) -> u64 {
+    let text = ureq::get(&format!("{}/metrics", etcd.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total") && l.contains("grpc_method=\"Txn\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// `claim` leases exactly the subnet a node holds, never another node's
 /// and never a second one; after the store lost its data (a new empty
 /// etcd at the endpoint) the same claims put the leases back, and a lease
@@ -435,10 +564,13 @@ fn ipam_etcd_claim_held_subnet_and_after_data_loss() {
             .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
         let b = l.acquire("b", &attrs, ttl).unwrap();
-        assert_eq!(b.subnet.to_string(), "10.244.1.0/24");
-        // History well past what the new etcd will have.
-        for _ in 0..20 {
-            l.renew("a", ttl).unwrap();
+        assert!(b.subnet != s7 && net16().is_assignable(&b.subnet), "{b:?}");
+        // History well past what the new etcd will have (renewals write
+        // nothing: claims with new attributes do).
+        for i in 0..20 {
+            let mut a2 = attrs.clone();
+            a2.extra.insert("i".into(), i.to_string());
+            l.claim("a", s7, &a2, ttl).unwrap();
         }
         l.watch().unwrap()
     });

@@ -65,14 +65,16 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cnet_core::ipam::{
-    keep_missing, renew_or_claim, Backoff, Call, EtcdConfig, EtcdSession, EtcdTls, FileStore,
-    LeaseStore, NodeAttrs, NodeLease, PoolConfig, Renewal, SubnetConfig,
+    Backoff, Call, EtcdConfig, EtcdSession, EtcdTls, FileStore, LeaseStore, NodeAttrs, PoolConfig,
+    SubnetConfig,
 };
 use cnet_core::network::{
-    held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap,
-    HeldSubnet, Node, NodeConfig, Repair,
+    held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap, Happened,
+    HeldSubnet, KernelPeers, Member, Node, NodeConfig, Repair,
 };
-use cnet_core::watch::Watch;
+use cnet_core::watch::{Event, Watch};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, BorrowedFd};
 use cnet_core::{Error, Handle, IpNet};
 
 /// Run one node of a cnet cluster (leases in etcd, routes to every peer).
@@ -242,120 +244,42 @@ fn run(a: Args) -> Result<(), Error> {
     let mut kernel = Watch::all(&host)?;
     let mut drift = DriftRepair::new();
     let resync_every = Duration::from_secs(a.resync);
-    let mut renew_at = Instant::now() + ttl / 3;
-    let mut synced = None::<Instant>;
-    // Peers as last programmed, and until when a peer missing from the
-    // store is kept (after a reconnection: its owner may not be back yet).
-    let (mut peers, mut keep_until) = (Vec::<NodeLease>::new(), None::<Instant>);
-    let mut dirty = true;
+    let mut synced = Instant::now();
+    // Renewals (an etcd lease keep-alive each), and the peers' leases one
+    // event at a time; the first event is the whole set.
+    let mut member = Member::new(store, lease.clone(), attrs, ttl);
     while !stop.load(Ordering::SeqCst) {
-        if store.reconnected() {
-            keep_until = Some(Instant::now() + ttl);
-            dirty = true;
+        let mut sink = KernelPeers {
+            node: &node,
+            backend: &a.backend,
+            drift: &mut drift,
+        };
+        for h in member.step(&mut sink) {
+            tell(&a, &node, h);
         }
-        if keep_until.is_some_and(|t| Instant::now() >= t) {
-            keep_until = None;
-            dirty = true;
-        }
-        if renew_at <= Instant::now() {
-            match done(&mut store, "renew", |l| {
-                renew_or_claim(l, &lease, &attrs, ttl)
-            }) {
-                Some(Ok(Renewal::Lost(e))) => lost(&node, &a.node, &a.bridge, lease.subnet, &e),
-                Some(Ok(r)) => {
-                    if matches!(r, Renewal::TakenBack) {
-                        println!(
-                            "node {}: took back {} (its lease was gone from the store)",
-                            a.node, lease.subnet
-                        );
-                        dirty = true;
-                    }
-                    renew_at = Instant::now() + ttl / 3;
-                }
-                // The store answered, but not with the lease: try again.
-                Some(Err(e)) => {
-                    let wait = store.backoff().failed();
-                    eprintln!("node-agent: renew: {e} (retry in {} ms)", wait.as_millis());
-                }
-                None => {} // retried when the backoff allows
+        // The safety net: a full reconcile of the known set (no store
+        // traffic).
+        if synced.elapsed() >= resync_every {
+            match drift.reconcile_leases(&node, &a.backend, &member.leases()) {
+                Ok(r) if !r.is_noop() => print_report(&a.node, "resync", &r),
+                Ok(_) => {}
+                Err(e) => eprintln!("node-agent: resync: {e}"),
             }
+            synced = Instant::now();
         }
-        if dirty || synced.is_none_or(|t| t.elapsed() >= resync_every) {
-            let listed = match done(&mut store, "list leases", |l| l.list()) {
-                Some(Ok(all)) => Some(all),
-                Some(Err(e)) => {
-                    eprintln!("node-agent: list leases: {e}");
-                    None
-                }
-                None => None,
-            };
-            if let Some(all) = listed {
-                if store.reconnected() {
-                    keep_until = Some(Instant::now() + ttl);
-                }
-                peers = match keep_until {
-                    Some(_) => keep_missing(all, &peers),
-                    None => all,
-                };
-                let report = drift.reconcile_leases(&node, &a.backend, &peers)?;
-                if !report.is_noop() || synced.is_none() {
-                    print_report(&a.node, &report);
-                }
-                synced = Some(Instant::now());
-                dirty = false;
-            }
+        // One wait for everything: the kernel's events and the leases'
+        // (a signal ends it too). A quiet cluster costs one poll(2) per
+        // renewal and nothing else.
+        let wait = member
+            .wake_in()
+            .min(resync_every.saturating_sub(synced.elapsed()));
+        wait_for(&kernel, member.as_fd(), wait);
+        while let Some(ev) = kernel.next(Duration::ZERO)? {
+            repair(&a, &node, &net, &mut drift, &ev);
         }
-        // Wait on the kernel (drift is repaired as it is seen), then look
-        // at the leases without waiting. Short waits so a signal is acted
-        // on at once; a quiet cluster costs a poll(2) per wait and nothing
-        // else.
-        let started = Instant::now();
-        while let Some(ev) = kernel.next(if started.elapsed() < Duration::from_millis(100) {
-            Duration::from_millis(100) - started.elapsed()
-        } else {
-            Duration::ZERO
-        })? {
-            let t = Instant::now();
-            match drift.repair(&node, &ev) {
-                Ok(Some(r)) => {
-                    println!(
-                        "node {}: repaired {} in {:.2} ms",
-                        a.node,
-                        describe(&r),
-                        t.elapsed().as_secs_f64() * 1e3
-                    );
-                    if let Repair::Full { report, .. } = &r {
-                        if !report.is_ok() {
-                            eprintln!("node-agent: repair: failed: {}", report_errors(report));
-                        }
-                    }
-                }
-                Ok(None) => {}
-                // The next full reconcile tries again.
-                Err(e) => eprintln!("node-agent: repair: {e}"),
-            }
-            // The bridge and its ports: a deleted bridge is made again
-            // with the containers' ports back on it.
-            let t = Instant::now();
-            match net.repair(&ev) {
-                Ok(Some(r)) => println!(
-                    "node {}: repaired bridge {}: {r} in {:.2} ms",
-                    a.node,
-                    a.bridge,
-                    t.elapsed().as_secs_f64() * 1e3
-                ),
-                Ok(None) => {}
-                Err(e) => eprintln!("node-agent: repair: {e}"),
-            }
-        }
-        dirty |= store.changed();
     }
-    store.backoff().reset(); // one try, now
-    match done(&mut store, "release", |l| l.release(&a.node)) {
-        Some(Ok(())) => {}
-        // It expires by itself.
-        Some(Err(e)) => eprintln!("node-agent: release: {e}"),
-        None => {}
+    if let Err(e) = member.leave() {
+        eprintln!("node-agent: release: {e}"); // it expires by itself
     }
     let r = node.teardown()?.into_result()?;
     println!(
@@ -365,6 +289,83 @@ fn run(a: Args) -> Result<(), Error> {
         r.devices.len()
     );
     Ok(())
+}
+
+/// Block until the kernel watch or the lease watch has something, or
+/// `timeout` passes (or a signal arrives).
+fn wait_for(kernel: &Watch, leases: Option<BorrowedFd<'_>>, timeout: Duration) {
+    let mut fds = vec![PollFd::new(kernel.as_fd(), PollFlags::POLLIN)];
+    if let Some(fd) = leases {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+    }
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let _ = poll(&mut fds, PollTimeout::from(ms)); // EINTR: a signal, looked at by the loop
+}
+
+/// Say what a step of the membership did; a lost subnet ends the agent.
+fn tell(a: &Args, node: &Node<'_>, h: Happened) {
+    match h {
+        Happened::Peers { what, report } => {
+            if !report.is_noop() || what == "all" {
+                print_report(&a.node, &what, &report);
+            }
+        }
+        Happened::SinkFailed { what, error } => eprintln!("node-agent: {what}: {error}"),
+        Happened::StoreBack => println!("node-agent: etcd answers again"),
+        Happened::StoreAway {
+            what,
+            error,
+            retry_in,
+        } => eprintln!(
+            "node-agent: {what}: {error} (retry in {} ms)",
+            retry_in.as_millis()
+        ),
+        Happened::RenewFailed(e) => eprintln!("node-agent: renew: {e}"),
+        Happened::TakenBack => println!(
+            "node {}: took back {} (its lease was gone from the store)",
+            a.node,
+            node.config().subnet
+        ),
+        Happened::Lost(e) => lost(node, &a.node, &a.bridge, node.config().subnet, &e),
+        other => println!("node {}: {other:?}", a.node),
+    }
+}
+
+/// Repair what a kernel event says someone changed: the node's routes,
+/// neighbours, FDB entries and devices, and the bridge with its ports.
+fn repair(a: &Args, node: &Node<'_>, net: &BridgeNetwork, drift: &mut DriftRepair, ev: &Event) {
+    let t = Instant::now();
+    match drift.repair(node, ev) {
+        Ok(Some(r)) => {
+            println!(
+                "node {}: repaired {} in {:.2} ms",
+                a.node,
+                describe(&r),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            if let Repair::Full { report, .. } = &r {
+                if !report.is_ok() {
+                    eprintln!("node-agent: repair: failed: {}", report_errors(report));
+                }
+            }
+        }
+        Ok(None) => {}
+        // The next full reconcile tries again.
+        Err(e) => eprintln!("node-agent: repair: {e}"),
+    }
+    // The bridge and its ports: a deleted bridge is made again with the
+    // containers' ports back on it.
+    let t = Instant::now();
+    match net.repair(ev) {
+        Ok(Some(r)) => println!(
+            "node {}: repaired bridge {}: {r} in {:.2} ms",
+            a.node,
+            a.bridge,
+            t.elapsed().as_secs_f64() * 1e3
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("node-agent: repair: {e}"),
+    }
 }
 
 /// `store.call(f)`: `None` when not tried or the store was away (said on
@@ -413,10 +414,10 @@ fn lost(node: &Node, name: &str, bridge: &str, subnet: IpNet, why: &Error) -> ! 
     std::process::exit(3);
 }
 
-fn print_report(node: &str, report: &cnet_core::network::PeerReport) {
+fn print_report(node: &str, what: &str, report: &cnet_core::network::PeerReport) {
     let changed = |c: &cnet_core::network::Changes| c.added + c.replaced + c.deleted;
     println!(
-        "node {node}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
+        "node {node}: {what}: {} peers; routes/neighbours/fdb changed {}/{}/{}{}",
         report.peers.len(),
         changed(&report.routes),
         changed(&report.neighbours),

@@ -70,6 +70,13 @@ impl Backoff {
         self.next.is_none_or(|t| Instant::now() >= t)
     }
 
+    /// How long until [`Backoff::ready`] (zero when it is).
+    pub fn ready_in(&self) -> Duration {
+        self.next
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
     /// Sleep until [`Backoff::ready`].
     pub fn wait(&self) {
         if let Some(t) = self.next {

@@ -217,6 +217,23 @@ impl Client {
         Ok(id)
     }
 
+    /// Keep etcd lease `id` alive for another TTL: its granted TTL in
+    /// seconds, `None` when etcd no longer has it (expired, revoked).
+    fn keep_alive(&self, id: i64, ctx: &str) -> Result<Option<u64>> {
+        // The gateway answers a one-request keep-alive stream with one
+        // `{"result": …}` object; a lease etcd no longer has has no TTL.
+        let v = self.post(
+            "/v3/lease/keepalive",
+            &json!({ "ID": id.to_string() }),
+            ctx,
+        )?;
+        let r = if v["result"].is_null() { &v } else { &v["result"] };
+        Ok(inum(&r["TTL"], "lease TTL")
+            .ok()
+            .filter(|t| *t > 0)
+            .map(|t| t as u64))
+    }
+
     /// Revoke an etcd lease, best effort (it expires anyway).
     fn revoke(&self, id: i64, ctx: &str) {
         if id != 0 {
@@ -561,6 +578,40 @@ impl EtcdLeases {
 }
 
 impl EtcdLeases {
+    /// Renew `node`'s lease without writing it: two key reads and an etcd
+    /// lease keep-alive, so no watch fires (a rewrite of the lease's value
+    /// woke every node of the cluster at every renewal). `None` when the
+    /// keep-alive cannot do it (no lease, a TTL other than the one granted,
+    /// the etcd lease gone): the caller rewrites the lease as before. The
+    /// returned lease's `expires` is the new one; the stored value keeps
+    /// the one it was written with (etcd's lease, not the value, decides).
+    fn keep_alive(&self, node: &str, ttl: Duration) -> Result<Option<NodeLease>> {
+        let Some(nk) = self.client.get(&self.node_key(node), &self.ctx)? else {
+            return Ok(None);
+        };
+        let Ok(subnet) = String::from_utf8_lossy(&nk.value).parse::<IpNet>() else {
+            return Ok(None);
+        };
+        let Some(kv) = self.client.get(&self.lease_key(&subnet), &self.ctx)? else {
+            return Ok(None);
+        };
+        let mut l: NodeLease = from_json(&kv, &self.ctx)?;
+        if l.node != node || kv.lease != nk.lease {
+            return Ok(None);
+        }
+        if l.is_reservation() {
+            return Ok(Some(l));
+        }
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        match self.client.keep_alive(kv.lease, &self.ctx)? {
+            Some(granted) if granted == secs.max(1) => {
+                l.expires = Some(SystemTime::now() + ttl);
+                Ok(Some(l))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// `node`'s existing lease `l` (stored in `kv`) with new attributes and
     /// a new etcd lease of `ttl` (a reservation stays one); `None` when a
     /// concurrent change won (the caller reads again).
@@ -646,7 +697,14 @@ impl LeaseStore for EtcdLeases {
                 .client
                 .get(&self.history_key(node), &self.ctx)?
                 .and_then(|kv| String::from_utf8_lossy(&kv.value).parse::<IpNet>().ok());
-            let subnet = a.next_free(previous.as_ref())?;
+            // A random start: nodes that start together rarely try the
+            // same subnet (the lowest free one, for all of them, made the
+            // lost races grow with the square of the cluster).
+            let seed = std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                node,
+            );
+            let subnet = a.next_free_spread(previous.as_ref(), seed)?;
             if let Some(l) = self.take(node, subnet, attrs, ttl)? {
                 return Ok(l);
             }
@@ -679,6 +737,9 @@ impl LeaseStore for EtcdLeases {
 
     fn renew(&mut self, node: &str, ttl: Duration) -> Result<NodeLease> {
         check_ttl(&self.ctx, ttl)?;
+        if let Some(l) = self.keep_alive(node, ttl)? {
+            return Ok(l);
+        }
         for _ in 0..MAX_ATTEMPTS {
             let all = self.all()?;
             let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) else {

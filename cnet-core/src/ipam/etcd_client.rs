@@ -364,7 +364,13 @@ fn status_answer(code: u16, text: &str, context: &str, ctx: &str) -> Attempt {
 /// new as what was known before its request (etcd's reads are
 /// linearizable, on any member).
 pub(super) fn check_revision(seen: &AtomicU64, floor: u64, v: &Value, ctx: &str) -> Result<u64> {
-    let rev = num(&v["header"]["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
+    // A stream's reply (a lease keep-alive) wraps its header in "result".
+    let header = if v["header"].is_null() {
+        &v["result"]["header"]
+    } else {
+        &v["header"]
+    };
+    let rev = num(&header["revision"], "header revision").map_err(|why| protocol(ctx, why))?;
     seen.fetch_max(rev, Ordering::SeqCst);
     if rev < floor {
         let before = floor;

@@ -24,9 +24,12 @@
 //! again, so the caller lists the leases and claims its own again
 //! ([`super::renew_or_claim`]).
 
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use super::{Backoff, EtcdConfig, EtcdLeases, EtcdStore, LeaseStore, LeaseWatch, SubnetConfig};
+use super::{
+    Backoff, EtcdConfig, EtcdLeases, EtcdStore, LeaseEvent, LeaseStore, LeaseWatch, SubnetConfig,
+};
 use crate::{Error, Result};
 
 /// The outcome of [`EtcdSession::call`].
@@ -141,6 +144,33 @@ impl EtcdSession {
                 true
             }
         }
+    }
+
+    /// The next change of the lease set, without waiting (`None`: none
+    /// waits, or there is no connection). The first event of every
+    /// connection is [`LeaseEvent::All`]. A watch that failed drops the
+    /// connection (made again by the next call, whose new watch starts
+    /// with the whole set again).
+    pub fn event(&mut self) -> Option<LeaseEvent> {
+        let (_, watch) = self.conn.as_mut()?;
+        match watch.next(Duration::ZERO) {
+            Ok(e) => e,
+            Err(_) => {
+                self.conn = None;
+                None
+            }
+        }
+    }
+
+    /// The lease watch's descriptor ([`LeaseWatch::as_fd`]) to `poll(2)`
+    /// with others; `None` while there is no connection.
+    pub fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.conn.as_ref().map(|(_, w)| w.as_fd())
+    }
+
+    /// Whether the session has a connection (the last call reached etcd).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
     }
 
     /// The retry pacing (e.g. [`Backoff::failed`] when the store's answer

@@ -8,36 +8,80 @@
 //!      └ compact_revision ──▶ range of the prefix ──▶ WatchEvent::Resync
 //! ```
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde_json::{json, Value};
 
 use super::etcd::{b64, num, parse_kvs, prefix_end, protocol};
 use super::etcd_client::{body_text, token_rejected, Client};
 use super::etcd_conn::agent;
-use super::LeaseWatch;
+use super::{LeaseEvent, LeaseWatch, NodeLease};
 use crate::{Error, Result};
 
-/// [`LeaseWatch`] of the etcd store: an [`EtcdWatch`] on the lease keys;
-/// every batch of its events (and a resync) wakes the caller. Expiry is
-/// etcd's own: it deletes the keys, which the watch sees.
+/// [`LeaseWatch`] of the etcd store: an [`EtcdWatch`] on the lease keys.
+/// Its first event is the list the watch started from; then every put of a
+/// lease key is a [`LeaseEvent::Put`] and every delete a
+/// [`LeaseEvent::Gone`]; a [`WatchEvent::Resync`] is a [`LeaseEvent::All`].
+/// Expiry is etcd's own: it deletes the keys, which the watch sees; a
+/// renewal (an etcd lease keep-alive) changes no key and is no event.
 #[derive(Debug)]
 pub struct EtcdLeaseWatch {
     watch: EtcdWatch,
+    prefix: String,
+    pending: std::collections::VecDeque<LeaseEvent>,
 }
 
 impl EtcdLeaseWatch {
     pub(super) fn start(client: &Client, prefix: &str, ctx: &str) -> Result<EtcdLeaseWatch> {
-        Ok(EtcdLeaseWatch {
-            watch: EtcdWatch::start(client, prefix, ctx)?,
-        })
+        let (kvs, watch) = EtcdWatch::start_listed(client, prefix, ctx)?;
+        let mut w = EtcdLeaseWatch {
+            watch,
+            prefix: prefix.to_string(),
+            pending: Default::default(),
+        };
+        let all = w.leases(kvs);
+        w.pending.push_back(LeaseEvent::All(all));
+        Ok(w)
+    }
+
+    /// The leases of a list (a value that is not a lease is left out: the
+    /// store's `list` reports it).
+    fn leases(&self, kvs: Vec<(String, Vec<u8>)>) -> Vec<NodeLease> {
+        let mut v: Vec<NodeLease> = kvs
+            .into_iter()
+            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
+            .collect();
+        v.sort_by_key(|l: &NodeLease| super::addr_to_u128(l.subnet.network()));
+        v
+    }
+
+    fn lease_event(&self, e: WatchEvent) -> Option<LeaseEvent> {
+        match e {
+            WatchEvent::Put { value, .. } => serde_json::from_slice(&value).ok().map(LeaseEvent::Put),
+            WatchEvent::Delete { key, .. } => {
+                // The key is `<prefix><subnet>` with the subnet as
+                // `net_key` wrote it ('/' → '_', ':' → '-').
+                let name = key.strip_prefix(&self.prefix)?;
+                name.replace('_', "/")
+                    .replace('-', ":")
+                    .parse()
+                    .ok()
+                    .map(LeaseEvent::Gone)
+            }
+            WatchEvent::Resync { kvs, .. } => Some(LeaseEvent::All(self.leases(kvs))),
+        }
     }
 }
 
 impl LeaseWatch for EtcdLeaseWatch {
     fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        // The list the watch started from is for `next`; a caller of
+        // `wait` lists by itself.
+        self.pending.clear();
         match self.watch.next(timeout)? {
             Some(_) => {
                 while self.watch.next(Duration::ZERO)?.is_some() {} // coalesce a burst
@@ -45,6 +89,28 @@ impl LeaseWatch for EtcdLeaseWatch {
             }
             None => Ok(false),
         }
+    }
+
+    fn next(&mut self, timeout: Duration) -> Result<Option<LeaseEvent>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(Some(e));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Some(e) = self.watch.next(left)? else {
+                return Ok(None);
+            };
+            // A value under the prefix that is not a lease (another
+            // program's) is skipped, as `list` reports it.
+            if let Some(e) = self.lease_event(e) {
+                return Ok(Some(e));
+            }
+        }
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.watch.as_fd()
     }
 }
 
@@ -90,6 +156,9 @@ pub enum WatchEvent {
 #[derive(Debug)]
 pub struct EtcdWatch {
     rx: mpsc::Receiver<WatchEvent>,
+    /// Readable while events may wait in `rx` (the thread writes to it
+    /// after every event it passes on).
+    wake: Arc<EventFd>,
     stop: Arc<AtomicBool>,
 }
 
@@ -103,23 +172,51 @@ impl EtcdWatch {
             ctx,
         )?;
         let rev = num(&v["header"]["revision"], "header revision").map_err(|w| protocol(ctx, w))?;
+        Self::from_revision(client, prefix, rev, ctx)
+    }
+
+    /// Everything under `prefix`, and a watch of the changes after that
+    /// list (one read: the list's revision is where the watch starts).
+    pub(super) fn start_listed(
+        client: &Client,
+        prefix: &str,
+        ctx: &str,
+    ) -> Result<(Vec<(String, Vec<u8>)>, EtcdWatch)> {
+        let v = client.post(
+            "/v3/kv/range",
+            &json!({ "key": b64(prefix), "range_end": prefix_end(prefix) }),
+            ctx,
+        )?;
+        let rev = num(&v["header"]["revision"], "header revision").map_err(|w| protocol(ctx, w))?;
+        let kvs = parse_kvs(&v["kvs"], ctx)?
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        Ok((kvs, Self::from_revision(client, prefix, rev, ctx)?))
+    }
+
+    fn from_revision(client: &Client, prefix: &str, rev: u64, ctx: &str) -> Result<EtcdWatch> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        // A stream that stays quiet is reopened now and then (the read
-        // timeout), which is also how the thread notices a dropped watch.
-        let mut streams = client.clone();
-        streams.agent = agent(
-            client.tls.as_ref(),
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-            None,
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| Error::io("etcd watch: eventfd", e.into()))?,
         );
+        // A quiet stream stays open: etcd sends progress notifications
+        // (at its --experimental-watch-progress-notify-interval, 10 min by
+        // default), and the read timeout only reopens a stream that said
+        // nothing for QUIET (from the revision it had: nothing is lost).
+        // It is also how the thread of a dropped watch ends when no event
+        // comes.
+        let mut streams = client.clone();
+        streams.agent = agent(client.tls.as_ref(), Duration::from_secs(2), QUIET, None);
         let w = WatchThread {
             streams,
             lists: client.with_own_revision(),
             prefix: prefix.to_string(),
             next_rev: rev + 1,
             tx,
+            wake: wake.clone(),
             stop: stop.clone(),
             ctx: ctx.to_string(),
         };
@@ -127,11 +224,14 @@ impl EtcdWatch {
             .name("cnet-etcd-watch".into())
             .spawn(move || w.run())
             .map_err(|e| Error::io("etcd watch: spawn thread", e))?;
-        Ok(EtcdWatch { rx, stop })
+        Ok(EtcdWatch { rx, wake, stop })
     }
 
     /// The next event, waiting up to `timeout` (`Ok(None)`: none came).
     pub fn next(&mut self, timeout: Duration) -> Result<Option<WatchEvent>> {
+        // Cleared before the channel is read: an event sent after this
+        // makes it readable again (see `as_fd`).
+        let _ = self.wake.read();
         match self.rx.recv_timeout(timeout) {
             Ok(e) => Ok(Some(e)),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
@@ -141,7 +241,16 @@ impl EtcdWatch {
             }),
         }
     }
+
+    /// A descriptor readable when an event may be waiting: after `poll(2)`
+    /// says so, call `next(Duration::ZERO)` until it returns `None`.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
 }
+
+/// How long a watch stream may stay silent before it is opened again.
+const QUIET: Duration = Duration::from_secs(60);
 
 impl Drop for EtcdWatch {
     fn drop(&mut self) {
@@ -159,6 +268,7 @@ struct WatchThread {
     /// The revision to resume from: one past the last event passed on.
     next_rev: u64,
     tx: mpsc::Sender<WatchEvent>,
+    wake: Arc<EventFd>,
     stop: Arc<AtomicBool>,
     ctx: String,
 }
@@ -178,6 +288,7 @@ impl WatchThread {
                 }
             }
         }
+        let _ = self.wake.write(1); // a poller learns the watch ended
     }
 
     /// One stream from endpoint `i`: `Ok(true)` to reopen, `Ok(false)` to
@@ -198,6 +309,7 @@ impl WatchThread {
             "key": b64(&self.prefix),
             "range_end": prefix_end(&self.prefix),
             "start_revision": self.next_rev.to_string(),
+            "progress_notify": true,
         }});
         // etcd's "require leader" (gRPC metadata `hasleader`, passed on by
         // the gateway): a member cut off from the others ends the stream
@@ -261,6 +373,7 @@ impl WatchThread {
                 if self.tx.send(e).is_err() {
                     return Ok(false); // the watch was dropped
                 }
+                let _ = self.wake.write(1);
             }
             if r["canceled"].as_bool() == Some(true) {
                 return Err(());
@@ -304,6 +417,7 @@ impl WatchThread {
         if self.tx.send(e).is_err() {
             self.stop.store(true, Ordering::SeqCst);
         }
+        let _ = self.wake.write(1);
         Ok(())
     }
 }

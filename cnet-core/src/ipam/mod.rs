@@ -41,7 +41,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, SystemTime};
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -227,7 +228,83 @@ pub trait LeaseWatch: Send + std::fmt::Debug {
     /// passed (`Ok(false)`). A `true` may be spurious; a change is never
     /// missed: when the watch itself lost track (a dropped connection, a
     /// compacted etcd history) it says `true` so the caller lists again.
+    ///
+    /// Use either `wait` (and list) or [`LeaseWatch::next`] (and apply each
+    /// change) on one watch, not both: `wait` consumes the events.
     fn wait(&mut self, timeout: Duration) -> Result<bool>;
+
+    /// The next change of the lease set, waiting at most `timeout`
+    /// (`Ok(None)`: none came). The first event is [`LeaseEvent::All`]
+    /// (the set when the watch started); after it, each lease taken,
+    /// changed or ended is one event, and the whole set comes again only
+    /// when the watch lost track of it. A renewal that changes nothing but
+    /// the lease's expiry is no event.
+    fn next(&mut self, timeout: Duration) -> Result<Option<LeaseEvent>>;
+
+    /// A descriptor that becomes readable when [`LeaseWatch::next`] may have
+    /// an event, to wait on it with others in one `poll(2)`. After it is
+    /// readable, call `next(Duration::ZERO)` until it returns `None`.
+    fn as_fd(&self) -> BorrowedFd<'_>;
+
+    /// When to call [`LeaseWatch::next`] even if the descriptor stays quiet
+    /// (the file store's next expiry, which changes no file); `None`: only
+    /// when it is readable.
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// One change of the lease set ([`LeaseWatch::next`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseEvent {
+    /// Every lease and reservation, replacing what the caller knew: the
+    /// first event of a watch, and again when the watch lost track (a
+    /// compacted etcd history, an etcd whose history went back, an inotify
+    /// overflow).
+    All(Vec<NodeLease>),
+    /// A lease was taken, or its node, subnet or attributes changed.
+    Put(NodeLease),
+    /// The lease of this subnet ended: released, or expired.
+    Gone(IpNet),
+}
+
+/// Turns successive lease lists into [`LeaseEvent`]s: the first list is
+/// [`LeaseEvent::All`], every later one the puts and ends that differ
+/// from the list before it (expiry times aside). For stores whose watch
+/// says only "changed" (the file store).
+#[derive(Debug, Default)]
+pub(crate) struct LeaseDiff {
+    last: Option<BTreeMap<IpNet, NodeLease>>,
+}
+
+impl LeaseDiff {
+    /// The events that take the caller from the last list to `now`.
+    pub(crate) fn events(&mut self, now: Vec<NodeLease>) -> Vec<LeaseEvent> {
+        let now: BTreeMap<IpNet, NodeLease> = now.into_iter().map(|l| (l.subnet, l)).collect();
+        let Some(last) = self.last.replace(now.clone()) else {
+            return vec![LeaseEvent::All(now.into_values().collect())];
+        };
+        let same = |a: &NodeLease, b: &NodeLease| {
+            a.node == b.node && a.attrs == b.attrs && a.is_reservation() == b.is_reservation()
+        };
+        let mut out: Vec<LeaseEvent> = last
+            .keys()
+            .filter(|s| !now.contains_key(s))
+            .map(|s| LeaseEvent::Gone(*s))
+            .collect();
+        out.extend(
+            now.into_values()
+                .filter(|l| !last.get(&l.subnet).is_some_and(|o| same(o, l)))
+                .map(LeaseEvent::Put),
+        );
+        out
+    }
+
+    /// Whether no list was seen yet (the next one is [`LeaseEvent::All`]).
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.last.is_none()
+    }
 }
 
 /// Container addresses from one node subnet ([`PoolConfig`]).

@@ -324,6 +324,41 @@ impl SubnetAllocator {
             }
         }
         let (lo, hi) = self.config.bounds_unchecked();
+        self.first_free_in(lo, hi).ok_or_else(|| self.exhausted())
+    }
+
+    /// Like [`SubnetAllocator::next_free`], but when `preferred` is not
+    /// free the search starts at a subnet picked by `seed` (wrapping
+    /// around), not at the lowest: nodes that start together and pick
+    /// with different seeds (random ones) rarely try the same subnet, so
+    /// the compare-and-swap races they lose stay few (Flannel picks at
+    /// random too).
+    pub fn next_free_spread(&self, preferred: Option<&IpNet>, seed: u64) -> Result<IpNet> {
+        if let Some(p) = preferred {
+            if self.is_free(p) {
+                return Ok(*p);
+            }
+        }
+        let (lo, hi) = self.config.bounds_unchecked();
+        let start = lo + u128::from(seed) % (hi - lo + 1);
+        self.first_free_in(start, hi)
+            .or_else(|| self.first_free_in(lo, start.checked_sub(1)?))
+            .ok_or_else(|| self.exhausted())
+    }
+
+    fn exhausted(&self) -> Error {
+        Error::Exhausted {
+            context: self.config.ctx(),
+            reason: format!(
+                "no free /{} subnet left ({} in use)",
+                self.config.subnet_len,
+                self.taken.len()
+            ),
+        }
+    }
+
+    /// The first free, unreserved subnet with an index in `lo..=hi`.
+    fn first_free_in(&self, lo: u128, hi: u128) -> Option<IpNet> {
         let mut i = lo;
         while i <= hi {
             if self.taken.contains(&i) {
@@ -348,16 +383,9 @@ impl SubnetAllocator {
                 i = next.max(i + 1);
                 continue;
             }
-            return Ok(cand);
+            return Some(cand);
         }
-        Err(Error::Exhausted {
-            context: self.config.ctx(),
-            reason: format!(
-                "no free /{} subnet left ({} in use)",
-                self.config.subnet_len,
-                self.taken.len()
-            ),
-        })
+        None
     }
 }
 
@@ -409,6 +437,30 @@ mod tests {
         a.mark_taken(&s).unwrap();
         assert!(matches!(a.next_free(None), Err(Error::Exhausted { .. })));
         assert!(matches!(a.mark_taken(&s), Err(Error::Conflict { .. })));
+    }
+
+    #[test]
+    fn spread_starts_at_the_seed_and_wraps_around() {
+        let mut a = SubnetAllocator::new(SubnetConfig::new(net("10.244.0.0/16"))).unwrap();
+        // Indices 1..=255 are assignable (the first subnet is skipped).
+        assert_eq!(a.next_free_spread(None, 9).unwrap(), net("10.244.10.0/24"));
+        a.mark_taken(&net("10.244.10.0/24")).unwrap();
+        assert_eq!(a.next_free_spread(None, 9).unwrap(), net("10.244.11.0/24"));
+        for i in 1..255 {
+            let _ = a.mark_taken(&net(&format!("10.244.{i}.0/24")));
+        }
+        // Only .255 is left; a seed past it wraps around to find it, and
+        // a preferred free subnet still wins.
+        assert_eq!(a.next_free_spread(None, 0).unwrap(), net("10.244.255.0/24"));
+        a.release(&net("10.244.3.0/24"));
+        assert_eq!(a.next_free_spread(None, 254).unwrap(), net("10.244.255.0/24"));
+        assert_eq!(
+            a.next_free_spread(Some(&net("10.244.3.0/24")), 254).unwrap(),
+            net("10.244.3.0/24")
+        );
+        a.mark_taken(&net("10.244.3.0/24")).unwrap();
+        a.mark_taken(&net("10.244.255.0/24")).unwrap();
+        assert!(matches!(a.next_free_spread(None, 77), Err(Error::Exhausted { .. })));
     }
 
     #[test]

@@ -53,6 +53,8 @@ mod container;
 mod detach;
 pub mod drift;
 mod held;
+#[cfg(feature = "etcd")]
+pub mod member;
 pub mod names;
 pub mod node;
 pub mod result;
@@ -67,6 +69,8 @@ pub use container::ContainerNs;
 pub use detach::DetachReport;
 pub use drift::Drift;
 pub use held::{held_subnet, HeldSubnet};
+#[cfg(feature = "etcd")]
+pub use member::{Happened, KernelPeers, Member, PeerSink};
 pub use names::{host_veth_mac, host_veth_name, mac_for_ip, DEFAULT_IFNAME};
 pub use node::{
     vtep_mac_for, Backend, Changes, DeviceChange, DriftRepair, Encap, IpIpConfig, Node, NodeConfig,

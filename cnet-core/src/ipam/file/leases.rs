@@ -15,7 +15,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::ipam::{
-    check_claim, LeaseStore, LeaseWatch, NodeAttrs, NodeLease, SubnetAllocator, SubnetConfig,
+    check_claim, LeaseDiff, LeaseEvent, LeaseStore, LeaseWatch, NodeAttrs, NodeLease,
+    SubnetAllocator, SubnetConfig,
 };
 use crate::{Error, Result};
 
@@ -305,6 +306,8 @@ impl LeaseStore for FileLeases {
             inotify,
             leases,
             next_expiry: None,
+            diff: LeaseDiff::default(),
+            pending: std::collections::VecDeque::new(),
             ctx,
         };
         w.learn_expiry()?;
@@ -320,6 +323,10 @@ pub struct FileLeaseWatch {
     inotify: Inotify,
     leases: FileLeases,
     next_expiry: Option<SystemTime>,
+    /// The file store's watch says only "changed": the events of `next`
+    /// are the differences between successive lists.
+    diff: LeaseDiff,
+    pending: std::collections::VecDeque<LeaseEvent>,
     ctx: String,
 }
 
@@ -331,14 +338,40 @@ impl FileLeaseWatch {
 }
 
 impl LeaseWatch for FileLeaseWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Option<LeaseEvent>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(Some(e));
+            }
+            // The first list is the whole set; after it, a change of the
+            // file (a renewal included) or an expiry lists again, and only
+            // what differs is an event.
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.diff.is_fresh() || self.wait(left)? {
+                let all = self.leases.list()?;
+                self.pending.extend(self.diff.events(all));
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+
+    fn due(&self) -> Option<std::time::Instant> {
+        let left = self.next_expiry?.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(std::time::Instant::now() + left)
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            let mut left = deadline - now;
+            // At least one look, even with no time left (`next(ZERO)` after
+            // poll said the descriptor is readable).
+            let mut left = deadline.saturating_duration_since(std::time::Instant::now());
             if let Some(exp) = self.next_expiry {
                 match exp.duration_since(SystemTime::now()) {
                     Ok(d) => left = left.min(d + Duration::from_millis(1)),
@@ -349,9 +382,10 @@ impl LeaseWatch for FileLeaseWatch {
                     }
                 }
             }
-            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) if std::time::Instant::now() >= deadline => return Ok(false),
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -36,6 +36,7 @@
 
 mod checks;
 mod config;
+mod one_peer;
 mod repair;
 mod report;
 

@@ -54,17 +54,17 @@ use crate::watch::{Change, Event, Watch};
 /// What a full reconcile programmed, indexed by the keys of events.
 #[derive(Debug, Default)]
 pub(super) struct Programmed {
-    backend: Option<Backend>,
-    peers: Vec<Peer>,
-    devs: Option<Devs>,
+    pub(super) backend: Option<Backend>,
+    pub(super) peers: Vec<Peer>,
+    pub(super) devs: Option<Devs>,
     underlay: u32,
     underlay_up: bool,
     /// dst → (peer, route, the entry the kernel lists for it).
-    routes: HashMap<IpNet, (String, Route, RouteEntry)>,
+    pub(super) routes: HashMap<IpNet, (String, Route, RouteEntry)>,
     /// VTEP ip → (peer, entry, its MAC).
-    neighbours: HashMap<IpAddr, (String, Neighbour, Option<MacAddr>)>,
+    pub(super) neighbours: HashMap<IpAddr, (String, Neighbour, Option<MacAddr>)>,
     /// VTEP mac → (peer, entry, its dst).
-    fdb: HashMap<MacAddr, (String, FdbEntry, Option<IpAddr>)>,
+    pub(super) fdb: HashMap<MacAddr, (String, FdbEntry, Option<IpAddr>)>,
 }
 
 impl Programmed {
@@ -85,25 +85,30 @@ impl Programmed {
         self.routes.clear();
         self.neighbours.clear();
         self.fdb.clear();
+        for p in placed {
+            self.record_peer(node, devs, p);
+        }
+    }
+
+    /// Remember the entries of one placed peer.
+    pub(super) fn record_peer(&mut self, node: &Node<'_>, devs: &Devs, p: &Placed<'_>) {
         // Devices in our routes are indices: nothing to look up.
         let links = node.h.links();
         let resolve = |r: &crate::link::LinkRef| links.resolve(r);
-        for p in placed {
-            let d = node.desired(devs, std::slice::from_ref(p));
-            let name = &p.peer.name;
-            for r in d.routes {
-                if let Ok(e) = r.expected(&resolve) {
-                    self.routes.insert(e.dst, (name.clone(), r, e));
-                }
+        let d = node.desired(devs, std::slice::from_ref(p));
+        let name = &p.peer.name;
+        for r in d.routes {
+            if let Ok(e) = r.expected(&resolve) {
+                self.routes.insert(e.dst, (name.clone(), r, e));
             }
-            for n in d.neighbours {
-                self.neighbours
-                    .insert(n.ip(), (name.clone(), n, p.peer.vtep_mac));
-            }
-            for f in d.fdb {
-                self.fdb
-                    .insert(f.mac(), (name.clone(), f, Some(p.peer.underlay)));
-            }
+        }
+        for n in d.neighbours {
+            self.neighbours
+                .insert(n.ip(), (name.clone(), n, p.peer.vtep_mac));
+        }
+        for f in d.fdb {
+            self.fdb
+                .insert(f.mac(), (name.clone(), f, Some(p.peer.underlay)));
         }
     }
 }
@@ -171,7 +176,7 @@ pub enum Repair {
 /// ```
 #[derive(Debug, Default)]
 pub struct DriftRepair {
-    p: Programmed,
+    pub(super) p: Programmed,
 }
 
 impl DriftRepair {
