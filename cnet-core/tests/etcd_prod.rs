@@ -320,6 +320,10 @@ fn etcd_tls_user_password_auth_and_wrong_password() {
             t.elapsed()
         );
         l.renew("node-a", Duration::from_secs(60)).unwrap();
+        // A renewal writes no key (an etcd lease keep-alive): a new lease
+        // is what the watch sees.
+        l.acquire("node-b", &NodeAttrs::default(), Duration::from_secs(60))
+            .unwrap();
         assert!(
             watch.wait(Duration::from_secs(8)).unwrap(),
             "watch after token expiry"
@@ -387,7 +391,14 @@ fn cluster_store(c: &EtcdCluster) -> EtcdStore {
         urls.swap(0, l);
     }
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    EtcdStore::open(EtcdConfig::new(&urls, "/cnet").timeout(Duration::from_secs(2))).unwrap()
+    // A silent stream is reopened after 5 s (default 60 s): a client cut
+    // off for longer reconnects from its revision.
+    EtcdStore::open(
+        EtcdConfig::new(&urls, "/cnet")
+            .timeout(Duration::from_secs(2))
+            .watch_idle(Duration::from_secs(5)),
+    )
+    .unwrap()
 }
 
 /// What a watch's events add up to, checking as they come that none is
@@ -648,7 +659,8 @@ fn etcd_cluster_watch_resync_after_compaction_and_whole_restart() {
             .unwrap();
         rev
     });
-    // Past the stream's read timeout (5 s), so the watch has to reconnect.
+    // Past the stream's idle bound (5 s here), so the watch has to
+    // reconnect.
     std::thread::sleep(Duration::from_millis(5500));
     c.client.ip(&["link", "set", "eth0", "up"]);
     let t = Instant::now();

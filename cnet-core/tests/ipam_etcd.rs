@@ -421,14 +421,16 @@ fn ipam_etcd_lease_watch_wakes_on_changes_and_expiry() {
 /// and per expiry. The descriptor is readable exactly while events wait.
 #[test]
 fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
-    let Some(etcd) = start_etcd("ipam_etcd_lease_events_one_by_one_and_renewals_are_silent")
-    else {
+    let Some(etcd) = start_etcd("ipam_etcd_lease_events_one_by_one_and_renewals_are_silent") else {
         return;
     };
     etcd.run(|| {
         use cnet_core::ipam::LeaseEvent;
         let readable = |w: &dyn cnet_core::ipam::LeaseWatch, ms: u16| {
-            let mut fds = [nix::poll::PollFd::new(w.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let mut fds = [nix::poll::PollFd::new(
+                w.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
             nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap() > 0
         };
         let ttl = Duration::from_secs(30);
@@ -443,8 +445,14 @@ fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
         assert_eq!(watch.next(Duration::from_millis(300)).unwrap(), None);
 
         let b = other.acquire("node-b", &NodeAttrs::default(), ttl).unwrap();
-        assert!(readable(&*watch, 5000), "a put makes the descriptor readable");
-        assert_eq!(watch.next(Duration::ZERO).unwrap(), Some(LeaseEvent::Put(b.clone())));
+        assert!(
+            readable(&*watch, 5000),
+            "a put makes the descriptor readable"
+        );
+        assert_eq!(
+            watch.next(Duration::ZERO).unwrap(),
+            Some(LeaseEvent::Put(b.clone()))
+        );
         assert_eq!(watch.next(Duration::ZERO).unwrap(), None);
         assert!(!readable(&*watch, 0), "drained: not readable");
 
@@ -452,7 +460,10 @@ fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
         for _ in 0..5 {
             let r = other.renew("node-a", ttl).unwrap();
             assert_eq!(r.subnet, a.subnet);
-            assert!(r.expires > a.expires, "the renewed lease says its new expiry");
+            assert!(
+                r.expires > a.expires,
+                "the renewed lease says its new expiry"
+            );
         }
         assert!(!readable(&*watch, 500), "renewals fire no watch");
         assert_eq!(watch.next(Duration::from_millis(100)).unwrap(), None);
@@ -464,7 +475,10 @@ fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
         };
         let b2 = other.claim("node-b", b.subnet, &attrs, ttl).unwrap();
         match next(&mut watch) {
-            LeaseEvent::Put(l) => assert_eq!((l.node, l.subnet, l.attrs), ("node-b".into(), b.subnet, attrs)),
+            LeaseEvent::Put(l) => assert_eq!(
+                (l.node, l.subnet, l.attrs),
+                ("node-b".into(), b.subnet, attrs)
+            ),
             e => panic!("expected the put of node-b's new attributes, got {e:?}"),
         }
         let _ = b2;
@@ -476,7 +490,11 @@ fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
         assert_eq!(next(&mut watch), LeaseEvent::Put(c.clone()));
         let t = Instant::now();
         let gone = watch.next(Duration::from_secs(15)).unwrap();
-        assert_eq!(gone, Some(LeaseEvent::Gone(c.subnet)), "expiry is etcd's delete");
+        assert_eq!(
+            gone,
+            Some(LeaseEvent::Gone(c.subnet)),
+            "expiry is etcd's delete"
+        );
         eprintln!("expiry of a 2 s lease seen after {:?}", t.elapsed());
     });
 }

@@ -73,9 +73,9 @@ use cnet_core::network::{
     HeldSubnet, KernelPeers, Member, Node, NodeConfig, Repair,
 };
 use cnet_core::watch::{Event, Watch};
+use cnet_core::{Error, Handle, IpNet};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsFd, BorrowedFd};
-use cnet_core::{Error, Handle, IpNet};
 
 /// Run one node of a cnet cluster (leases in etcd, routes to every peer).
 #[derive(Parser, Debug)]

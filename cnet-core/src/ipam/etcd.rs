@@ -222,12 +222,12 @@ impl Client {
     fn keep_alive(&self, id: i64, ctx: &str) -> Result<Option<u64>> {
         // The gateway answers a one-request keep-alive stream with one
         // `{"result": …}` object; a lease etcd no longer has has no TTL.
-        let v = self.post(
-            "/v3/lease/keepalive",
-            &json!({ "ID": id.to_string() }),
-            ctx,
-        )?;
-        let r = if v["result"].is_null() { &v } else { &v["result"] };
+        let v = self.post("/v3/lease/keepalive", &json!({ "ID": id.to_string() }), ctx)?;
+        let r = if v["result"].is_null() {
+            &v
+        } else {
+            &v["result"]
+        };
         Ok(inum(&r["TTL"], "lease TTL")
             .ok()
             .filter(|t| *t > 0)

@@ -40,6 +40,8 @@ pub(crate) struct Client {
     retry_for: Duration,
     /// The highest header revision seen (see `check_revision`).
     revision: Arc<AtomicU64>,
+    /// How long a watch stream may stay silent ([`EtcdConfig::watch_idle`]).
+    pub(super) watch_idle: Duration,
 }
 
 /// Never prints the agent (its TLS configuration holds the private key)
@@ -77,6 +79,7 @@ impl Client {
             // default): the caller's timeout bounds the failover too.
             retry_for: t,
             revision: Arc::new(AtomicU64::new(0)),
+            watch_idle: config.watch_idle,
         }
     }
 

@@ -51,6 +51,13 @@ pub struct EtcdConfig {
     pub tls: Option<EtcdTls>,
     /// etcd user and password (etcd's `auth enable`).
     pub auth: Option<EtcdAuth>,
+    /// How long a watch stream may stay silent before it is opened again
+    /// (from the revision it had: nothing is lost); default 60 s. Watches
+    /// ask for etcd's progress notifications, so a server whose
+    /// `--experimental-watch-progress-notify-interval` is shorter keeps
+    /// every stream open; a shorter bound notices sooner a member that
+    /// vanished without closing the connection.
+    pub watch_idle: Duration,
 }
 
 impl EtcdConfig {
@@ -62,12 +69,20 @@ impl EtcdConfig {
             timeout: Duration::from_secs(5),
             tls: None,
             auth: None,
+            watch_idle: Duration::from_secs(60),
         }
     }
 
     /// Bound every request by `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long a silent watch stream stays open (see
+    /// [`EtcdConfig::watch_idle`](#structfield.watch_idle)).
+    pub fn watch_idle(mut self, idle: Duration) -> Self {
+        self.watch_idle = idle;
         self
     }
 

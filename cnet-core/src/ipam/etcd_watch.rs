@@ -61,7 +61,9 @@ impl EtcdLeaseWatch {
 
     fn lease_event(&self, e: WatchEvent) -> Option<LeaseEvent> {
         match e {
-            WatchEvent::Put { value, .. } => serde_json::from_slice(&value).ok().map(LeaseEvent::Put),
+            WatchEvent::Put { value, .. } => {
+                serde_json::from_slice(&value).ok().map(LeaseEvent::Put)
+            }
             WatchEvent::Delete { key, .. } => {
                 // The key is `<prefix><subnet>` with the subnet as
                 // `net_key` wrote it ('/' → '_', ':' → '-').
@@ -205,11 +207,16 @@ impl EtcdWatch {
         // A quiet stream stays open: etcd sends progress notifications
         // (at its --experimental-watch-progress-notify-interval, 10 min by
         // default), and the read timeout only reopens a stream that said
-        // nothing for QUIET (from the revision it had: nothing is lost).
-        // It is also how the thread of a dropped watch ends when no event
-        // comes.
+        // nothing for `watch_idle` (from the revision it had: nothing is
+        // lost). It is also how the thread of a dropped watch ends when no
+        // event comes.
         let mut streams = client.clone();
-        streams.agent = agent(client.tls.as_ref(), Duration::from_secs(2), QUIET, None);
+        streams.agent = agent(
+            client.tls.as_ref(),
+            Duration::from_secs(2),
+            client.watch_idle,
+            None,
+        );
         let w = WatchThread {
             streams,
             lists: client.with_own_revision(),
@@ -248,9 +255,6 @@ impl EtcdWatch {
         self.wake.as_fd()
     }
 }
-
-/// How long a watch stream may stay silent before it is opened again.
-const QUIET: Duration = Duration::from_secs(60);
 
 impl Drop for EtcdWatch {
     fn drop(&mut self) {

@@ -453,14 +453,21 @@ mod tests {
         // a preferred free subnet still wins.
         assert_eq!(a.next_free_spread(None, 0).unwrap(), net("10.244.255.0/24"));
         a.release(&net("10.244.3.0/24"));
-        assert_eq!(a.next_free_spread(None, 254).unwrap(), net("10.244.255.0/24"));
         assert_eq!(
-            a.next_free_spread(Some(&net("10.244.3.0/24")), 254).unwrap(),
+            a.next_free_spread(None, 254).unwrap(),
+            net("10.244.255.0/24")
+        );
+        assert_eq!(
+            a.next_free_spread(Some(&net("10.244.3.0/24")), 254)
+                .unwrap(),
             net("10.244.3.0/24")
         );
         a.mark_taken(&net("10.244.3.0/24")).unwrap();
         a.mark_taken(&net("10.244.255.0/24")).unwrap();
-        assert!(matches!(a.next_free_spread(None, 77), Err(Error::Exhausted { .. })));
+        assert!(matches!(
+            a.next_free_spread(None, 77),
+            Err(Error::Exhausted { .. })
+        ));
     }
 
     #[test]

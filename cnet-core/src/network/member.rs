@@ -226,7 +226,10 @@ impl Member {
     pub fn leave(&mut self) -> Result<()> {
         self.session.backoff().reset();
         let node = self.lease.node.clone();
-        match self.session.call(|l| crate::ipam::LeaseStore::release(l, &node)) {
+        match self
+            .session
+            .call(|l| crate::ipam::LeaseStore::release(l, &node))
+        {
             Call::Done(r) => r,
             Call::Away { error, .. } => Err(error),
             _ => Ok(()),

@@ -362,7 +362,10 @@ impl LeaseWatch for FileLeaseWatch {
     }
 
     fn due(&self) -> Option<std::time::Instant> {
-        let left = self.next_expiry?.duration_since(SystemTime::now()).unwrap_or_default();
+        let left = self
+            .next_expiry?
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         Some(std::time::Instant::now() + left)
     }
 

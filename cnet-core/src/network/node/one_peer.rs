@@ -54,8 +54,8 @@ impl DriftRepair {
             Ok(p) => p,
             Err(error) => {
                 // As the full reconcile: reported, nothing of it left.
-                if let Err(e) = self.remove_entries(node, &old, &mut report) {
-                    return self.fall_back(node, &backend, peers, e);
+                if self.remove_entries(node, &old, &mut report).is_err() {
+                    return self.full_with(node, &backend, peers);
                 }
                 self.p.peers = peers;
                 report.failed.push(PeerFailure {
@@ -66,15 +66,21 @@ impl DriftRepair {
             }
         };
         peers.push(peer);
-        if backend.wireguard_config().is_some() {
+        // WireGuard's peers live in one device set; a replaced peer that
+        // was refused may have kept another out (both of two peers with
+        // one MAC are refused): the full reconcile decides.
+        if backend.wireguard_config().is_some() || old.iter().any(|n| !self.has_entries(n)) {
             return self.full_with(node, &backend, peers);
         }
         match self.program_last(node, &backend, &peers, &old, &mut report) {
-            Ok(()) => {
+            Ok(true) => {
                 self.p.peers = peers;
                 Ok(report)
             }
-            Err(e) => self.fall_back(node, &backend, peers, e),
+            // A write refused, a device gone, a check that concerns other
+            // peers: the full reconcile with the new list does it (and
+            // reports what it cannot).
+            Ok(false) | Err(_) => self.full_with(node, &backend, peers),
         }
     }
 
@@ -95,16 +101,18 @@ impl DriftRepair {
         if gone.is_empty() {
             return Ok(report);
         }
-        if backend.wireguard_config().is_some() {
+        let names: HashSet<String> = gone.into_iter().map(|p| p.name).collect();
+        // A peer that was refused may have kept another out: the full
+        // reconcile lets that one in again.
+        if backend.wireguard_config().is_some() || names.iter().any(|n| !self.has_entries(n)) {
             return self.full_with(node, &backend, keep);
         }
-        let names = gone.into_iter().map(|p| p.name).collect();
         match self.remove_entries(node, &names, &mut report) {
             Ok(()) => {
                 self.p.peers = keep;
                 Ok(report)
             }
-            Err(e) => self.fall_back(node, &backend, keep, e),
+            Err(_) => self.full_with(node, &backend, keep),
         }
     }
 
@@ -118,7 +126,8 @@ impl DriftRepair {
     }
 
     /// Check, place and program the last peer of `peers`, replacing the
-    /// entries of the peers named in `old`.
+    /// entries of the peers named in `old`; `Ok(false)` when its checks
+    /// concern other peers too (the full reconcile's business).
     fn program_last(
         &mut self,
         node: &Node<'_>,
@@ -126,17 +135,30 @@ impl DriftRepair {
         peers: &[Peer],
         old: &HashSet<String>,
         report: &mut PeerReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let i = peers.len() - 1;
-        let mut verdict = vec![checks::check_peers(&node.cfg, backend, peers).swap_remove(i)];
+        let mut all = checks::check_peers(&node.cfg, backend, peers);
+        // The new peer refuses a programmed one too (overlapping subnets,
+        // one VTEP MAC for two: both are refused), as the full reconcile
+        // would: let it do that.
+        let blocks = |j: usize, e: &Option<Error>| j != i && e.is_some();
+        if all
+            .iter()
+            .enumerate()
+            .any(|(j, e)| blocks(j, e) && self.has_entries(&peers[j].name))
+            || self.mac_of_another(&peers[i], old)
+        {
+            return Ok(false);
+        }
+        let mut verdict = vec![all.swap_remove(i)];
         let one = std::slice::from_ref(&peers[i]);
         let placed = node.place(backend, one, &mut verdict);
         let own_mac = backend.vxlan_config().map(|c| node.vtep_mac(c));
         checks::check_macs(own_mac, &placed, &mut verdict);
-        if verdict[0].is_none() {
-            verdict[0] = self.mac_of_another(&peers[i], old);
-        }
-        let placed: Vec<_> = placed.into_iter().filter(|_| verdict[0].is_none()).collect();
+        let placed: Vec<_> = placed
+            .into_iter()
+            .filter(|_| verdict[0].is_none())
+            .collect();
         let devs = self.p.devs.clone().ok_or_else(|| Error::Protocol {
             context: node.ctx(),
             reason: "no devices remembered".into(),
@@ -195,19 +217,25 @@ impl DriftRepair {
                 error,
             });
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// A VTEP MAC that another remembered peer (not one being replaced)
-    /// already has: two peers with one MAC would steal each other's FDB
-    /// entry.
-    fn mac_of_another(&self, peer: &Peer, old: &HashSet<String>) -> Option<Error> {
-        let mac = peer.vtep_mac?;
-        let (other, _, _) = self.p.fdb.get(&mac)?;
-        (!old.contains(other) && *other != peer.name).then(|| Error::Conflict {
-            context: format!("peer {}", peer.name),
-            reason: format!("its VTEP MAC {mac} is also peer {other}'s"),
-        })
+    /// Whether another remembered peer (not one being replaced) has the
+    /// VTEP MAC of `peer`.
+    fn mac_of_another(&self, peer: &Peer, old: &HashSet<String>) -> bool {
+        let Some(mac) = peer.vtep_mac else {
+            return false;
+        };
+        self.p
+            .fdb
+            .get(&mac)
+            .is_some_and(|(other, _, _)| !old.contains(other) && *other != peer.name)
+    }
+
+    /// Whether the peer named `name` has entries programmed (a refused
+    /// one has none).
+    fn has_entries(&self, name: &str) -> bool {
+        self.p.routes.values().any(|(n, _, _)| n == name)
     }
 
     /// Delete every entry of the peers named in `names`.
@@ -218,22 +246,6 @@ impl DriftRepair {
         report: &mut PeerReport,
     ) -> Result<()> {
         EntriesOf::new(&self.p, names).delete(node, &mut self.p, report)
-    }
-
-    /// A one-peer change failed (a write refused, a device gone): the full
-    /// reconcile with the new list does it, or reports what it cannot.
-    fn fall_back(
-        &mut self,
-        node: &Node<'_>,
-        backend: &Backend,
-        peers: Vec<Peer>,
-        why: Error,
-    ) -> Result<PeerReport> {
-        let mut report = self.full_with(node, backend, peers)?;
-        if !why.is_not_found() {
-            report.errors.push(why);
-        }
-        Ok(report)
     }
 
     /// The full reconcile of `peers`; they are remembered even when it
