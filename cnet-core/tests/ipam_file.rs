@@ -891,6 +891,62 @@ fn ipam_file_lease_watch_wakes_on_changes_and_expiry() {
     panic!("the lease did not expire");
 }
 
+/// The file store's lease events are the same as etcd's: the set the
+/// watch started from, a put per lease taken or changed, none for a
+/// renewal (the file is rewritten, but only the expiry changed), a gone
+/// per release and per expiry; `due` says when the next expiry is.
+#[test]
+fn ipam_file_lease_events_one_by_one() {
+    use cnet_core::ipam::LeaseEvent;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let cfg = SubnetConfig::new("10.244.0.0/16".parse().unwrap());
+    let mut other = store.subnets(cfg.clone()).unwrap();
+    let ttl = Duration::from_secs(60);
+    let a = other.acquire("node-a", &NodeAttrs::default(), ttl).unwrap();
+    let mut watch = store.subnets(cfg).unwrap().watch().unwrap();
+    let mut next = || watch.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(next(), Some(LeaseEvent::All(vec![a.clone()])));
+
+    let b = other.acquire("node-b", &NodeAttrs::default(), ttl).unwrap();
+    assert_eq!(next(), Some(LeaseEvent::Put(b.clone())));
+    for _ in 0..3 {
+        other.renew("node-a", ttl).unwrap();
+    }
+    assert_eq!(
+        watch.next(Duration::from_millis(300)).unwrap(),
+        None,
+        "renewals are no event"
+    );
+    let attrs = NodeAttrs {
+        underlay_ip: Some("192.0.2.9".parse().unwrap()),
+        ..Default::default()
+    };
+    let b2 = other.claim("node-b", b.subnet, &attrs, ttl).unwrap();
+    assert_eq!(
+        watch.next(Duration::from_secs(5)).unwrap(),
+        Some(LeaseEvent::Put(b2))
+    );
+    other.release("node-b").unwrap();
+    assert_eq!(
+        watch.next(Duration::from_secs(5)).unwrap(),
+        Some(LeaseEvent::Gone(b.subnet))
+    );
+    let c = other
+        .acquire("node-c", &NodeAttrs::default(), Duration::from_millis(300))
+        .unwrap();
+    assert_eq!(
+        watch.next(Duration::from_secs(5)).unwrap(),
+        Some(LeaseEvent::Put(c.clone()))
+    );
+    assert!(watch.due().is_some(), "the next expiry is due");
+    assert_eq!(
+        watch.next(Duration::from_secs(5)).unwrap(),
+        Some(LeaseEvent::Gone(c.subnet)),
+        "an expiry is gone"
+    );
+}
+
 /// `claim` leases exactly a held subnet (never another node's, never a
 /// second one for the node), and the store lists the pools it keeps (what
 /// a node agent claims again when its bridge is gone).

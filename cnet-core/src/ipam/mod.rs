@@ -418,3 +418,49 @@ pub mod fuzz {
         super::etcd::fuzz_reply(data);
     }
 }
+
+#[cfg(test)]
+mod lease_diff_tests {
+    use super::*;
+
+    fn lease(node: &str, subnet: &str, ip: &str, expires_in: u64) -> NodeLease {
+        NodeLease {
+            node: node.into(),
+            subnet: subnet.parse().unwrap(),
+            attrs: NodeAttrs {
+                underlay_ip: Some(ip.parse().unwrap()),
+                ..Default::default()
+            },
+            expires: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(expires_in)),
+        }
+    }
+
+    #[test]
+    fn first_list_is_all_then_only_differences_expiry_aside() {
+        let mut d = LeaseDiff::default();
+        let a = lease("a", "10.244.1.0/24", "192.0.2.1", 10);
+        let b = lease("b", "10.244.2.0/24", "192.0.2.2", 10);
+        assert_eq!(
+            d.events(vec![a.clone(), b.clone()]),
+            vec![LeaseEvent::All(vec![a.clone(), b.clone()])]
+        );
+        // A renewal (expiry only): nothing.
+        let a_renewed = lease("a", "10.244.1.0/24", "192.0.2.1", 99);
+        assert!(d.events(vec![a_renewed.clone(), b.clone()]).is_empty());
+        // b gone, c new, a moved to another underlay address.
+        let a_moved = lease("a", "10.244.1.0/24", "192.0.2.9", 99);
+        let c = lease("c", "10.244.3.0/24", "192.0.2.3", 10);
+        assert_eq!(
+            d.events(vec![a_moved.clone(), c.clone()]),
+            vec![
+                LeaseEvent::Gone(b.subnet),
+                LeaseEvent::Put(a_moved),
+                LeaseEvent::Put(c)
+            ]
+        );
+        // The same subnet, another node: a put.
+        let d2 = lease("d", "10.244.3.0/24", "192.0.2.4", 10);
+        let events = d.events(vec![a_renewed.clone(), d2.clone()]);
+        assert!(events.contains(&LeaseEvent::Put(d2)), "{events:?}");
+    }
+}
