@@ -50,7 +50,7 @@ impl EtcdLeaseWatch {
 
     /// The leases of a list (a value that is not a lease is left out: the
     /// store's `list` reports it).
-    fn leases(&self, kvs: Vec<(String, Vec<u8>)>) -> Vec<NodeLease> {
+    fn leases(&self, kvs: KeyValues) -> Vec<NodeLease> {
         let mut v: Vec<NodeLease> = kvs
             .into_iter()
             .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
@@ -115,6 +115,9 @@ impl LeaseWatch for EtcdLeaseWatch {
         self.watch.as_fd()
     }
 }
+
+/// Keys and values under a prefix.
+type KeyValues = Vec<(String, Vec<u8>)>;
 
 /// One change under a watched prefix ([`EtcdWatch::next`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +186,7 @@ impl EtcdWatch {
         client: &Client,
         prefix: &str,
         ctx: &str,
-    ) -> Result<(Vec<(String, Vec<u8>)>, EtcdWatch)> {
+    ) -> Result<(KeyValues, EtcdWatch)> {
         let v = client.post(
             "/v3/kv/range",
             &json!({ "key": b64(prefix), "range_end": prefix_end(prefix) }),
