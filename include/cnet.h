@@ -84,6 +84,11 @@ typedef struct cnet_handle cnet_handle;
 // objects made from it are independent of it.
 typedef struct cnet_ipam_store cnet_ipam_store;
 
+// A watch of the leases: their changes one by one
+// (`cnet_lease_watch_next`), with a descriptor to `poll(2)` beside the
+// caller's others.
+typedef struct cnet_lease_watch cnet_lease_watch;
+
 // Node subnet leases over one cluster network. May be shared between
 // threads (calls are serialised); several processes may use the same
 // store at once.
@@ -214,6 +219,20 @@ typedef struct {
   // How many.
   size_t len;
 } cnet_lease_array;
+
+// What a lease watch event is (`cnet_lease_event.kind`).
+typedef uint32_t cnet_lease_event_kind;
+
+// One event of a lease watch; the caller owns `leases` (free it with
+// `cnet_lease_array_free`; NULL for NONE and GONE).
+typedef struct {
+  // `CNET_LEASE_EVENT_*`.
+  cnet_lease_event_kind kind;
+  // ALL: every lease; PUT: the lease; NULL otherwise.
+  cnet_lease_array *leases;
+  // GONE: the subnet whose lease ended; "" otherwise.
+  char subnet[CNET_ADDRSTRLEN];
+} cnet_lease_event;
 
 // One container address.
 typedef struct {
@@ -1038,6 +1057,19 @@ typedef struct {
 // message says where. The objects involved may be in any state.
 #define CNET_PANIC 299
 
+// No event came within the timeout.
+#define CNET_LEASE_EVENT_NONE 0
+
+// Every lease (`leases`), replacing what the caller knew: the first event,
+// and again when the watch lost track.
+#define CNET_LEASE_EVENT_ALL 1
+
+// A lease was taken or changed (`leases`, one item).
+#define CNET_LEASE_EVENT_PUT 2
+
+// The lease of `subnet` ended (released or expired).
+#define CNET_LEASE_EVENT_GONE 3
+
 // Any other kind (`tun`, `gre`, …; see `kind_name`).
 #define CNET_LINK_OTHER 0
 
@@ -1380,6 +1412,31 @@ cnet_result cnet_leases_release(const cnet_leases *leases, const char *node, cne
 // Every live lease and reservation.
 cnet_result cnet_leases_list(const cnet_leases *leases, cnet_lease_array **out, cnet_error **err);
 
+// Watch the leases. The first event of `cnet_lease_watch_next` is
+// `CNET_LEASE_EVENT_ALL` (the set the watch started from); then each
+// lease taken, changed or ended is one event (a renewal is none: etcd
+// renews with a lease keep-alive, which writes nothing). Free with
+// `cnet_lease_watch_free`.
+cnet_result cnet_leases_watch(const cnet_leases *leases, cnet_lease_watch **out, cnet_error **err);
+
+// The watch's descriptor: readable when an event may wait. After `poll`
+// says so, call `cnet_lease_watch_next` with timeout 0 until it gives
+// `CNET_LEASE_EVENT_NONE`. -1 for NULL. The file store's expiries change
+// no file: with it, also call at least once a second.
+int32_t cnet_lease_watch_fd(const cnet_lease_watch *watch);
+
+// The next change of the leases into `*event`, waiting at most
+// `timeout_ms` (0: only what waits); `event->kind` is
+// `CNET_LEASE_EVENT_NONE` when none came. `*event` is written on success
+// only.
+cnet_result cnet_lease_watch_next(const cnet_lease_watch *watch,
+                                  uint32_t timeout_ms,
+                                  cnet_lease_event *event,
+                                  cnet_error **err);
+
+// Free a lease watch. `cnet_lease_watch_free(NULL)` does nothing.
+void cnet_lease_watch_free(cnet_lease_watch *w);
+
 // Free a lease object. `cnet_leases_free(NULL)` does nothing.
 void cnet_leases_free(cnet_leases *l);
 
@@ -1674,6 +1731,26 @@ cnet_result cnet_node_reconcile_leases(const cnet_node *node,
                                        const cnet_leases *leases,
                                        cnet_peer_report **report,
                                        cnet_error **err);
+
+// One lease was taken or changed (a `CNET_LEASE_EVENT_PUT` of
+// `cnet_lease_watch_next`): program exactly its peer (for vxlan one
+// route, neighbour and FDB entry), with the backend of the node's last
+// reconcile; nothing is written when the kernel already has it. The
+// node's own lease is ignored. The report and result codes are those of
+// `cnet_node_reconcile_peers`. Call a reconcile first (the node must know
+// its backend and peers); before one the call fails.
+cnet_result cnet_node_put_lease(const cnet_node *node,
+                                const cnet_lease *lease,
+                                cnet_peer_report **report,
+                                cnet_error **err);
+
+// The lease of `subnet` ended (a `CNET_LEASE_EVENT_GONE`): remove the
+// entries of its peer; a subnet of no peer writes nothing. Report and
+// codes as `cnet_node_put_lease`.
+cnet_result cnet_node_remove_subnet(const cnet_node *node,
+                                    const char *subnet,
+                                    cnet_peer_report **report,
+                                    cnet_error **err);
 
 // Remove everything the node programmed (peer routes, VXLAN, IP-in-IP and
 // WireGuard devices); what is already gone is fine. What could not be

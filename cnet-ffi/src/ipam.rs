@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cnet_core::ipam::{
-    Allocation, FileStore, IpRange, LeaseStore, NodeAttrs, NodeLease, PoolConfig, PoolStore,
-    SubnetConfig,
+    Allocation, FileStore, IpRange, LeaseEvent, LeaseStore, LeaseWatch, NodeAttrs, NodeLease,
+    PoolConfig, PoolStore, SubnetConfig,
 };
 use cnet_core::link::MacAddr;
 use cnet_core::network::WIREGUARD_KEY_ATTR;
@@ -631,6 +631,176 @@ pub extern "C" fn cnet_leases_list(
             .collect::<Res<Vec<_>>>()?;
         list_out(out, items, s.0);
         Ok(())
+    })
+}
+
+/// A watch of the leases: their changes one by one
+/// (`cnet_lease_watch_next`), with a descriptor to `poll(2)` beside the
+/// caller's others.
+#[derive(Debug)]
+pub struct cnet_lease_watch {
+    inner: Mutex<Box<dyn LeaseWatch>>,
+}
+castable!(box cnet_lease_watch);
+
+/// What a lease watch event is (`cnet_lease_event.kind`).
+pub type cnet_lease_event_kind = u32;
+/// No event came within the timeout.
+pub const CNET_LEASE_EVENT_NONE: cnet_lease_event_kind = 0;
+/// Every lease (`leases`), replacing what the caller knew: the first event,
+/// and again when the watch lost track.
+pub const CNET_LEASE_EVENT_ALL: cnet_lease_event_kind = 1;
+/// A lease was taken or changed (`leases`, one item).
+pub const CNET_LEASE_EVENT_PUT: cnet_lease_event_kind = 2;
+/// The lease of `subnet` ended (released or expired).
+pub const CNET_LEASE_EVENT_GONE: cnet_lease_event_kind = 3;
+
+/// One event of a lease watch; the caller owns `leases` (free it with
+/// `cnet_lease_array_free`; NULL for NONE and GONE).
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_lease_event {
+    /// `CNET_LEASE_EVENT_*`.
+    pub kind: cnet_lease_event_kind,
+    /// ALL: every lease; PUT: the lease; NULL otherwise.
+    pub leases: *mut cnet_lease_array,
+    /// GONE: the subnet whose lease ended; "" otherwise.
+    pub subnet: [c_char; CNET_ADDRSTRLEN],
+}
+
+/// Watch the leases. The first event of `cnet_lease_watch_next` is
+/// `CNET_LEASE_EVENT_ALL` (the set the watch started from); then each
+/// lease taken, changed or ended is one event (a renewal is none: etcd
+/// renews with a lease keep-alive, which writes nothing). Free with
+/// `cnet_lease_watch_free`.
+#[no_mangle]
+pub extern "C" fn cnet_leases_watch(
+    leases: *const cnet_leases,
+    out: *mut *mut cnet_lease_watch,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let l = obj(leases, "leases")?;
+        let out = out_ptr(out, "out")?;
+        let inner = lock(&l.inner).watch()?;
+        boxed(
+            out,
+            cnet_lease_watch {
+                inner: Mutex::new(inner),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// The watch's descriptor: readable when an event may wait. After `poll`
+/// says so, call `cnet_lease_watch_next` with timeout 0 until it gives
+/// `CNET_LEASE_EVENT_NONE`. -1 for NULL. The file store's expiries change
+/// no file: with it, also call at least once a second.
+#[no_mangle]
+pub extern "C" fn cnet_lease_watch_fd(watch: *const cnet_lease_watch) -> i32 {
+    crate::boundary::guard_value(-1, || {
+        let Ok(w) = obj(watch, "watch") else {
+            return -1;
+        };
+        std::os::fd::AsRawFd::as_raw_fd(&lock(&w.inner).as_fd())
+    })
+}
+
+/// The next change of the leases into `*event`, waiting at most
+/// `timeout_ms` (0: only what waits); `event->kind` is
+/// `CNET_LEASE_EVENT_NONE` when none came. `*event` is written on success
+/// only.
+#[no_mangle]
+pub extern "C" fn cnet_lease_watch_next(
+    watch: *const cnet_lease_watch,
+    timeout_ms: u32,
+    event: *mut cnet_lease_event,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let w = obj(watch, "watch")?;
+        let out = out_ptr(event, "event")?;
+        let ev = lock(&w.inner).next(Duration::from_millis(u64::from(timeout_ms)))?;
+        let mut c = cnet_lease_event {
+            kind: CNET_LEASE_EVENT_NONE,
+            leases: std::ptr::null_mut(),
+            subnet: [0; CNET_ADDRSTRLEN],
+        };
+        let list = |ls: &[NodeLease], c: &mut cnet_lease_event| -> Res {
+            let mut s = Strings::default();
+            let items = ls
+                .iter()
+                .map(|x| lease_of(x, &mut s))
+                .collect::<Res<Vec<_>>>()?;
+            list_out(out_ptr(&mut c.leases, "leases")?, items, s.0);
+            Ok(())
+        };
+        match ev {
+            None => {}
+            Some(LeaseEvent::All(all)) => {
+                c.kind = CNET_LEASE_EVENT_ALL;
+                list(&all, &mut c)?;
+            }
+            Some(LeaseEvent::Put(l)) => {
+                c.kind = CNET_LEASE_EVENT_PUT;
+                list(std::slice::from_ref(&l), &mut c)?;
+            }
+            Some(LeaseEvent::Gone(net)) => {
+                c.kind = CNET_LEASE_EVENT_GONE;
+                fill(&mut c.subnet, &net.to_string())?;
+            }
+            Some(other) => {
+                return Err(Error::Protocol {
+                    context: "lease watch".into(),
+                    reason: format!("an event this libcnet does not know: {other:?}"),
+                }
+                .into())
+            }
+        }
+        out.set(c);
+        Ok(())
+    })
+}
+
+/// Free a lease watch. `cnet_lease_watch_free(NULL)` does nothing.
+#[no_mangle]
+pub extern "C" fn cnet_lease_watch_free(w: *mut cnet_lease_watch) {
+    free_box(w)
+}
+
+/// The lease a C caller gives (`cnet_node_put_lease`), as cnet-core has it.
+pub(crate) fn node_lease_of(c: &cnet_lease) -> Res<NodeLease> {
+    let arr = |a: &[c_char; CNET_ADDRSTRLEN], what: &str| -> Res<String> {
+        // SAFETY: c_char and u8 have the same size and alignment.
+        let b: &[u8; CNET_ADDRSTRLEN] = unsafe { &*(a as *const [c_char; CNET_ADDRSTRLEN]).cast() };
+        std::ffi::CStr::from_bytes_until_nul(b)
+            .map(|s| s.to_string_lossy().into_owned())
+            .map_err(|_| Error::invalid(what.to_string(), "not NUL-terminated").into())
+    };
+    let subnet = arr(&c.subnet, "lease.subnet")?;
+    let underlay = arr(&c.underlay_ip, "lease.underlay_ip")?;
+    let mut attrs = NodeAttrs {
+        underlay_ip: if underlay.is_empty() {
+            None
+        } else {
+            Some(parse(&underlay, "lease.underlay_ip")?)
+        },
+        backend: opt_nonempty(c.backend, "lease.backend")?.map(str::to_string),
+        vtep_mac: c.has_vtep_mac.then_some(MacAddr(c.vtep_mac)),
+        ..Default::default()
+    };
+    if let Some(k) = parse_opt::<PublicKey>(c.wireguard_public_key, "lease.wireguard_public_key")? {
+        attrs
+            .extra
+            .insert(WIREGUARD_KEY_ATTR.to_string(), k.to_base64());
+    }
+    Ok(NodeLease {
+        node: cstr(c.node, "lease.node")?.to_string(),
+        subnet: parse(&subnet, "lease.subnet")?,
+        attrs,
+        expires: (c.expires_unix > 0)
+            .then(|| UNIX_EPOCH + Duration::from_secs(c.expires_unix.unsigned_abs())),
     })
 }
 

@@ -5,21 +5,21 @@
 
 use std::ffi::c_char;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cnet_core::link::MacAddr;
 use cnet_core::network::{
-    Backend, Changes, Encap, IpIpConfig, Node, NodeConfig, Peer, PeerPath, PeerReport, VxlanConfig,
-    WireGuardConfig,
+    Backend, Changes, DriftRepair, Encap, IpIpConfig, Node, NodeConfig, Peer, PeerPath, PeerReport,
+    VxlanConfig, WireGuardConfig,
 };
 use cnet_core::wireguard::PublicKey;
 use cnet_core::{Error, IpNet};
 
 use crate::boundary::{
-    cnet_error, cnet_result, code_of, cstr, guard, obj, opt_nonempty, out_ptr, parse, parse_opt,
-    slice, write_str, Fail, Res, CNET_INVALID_ENUM, CNET_OK,
+    cnet_error, cnet_result, code_of, cstr, guard, lock, obj, opt_nonempty, out_ptr, parse,
+    parse_opt, slice, write_str, Fail, Res, CNET_INVALID_ENUM, CNET_OK,
 };
-use crate::ipam::{cnet_leases, list_leases};
+use crate::ipam::{cnet_lease, cnet_leases, list_leases, node_lease_of};
 use crate::ns::cnet_handle;
 use crate::out::{boxed, castable, free_box, one_out_keep, Strings};
 use crate::route::cnet_reconcile_counts;
@@ -30,6 +30,9 @@ use crate::route::cnet_reconcile_counts;
 #[derive(Debug)]
 pub struct cnet_node {
     node: Node<'static>,
+    /// What the reconciles programmed, for the one-peer calls
+    /// (`cnet_node_put_lease`, `cnet_node_remove_subnet`).
+    drift: Mutex<DriftRepair>,
 }
 castable!(box cnet_node);
 
@@ -365,7 +368,13 @@ pub extern "C" fn cnet_node_new(
         }
         let out = out_ptr(out, "out")?;
         let node = Node::shared(Arc::clone(&h.h), cfg)?;
-        boxed(out, cnet_node { node });
+        boxed(
+            out,
+            cnet_node {
+                node,
+                drift: Mutex::new(DriftRepair::new()),
+            },
+        );
         Ok(())
     })
 }
@@ -411,7 +420,7 @@ pub extern "C" fn cnet_node_reconcile_peers(
                 Ok(peer)
             })
             .collect::<Res<Vec<_>>>()?;
-        let r = n.node.reconcile_peers(&b, &peers)?;
+        let r = lock(&n.drift).reconcile_peers(&n.node, &b, &peers)?;
         finish(report, format!("node {}: reconcile peers", n.name()), r)
     })
 }
@@ -432,8 +441,52 @@ pub extern "C" fn cnet_node_reconcile_leases(
         let n = obj(node, "node")?;
         let b = backend_of(backend)?;
         let all = list_leases(obj(leases, "leases")?)?;
-        let r = n.node.reconcile_leases(&b, &all)?;
+        let r = lock(&n.drift).reconcile_leases(&n.node, &b, &all)?;
         finish(report, format!("node {}: reconcile leases", n.name()), r)
+    })
+}
+
+/// One lease was taken or changed (a `CNET_LEASE_EVENT_PUT` of
+/// `cnet_lease_watch_next`): program exactly its peer (for vxlan one
+/// route, neighbour and FDB entry), with the backend of the node's last
+/// reconcile; nothing is written when the kernel already has it. The
+/// node's own lease is ignored. The report and result codes are those of
+/// `cnet_node_reconcile_peers`. Call a reconcile first (the node must know
+/// its backend and peers); before one the call fails.
+#[no_mangle]
+pub extern "C" fn cnet_node_put_lease(
+    node: *const cnet_node,
+    lease: *const cnet_lease,
+    report: *mut *mut cnet_peer_report,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(node, "node")?;
+        let l = node_lease_of(obj(lease, "lease")?)?;
+        let r = lock(&n.drift).put_lease(&n.node, &l)?;
+        finish(
+            report,
+            format!("node {}: put lease of {}", n.name(), l.node),
+            r,
+        )
+    })
+}
+
+/// The lease of `subnet` ended (a `CNET_LEASE_EVENT_GONE`): remove the
+/// entries of its peer; a subnet of no peer writes nothing. Report and
+/// codes as `cnet_node_put_lease`.
+#[no_mangle]
+pub extern "C" fn cnet_node_remove_subnet(
+    node: *const cnet_node,
+    subnet: *const c_char,
+    report: *mut *mut cnet_peer_report,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(node, "node")?;
+        let net: IpNet = parse(cstr(subnet, "subnet")?, "subnet")?;
+        let r = lock(&n.drift).remove_subnet(&n.node, net)?;
+        finish(report, format!("node {}: remove {net}", n.name()), r)
     })
 }
 
@@ -449,6 +502,9 @@ pub extern "C" fn cnet_node_teardown(
 ) -> cnet_result {
     guard(err, || {
         let n = obj(node, "node")?;
+        // Nothing programmed is remembered any more: a one-peer call
+        // needs a reconcile first again.
+        *lock(&n.drift) = DriftRepair::new();
         let r = n.node.teardown()?;
         finish(report, format!("node {}: teardown", n.name()), r)
     })

@@ -211,6 +211,39 @@ int main(int argc, char **argv) {
     OK(cnet_node_reconcile_leases(node, &be, leases, &rep, E));
     if (!rep || rep->direct != 1) fprintf(stderr, "all_calls: node direct\n"), fails++;
     cnet_peer_report_free(rep); rep = NULL;
+    /* The leases one change at a time (poll the fd beside your others),
+     * each applied to the node one peer at a time. */
+    cnet_lease_watch *lw = NULL;
+    OK(cnet_leases_watch(leases, &lw, E));
+    if (cnet_lease_watch_fd(lw) < 0 || cnet_lease_watch_fd(NULL) != -1)
+        fprintf(stderr, "all_calls: lease watch fd\n"), fails++;
+    cnet_lease_event ev;
+    OK(cnet_lease_watch_next(lw, 1000, &ev, E));
+    if (ev.kind != CNET_LEASE_EVENT_ALL || !ev.leases || ev.leases->len != 1)
+        fprintf(stderr, "all_calls: lease watch all\n"), fails++;
+    cnet_lease_array_free(ev.leases);
+    cnet_node_attrs at2 = at;
+    at2.underlay_ip = "192.0.2.11";
+    cnet_lease *lc = NULL;
+    OK(cnet_leases_acquire(leases, "peer-c", &at2, 3600, &lc, E));
+    OK(cnet_lease_watch_next(lw, 5000, &ev, E));
+    if (ev.kind != CNET_LEASE_EVENT_PUT || !ev.leases || ev.leases->len != 1) {
+        fprintf(stderr, "all_calls: lease watch put\n"), fails++;
+    } else {
+        OK(cnet_node_put_lease(node, &ev.leases->items[0], &rep, E));
+        if (!rep || rep->direct != 1) fprintf(stderr, "all_calls: put lease\n"), fails++;
+        cnet_peer_report_free(rep); rep = NULL;
+    }
+    cnet_lease_array_free(ev.leases);
+    OK(cnet_leases_release(leases, "peer-c", E));
+    OK(cnet_lease_watch_next(lw, 5000, &ev, E));
+    if (ev.kind != CNET_LEASE_EVENT_GONE || strcmp(ev.subnet, lc->subnet))
+        fprintf(stderr, "all_calls: lease watch gone\n"), fails++;
+    OK(cnet_node_remove_subnet(node, lc->subnet, &rep, E));
+    if (!rep || rep->routes.deleted != 1) fprintf(stderr, "all_calls: remove subnet\n"), fails++;
+    cnet_peer_report_free(rep); rep = NULL;
+    cnet_lease_free(lc);
+    cnet_lease_watch_free(lw);
     cnet_peer peer = {0};
     peer.name = "peer-b"; peer.subnet = "10.244.3.0/24"; peer.underlay = "192.0.2.10";
     OK(cnet_node_reconcile_peers(node, &be, &peer, 1, NULL, E));

@@ -4,16 +4,20 @@
 //! its underlay address and VTEP MAC with the lease, puts a bridge network
 //! on the subnet (the bridge containers are attached to), and programs
 //! routes to every other node's subnet with the chosen backend (host-gw,
-//! vxlan, ipip, cross-subnet). It follows lease changes with a watch (no
-//! polling: a peer that joins or leaves is programmed within milliseconds),
+//! vxlan, ipip, cross-subnet). It follows lease changes one event at a
+//! time (`cnet_core::network::Member`: the whole set at start, then each
+//! join, change or leave applied to that one peer, within milliseconds),
 //! watches the kernel (`cnet_core::watch`) and repairs within milliseconds
 //! exactly what someone else changed of its routes, neighbours, FDB
 //! entries and devices (`DriftRepair`), its bridge and the bridge's ports
 //! (`BridgeNetwork::repair`: a deleted bridge is made again with the
-//! containers' ports back on it), renews its lease at a third of its TTL, resyncs everything now and then as a safety net
-//! (`--resync`, default 10 min), and on SIGTERM/SIGINT releases its lease
-//! and removes its routes and tunnel devices (the bridge and containers
-//! stay).
+//! containers' ports back on it), renews its lease at a third of its TTL
+//! (an etcd lease keep-alive: no other node hears of it), reconciles the
+//! kernel with the known set now and then as a safety net (`--resync`,
+//! default 10 min; no store traffic), and on SIGTERM/SIGINT releases its
+//! lease and removes its routes and tunnel devices (the bridge and
+//! containers stay). It waits in one `poll(2)` on the kernel's and the
+//! leases' descriptors: a quiet node does nothing until a renewal is due.
 //!
 //! ```sh
 //! node-agent --etcd http://192.0.2.254:2379 --node h1 --underlay-dev eth0 --backend vxlan
@@ -38,10 +42,10 @@
 //!   has: routes are never removed because the store cannot be read (stale
 //!   beats empty), and drift is still repaired. When etcd answers again
 //!   the agent renews (or, if its lease is gone meanwhile, claims its
-//!   subnet again: `renew_or_claim`) and lists the peers; for one TTL after
-//!   a reconnection a peer missing from the list is kept (its owner may not
-//!   have republished yet), unless another lease covers its subnet
-//!   (`keep_missing`).
+//!   subnet again: `renew_or_claim`) and its new watch gives the whole set;
+//!   for one TTL after a reconnection a peer missing from it is kept (its
+//!   owner may not have republished yet), unless another lease covers its
+//!   subnet (`keep_missing`).
 //! - **etcd lost its data** (an empty or older etcd at the same endpoint:
 //!   the store's revision went back): the same, every agent claims its own
 //!   subnet again; the claims are compare-and-swap transactions, so no
