@@ -344,7 +344,6 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
     let t = Instant::now();
     c.agents[1].expect_line("took back");
     let took_back = t.elapsed();
-    c.wait_leases_match_bridges(healed, "h2 has its subnet again");
     wait_until("h1 routes h2's subnet again", 20, || {
         cnet_routes(&c.hosts[0].ns)
             .iter()
@@ -354,6 +353,7 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
         c.container(0).0.ping(&c.container(1).1.to_string())
     });
     let routed = t.elapsed();
+    c.wait_leases_match_bridges(healed, "h2 has its subnet again");
     let (samples, gone) = kept.finish();
     assert!(
         gone.is_empty(),

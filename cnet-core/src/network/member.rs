@@ -25,9 +25,10 @@
 //! simulation of many nodes).
 //!
 //! When the store is away the kernel keeps what it has (stale beats
-//! empty). After a reconnection the watch starts again with the whole set;
-//! for one TTL a peer missing from it is kept (its owner may not have
-//! republished yet), unless another lease covers its subnet
+//! empty). After a reconnection the watch starts again with the whole set
+//! (and whenever it lost track: a compacted history, an etcd that lost its
+//! data); for one TTL a peer missing from such a set is kept (its owner
+//! may not have republished yet), unless another lease covers its subnet
 //! ([`crate::ipam::keep_missing`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -134,6 +135,9 @@ pub struct Member {
     /// Subnets missing from the store but kept until `keep_until`.
     kept: BTreeSet<IpNet>,
     keep_until: Option<Instant>,
+    /// Whether a whole set was seen (the ones after it mean the watch
+    /// lost track).
+    seen_all: bool,
     connections: u64,
 }
 
@@ -151,6 +155,7 @@ impl Member {
             known: BTreeMap::new(),
             kept: BTreeSet::new(),
             keep_until: None,
+            seen_all: false,
             connections,
         }
     }
@@ -286,6 +291,15 @@ impl Member {
     fn apply(&mut self, ev: LeaseEvent, sink: &mut dyn PeerSink, out: &mut Vec<Happened>) {
         match ev {
             LeaseEvent::All(fresh) => {
+                // A whole set after the first one means the watch lost
+                // track (a reconnection, a compacted history, an etcd
+                // whose history went back, as after a data loss): its
+                // owners may not have republished yet, so a missing peer
+                // is kept for a TTL, as after a reconnection.
+                if self.seen_all && self.keep_until.is_none() {
+                    self.keep_until = Some(Instant::now() + self.ttl);
+                }
+                self.seen_all = true;
                 let all = if self.keep_until.is_some() {
                     let last = self.leases();
                     let fresh_nets: BTreeSet<IpNet> = fresh.iter().map(|l| l.subnet).collect();
