@@ -722,7 +722,8 @@ impl EtcdMetrics {
             .filter(|(_, v)| *v > 0.0)
             .collect();
         MetricsDelta {
-            requests: handled.values().sum(),
+            // (a sum from 0.0: an empty f64 sum is -0.0)
+            requests: handled.values().fold(0.0, |a, b| a + b),
             handled,
             sent_bytes: self.sent_bytes - before.sent_bytes,
             secs: match (self.at, before.at) {
@@ -798,10 +799,14 @@ pub fn cpu_secs(pid: &str) -> f64 {
 // ---------------------------------------------------------------------------
 // Figures
 
-/// Milliseconds between `from` and each of `at` (0 when earlier).
+/// Milliseconds from `from` to each of `at` (negative when earlier: a
+/// node that applied an event before the observer's own watch had it).
 pub fn ms_since(from: Instant, at: &[Instant]) -> Vec<f64> {
     at.iter()
-        .map(|t| t.saturating_duration_since(from).as_secs_f64() * 1e3)
+        .map(|t| match t.checked_duration_since(from) {
+            Some(d) => d.as_secs_f64() * 1e3,
+            None => -(from.duration_since(*t).as_secs_f64() * 1e3),
+        })
         .collect()
 }
 
