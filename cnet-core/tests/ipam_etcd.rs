@@ -499,6 +499,88 @@ fn ipam_etcd_lease_events_one_by_one_and_renewals_are_silent() {
     });
 }
 
+/// A renewal is one keep-alive of the etcd lease the handle holds, which
+/// does not see a lease key deleted under a live etcd lease (by hand, or
+/// a release whose revoke was lost): `network::Member` sees the key go in
+/// its watch and claims the subnet again at once.
+#[test]
+fn ipam_etcd_member_claims_its_subnet_again_when_its_key_is_deleted() {
+    let Some(etcd) = start_etcd("ipam_etcd_member_claims_its_subnet_again_when_its_key_is_deleted")
+    else {
+        return;
+    };
+    etcd.run(|| {
+        use cnet_core::ipam::{Backoff, Call, EtcdConfig, EtcdSession};
+        use cnet_core::network::{Happened, Member, PeerReport, PeerSink};
+        struct Nothing;
+        impl PeerSink for Nothing {
+            fn all(&mut self, _: &[cnet_core::ipam::NodeLease]) -> cnet_core::Result<PeerReport> {
+                Ok(PeerReport::default())
+            }
+            fn put(&mut self, _: &cnet_core::ipam::NodeLease) -> cnet_core::Result<PeerReport> {
+                Ok(PeerReport::default())
+            }
+            fn gone(&mut self, _: cnet_core::IpNet) -> cnet_core::Result<PeerReport> {
+                Ok(PeerReport::default())
+            }
+        }
+        let ttl = Duration::from_secs(30);
+        let mut session = EtcdSession::new(
+            EtcdConfig::new(&[&etcd.url], "/cnet"),
+            net16(),
+            Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
+        );
+        let attrs = NodeAttrs::default();
+        let Call::Done(Ok(lease)) = session.call(|l| l.acquire("me", &attrs, ttl)) else {
+            panic!("acquire");
+        };
+        let mut m = Member::new(session, lease.clone(), attrs, ttl);
+        let _ = m.step(&mut Nothing);
+        // The lease deleted behind the node's back (its etcd lease lives
+        // on, so a keep-alive alone would still succeed).
+        let mut other = store(&etcd, "/cnet").subnets(net16()).unwrap();
+        let key = format!(
+            "/cnet/networks/{}/leases/{}",
+            "10.244.0.0_16",
+            lease.subnet.to_string().replace('/', "_")
+        );
+        let b64 = |s: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(s)
+        };
+        // Both of the node's keys, as a release does, its etcd lease left
+        // alive (a revoke that was lost).
+        for key in [key, "/cnet/networks/10.244.0.0_16/nodes/me".to_string()] {
+            let v: serde_json::Value = ureq::post(&format!("{}/v3/kv/deleterange", etcd.url))
+                .send_json(serde_json::json!({ "key": b64(&key) }))
+                .unwrap()
+                .into_json()
+                .unwrap();
+            assert_eq!(v["deleted"].as_str(), Some("1"), "deleted {key}: {v}");
+        }
+        assert!(other.get("me").unwrap().is_none());
+        let t = Instant::now();
+        let mut took_back = false;
+        while !took_back {
+            assert!(t.elapsed() < Duration::from_secs(10), "not claimed again");
+            let mut fds = [nix::poll::PollFd::new(
+                m.as_fd().unwrap(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+            took_back = m
+                .step(&mut Nothing)
+                .iter()
+                .any(|h| matches!(h, Happened::TakenBack));
+        }
+        println!("lease key deleted: claimed again after {:?}", t.elapsed());
+        assert_eq!(
+            other.get("me").unwrap().map(|l| l.subnet),
+            Some(lease.subnet)
+        );
+    });
+}
+
 /// Nodes that acquire together start their search at random subnets:
 /// 40 threads, each a node, against one etcd, all get distinct subnets
 /// and lose few compare-and-swap races (lowest-free-first made every node

@@ -483,6 +483,7 @@ impl EtcdStore {
             config,
             base,
             ctx,
+            renewing: Default::default(),
         })
     }
 
@@ -517,6 +518,9 @@ pub struct EtcdLeases {
     alloc: SubnetAllocator,
     base: String,
     ctx: String,
+    /// The etcd lease of each node lease this handle took or renewed:
+    /// the next renewal is one keep-alive of it, nothing else.
+    renewing: std::sync::Mutex<std::collections::HashMap<String, (i64, NodeLease)>>,
 }
 
 impl EtcdLeases {
@@ -578,6 +582,46 @@ impl EtcdLeases {
 }
 
 impl EtcdLeases {
+    /// The remembered etcd leases (a lock poisoned by a panic is taken
+    /// back: the map holds no invariant a panic could break).
+    fn renewing(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (i64, NodeLease)>> {
+        self.renewing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remember the etcd lease `id` of `l` for its next renewal.
+    fn remember(&self, id: i64, l: &NodeLease) {
+        if !l.is_reservation() {
+            self.renewing().insert(l.node.clone(), (id, l.clone()));
+        }
+    }
+
+    /// Forget what [`EtcdLeases::remember`] kept of `node`.
+    fn forget(&self, node: &str) {
+        self.renewing().remove(node);
+    }
+
+    /// Renew `node`'s lease with one keep-alive of the etcd lease this
+    /// handle took or renewed it with; `None` when there is none, or etcd
+    /// no longer has it, or its TTL is not `secs` (then the caller reads).
+    /// A key deleted while its etcd lease lives is not seen here: a node
+    /// agent's watch sees it go ([`crate::network::Member`] then claims
+    /// its subnet again).
+    fn keep_alive_remembered(&self, node: &str, secs: u64) -> Result<Option<NodeLease>> {
+        let Some((id, mut l)) = self.renewing().get(node).cloned() else {
+            return Ok(None);
+        };
+        if self.client.keep_alive(id, &self.ctx)? == Some(secs) {
+            l.expires = Some(SystemTime::now() + Duration::from_secs(secs));
+            return Ok(Some(l));
+        }
+        self.forget(node);
+        Ok(None)
+    }
+
     /// Renew `node`'s lease without writing it: two key reads and an etcd
     /// lease keep-alive, so no watch fires (a rewrite of the lease's value
     /// woke every node of the cluster at every renewal). `None` when the
@@ -606,6 +650,7 @@ impl EtcdLeases {
         match self.client.keep_alive(kv.lease, &self.ctx)? {
             Some(granted) if granted == secs.max(1) => {
                 l.expires = Some(SystemTime::now() + ttl);
+                self.remember(kv.lease, &l);
                 Ok(Some(l))
             }
             _ => Ok(None),
@@ -630,7 +675,11 @@ impl EtcdLeases {
             l.expires = Some(SystemTime::now() + ttl);
             self.client.grant(ttl, &self.ctx)?
         };
-        Ok(self.rewrite(kv, &l, id)?.then_some(l))
+        let ok = self.rewrite(kv, &l, id)?;
+        if ok {
+            self.remember(id, &l);
+        }
+        Ok(ok.then_some(l))
     }
 
     /// Create `node`'s lease of the free `subnet` in one transaction that
@@ -663,7 +712,9 @@ impl EtcdLeases {
             vec![],
             &self.ctx,
         ))?;
-        if !ok {
+        if ok {
+            self.remember(id, &l);
+        } else {
             self.client.revoke(id, &self.ctx);
         }
         Ok(ok.then_some(l))
@@ -737,6 +788,12 @@ impl LeaseStore for EtcdLeases {
 
     fn renew(&mut self, node: &str, ttl: Duration) -> Result<NodeLease> {
         check_ttl(&self.ctx, ttl)?;
+        // One keep-alive (this handle's own lease), else two reads and a
+        // keep-alive (a lease taken by another handle), else a rewrite.
+        let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
+        if let Some(l) = self.keep_alive_remembered(node, secs)? {
+            return Ok(l);
+        }
         if let Some(l) = self.keep_alive(node, ttl)? {
             return Ok(l);
         }
@@ -755,6 +812,7 @@ impl LeaseStore for EtcdLeases {
             l.expires = Some(SystemTime::now() + ttl);
             let id = self.client.grant(ttl, &self.ctx)?;
             if self.rewrite(kv, &l, id)? {
+                self.remember(id, &l);
                 return Ok(l);
             }
         }
@@ -762,6 +820,7 @@ impl LeaseStore for EtcdLeases {
     }
 
     fn release(&mut self, node: &str) -> Result<()> {
+        self.forget(node);
         for _ in 0..MAX_ATTEMPTS {
             let all = self.all()?;
             let Some((l, kv)) = all.iter().find(|(l, _)| l.node == node) else {

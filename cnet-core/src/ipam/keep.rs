@@ -38,23 +38,7 @@ pub fn renew_or_claim(
     let node = lease.node.as_str();
     let now = match store.renew(node, ttl) {
         Ok(now) => now,
-        Err(Error::NotFound { .. }) => {
-            return match store.claim(node, lease.subnet, attrs, ttl) {
-                Ok(_) => Ok(Renewal::TakenBack),
-                Err(e @ Error::Conflict { .. }) => {
-                    let taken = store.list()?.iter().any(|o| {
-                        (o.node != node && overlaps(&o.subnet, &lease.subnet))
-                            || (o.node == node && o.subnet != lease.subnet)
-                    });
-                    if taken {
-                        Ok(Renewal::Lost(e))
-                    } else {
-                        Err(e)
-                    }
-                }
-                Err(e) => Err(e),
-            };
-        }
+        Err(Error::NotFound { .. }) => return claim_again(store, lease, attrs, ttl),
         Err(e) => return Err(e),
     };
     if now.subnet != lease.subnet {
@@ -67,6 +51,37 @@ pub fn renew_or_claim(
         }));
     }
     Ok(Renewal::Same)
+}
+
+/// Claim `lease`'s subnet again ([`LeaseStore::claim`]): what
+/// [`renew_or_claim`] does when the store has no lease of the node, and
+/// what a node does when its watch says its lease's key went away (a
+/// renewal that only keeps the etcd lease alive would not see that).
+/// `TakenBack` when the node holds it (again), `Lost` when the store shows
+/// the subnet leased to another node (or the node holding another
+/// subnet); anything else is an `Err`, to retry.
+pub fn claim_again(
+    store: &mut dyn LeaseStore,
+    lease: &NodeLease,
+    attrs: &NodeAttrs,
+    ttl: Duration,
+) -> Result<Renewal> {
+    let node = lease.node.as_str();
+    match store.claim(node, lease.subnet, attrs, ttl) {
+        Ok(_) => Ok(Renewal::TakenBack),
+        Err(e @ Error::Conflict { .. }) => {
+            let taken = store.list()?.iter().any(|o| {
+                (o.node != node && overlaps(&o.subnet, &lease.subnet))
+                    || (o.node == node && o.subnet != lease.subnet)
+            });
+            if taken {
+                Ok(Renewal::Lost(e))
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `fresh` (the store's leases) plus the leases of `last` it lacks, unless

@@ -74,7 +74,7 @@ pub use etcd_conn::{EtcdAuth, EtcdConfig, EtcdTls};
 #[cfg(feature = "etcd")]
 pub use etcd_session::{Call, EtcdSession};
 pub use file::{FileLeaseWatch, FileLeases, FileOptions, FilePool, FileStore};
-pub use keep::{keep_missing, renew_or_claim, Renewal};
+pub use keep::{claim_again, keep_missing, renew_or_claim, Renewal};
 pub use pool::{AddressPool, IpRange, PoolConfig, MAX_POOL_SIZE};
 pub(crate) use subnet::check_claim;
 pub use subnet::{SubnetAllocator, SubnetConfig};

@@ -5,8 +5,9 @@
 //! ```text
 //!   Member::step(sink)
 //!     store away?        ──▶ connect again (paced by the backoff)
-//!     renewal due?       ──▶ renew_or_claim: an etcd lease keep-alive
+//!     renewal due?       ──▶ renew_or_claim: one etcd lease keep-alive
 //!                            (no key written: no node's watch fires)
+//!     own lease gone or taken (seen by the watch) ──▶ claim_again
 //!     lease events       ──▶ All(list) ─▶ sink.all   (at start, after a
 //!                            │               reconnection or a compaction)
 //!                            Put(lease) ─▶ sink.put   (one peer)
@@ -39,7 +40,8 @@ use ipnet::IpNet;
 
 use super::node::{Backend, DriftRepair, Node, PeerReport};
 use crate::ipam::{
-    keep_missing, renew_or_claim, Call, EtcdSession, LeaseEvent, NodeAttrs, NodeLease, Renewal,
+    claim_again, keep_missing, renew_or_claim, Call, EtcdSession, LeaseEvent, NodeAttrs, NodeLease,
+    Renewal,
 };
 use crate::{Error, Result};
 
@@ -138,6 +140,10 @@ pub struct Member {
     /// Whether a whole set was seen (the ones after it mean the watch
     /// lost track).
     seen_all: bool,
+    /// The watch says this node's lease went away or is another node's:
+    /// claim the subnet again at the next step (a keep-alive renewal
+    /// would not notice a key deleted under a live etcd lease).
+    check_own: bool,
     connections: u64,
 }
 
@@ -151,11 +157,12 @@ impl Member {
             lease,
             attrs,
             ttl,
-            renew_at: Instant::now() + ttl / 3,
+            renew_at: Instant::now() + renewal_in(ttl),
             known: BTreeMap::new(),
             kept: BTreeSet::new(),
             keep_until: None,
             seen_all: false,
+            check_own: false,
             connections,
         }
     }
@@ -186,7 +193,11 @@ impl Member {
     /// of the time peers are kept).
     pub fn wake_in(&mut self) -> Duration {
         let now = Instant::now();
-        let mut t = self.renew_at.saturating_duration_since(now);
+        let mut t = if self.check_own {
+            Duration::ZERO
+        } else {
+            self.renew_at.saturating_duration_since(now)
+        };
         if let Some(k) = self.keep_until {
             t = t.min(k.saturating_duration_since(now));
         }
@@ -204,17 +215,17 @@ impl Member {
             // A new connection's watch starts with the whole set.
             self.call(&mut out, "connect", |_| Ok(()));
         }
-        if self.renew_at <= Instant::now() {
-            self.renew(&mut out);
-            if matches!(out.last(), Some(Happened::Lost(_))) {
-                return out;
-            }
-        }
         if self.session.reconnected() {
             self.keep_until = Some(Instant::now() + self.ttl);
         }
         while let Some(ev) = self.session.event() {
             self.apply(ev, sink, &mut out);
+        }
+        if self.renew_at <= Instant::now() || self.check_own {
+            self.renew(&mut out);
+            if matches!(out.last(), Some(Happened::Lost(_))) {
+                return out;
+            }
         }
         if self.keep_until.is_some_and(|t| Instant::now() >= t) {
             self.keep_until = None;
@@ -243,13 +254,22 @@ impl Member {
 
     fn renew(&mut self, out: &mut Vec<Happened>) {
         let (lease, attrs, ttl) = (self.lease.clone(), self.attrs.clone(), self.ttl);
-        match self.call(out, "renew", |l| renew_or_claim(l, &lease, &attrs, ttl)) {
+        let check = self.check_own;
+        let r = self.call(out, "renew", |l| {
+            if check {
+                claim_again(l, &lease, &attrs, ttl)
+            } else {
+                renew_or_claim(l, &lease, &attrs, ttl)
+            }
+        });
+        match r {
             Some(Ok(Renewal::Lost(e))) => out.push(Happened::Lost(e)),
             Some(Ok(r)) => {
                 if matches!(r, Renewal::TakenBack) {
                     out.push(Happened::TakenBack);
                 }
-                self.renew_at = Instant::now() + self.ttl / 3;
+                self.check_own = false;
+                self.renew_at = Instant::now() + renewal_in(self.ttl);
             }
             Some(Err(e)) => {
                 self.session.backoff().failed();
@@ -296,7 +316,8 @@ impl Member {
                 // whose history went back, as after a data loss): its
                 // owners may not have republished yet, so a missing peer
                 // is kept for a TTL, as after a reconnection.
-                if self.seen_all && self.keep_until.is_none() {
+                let lost_track = self.seen_all;
+                if lost_track && self.keep_until.is_none() {
                     self.keep_until = Some(Instant::now() + self.ttl);
                 }
                 self.seen_all = true;
@@ -315,9 +336,25 @@ impl Member {
                     fresh
                 };
                 self.known = all.iter().map(|l| (l.subnet, l.clone())).collect();
+                // The first set may predate this node's lease (the watch
+                // was made before the lease was taken): its put follows.
+                let own = &self.lease;
+                if lost_track
+                    && !all
+                        .iter()
+                        .any(|l| l.node == own.node && l.subnet == own.subnet)
+                {
+                    self.check_own = true;
+                }
                 out.push(done("all".into(), sink.all(&all)));
             }
             LeaseEvent::Put(l) => {
+                let own = &self.lease;
+                match (l.subnet == own.subnet, l.node == own.node) {
+                    (true, true) => self.check_own = false, // ours, there
+                    (false, false) => {}
+                    _ => self.check_own = true, // another node on our subnet, or we elsewhere
+                }
                 self.kept.remove(&l.subnet);
                 self.known.retain(|_, o| o.node != l.node);
                 self.known.insert(l.subnet, l.clone());
@@ -325,6 +362,9 @@ impl Member {
                 out.push(done(what, sink.put(&l)));
             }
             LeaseEvent::Gone(subnet) => {
+                if subnet == self.lease.subnet {
+                    self.check_own = true;
+                }
                 self.kept.remove(&subnet);
                 if self.known.remove(&subnet).is_some() {
                     out.push(done(format!("gone {subnet}"), sink.gone(subnet)));
@@ -332,6 +372,14 @@ impl Member {
             }
         }
     }
+}
+
+/// When the next renewal is due: a third of the TTL, less up to a
+/// twelfth at random, so nodes started together do not renew in bursts.
+fn renewal_in(ttl: Duration) -> Duration {
+    let third = ttl / 3;
+    let spread = u64::try_from((ttl / 12).as_millis()).unwrap_or(u64::MAX);
+    third.saturating_sub(Duration::from_millis(fastrand::u64(0..=spread)))
 }
 
 fn done(what: String, r: Result<PeerReport>) -> Happened {
