@@ -149,11 +149,15 @@ func versionSupported(v string) bool {
 	return false
 }
 
-// cniArgs is CNI_ARGS ("IgnoreUnknown=1;IP=10.244.1.9"): the requested
-// address, if any. Unknown keys are an error unless IgnoreUnknown is true.
-func parseCNIArgs(s string) (ip string, e *Error) {
+// cniArgs is what CNI_ARGS asks for ("IgnoreUnknown=1;IP=10.244.1.9;
+// MAC=02:42:…", as podman passes --ip and --mac-address).
+type cniArgs struct{ IP, MAC string }
+
+// parseCNIArgs reads CNI_ARGS. Unknown keys are an error unless
+// IgnoreUnknown is true.
+func parseCNIArgs(s string) (a cniArgs, e *Error) {
 	if s == "" {
-		return "", nil
+		return a, nil
 	}
 	ignore := false
 	var unknown []string
@@ -163,22 +167,24 @@ func parseCNIArgs(s string) (ip string, e *Error) {
 		}
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return "", newError(ErrInvalidEnv, fmt.Sprintf("CNI_ARGS: %q is not KEY=VALUE", kv), "")
+			return a, newError(ErrInvalidEnv, fmt.Sprintf("CNI_ARGS: %q is not KEY=VALUE", kv), "")
 		}
 		switch k {
 		case "IgnoreUnknown":
 			ignore = v == "1" || strings.EqualFold(v, "true")
 		case "IP":
-			ip = v
+			a.IP = v
+		case "MAC":
+			a.MAC = v
 		default:
 			unknown = append(unknown, k)
 		}
 	}
 	if len(unknown) > 0 && !ignore {
-		return "", newError(ErrUnsupportedField, "CNI_ARGS: unknown keys "+strings.Join(unknown, ", "),
+		return a, newError(ErrUnsupportedField, "CNI_ARGS: unknown keys "+strings.Join(unknown, ", "),
 			"set IgnoreUnknown=1 to ignore them")
 	}
-	return ip, nil
+	return a, nil
 }
 
 // requestedIP is the address asked for: runtimeConfig.ips first, then
@@ -205,14 +211,18 @@ func (c *NetConf) requestedIP(argsIP string) (string, *Error) {
 	return ip.String(), nil
 }
 
-// requestedMAC is runtimeConfig.mac, checked.
-func (c *NetConf) requestedMAC() (string, *Error) {
-	if c.RuntimeConfig.Mac == "" {
+// requestedMAC is runtimeConfig.mac, else CNI_ARGS MAC, checked.
+func (c *NetConf) requestedMAC(argsMAC string) (string, *Error) {
+	want := argsMAC
+	if c.RuntimeConfig.Mac != "" {
+		want = c.RuntimeConfig.Mac
+	}
+	if want == "" {
 		return "", nil
 	}
-	hw, err := net.ParseMAC(c.RuntimeConfig.Mac)
+	hw, err := net.ParseMAC(want)
 	if err != nil || len(hw) != 6 {
-		return "", newError(ErrInvalidConfig, fmt.Sprintf("runtimeConfig.mac %q is not a MAC address", c.RuntimeConfig.Mac), "")
+		return "", newError(ErrInvalidConfig, fmt.Sprintf("requested MAC %q is not a MAC address", want), "")
 	}
 	return hw.String(), nil
 }

@@ -120,15 +120,15 @@ func cmdAdd(c *NetConf, env func(string) string) (interface{}, *Error) {
 			"cnet makes the container's interface and address: it must be the first plugin of a chain",
 			"a prevResult was given (another plugin, such as bridge, ran before cnet): put cnet first, and only portmap, bandwidth, tuning, firewall and other chained plugins after it")
 	}
-	argsIP, e := parseCNIArgs(env("CNI_ARGS"))
+	args, e := parseCNIArgs(env("CNI_ARGS"))
 	if e != nil {
 		return nil, e
 	}
-	ip, e := c.requestedIP(argsIP)
+	ip, e := c.requestedIP(args.IP)
 	if e != nil {
 		return nil, e
 	}
-	mac, e := c.requestedMAC()
+	mac, e := c.requestedMAC(args.MAC)
 	if e != nil {
 		return nil, e
 	}

@@ -6,6 +6,8 @@
 //! Shared by tests/cni_plugin.rs, tests/podman.rs and benches/cni.rs.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod podman;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
