@@ -153,7 +153,14 @@ fn main() {
         "{:<34} {:>9} {:>9} {:>9} {:>9}",
         "", "ADD p50", "ADD p99", "DEL p50", "DEL p99"
     );
-    for existing in [10usize, 1000] {
+    // CNET_BENCH_EXISTING="10,1000,5000" adds sizes (10 and 1000 always).
+    let mut sizes = vec![10usize, 1000];
+    if let Ok(v) = std::env::var("CNET_BENCH_EXISTING") {
+        sizes.extend(v.split(',').filter_map(|x| x.trim().parse::<usize>().ok()));
+        sizes.sort();
+        sizes.dedup();
+    }
+    for &existing in &sizes {
         let mut set = Namespaces::new("bcn", &["host"]);
         let store = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
@@ -183,7 +190,20 @@ fn main() {
         }
     }
     let get = |l: &str, n: usize| add_p50.iter().find(|(k, _)| *k == (l, n)).unwrap().1;
-    for n in [10, 1000] {
+    // The floor of any call: exec of the plugin (nsenter, the Go runtime,
+    // libcnet's static initialisers) answering VERSION.
+    let set = Namespaces::new("bcv", &["host"]);
+    let mut v: Vec<Duration> = (0..SAMPLES)
+        .map(|_| {
+            let t = Instant::now();
+            let r = cni::exec_plugin(exe, &set.ns("host"), &[("CNI_COMMAND", "VERSION")], "{}");
+            assert!(r.ok);
+            t.elapsed()
+        })
+        .collect();
+    println!("cnet VERSION (exec floor) p50: {:.2} ms", pct(&mut v, 0.5));
+    drop(set);
+    for &n in &sizes {
         println!(
             "ADD p50 ratio at {n} existing: bridge+host-local / cnet = {:.2}×",
             get("bridge+host-local", n) / get("cnet", n)

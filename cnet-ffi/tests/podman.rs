@@ -11,6 +11,7 @@
 //! ```
 
 mod cni;
+mod common;
 
 use cnet_test_support::{privileged, Namespaces};
 use cni::podman::{available, Podman};
@@ -254,4 +255,53 @@ fn podman_chain_bridge_then_cnet_is_refused_with_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("must be the first plugin of a chain"), "{err}");
     assert!(net.allocations().is_empty());
+}
+
+/// `cnet-debug trace` (libcnet's `cnet_trace`, the same path model) from
+/// the namespace at `path` to `dst`: the JSON report.
+fn trace(path: &str, dst: &str, capture: bool) -> Value {
+    use std::ffi::{CStr, CString};
+    use std::ptr::{null, null_mut};
+    let p = CString::new(path).unwrap();
+    let d = CString::new(dst).unwrap();
+    let mut ns = null_mut();
+    common::ok(|e| cnet::ns::cnet_netns_open_path(p.as_ptr(), &mut ns, e));
+    let mut json = null_mut();
+    common::ok(|e| cnet::trace::cnet_trace(ns, d.as_ptr(), null(), capture, 2000, &mut json, e));
+    // SAFETY: a string made by libcnet, freed right after.
+    let s = unsafe { CStr::from_ptr(json) }
+        .to_string_lossy()
+        .into_owned();
+    cnet::cnet_string_free(json);
+    cnet::ns::cnet_netns_free(ns);
+    serde_json::from_str(&s).unwrap()
+}
+
+#[test]
+fn podman_trace_between_two_containers_ok_with_capture_and_names_a_downed_host_end() {
+    let Some((set, _net, podman)) = setup("pmt", &["host"]) else {
+        return;
+    };
+    podman.run("c1", "cnet-test", &[], &["sleep", "1000"]);
+    let id2 = podman.run("c2", "cnet-test", &[], &["sleep", "1000"]);
+    // podman's CNI backend names each container's namespace (SandboxKey).
+    let sandbox = podman.inspect("c1")["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ip2 = podman.ip_of("c2", "cnet-test");
+    let t = trace(&sandbox, &ip2, true);
+    assert_eq!(t["verdict"]["ok"], true, "{t}");
+    assert_eq!(t["capture"]["replied"], true, "{t}");
+
+    // c2's host end set down: the trace names it.
+    let veth = cnet_core::network::host_veth_name(&id2, "eth0").unwrap();
+    cnet_test_support::run("ip", &["-n", &set.ns("host"), "link", "set", &veth, "down"]);
+    let t = trace(&sandbox, &ip2, false);
+    assert_eq!(t["verdict"]["ok"], false, "{t}");
+    let findings = t["findings"].to_string() + &t["verdict"].to_string();
+    assert!(
+        findings.contains(&veth),
+        "the trace does not name {veth}: {t}"
+    );
 }

@@ -158,6 +158,7 @@ impl BridgeNetwork {
     ///   runs IPAM in the host's namespace), so a store that (re)connects,
     ///   etcd after a restart, connects from where the caller reaches it.
     ///   The kernel's work and the store's overlap.
+    ///
     /// A requested address `ip` is taken with `allocate_addr`; the pool
     /// does not say whether the pair held it already, so it counts as made
     /// by this call (released again if the attach fails).
