@@ -364,3 +364,64 @@ fn cni_plugin_errors_are_spec_json_with_codes() {
     assert!(net.allocations().is_empty());
     assert_eq!(links_of(&set.ns("a")), ["lo"]);
 }
+
+#[test]
+fn cni_plugin_binary_needs_only_libc() {
+    // ldd lists the loader, the vDSO and libc: libcnet is linked in.
+    let out = cnet_test_support::run("ldd", &[cni::plugin().to_str().unwrap()]);
+    let libs: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|l| !l.starts_with("linux-vdso") && !l.contains("ld-linux"))
+        .collect();
+    assert_eq!(libs, ["libc.so.6"], "{out}");
+}
+
+#[test]
+fn cni_plugin_leases_its_node_subnet_from_the_cluster_network() {
+    if !privileged() {
+        return;
+    }
+    let set = Namespaces::new("cpl", &["host", "a", "b"]);
+    let net = Net::new(&set.ns("host"), "lease");
+    let mut conf = net.conf();
+    let o = conf.as_object_mut().unwrap();
+    o.remove("subnet");
+    o.insert("clusterNetwork".into(), json!("10.244.0.0/16"));
+    o.insert("node".into(), json!("node-a"));
+    let ra = net
+        .call_with("ADD", "ctr-a", &netns(&set, "a"), &conf, &[])
+        .expect_ok("ADD a");
+    let rb = net
+        .call_with("ADD", "ctr-b", &netns(&set, "b"), &conf, &[])
+        .expect_ok("ADD b");
+    // Both from the one /24 the node leased (the same lease on every call).
+    let net_of = |r: &Value| {
+        let ip = result_ip(r);
+        let p: cnet_core::IpNet = ip.parse().unwrap();
+        assert_eq!(p.prefix_len(), 24, "{ip}");
+        p.trunc()
+    };
+    assert_eq!(net_of(&ra), net_of(&rb));
+    use cnet_core::ipam::LeaseStore;
+    let leases = cnet_core::ipam::FileStore::open(net.store.path())
+        .unwrap()
+        .subnets(cnet_core::ipam::SubnetConfig::new(
+            "10.244.0.0/16".parse().unwrap(),
+        ))
+        .unwrap()
+        .list()
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].node, "node-a");
+    assert_eq!(leases[0].subnet, net_of(&ra));
+    let ip_b = result_ip(&rb);
+    assert!(cnet_test_support::ping_once(
+        &set.ns("a"),
+        ip_b.split('/').next().unwrap()
+    ));
+    for (id, ns) in [("ctr-a", "a"), ("ctr-b", "b")] {
+        net.call_with("DEL", id, &netns(&set, ns), &conf, &[])
+            .expect_ok("DEL");
+    }
+}
