@@ -425,3 +425,38 @@ fn cni_plugin_leases_its_node_subnet_from_the_cluster_network() {
             .expect_ok("DEL");
     }
 }
+
+#[test]
+fn cni_plugin_parallel_adds_on_a_fresh_node_all_succeed() {
+    if !privileged() {
+        return;
+    }
+    // A runtime starts containers at once: 8 processes race to make the
+    // bridge and to allocate.
+    let roles: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let mut all: Vec<&str> = vec!["host"];
+    all.extend(roles.iter().map(String::as_str));
+    let set = Namespaces::new("cpp", &all);
+    let net = Net::new(&set.ns("host"), "par");
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let hs: Vec<_> = roles
+            .iter()
+            .map(|r| {
+                let (net, ns) = (&net, netns(&set, r));
+                s.spawn(move || net.add(&format!("ctr-{r}"), &ns))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<String> = results.iter().map(result_ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    assert_eq!(net.allocations().len(), 8);
+    for r in &roles {
+        assert!(addr_of(&set.ns(r), "eth0").is_some());
+        net.call("DEL", &format!("ctr-{r}"), &netns(&set, r))
+            .expect_ok("DEL");
+    }
+    assert!(net.allocations().is_empty());
+}
