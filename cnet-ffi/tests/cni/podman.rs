@@ -98,8 +98,43 @@ impl Podman {
                 ".",
             ],
         );
-        p.ok(&["import", tar.to_str().unwrap(), IMAGE]);
+        p.import(&tar);
         p
+    }
+
+    /// `podman import TAR IMAGE`, in a mount namespace of its own with a
+    /// tmpfs on /var/lib: containers/image keeps a blob-info cache in
+    /// /var/lib/containers/cache whatever `--root` says, and nothing of
+    /// this test may land outside its directory.
+    fn import(&self, tar: &Path) {
+        let d = self.path();
+        let script = "mount -t tmpfs cnet-test /var/lib && exec \"$@\"";
+        let o = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .arg("podman")
+            .args(["--root", d.join("root").to_str().unwrap()])
+            .args(["--runroot", d.join("runroot").to_str().unwrap()])
+            .args(["--storage-driver", "vfs", "import"])
+            .arg(tar)
+            .arg(IMAGE)
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .output()
+            .expect("run podman import");
+        assert!(
+            o.status.success(),
+            "podman import failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     pub fn path(&self) -> &Path {
