@@ -363,6 +363,17 @@ fn cni_plugin_errors_are_spec_json_with_codes() {
     assert!(e["msg"].as_str().unwrap().contains("first plugin"), "{e}");
     assert!(net.allocations().is_empty());
     assert_eq!(links_of(&set.ns("a")), ["lo"]);
+    // A plugin before cnet that made no interface nor address: what it
+    // said (DNS) passes through into cnet's result.
+    let mut dns_only = net.conf();
+    dns_only["prevResult"] =
+        json!({ "cniVersion": "1.0.0", "dns": { "nameservers": ["192.0.2.53"] } });
+    let r = net
+        .call_with("ADD", "ctr-a", &a, &dns_only, &[])
+        .expect_ok("ADD after a DNS-only plugin");
+    assert_eq!(r["dns"]["nameservers"], json!(["192.0.2.53"]));
+    assert_eq!(r["interfaces"][2]["name"], "eth0");
+    net.call("DEL", "ctr-a", &a).expect_ok("DEL");
 }
 
 #[test]

@@ -115,10 +115,9 @@ func cmdAdd(c *NetConf, env func(string) string) (interface{}, *Error) {
 	if e != nil {
 		return nil, e
 	}
-	if len(c.PrevResult) > 0 && string(c.PrevResult) != "null" {
-		return nil, newError(ErrChain,
-			"cnet makes the container's interface and address: it must be the first plugin of a chain",
-			"a prevResult was given (another plugin, such as bridge, ran before cnet): put cnet first, and only portmap, bandwidth, tuning, firewall and other chained plugins after it")
+	prev, e := chainedPrev(c.PrevResult)
+	if e != nil {
+		return nil, e
 	}
 	args, e := parseCNIArgs(env("CNI_ARGS"))
 	if e != nil {
@@ -149,7 +148,46 @@ func cmdAdd(c *NetConf, env func(string) string) (interface{}, *Error) {
 		return nil, newError(ErrDecode, "the library's CNI result does not decode", err.Error())
 	}
 	result["cniVersion"] = c.CNIVersion
+	// What a plugin before us said that is not an interface or address
+	// (DNS) passes through.
+	if dns, ok := prev["dns"]; ok && isEmpty(result["dns"]) {
+		result["dns"] = dns
+	}
 	return result, nil
+}
+
+// chainedPrev checks an ADD's prevResult: a plugin before cnet may have
+// said something (DNS), but none may have made an interface or an address
+// (cnet makes them; two such plugins on one interface are a configuration
+// error, refused with code 102).
+func chainedPrev(raw json.RawMessage) (map[string]interface{}, *Error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var prev map[string]interface{}
+	if err := json.Unmarshal(raw, &prev); err != nil {
+		return nil, newError(ErrDecode, "prevResult does not decode", err.Error())
+	}
+	if !isEmpty(prev["interfaces"]) || !isEmpty(prev["ips"]) {
+		return nil, newError(ErrChain,
+			"cnet makes the container's interface and address: it must be the first plugin of a chain",
+			"prevResult already has interfaces or addresses (a plugin such as bridge ran before cnet): "+
+				"put cnet first, and chained plugins (portmap, bandwidth, tuning, firewall) after it")
+	}
+	return prev, nil
+}
+
+// isEmpty: absent, null, or an empty list or object.
+func isEmpty(v interface{}) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case []interface{}:
+		return len(x) == 0
+	case map[string]interface{}:
+		return len(x) == 0
+	}
+	return false
 }
 
 func cmdDel(c *NetConf, env func(string) string) *Error {
