@@ -554,6 +554,20 @@ typedef struct {
   uint64_t generation;
 } cnet_attachment;
 
+// What a caller asks of an attach beyond the defaults (a CNI runtime's
+// `CNI_ARGS` `IP=`, `runtimeConfig` `ips` and `mac`). NULL or "" fields
+// ask for nothing. The strings are read during the call only.
+typedef struct {
+  // This address from the pool ("10.244.1.9") instead of a free one:
+  // `CNET_CONFLICT` when another container holds it,
+  // `CNET_INVALID_ARGUMENT` outside the pool or on its network,
+  // gateway or broadcast address.
+  const char *ip;
+  // This MAC on the container's interface ("02:42:ac:11:00:05")
+  // instead of the one derived from the address; unicast, non-zero.
+  const char *mac;
+} cnet_attach_options;
+
 // What a detach did. Free with `cnet_detach_report_free`.
 typedef struct {
   // The host-side veth name derived from the container id.
@@ -1625,6 +1639,20 @@ cnet_result cnet_bridge_network_attach(const cnet_bridge_network *net,
                                        cnet_attachment **out,
                                        char **cni_json,
                                        cnet_error **err);
+
+// `cnet_bridge_network_attach` with `options` (NULL: none): a requested
+// address and/or container MAC. Attaching the same pair again with the
+// address it holds returns the same attachment; another address is
+// `CNET_CONFLICT` (detach first). A requested address is released again
+// when the attach fails.
+cnet_result cnet_bridge_network_attach_with(const cnet_bridge_network *net,
+                                            const cnet_container_ns *ns,
+                                            const char *container_id,
+                                            const char *ifname,
+                                            const cnet_attach_options *options,
+                                            cnet_attachment **out,
+                                            char **cni_json,
+                                            cnet_error **err);
 
 // Free an attachment. `cnet_attachment_free(NULL)` does nothing.
 void cnet_attachment_free(cnet_attachment *a);

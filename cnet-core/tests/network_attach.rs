@@ -1149,3 +1149,70 @@ fn network_attach_result_as_cni_json() {
         insta::assert_snapshot!(pretty);
     });
 }
+
+#[test]
+fn network_attach_with_a_requested_address_and_mac() {
+    if !privileged() {
+        return;
+    }
+    use cnet_core::link::MacAddr;
+    use cnet_core::network::AttachOptions;
+    let f = Fixture::new("req");
+    let pod = TestNs::new("req-p");
+    let other = TestNs::new("req-o");
+    let ip: IpAddr = "10.244.1.77".parse().unwrap();
+    let mac: MacAddr = "02:42:0a:f4:01:4d".parse().unwrap();
+    let opts = AttachOptions::new().ip(ip).mac(mac);
+    let a = f
+        .net
+        .attach_with(&ContainerNs::name(&pod.name), "c1", "eth0", &opts)
+        .unwrap();
+    assert_eq!(a.address.addr(), ip);
+    assert_eq!(a.container.mac, mac);
+    // Read back: the address and MAC in the container, the pool's holder.
+    assert_eq!(addrs_of(&pod, "eth0"), ["10.244.1.77/24"]);
+    assert_eq!(pod.link_json("eth0")["address"], "02:42:0a:f4:01:4d");
+    assert_eq!(f.held_by("c1").unwrap().addr, ip);
+    assert!(pod.ping(GW));
+    // Attach again with the same request: the same attachment; check sees
+    // no drift with a MAC of the caller's.
+    let again = f
+        .net
+        .attach_with(&ContainerNs::name(&pod.name), "c1", "eth0", &opts)
+        .unwrap();
+    assert_eq!(again.address, a.address);
+    assert_eq!(
+        f.net
+            .check(&ContainerNs::name(&pod.name), "c1", "eth0")
+            .unwrap(),
+        vec![]
+    );
+    // Someone else asking for it: Conflict, and nothing left behind.
+    let before = link_names(&other);
+    let e = expect_err(f.net.attach_with(
+        &ContainerNs::name(&other.name),
+        "c2",
+        "eth0",
+        &AttachOptions::new().ip(ip),
+    ));
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_nothing_left(&f, &other, "c2", &before);
+    // Outside the pool and a multicast MAC: InvalidArgument, nothing made.
+    let e = expect_err(f.net.attach_with(
+        &ContainerNs::name(&other.name),
+        "c2",
+        "eth0",
+        &AttachOptions::new().ip("10.9.9.9".parse().unwrap()),
+    ));
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    let e = expect_err(f.net.attach_with(
+        &ContainerNs::name(&other.name),
+        "c2",
+        "eth0",
+        &AttachOptions::new().mac("01:00:5e:00:00:01".parse().unwrap()),
+    ));
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert_nothing_left(&f, &other, "c2", &before);
+    f.net.detach(None, "c1", "eth0").unwrap();
+    assert_eq!(f.stored(), vec![]);
+}

@@ -13,12 +13,14 @@
 
 use std::ffi::c_char;
 
-use cnet_core::network::{Attachment, BridgeConfig, BridgeNetwork, ContainerNs, Drift};
+use cnet_core::network::{
+    AttachOptions, Attachment, BridgeConfig, BridgeNetwork, ContainerNs, Drift,
+};
 use cnet_core::IpNet;
 
 use crate::boundary::{
     c_string, cnet_error, cnet_result, cstr, fill, guard, obj, opt_nonempty, out_ptr, parse,
-    set_if_asked, Fail, Res, CNET_INVALID_ENUM,
+    parse_opt, set_if_asked, Fail, Res, CNET_INVALID_ENUM,
 };
 use crate::ipam::cnet_pool;
 use crate::link::{CNET_ADDRSTRLEN, CNET_IFNAMSIZ};
@@ -372,12 +374,72 @@ pub extern "C" fn cnet_bridge_network_attach(
     cni_json: *mut *mut c_char,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
+    cnet_bridge_network_attach_with(
+        net,
+        ns,
+        container_id,
+        ifname,
+        std::ptr::null(),
+        out,
+        cni_json,
+        err,
+    )
+}
+
+/// What a caller asks of an attach beyond the defaults (a CNI runtime's
+/// `CNI_ARGS` `IP=`, `runtimeConfig` `ips` and `mac`). NULL or "" fields
+/// ask for nothing. The strings are read during the call only.
+#[repr(C)]
+#[derive(Debug)]
+pub struct cnet_attach_options {
+    /// This address from the pool ("10.244.1.9") instead of a free one:
+    /// `CNET_CONFLICT` when another container holds it,
+    /// `CNET_INVALID_ARGUMENT` outside the pool or on its network,
+    /// gateway or broadcast address.
+    pub ip: *const c_char,
+    /// This MAC on the container's interface ("02:42:ac:11:00:05")
+    /// instead of the one derived from the address; unicast, non-zero.
+    pub mac: *const c_char,
+}
+
+fn attach_options(p: *const cnet_attach_options) -> Res<AttachOptions> {
+    let mut o = AttachOptions::new();
+    if p.is_null() {
+        return Ok(o);
+    }
+    let c = obj(p, "options")?;
+    if let Some(ip) = parse_opt(c.ip, "options.ip")? {
+        o = o.ip(ip);
+    }
+    if let Some(mac) = parse_opt(c.mac, "options.mac")? {
+        o = o.mac(mac);
+    }
+    Ok(o)
+}
+
+/// `cnet_bridge_network_attach` with `options` (NULL: none): a requested
+/// address and/or container MAC. Attaching the same pair again with the
+/// address it holds returns the same attachment; another address is
+/// `CNET_CONFLICT` (detach first). A requested address is released again
+/// when the attach fails.
+#[no_mangle]
+pub extern "C" fn cnet_bridge_network_attach_with(
+    net: *const cnet_bridge_network,
+    ns: *const cnet_container_ns,
+    container_id: *const c_char,
+    ifname: *const c_char,
+    options: *const cnet_attach_options,
+    out: *mut *mut cnet_attachment,
+    cni_json: *mut *mut c_char,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
     guard(err, || {
         let n = obj(net, "net")?;
         let ns = container_ns(ns)?;
         let cid = cstr(container_id, "container_id")?;
         let ifname = cstr(ifname, "ifname")?;
-        let a = n.net.attach(&ns, cid, ifname)?;
+        let opts = attach_options(options)?;
+        let a = n.net.attach_with(&ns, cid, ifname, &opts)?;
         // Build both outputs before writing either: written only on success.
         let mut s = Strings::default();
         let head = if out.is_null() {

@@ -218,6 +218,11 @@ const PROMISES: &[(&str, &str, &str)] = &[
         "network.rs ensure_attach_check_detach_verified_by_ip_and_ping",
     ),
     (
+        "cnet_bridge_network_attach_with",
+        "CNET_CONFLICT",
+        "cni_plugin.rs cni_plugin_add_honours_requested_ip_and_mac (plugin code 104)",
+    ),
+    (
         "cnet_nexthop_add",
         "CNET_ALREADY_EXISTS",
         "errors.rs object_codes_as_documented",

@@ -321,6 +321,15 @@ int main(int argc, char **argv) {
     cnet_detach_report_free(rep2);
     cnet_attachment_free(att);
     cnet_string_free(cni);
+    /* Attach again asking for an address and a MAC (CNI IP= and mac). */
+    cnet_attach_options ao = {0};
+    ao.ip = "10.244.9.77"; ao.mac = "02:00:00:00:00:77";
+    cnet_attachment *att2 = NULL;
+    OK(cnet_bridge_network_attach_with(bn, &cn, "ctr", "eth0", &ao, &att2, NULL, E));
+    if (!att2 || strcmp(att2->ip, "10.244.9.77") || att2->container.mac[5] != 0x77)
+        fprintf(stderr, "all_calls: attach_with\n"), fails++;
+    cnet_attachment_free(att2);
+    OK(cnet_bridge_network_detach(bn, NULL, "ctr", "eth0", NULL, E));
     cnet_bridge_network_free(bn);
     cnet_netns_free(cns);
     OK(cnet_netns_delete(cname, NULL, E));

@@ -1,6 +1,8 @@
 //! Attach: the five steps of [`BridgeNetwork::attach`] (see the
 //! [bridge module](super::bridge) for the picture), and attach twice.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 use super::bridge::{kind_name, mac_or_none, AttachStep, BridgeNetwork, Key};
@@ -16,6 +18,40 @@ use crate::link::{LinkRef, LinkSpec, MacAddr, Veth};
 use crate::netlink::Socket;
 use crate::netns::NetNs;
 use crate::route::Route;
+
+/// What a caller may ask of an attach beyond the defaults (what a CNI
+/// runtime passes as `CNI_ARGS` `IP=` and `runtimeConfig` `ips`/`mac`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// This address from the pool instead of a free one
+    /// ([`PoolStore::allocate_addr`](crate::ipam::PoolStore::allocate_addr):
+    /// `Conflict` when another container holds it, `InvalidArgument`
+    /// outside the pool or on its network, gateway or broadcast address).
+    pub ip: Option<IpAddr>,
+    /// This MAC on the container's interface instead of the one derived
+    /// from its address ([`mac_for_ip`]); a unicast, non-zero address.
+    pub mac: Option<MacAddr>,
+}
+
+impl AttachOptions {
+    /// No request: a free address, the derived MAC.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask for address `ip`.
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Ask for MAC `mac` on the container's interface.
+    pub fn mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+}
 
 impl BridgeNetwork {
     /// Attach a container: a veth pair whose host end (named from
@@ -39,6 +75,21 @@ impl BridgeNetwork {
     /// link has the derived host-side name; `Exhausted` when the pool is
     /// full; `NotFound` when the namespace (or the bridge) is gone.
     pub fn attach(&self, ns: &ContainerNs, container_id: &str, ifname: &str) -> Result<Attachment> {
+        self.attach_with(ns, container_id, ifname, &AttachOptions::default())
+    }
+
+    /// [`BridgeNetwork::attach`] with a requested address and/or MAC
+    /// ([`AttachOptions`]). Attaching again is idempotent when the live
+    /// attachment has the requested address; one with another address is
+    /// `Mismatch` (detach first). A requested address the pair did not hold
+    /// is released again when the attach fails.
+    pub fn attach_with(
+        &self,
+        ns: &ContainerNs,
+        container_id: &str,
+        ifname: &str,
+        opts: &AttachOptions,
+    ) -> Result<Attachment> {
         let what = || {
             format!(
                 "attach {container_id}/{ifname} ({}) to {}",
@@ -47,6 +98,14 @@ impl BridgeNetwork {
             )
         };
         let key = Key::new(container_id, ifname).with_context(what)?;
+        if let Some(mac) = opts.mac {
+            if !mac.is_valid_unicast() {
+                return Err(Error::invalid(
+                    what(),
+                    format!("{mac} is not a unicast, non-zero MAC address"),
+                ));
+            }
+        }
         let netns = ns.open().with_context(what)?;
         self.fault_after(AttachStep::OpenNamespace)
             .with_context(what)?;
@@ -54,7 +113,7 @@ impl BridgeNetwork {
             created,
             socket,
             allocated,
-        } = self.create_and_allocate(&netns, &key);
+        } = self.create_and_allocate(&netns, &key, opts.ip);
 
         let mut undo = Undo::new();
         // Recorded first, so it is undone last (after the veth is gone).
@@ -78,10 +137,10 @@ impl BridgeNetwork {
         undo.push(format!("delete veth {host_name}"), || {
             self.host.links().delete_if_exists(host_name).map(drop)
         });
-        match self.finish(&netns, &key, peer_index, socket, allocated) {
+        match self.finish(&netns, &key, peer_index, socket, allocated, opts.mac) {
             Ok(alloc) => {
                 undo.commit();
-                let container_mac = mac_for_ip(alloc.addr);
+                let container_mac = opts.mac.unwrap_or(mac_for_ip(alloc.addr));
                 Ok(self.attachment(ns, &key, host_index, (peer_index, container_mac), &alloc))
             }
             Err(e) => Err(undo.fail(e, &what())),
@@ -99,7 +158,11 @@ impl BridgeNetwork {
     ///   runs IPAM in the host's namespace), so a store that (re)connects,
     ///   etcd after a restart, connects from where the caller reaches it.
     ///   The kernel's work and the store's overlap.
-    fn create_and_allocate(&self, netns: &NetNs, key: &Key<'_>) -> Concurrent {
+    ///
+    /// A requested address `ip` is taken with `allocate_addr`; the pool
+    /// does not say whether the pair held it already, so it counts as made
+    /// by this call (released again if the attach fails).
+    fn create_and_allocate(&self, netns: &NetNs, key: &Key<'_>, ip: Option<IpAddr>) -> Concurrent {
         std::thread::scope(|s| {
             let socket = netns.open_within_scoped(s, Socket::open);
             let veth = s.spawn(|| self.create_veth(netns, key));
@@ -107,8 +170,12 @@ impl BridgeNetwork {
             // the other two threads' work: the panic is held until the
             // veth they may have made is deleted again, then goes on.
             let allocated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.pool()
-                    .and_then(|mut p| p.allocate_tracked(key.container_id, key.ifname))
+                self.pool().and_then(|mut p| match ip {
+                    Some(ip) => p
+                        .allocate_addr(key.container_id, key.ifname, ip)
+                        .map(|a| (a, true)),
+                    None => p.allocate_tracked(key.container_id, key.ifname),
+                })
             }));
             let joined = |what: &str| Error::Protocol {
                 context: format!("attach: the thread that {what}"),
@@ -147,6 +214,7 @@ impl BridgeNetwork {
         peer_index: u32,
         socket: Result<Socket>,
         allocated: Result<(Allocation, bool)>,
+        mac: Option<MacAddr>,
     ) -> Result<Allocation> {
         self.fault_after(AttachStep::CreateVeth)?;
         let sock = socket?;
@@ -154,7 +222,7 @@ impl BridgeNetwork {
         let ch = Handle::from_socket(sock, netns.clone());
         let (alloc, _) = allocated?;
         self.fault_after(AttachStep::Allocate)?;
-        let container_mac = mac_for_ip(alloc.addr);
+        let container_mac = mac.unwrap_or(mac_for_ip(alloc.addr));
         self.configure_container(&ch, key.ifname, peer_index, container_mac, alloc.cidr())?;
         self.fault_after(AttachStep::ConfigureContainer)?;
         Ok(alloc)

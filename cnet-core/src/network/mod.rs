@@ -60,6 +60,7 @@ pub mod node;
 pub mod result;
 mod undo;
 
+pub use attach::AttachOptions;
 pub use bgp::{BgpConfig, BgpMode, BgpPeer, Bird, SessionState, SessionStatus};
 #[cfg(feature = "failpoints")]
 pub use bridge::AttachStep;

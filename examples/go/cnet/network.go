@@ -149,6 +149,11 @@ func (n *BridgeNetwork) Attach(ns ContainerNs, id, ifname string) (*Attachment, 
 	if err := check(rc, e); err != nil {
 		return nil, err
 	}
+	return attachmentOf(a, js)
+}
+
+// attachmentOf decodes (and frees) what attach returned.
+func attachmentOf(a *C.cnet_attachment, js *C.char) (*Attachment, error) {
 	defer C.cnet_attachment_free(a)
 	defer C.cnet_string_free(js)
 	att := &Attachment{
@@ -245,3 +250,29 @@ const (
 	DriftHostLinkDown = uint32(C.CNET_DRIFT_HOST_LINK_DOWN)
 	DriftHostMissing  = uint32(C.CNET_DRIFT_HOST_LINK_MISSING)
 )
+
+// AttachOptions asks Attach for an address ("10.244.1.9") and/or a MAC
+// of the container's interface ("02:42:ac:11:00:05"); "" for none.
+type AttachOptions struct {
+	IP, MAC string
+}
+
+// AttachWith is Attach with a requested address and/or MAC.
+func (n *BridgeNetwork) AttachWith(ns ContainerNs, id, ifname string, o AttachOptions) (*Attachment, error) {
+	var s cstrs
+	defer s.free()
+	where := ns.toC(&s)
+	var opts C.cnet_attach_options
+	opts.ip = s.add(o.IP)
+	opts.mac = s.add(o.MAC)
+	var a *C.cnet_attachment
+	var js *C.char
+	var e *C.cnet_error
+	rc := C.cnet_bridge_network_attach_with(n.p, &where, s.add(id), s.add(ifname), &opts, &a, &js, &e)
+	runtime.KeepAlive(n)
+	runtime.KeepAlive(ns.NetNs)
+	if err := check(rc, e); err != nil {
+		return nil, err
+	}
+	return attachmentOf(a, js)
+}
