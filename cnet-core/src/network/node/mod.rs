@@ -34,6 +34,8 @@
 //! deleted, so a kernel without it (`Unsupported`, "Unknown device type")
 //! leaves the node as it was.
 
+#[cfg(feature = "aws")]
+pub mod aws_vpc;
 mod checks;
 mod config;
 mod repair;
