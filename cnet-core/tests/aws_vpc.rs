@@ -29,6 +29,14 @@
 //!   `RequestLimitExceeded` before passing requests on;
 //! - no signature check, no IAM (`UnauthorizedOperation`), no real
 //!   forwarding of packets by the VPC router.
+//!
+//! The last test, `aws_vpc_fabric_*`, adds that forwarding: host namespaces
+//! on two segments ("subnets") behind a router namespace standing for the
+//! VPC router. The harness (not the library) copies moto's route tables
+//! into the router's kernel tables, one per zone, chosen by the interface
+//! a packet came in on, as the VPC applies a subnet's table to what leaves
+//! that subnet: `DEST via UNDERLAY-OF-ENI`. The hosts themselves have only
+//! their default route via the router: no tunnel, no per-peer route.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,6 +51,8 @@ use cnet_core::aws::{AwsConfig, Credentials, Ec2, RetryPolicy};
 use cnet_core::ipam::{NodeAttrs, NodeLease};
 use cnet_core::network::node::aws_vpc::{AwsVpcConfig, AwsVpcRoutes, AWS_ENI_ATTR};
 use cnet_core::Error;
+use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::privileged;
 use serde_json::Value;
 
 const SECRET: &str = "moto-secret-never-printed";
@@ -562,4 +572,221 @@ fn aws_ec2_errors_keep_code_and_hide_secrets() {
             "{shown}"
         );
     }
+}
+
+/// The harness's VPC router: each zone's table (moto's) into the router
+/// namespace's kernel table 100 + zone, `DEST via` the underlay address
+/// of the host that owns the target interface. Returns what it installed.
+fn sync_fabric(c: &Cluster, moto: &Moto, vpc: &Vpc) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (zone, table) in vpc.tables.iter().enumerate() {
+        let kt = (100 + zone).to_string();
+        // A table not made yet has nothing to flush ("FIB table does not exist").
+        let _ = Command::new("ip")
+            .args(["-n", &c.ns("rt"), "route", "flush", "table", &kt])
+            .output();
+        let mut installed = Vec::new();
+        for (dest, target) in cluster_routes(moto, table) {
+            let Some(h) = vpc.enis.iter().position(|e| *e == target) else {
+                continue;
+            };
+            let via = c.hosts[h].underlay.to_string();
+            c.ip(
+                "rt",
+                &["route", "replace", &dest, "via", &via, "table", &kt],
+            );
+            installed.push(format!("{dest} via {via}"));
+        }
+        out.push(installed);
+    }
+    out
+}
+
+/// The routes of the router's table `kt`, read back with `ip -j`.
+fn fabric_routes(c: &Cluster, kt: &str) -> Vec<String> {
+    let v = c.ip_json(&c.ns("rt"), &["route", "show", "table", kt]);
+    let mut r: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} via {}",
+                r["dst"].as_str().unwrap(),
+                r["gateway"].as_str().unwrap()
+            )
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn aws_vpc_fabric_all_pairs_ping_unencapsulated_then_leave() {
+    if !privileged() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let vpc = Vpc::make(&moto);
+    // h1, h2 on segment A (zone a), h3 on segment B (zone b) behind `rt`;
+    // one container each.
+    let c = Cluster::build(
+        "aws",
+        Spec {
+            near: 2,
+            far: 1,
+            containers: 1,
+        },
+    );
+    let rt = c.ns("rt");
+    // The VPC router: a packet takes the table of the zone it came from.
+    c.ip(
+        "rt",
+        &["rule", "add", "iif", "eth0", "table", "100", "pref", "100"],
+    );
+    c.ip(
+        "rt",
+        &["rule", "add", "iif", "eth1", "table", "101", "pref", "101"],
+    );
+
+    let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
+    let mut leases: Vec<NodeLease> = (0..3)
+        .map(|h| {
+            lease(
+                &c.hosts[h].role,
+                &c.hosts[h].subnet.to_string(),
+                &vpc.enis[h],
+            )
+        })
+        .collect();
+    // Each node keeps the table of its own subnet (found from it).
+    let nodes: Vec<AwsVpcRoutes> = (0..3)
+        .map(|h| {
+            let me = AwsVpcRoutes::identity_of_instance(&ec2, &vpc.instances[h]).unwrap();
+            let node = AwsVpcRoutes::new(
+                ec2.clone(),
+                AwsVpcConfig::new("10.244.0.0/16".parse().unwrap()),
+                me,
+            )
+            .unwrap();
+            node.prepare().unwrap();
+            node
+        })
+        .collect();
+    for n in &nodes {
+        n.reconcile_leases(&leases).unwrap();
+    }
+    let installed = sync_fabric(&c, &moto, &vpc);
+    for (zone, want) in installed.iter().enumerate() {
+        assert_eq!(want.len(), 3, "zone {zone}: {want:?}");
+        assert_eq!(fabric_routes(&c, &(100 + zone).to_string()), *want);
+    }
+    // The hosts have no route to a peer subnet of their own (no tunnel,
+    // no per-peer route): only the default route, the underlay and cni0.
+    for h in &c.hosts {
+        let v = c.ip_json(&h.ns, &["route", "show"]);
+        let peers: Vec<&Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["dst"].as_str().is_some_and(|d| {
+                    d.starts_with("10.244.") && !d.starts_with(&h.subnet.to_string())
+                })
+            })
+            .collect();
+        assert!(peers.is_empty(), "{}: {peers:?}", h.role);
+    }
+
+    // All pairs ping, and the underlay carries the container addresses in
+    // clear (no encapsulation): a capture on the router's legs.
+    let c1 = c.containers.iter().find(|x| x.host == 0).unwrap();
+    let c3 = c.containers.iter().find(|x| x.host == 2).unwrap();
+    let mut dump = Command::new("ip")
+        .args([
+            "netns", "exec", &rt, "tcpdump", "-nn", "-l", "-i", "any", "-c", "2",
+        ])
+        .arg(format!(
+            "icmp and src host {} and dst host {}",
+            c1.ip, c3.ip
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until tcpdump listens (it says so on stderr).
+    let mut err = BufReader::new(dump.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("listening") {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "tcpdump ended: {said}"
+        );
+        said.push_str(&line);
+    }
+    let failed = c.all_pairs_ping();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    assert!(Cluster::ping(&c1.ns, c3.ip));
+    // tcpdump ends after its two packets (in on eth0, out on eth1); a
+    // bounded wait, then it is stopped whatever it saw.
+    for _ in 0..100 {
+        if dump.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = dump.kill();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    let mut seen = String::new();
+    dump.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    let _ = dump.wait();
+    assert!(
+        seen.contains(&format!("{} > {}: ICMP echo", c1.ip, c3.ip)),
+        "capture on the router: {seen} (tcpdump said: {said}{rest})"
+    );
+
+    // h3 leaves: its lease is gone; the nodes converge, its route goes from
+    // both tables and, through the harness, from the fabric.
+    leases.pop();
+    for n in &nodes[..2] {
+        n.reconcile_leases(&leases).unwrap();
+    }
+    for t in &vpc.tables[..1] {
+        assert!(!cluster_routes(&moto, t).contains_key("10.244.3.0/24"));
+    }
+    // Zone b's table was kept by h3 only: the remaining nodes of zone a do
+    // not keep it, so it still holds the route until a node of zone b (or
+    // one configured with both tables) converges it.
+    let both = AwsVpcRoutes::new(
+        ec2.clone(),
+        AwsVpcConfig::new("10.244.0.0/16".parse().unwrap())
+            .tables(&[&vpc.tables[0], &vpc.tables[1]]),
+        nodes[0].identity().clone(),
+    )
+    .unwrap();
+    both.reconcile_leases(&leases).unwrap();
+    for t in &vpc.tables {
+        assert!(
+            !cluster_routes(&moto, t).contains_key("10.244.3.0/24"),
+            "{t}"
+        );
+    }
+    sync_fabric(&c, &moto, &vpc);
+    for kt in ["100", "101"] {
+        let r = fabric_routes(&c, kt);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(!r.iter().any(|x| x.starts_with("10.244.3.0/24")), "{r:?}");
+    }
+    assert!(
+        !Cluster::ping(&c1.ns, c3.ip),
+        "h3's container still reachable"
+    );
+    let c2 = c.containers.iter().find(|x| x.host == 1).unwrap();
+    assert!(Cluster::ping(&c1.ns, c2.ip));
 }
