@@ -19,6 +19,15 @@
 //! node-agent --etcd http://192.0.2.254:2379 --node h1 --underlay-dev eth0 --backend vxlan
 //! ```
 //!
+//! `--backend aws-vpc` (a build with feature `aws`) keeps every lease's
+//! route `SUBNET → ENI` in the VPC's route tables instead of kernel routes
+//! (`cnet_core::network::node::aws_vpc`): peers are reached through the
+//! host's default route. The node publishes its interface id with its
+//! lease (`aws-eni`); `--aws-route-table` (repeat; default: the table of
+//! the node's subnet, else the VPC's main table), `--aws-route-quota`,
+//! `--aws-instance-id` (default: the metadata service) and
+//! `--aws-endpoint`; credentials and region from AWS's usual places.
+//!
 //! Container addresses come from a file pool on this node (`--ipam-dir`):
 //! attach containers with `cnet_core::network::BridgeNetwork` and the same
 //! directory (the file store is safe between processes).
@@ -113,9 +122,25 @@ struct Args {
     /// The node's underlay address (default: the first IPv4 address of --underlay-dev).
     #[arg(long)]
     underlay_ip: Option<IpAddr>,
-    /// host-gw, vxlan, ipip, vxlan-cross-subnet or ipip-cross-subnet.
+    /// host-gw, vxlan, ipip, vxlan-cross-subnet, ipip-cross-subnet or
+    /// aws-vpc (a build with feature `aws`).
     #[arg(long, default_value = "vxlan")]
-    backend: Backend,
+    backend: AgentBackend,
+    /// aws-vpc: a route table to keep (repeat); default: the table of the
+    /// node's subnet, else the VPC's main table.
+    #[arg(long)]
+    aws_route_table: Vec<String>,
+    /// aws-vpc: routes a route table may hold (the account's quota).
+    #[arg(long, default_value_t = 500)]
+    aws_route_quota: usize,
+    /// aws-vpc: this node's instance id (default: from the instance
+    /// metadata service, IMDSv2).
+    #[arg(long)]
+    aws_instance_id: Option<String>,
+    /// aws-vpc: the EC2 endpoint (default: AWS_ENDPOINT_URL_EC2,
+    /// AWS_ENDPOINT_URL, else the region's).
+    #[arg(long)]
+    aws_endpoint: Option<String>,
     /// The bridge containers are attached to.
     #[arg(long, default_value = "cni0")]
     bridge: String,
@@ -129,6 +154,56 @@ struct Args {
     /// and drift are both acted on as they are seen).
     #[arg(long, default_value_t = 600)]
     resync: u64,
+}
+
+/// `--backend`: one of `Node`'s, or `aws-vpc` (the VPC's route tables;
+/// the kernel side is then host-gw with no peer: no device, no route).
+#[derive(Debug, Clone)]
+enum AgentBackend {
+    Kernel(Backend),
+    AwsVpc,
+}
+
+impl std::str::FromStr for AgentBackend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "aws-vpc" if cfg!(feature = "aws") => Ok(AgentBackend::AwsVpc),
+            "aws-vpc" => Err(Error::invalid(
+                "--backend aws-vpc",
+                "this node-agent was built without feature aws",
+            )),
+            s => s.parse().map(AgentBackend::Kernel),
+        }
+    }
+}
+
+#[cfg(feature = "aws")]
+mod vpc {
+    use cnet_core::aws::{AwsConfig, Ec2, Imds};
+    use cnet_core::network::node::aws_vpc::{AwsVpcConfig, AwsVpcRoutes, RouteTables};
+    use cnet_core::Error;
+    use std::time::Duration;
+
+    /// The aws-vpc backend of this node, its interface's source/dest
+    /// check off.
+    pub fn open(a: &super::Args) -> Result<AwsVpcRoutes, Error> {
+        let ec2 = Ec2::new(&AwsConfig {
+            endpoint: a.aws_endpoint.clone(),
+            ..Default::default()
+        })?;
+        let me = match &a.aws_instance_id {
+            Some(id) => AwsVpcRoutes::identity_of_instance(&ec2, id)?,
+            None => Imds::from_env(Duration::from_secs(2)).identity()?,
+        };
+        let mut cfg = AwsVpcConfig::new(a.network).route_quota(a.aws_route_quota);
+        if !a.aws_route_table.is_empty() {
+            cfg.tables = RouteTables::Ids(a.aws_route_table.clone());
+        }
+        let routes = AwsVpcRoutes::new(ec2, cfg, me)?;
+        routes.prepare()?;
+        Ok(routes)
+    }
 }
 
 fn main() {
@@ -146,6 +221,13 @@ fn run(a: Args) -> Result<(), Error> {
             .map_err(|e| Error::io("install signal handler", e))?;
     }
     let host = Handle::current()?;
+    // The kernel backend; aws-vpc routes in the cloud, none in the kernel.
+    let (backend, aws_vpc) = match &a.backend {
+        AgentBackend::Kernel(b) => (b.clone(), false),
+        AgentBackend::AwsVpc => (Backend::HostGw, true),
+    };
+    #[cfg(feature = "aws")]
+    let vpc = aws_vpc.then(|| vpc::open(&a)).transpose()?;
     let underlay_ip = match a.underlay_ip {
         Some(ip) => ip,
         None => host
@@ -179,12 +261,20 @@ fn run(a: Args) -> Result<(), Error> {
         config,
         Backoff::new(Duration::from_millis(100), ttl / 4),
     );
-    let attrs = NodeAttrs {
+    #[allow(unused_mut)] // only aws-vpc adds to it
+    let mut attrs = NodeAttrs {
         underlay_ip: Some(underlay_ip),
-        backend: Some(a.backend.name().to_string()),
+        backend: Some(if aws_vpc { "aws-vpc" } else { backend.name() }.to_string()),
         vtep_mac: Some(vtep_mac_for(&a.node)),
         ..Default::default()
     };
+    #[cfg(feature = "aws")]
+    if let Some(v) = &vpc {
+        attrs.extra.insert(
+            cnet_core::network::node::aws_vpc::AWS_ENI_ATTR.into(),
+            v.identity().eni_id.clone(),
+        );
+    }
     // The subnet this node holds first; wait for the store as long as it
     // takes (nothing is routed yet that the store could contradict).
     let lease = loop {
@@ -216,7 +306,7 @@ fn run(a: Args) -> Result<(), Error> {
     let underlay_mtu = host.links().get(&a.underlay_dev)?.mtu;
     // Encapsulation overhead: vxlan 50, ipip 20, wireguard 60 (IPv4
     // underlay); cross-subnet takes its encapsulation's.
-    let overhead = match &a.backend {
+    let overhead = match &backend {
         Backend::HostGw => 0,
         Backend::IpIp(_) => 20,
         Backend::WireGuard(_) => 60,
@@ -297,7 +387,25 @@ fn run(a: Args) -> Result<(), Error> {
                     Some(_) => keep_missing(all, &peers),
                     None => all,
                 };
-                let report = drift.reconcile_leases(&node, &a.backend, &peers)?;
+                // aws-vpc: no kernel route to any peer (the default route
+                // reaches them); the VPC's tables get one per lease.
+                let kernel_peers = if aws_vpc { &[][..] } else { &peers[..] };
+                let report = drift.reconcile_leases(&node, &backend, kernel_peers)?;
+                #[cfg(feature = "aws")]
+                if let Some(v) = &vpc {
+                    // A refusal (quota, throttling beyond the retries, IAM)
+                    // is said and tried again at the next reconcile.
+                    match v.reconcile_leases(&peers) {
+                        Ok(r) if r.writes() > 0 || synced.is_none() => println!(
+                            "node {}: aws-vpc: {} route writes in {:?}",
+                            a.node,
+                            r.writes(),
+                            v.tables()
+                        ),
+                        Ok(_) => {}
+                        Err(e) => eprintln!("node-agent: aws-vpc: {e}"),
+                    }
+                }
                 if !report.is_noop() || synced.is_none() {
                     print_report(&a.node, &report);
                 }

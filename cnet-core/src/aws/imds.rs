@@ -27,6 +27,15 @@ impl Imds {
         }
     }
 
+    /// The service at `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else at
+    /// [`DEFAULT_ENDPOINT`].
+    pub fn from_env(timeout: Duration) -> Self {
+        let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Imds::new(endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT), timeout)
+    }
+
     fn token(&self) -> Result<String> {
         let url = format!("{}/latest/api/token", self.endpoint);
         self.agent
