@@ -38,11 +38,12 @@
 //! that subnet: `DEST via UNDERLAY-OF-ENI`. The hosts themselves have only
 //! their default route via the router: no tunnel, no per-peer route.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,121 +54,10 @@ use cnet_core::network::node::aws_vpc::{AwsVpcConfig, AwsVpcRoutes, AWS_ENI_ATTR
 use cnet_core::Error;
 use cnet_test_support::cluster::{Cluster, Spec};
 use cnet_test_support::privileged;
+use common::moto::{cluster_routes, free_port, Moto};
 use serde_json::Value;
 
 const SECRET: &str = "moto-secret-never-printed";
-
-/// A moto server of this test; killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-    python: PathBuf,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn venv() -> PathBuf {
-    std::env::var_os("CNET_MOTO_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/cnet/moto"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Moto {
-    /// A running moto, or `None` (and a SKIPPED line) when it is not
-    /// installed; in CI its absence fails the test.
-    fn start() -> Option<Moto> {
-        let bin = venv().join("bin/moto_server");
-        if !bin.exists() {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "moto is not installed at {}: run scripts/deps --all",
-                    bin.display()
-                );
-            }
-            eprintln!(
-                "SKIPPED: moto not installed at {} (scripts/deps --all)",
-                bin.display()
-            );
-            return None;
-        }
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto {
-            child,
-            port,
-            python: venv().join("bin/python"),
-        };
-        // Wait until it answers (a readiness wait, not a timing assertion).
-        for _ in 0..300 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(moto);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("moto_server did not listen on 127.0.0.1:{port}");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Run `code` with `ec2`, a boto3 client of this moto; its stdout as JSON.
-    fn boto(&self, code: &str) -> Value {
-        let script = format!(
-            "import boto3, json\nec2 = boto3.client('ec2', endpoint_url='{}', region_name='us-east-1', \
-             aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}\n",
-            self.url()
-        );
-        let out = Command::new(&self.python)
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "boto3 script failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// The routes of `table` as moto lists them: destination → target.
-    fn routes(&self, table: &str) -> BTreeMap<String, String> {
-        let v = self.boto(&format!(
-            "print(json.dumps(ec2.describe_route_tables(RouteTableIds=['{table}'])['RouteTables'][0]['Routes']))"
-        ));
-        v.as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| {
-                let dest = r.get("DestinationCidrBlock")?.as_str()?.to_string();
-                let target = ["NetworkInterfaceId", "GatewayId", "InstanceId"]
-                    .iter()
-                    .find_map(|k| r.get(*k).and_then(|t| t.as_str()))
-                    .unwrap_or("?")
-                    .to_string();
-                Some((dest, target))
-            })
-            .collect()
-    }
-}
 
 /// The VPC of every test: two subnets in two zones, one table each,
 /// instances a and b in zone a, c in zone b, and another tool's route.
@@ -248,13 +138,6 @@ fn lease(node: &str, subnet: &str, eni: &str) -> NodeLease {
         attrs,
         expires: None,
     }
-}
-
-fn cluster_routes(moto: &Moto, table: &str) -> BTreeMap<String, String> {
-    moto.routes(table)
-        .into_iter()
-        .filter(|(d, _)| d.starts_with("10.244."))
-        .collect()
 }
 
 fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
