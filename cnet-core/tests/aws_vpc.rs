@@ -673,3 +673,27 @@ fn aws_vpc_fabric_all_pairs_ping_unencapsulated_then_leave() {
     let c2 = c.containers.iter().find(|x| x.host == 1).unwrap();
     assert!(Cluster::ping(&c1.ns, c2.ip));
 }
+
+#[test]
+fn aws_vpc_missing_table_does_not_stop_the_others() {
+    let Some(moto) = Moto::start() else { return };
+    let vpc = Vpc::make(&moto);
+    let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
+    let me = AwsVpcRoutes::identity_of_instance(&ec2, &vpc.instances[0]).unwrap();
+    let cfg = AwsVpcConfig::new("10.244.0.0/16".parse().unwrap())
+        .tables(&["rtb-0000000000000dead", &vpc.tables[1]]);
+    let node = AwsVpcRoutes::new(ec2, cfg, me).unwrap();
+    let a = &vpc.enis[0];
+    let e = node
+        .reconcile_leases(&[lease("a", "10.244.1.0/24", a)])
+        .unwrap_err();
+    assert!(
+        e.cloud_code()
+            .is_some_and(|c| c.starts_with("InvalidRouteTableID")),
+        "{e}"
+    );
+    assert_eq!(
+        cluster_routes(&moto, &vpc.tables[1]),
+        expect(&[("10.244.1.0/24", a)])
+    );
+}

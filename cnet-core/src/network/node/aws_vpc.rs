@@ -295,9 +295,10 @@ impl AwsVpcRoutes {
     }
 
     /// Converge every table to one route per peer (this node included).
-    /// A peer outside the cluster network is skipped (reported). Stops at
-    /// the first table that fails; a quota refusal comes after that
-    /// table's deletes and replaces were applied.
+    /// A peer outside the cluster network is skipped (reported). A table
+    /// that fails does not stop the others: one failure is returned as it
+    /// is (a quota refusal comes after that table's deletes and replaces
+    /// were applied), several as [`Error::Partial`].
     pub fn reconcile(&self, peers: &[VpcPeer]) -> Result<VpcReport> {
         let mut report = VpcReport::default();
         let mut desired = BTreeMap::new();
@@ -314,21 +315,43 @@ impl AwsVpcRoutes {
                 ));
             }
         }
-        let ids: Vec<&str> = self.tables.iter().map(String::as_str).collect();
-        let tables = self.ec2.describe_route_tables(&ids, &[])?;
+        let mut errors = Vec::new();
         for id in &self.tables {
-            let table = tables
-                .iter()
-                .find(|t| &t.id == id)
-                .ok_or_else(|| Error::NotFound {
+            // One table per call: a table deleted meanwhile is that
+            // table's error (InvalidRouteTableID.NotFound), not the others'.
+            let table = match self.ec2.describe_route_tables(&[id], &[]) {
+                Ok(t) => t.into_iter().find(|t| &t.id == id),
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let Some(table) = table else {
+                errors.push(Error::NotFound {
                     context: format!("aws-vpc route table {id}"),
                     kernel: None,
-                })?;
-            let p = plan(table, self.cfg.cluster, &desired);
-            self.apply(&p)?;
-            report.tables.push(p);
+                });
+                continue;
+            };
+            let p = plan(&table, self.cfg.cluster, &desired);
+            match self.apply(&p) {
+                Ok(()) => report.tables.push(p),
+                Err(e) => errors.push(e),
+            }
         }
-        Ok(report)
+        match errors.len() {
+            0 => Ok(report),
+            1 => Err(errors.remove(0)),
+            n => Err(Error::Partial {
+                context: "aws-vpc reconcile".into(),
+                applied: format!(
+                    "{} of {} tables converged",
+                    self.tables.len() - n,
+                    self.tables.len()
+                ),
+                errors,
+            }),
+        }
     }
 
     fn apply(&self, p: &TablePlan) -> Result<()> {
