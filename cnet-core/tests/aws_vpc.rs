@@ -457,6 +457,16 @@ fn aws_ec2_errors_keep_code_and_hide_secrets() {
     }
 }
 
+/// A process killed (and reaped) when dropped, also on panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The harness's VPC router: each zone's table (moto's) into the router
 /// namespace's kernel table 100 + zone, `DEST via` the underlay address
 /// of the host that owns the target interface. Returns what it installed.
@@ -585,18 +595,22 @@ fn aws_vpc_fabric_all_pairs_ping_unencapsulated_then_leave() {
     // clear (no encapsulation): a capture on the router's legs.
     let c1 = c.containers.iter().find(|x| x.host == 0).unwrap();
     let c3 = c.containers.iter().find(|x| x.host == 2).unwrap();
-    let mut dump = Command::new("ip")
-        .args([
-            "netns", "exec", &rt, "tcpdump", "-nn", "-l", "-i", "any", "-c", "2",
-        ])
-        .arg(format!(
-            "icmp and src host {} and dst host {}",
-            c1.ip, c3.ip
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // nsenter execs tcpdump itself (no child left behind when it is
+    // killed); the guard kills it also on panic.
+    let mut dump = KillOnDrop(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{rt}"))
+            .args(["tcpdump", "-nn", "-l", "-i", "any", "-c", "2"])
+            .arg(format!(
+                "icmp and src host {} and dst host {}",
+                c1.ip, c3.ip
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let dump = &mut dump.0;
     // Wait until tcpdump listens (it says so on stderr).
     let mut err = BufReader::new(dump.stderr.take().unwrap());
     let mut said = String::new();

@@ -294,6 +294,8 @@ mod tests {
         // The other shape some endpoints use.
         let body = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
         assert_eq!(parse_error(body).unwrap().code, "Throttling");
+        let body = "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>r</RequestID></Response>";
+        assert_eq!(parse_error(body).unwrap().code, "UnauthorizedOperation");
         assert_eq!(parse_error("not xml"), None);
         assert!(matches!(
             route_tables("ctx", "<oops"),
