@@ -96,7 +96,9 @@ macro_rules! context_of {
             | Error::Timeout { context, .. }
             | Error::Protocol { context, .. }
             | Error::Partial { context, .. }
-            | Error::Io { context, .. } => context,
+            | Error::Io { context, .. }
+            | Error::Cloud { context, .. }
+            | Error::RouteQuota { context, .. } => context,
         }
     };
 }
@@ -251,6 +253,42 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+
+    /// A cloud API (the EC2 Query API of the `aws` feature) refused the
+    /// request: its own error code (`RouteLimitExceeded`,
+    /// `InvalidRoute.NotFound`, `UnauthorizedOperation`, …) and message,
+    /// never a credential.
+    #[error("{context}: {code}: {message} (HTTP {status})")]
+    Cloud {
+        /// The operation and object concerned ("CreateRoute 10.244.2.0/24 in rtb-1").
+        context: String,
+        /// The service's error code, as it sent it.
+        code: String,
+        /// The service's message, as it sent it.
+        message: String,
+        /// The HTTP status of the answer (0 when none came).
+        status: u16,
+    },
+
+    /// A route table would hold more routes than its quota allows: nothing
+    /// beyond the quota was programmed.
+    #[error(
+        "{context}: route table {table} holds {held} routes, {wanted} more needed, quota {quota}: \
+         raise the route table quota (and the backend's `route_quota`), or use the vxlan or \
+         cross-subnet backend"
+    )]
+    RouteQuota {
+        /// The operation concerned.
+        context: String,
+        /// The route table's id (`rtb-…`).
+        table: String,
+        /// Routes the table holds now (all of them, other tools' included).
+        held: usize,
+        /// Routes the cluster would add.
+        wanted: usize,
+        /// The configured quota.
+        quota: usize,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -363,6 +401,15 @@ impl Error {
         self
     }
 
+    /// The cloud API's error code (`RouteLimitExceeded`, …) of an
+    /// [`Error::Cloud`].
+    pub fn cloud_code(&self) -> Option<&str> {
+        match self {
+            Error::Cloud { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     /// True for `NotFound` (what CNI DEL treats as success).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
@@ -452,6 +499,30 @@ impl Clone for Error {
             Error::Io { context, source } => Error::Io {
                 context: context.clone(),
                 source: clone_io(source),
+            },
+            Error::Cloud {
+                context,
+                code,
+                message,
+                status,
+            } => Error::Cloud {
+                context: context.clone(),
+                code: code.clone(),
+                message: message.clone(),
+                status: *status,
+            },
+            Error::RouteQuota {
+                context,
+                table,
+                held,
+                wanted,
+                quota,
+            } => Error::RouteQuota {
+                context: context.clone(),
+                table: table.clone(),
+                held: *held,
+                wanted: *wanted,
+                quota: *quota,
             },
         }
     }

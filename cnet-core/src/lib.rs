@@ -45,6 +45,8 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod error;
 pub mod fdb;
 pub mod handle;

@@ -23,6 +23,15 @@
 //! node-agent --etcd http://192.0.2.254:2379 --node h1 --underlay-dev eth0 --backend vxlan
 //! ```
 //!
+//! `--backend aws-vpc` (a build with feature `aws`) keeps every lease's
+//! route `SUBNET → ENI` in the VPC's route tables instead of kernel routes
+//! (`cnet_core::network::node::aws_vpc`): peers are reached through the
+//! host's default route. The node publishes its interface id with its
+//! lease (`aws-eni`); `--aws-route-table` (repeat; default: the table of
+//! the node's subnet, else the VPC's main table), `--aws-route-quota`,
+//! `--aws-instance-id` (default: the metadata service) and
+//! `--aws-endpoint`; credentials and region from AWS's usual places.
+//!
 //! Container addresses come from a file pool on this node (`--ipam-dir`):
 //! attach containers with `cnet_core::network::BridgeNetwork` and the same
 //! directory (the file store is safe between processes).
@@ -62,6 +71,7 @@
 //! - **The agent itself is killed:** a restarted agent finds its lease (or
 //!   claims its subnet) and the kernel state as it was: nothing is lost.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,12 +79,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cnet_core::ipam::{
-    Backoff, Call, EtcdConfig, EtcdSession, EtcdTls, FileStore, LeaseStore, NodeAttrs, PoolConfig,
-    SubnetConfig,
+    Backoff, Call, EtcdConfig, EtcdSession, EtcdTls, FileStore, LeaseStore, NodeAttrs, NodeLease,
+    PoolConfig, SubnetConfig,
 };
 use cnet_core::network::{
     held_subnet, vtep_mac_for, Backend, BridgeConfig, BridgeNetwork, DriftRepair, Encap, Happened,
-    HeldSubnet, KernelPeers, Member, Node, NodeConfig, Repair,
+    HeldSubnet, KernelPeers, Member, Node, NodeConfig, PeerReport, PeerSink, Repair,
 };
 use cnet_core::watch::{Event, Watch};
 use cnet_core::{Error, Handle, IpNet};
@@ -119,9 +129,25 @@ struct Args {
     /// The node's underlay address (default: the first IPv4 address of --underlay-dev).
     #[arg(long)]
     underlay_ip: Option<IpAddr>,
-    /// host-gw, vxlan, ipip, vxlan-cross-subnet or ipip-cross-subnet.
+    /// host-gw, vxlan, ipip, vxlan-cross-subnet, ipip-cross-subnet or
+    /// aws-vpc (a build with feature `aws`).
     #[arg(long, default_value = "vxlan")]
-    backend: Backend,
+    backend: AgentBackend,
+    /// aws-vpc: a route table to keep (repeat); default: the table of the
+    /// node's subnet, else the VPC's main table.
+    #[arg(long)]
+    aws_route_table: Vec<String>,
+    /// aws-vpc: routes a route table may hold (the account's quota).
+    #[arg(long, default_value_t = 500)]
+    aws_route_quota: usize,
+    /// aws-vpc: this node's instance id (default: from the instance
+    /// metadata service, IMDSv2).
+    #[arg(long)]
+    aws_instance_id: Option<String>,
+    /// aws-vpc: the EC2 endpoint (default: AWS_ENDPOINT_URL_EC2,
+    /// AWS_ENDPOINT_URL, else the region's).
+    #[arg(long)]
+    aws_endpoint: Option<String>,
     /// The bridge containers are attached to.
     #[arg(long, default_value = "cni0")]
     bridge: String,
@@ -135,6 +161,56 @@ struct Args {
     /// and drift are both acted on as they are seen).
     #[arg(long, default_value_t = 600)]
     resync: u64,
+}
+
+/// `--backend`: one of `Node`'s, or `aws-vpc` (the VPC's route tables;
+/// the kernel side is then host-gw with no peer: no device, no route).
+#[derive(Debug, Clone)]
+enum AgentBackend {
+    Kernel(Backend),
+    AwsVpc,
+}
+
+impl std::str::FromStr for AgentBackend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "aws-vpc" if cfg!(feature = "aws") => Ok(AgentBackend::AwsVpc),
+            "aws-vpc" => Err(Error::invalid(
+                "--backend aws-vpc",
+                "this node-agent was built without feature aws",
+            )),
+            s => s.parse().map(AgentBackend::Kernel),
+        }
+    }
+}
+
+#[cfg(feature = "aws")]
+mod vpc {
+    use cnet_core::aws::{AwsConfig, Ec2, Imds};
+    use cnet_core::network::node::aws_vpc::{AwsVpcConfig, AwsVpcRoutes, RouteTables};
+    use cnet_core::Error;
+    use std::time::Duration;
+
+    /// The aws-vpc backend of this node, its interface's source/dest
+    /// check off.
+    pub fn open(a: &super::Args) -> Result<AwsVpcRoutes, Error> {
+        let ec2 = Ec2::new(&AwsConfig {
+            endpoint: a.aws_endpoint.clone(),
+            ..Default::default()
+        })?;
+        let me = match &a.aws_instance_id {
+            Some(id) => AwsVpcRoutes::identity_of_instance(&ec2, id)?,
+            None => Imds::from_env(Duration::from_secs(2)).identity()?,
+        };
+        let mut cfg = AwsVpcConfig::new(a.network).route_quota(a.aws_route_quota);
+        if !a.aws_route_table.is_empty() {
+            cfg.tables = RouteTables::Ids(a.aws_route_table.clone());
+        }
+        let routes = AwsVpcRoutes::new(ec2, cfg, me)?;
+        routes.prepare()?;
+        Ok(routes)
+    }
 }
 
 fn main() {
@@ -152,6 +228,13 @@ fn run(a: Args) -> Result<(), Error> {
             .map_err(|e| Error::io("install signal handler", e))?;
     }
     let host = Handle::current()?;
+    // The kernel backend; aws-vpc routes in the cloud, none in the kernel.
+    let (backend, aws_vpc) = match &a.backend {
+        AgentBackend::Kernel(b) => (b.clone(), false),
+        AgentBackend::AwsVpc => (Backend::HostGw, true),
+    };
+    #[cfg(feature = "aws")]
+    let vpc = aws_vpc.then(|| vpc::open(&a)).transpose()?;
     let underlay_ip = match a.underlay_ip {
         Some(ip) => ip,
         None => host
@@ -185,12 +268,20 @@ fn run(a: Args) -> Result<(), Error> {
         config,
         Backoff::new(Duration::from_millis(100), ttl / 4),
     );
-    let attrs = NodeAttrs {
+    #[allow(unused_mut)] // only aws-vpc adds to it
+    let mut attrs = NodeAttrs {
         underlay_ip: Some(underlay_ip),
-        backend: Some(a.backend.name().to_string()),
+        backend: Some(if aws_vpc { "aws-vpc" } else { backend.name() }.to_string()),
         vtep_mac: Some(vtep_mac_for(&a.node)),
         ..Default::default()
     };
+    #[cfg(feature = "aws")]
+    if let Some(v) = &vpc {
+        attrs.extra.insert(
+            cnet_core::network::node::aws_vpc::AWS_ENI_ATTR.into(),
+            v.identity().eni_id.clone(),
+        );
+    }
     // The subnet this node holds first; wait for the store as long as it
     // takes (nothing is routed yet that the store could contradict).
     let lease = loop {
@@ -222,7 +313,7 @@ fn run(a: Args) -> Result<(), Error> {
     let underlay_mtu = host.links().get(&a.underlay_dev)?.mtu;
     // Encapsulation overhead: vxlan 50, ipip 20, wireguard 60 (IPv4
     // underlay); cross-subnet takes its encapsulation's.
-    let overhead = match &a.backend {
+    let overhead = match &backend {
         Backend::HostGw => 0,
         Backend::IpIp(_) => 20,
         Backend::WireGuard(_) => 60,
@@ -252,11 +343,44 @@ fn run(a: Args) -> Result<(), Error> {
     // Renewals (an etcd lease keep-alive each), and the peers' leases one
     // event at a time; the first event is the whole set.
     let mut member = Member::new(store, lease.clone(), attrs, ttl);
+    // aws-vpc: every lease's route in the VPC's tables (reconciled whole on
+    // every change; a refusal is said and tried again at the next change
+    // or resync), no kernel route to any peer (the default route reaches
+    // them).
+    let vpc_sync: Option<Box<VpcSync<'_>>> = {
+        #[cfg(feature = "aws")]
+        {
+            vpc.as_ref().map(|v| {
+                let name = a.node.clone();
+                Box::new(
+                    move |leases: &[NodeLease]| match v.reconcile_leases(leases) {
+                        Ok(r) if r.writes() > 0 => println!(
+                            "node {name}: aws-vpc: {} route writes in {:?}",
+                            r.writes(),
+                            v.tables()
+                        ),
+                        Ok(_) => {}
+                        Err(e) => eprintln!("node-agent: aws-vpc: {e}"),
+                    },
+                ) as Box<VpcSync<'_>>
+            })
+        }
+        #[cfg(not(feature = "aws"))]
+        {
+            let _ = aws_vpc;
+            None
+        }
+    };
+    let mut vpc_leases = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
-        let mut sink = KernelPeers {
-            node: &node,
-            backend: &a.backend,
-            drift: &mut drift,
+        let mut sink = AgentPeers {
+            kernel: KernelPeers {
+                node: &node,
+                backend: &backend,
+                drift: &mut drift,
+            },
+            vpc: vpc_sync.as_deref(),
+            leases: &mut vpc_leases,
         };
         for h in member.step(&mut sink) {
             tell(&a, &node, h);
@@ -264,7 +388,7 @@ fn run(a: Args) -> Result<(), Error> {
         // The safety net: a full reconcile of the known set (no store
         // traffic).
         if synced.elapsed() >= resync_every {
-            match drift.reconcile_leases(&node, &a.backend, &member.leases()) {
+            match sink.all(&member.leases()) {
                 Ok(r) if !r.is_noop() => print_report(&a.node, "resync", &r),
                 Ok(_) => {}
                 Err(e) => eprintln!("node-agent: resync: {e}"),
@@ -293,6 +417,49 @@ fn run(a: Args) -> Result<(), Error> {
         r.devices.len()
     );
     Ok(())
+}
+
+/// aws-vpc: bring the VPC's route tables to these leases (says what it
+/// did or why it could not).
+type VpcSync<'a> = dyn Fn(&[NodeLease]) + 'a;
+
+/// What the agent programs for its peers: the kernel (`KernelPeers`: the
+/// backend's devices and routes), or with aws-vpc the VPC's route tables
+/// (`vpc`, given every lease) and a kernel with no peer route.
+struct AgentPeers<'a, 'h> {
+    kernel: KernelPeers<'a, 'h>,
+    vpc: Option<&'a VpcSync<'a>>,
+    /// aws-vpc: the lease set, by subnet (the tables are reconciled whole).
+    leases: &'a mut BTreeMap<IpNet, NodeLease>,
+}
+
+impl PeerSink for AgentPeers<'_, '_> {
+    fn all(&mut self, leases: &[NodeLease]) -> Result<PeerReport, Error> {
+        let Some(vpc) = self.vpc else {
+            return self.kernel.all(leases);
+        };
+        *self.leases = leases.iter().map(|l| (l.subnet, l.clone())).collect();
+        vpc(leases);
+        self.kernel.all(&[])
+    }
+    fn put(&mut self, lease: &NodeLease) -> Result<PeerReport, Error> {
+        let Some(vpc) = self.vpc else {
+            return self.kernel.put(lease);
+        };
+        self.leases.retain(|_, l| l.node != lease.node);
+        self.leases.insert(lease.subnet, lease.clone());
+        vpc(&self.leases.values().cloned().collect::<Vec<_>>());
+        Ok(PeerReport::default())
+    }
+    fn gone(&mut self, subnet: IpNet) -> Result<PeerReport, Error> {
+        let Some(vpc) = self.vpc else {
+            return self.kernel.gone(subnet);
+        };
+        if self.leases.remove(&subnet).is_some() {
+            vpc(&self.leases.values().cloned().collect::<Vec<_>>());
+        }
+        Ok(PeerReport::default())
+    }
 }
 
 /// Block until the kernel watch or the lease watch has something, or

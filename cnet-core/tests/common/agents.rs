@@ -165,6 +165,28 @@ impl Agent {
         }
     }
 
+    /// An agent started by the caller (other flags), its output piped.
+    pub fn adopt(mut child: Child, node: &str) -> Agent {
+        let (tx, lines) = mpsc::channel();
+        forward(
+            child.stdout.take().unwrap(),
+            node.to_string(),
+            "",
+            tx.clone(),
+        );
+        forward(
+            child.stderr.take().unwrap(),
+            format!("{node} err"),
+            "stderr: ",
+            tx,
+        );
+        Agent {
+            child,
+            lines,
+            subnet: "0.0.0.0/0".parse().unwrap(),
+        }
+    }
+
     /// Wait (30 s at most) for a line containing `what`.
     pub fn expect_line(&mut self, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -14,6 +14,8 @@ pub use cnet_test_support::{json_of, privileged, run, TestNs};
 pub mod agents;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "aws")]
+pub mod moto;
 #[cfg(feature = "etcd")]
 pub mod scale;
 

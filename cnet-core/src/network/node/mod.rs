@@ -26,6 +26,11 @@
 //! protocols (`kernel`, `bird`, `static`, …), learnt neighbours and other
 //! devices are never touched.
 //!
+//! The cloud's route tables (feature `aws`) are a reconciler of their own,
+//! [`aws_vpc::AwsVpcRoutes`]: it writes no kernel state (peers are reached
+//! through the default route), so a node using it reconciles `Node` with
+//! no peers and the VPC's tables with every lease.
+//!
 //! Switching backend is a reconcile with the new backend: host-gw → vxlan
 //! creates the device and its entries and replaces each route in place
 //! (same prefix, so no gap); vxlan → host-gw deletes the device (the kernel
@@ -34,6 +39,8 @@
 //! deleted, so a kernel without it (`Unsupported`, "Unknown device type")
 //! leaves the node as it was.
 
+#[cfg(feature = "aws")]
+pub mod aws_vpc;
 mod checks;
 mod config;
 mod one_peer;
