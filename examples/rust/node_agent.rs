@@ -344,25 +344,42 @@ fn run(a: Args) -> Result<(), Error> {
     // event at a time; the first event is the whole set.
     let mut member = Member::new(store, lease.clone(), attrs, ttl);
     // aws-vpc: every lease's route in the VPC's tables (reconciled whole on
-    // every change; a refusal is said and tried again at the next change
-    // or resync), no kernel route to any peer (the default route reaches
-    // them).
+    // every change; a refusal (quota, throttling past the retries, IAM) is
+    // said and tried again with a capped backoff), no kernel route to any
+    // peer (the default route reaches them).
+    let vpc_retry = std::cell::RefCell::new((
+        None::<Instant>,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+    ));
     let vpc_sync: Option<Box<VpcSync<'_>>> = {
         #[cfg(feature = "aws")]
         {
             vpc.as_ref().map(|v| {
-                let name = a.node.clone();
-                Box::new(
-                    move |leases: &[NodeLease]| match v.reconcile_leases(leases) {
-                        Ok(r) if r.writes() > 0 => println!(
-                            "node {name}: aws-vpc: {} route writes in {:?}",
-                            r.writes(),
-                            v.tables()
-                        ),
-                        Ok(_) => {}
-                        Err(e) => eprintln!("node-agent: aws-vpc: {e}"),
-                    },
-                ) as Box<VpcSync<'_>>
+                let (name, retry) = (a.node.clone(), &vpc_retry);
+                Box::new(move |leases: &[NodeLease]| {
+                    let mut retry = retry.borrow_mut();
+                    match v.reconcile_leases(leases) {
+                        Ok(r) => {
+                            if r.writes() > 0 {
+                                println!(
+                                    "node {name}: aws-vpc: {} route writes in {:?}",
+                                    r.writes(),
+                                    v.tables()
+                                );
+                            }
+                            retry.1.reset();
+                            retry.0 = None;
+                        }
+                        Err(e) => {
+                            let wait = retry.1.failed();
+                            retry.0 = Some(Instant::now() + wait);
+                            eprintln!(
+                                "node-agent: aws-vpc: {e} (retry in {} ms)",
+                                wait.as_millis()
+                            );
+                        }
+                    }
+                }) as Box<VpcSync<'_>>
             })
         }
         #[cfg(not(feature = "aws"))]
@@ -387,7 +404,8 @@ fn run(a: Args) -> Result<(), Error> {
         }
         // The safety net: a full reconcile of the known set (no store
         // traffic).
-        if synced.elapsed() >= resync_every {
+        let vpc_due = vpc_retry.borrow().0.is_some_and(|t| t <= Instant::now());
+        if synced.elapsed() >= resync_every || vpc_due {
             match sink.all(&member.leases()) {
                 Ok(r) if !r.is_noop() => print_report(&a.node, "resync", &r),
                 Ok(_) => {}
@@ -398,9 +416,12 @@ fn run(a: Args) -> Result<(), Error> {
         // One wait for everything: the kernel's events and the leases'
         // (a signal ends it too). A quiet cluster costs one poll(2) per
         // renewal and nothing else.
-        let wait = member
+        let mut wait = member
             .wake_in()
             .min(resync_every.saturating_sub(synced.elapsed()));
+        if let Some(t) = vpc_retry.borrow().0 {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        }
         wait_for(&kernel, member.as_fd(), wait);
         while let Some(ev) = kernel.next(Duration::ZERO)? {
             repair(&a, &node, &net, &mut drift, &ev);
