@@ -23,13 +23,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use cnet_core::ipam::{EtcdStore, LeaseStore, SubnetConfig};
 use cnet_core::IpNet;
+use cnet_test_support::ping::ContinuousPing;
 use common::agents::{
     agent_binary, attach_containers, bridge_subnet, cnet_routes, make_host, underlay_with_etcd,
     Agent, Host,
@@ -162,48 +163,9 @@ fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
     t.elapsed()
 }
 
-/// `ping -i 0.01` from a container, until stopped.
-struct Ping {
-    child: Child,
-    what: String,
-}
-
-impl Ping {
-    fn start(from: &TestNs, to: IpAddr) -> Ping {
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", &from.name, "ping", "-n", "-q", "-i", "0.01",
-            ])
-            .args(["-W", "1", &to.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ping");
-        Ping {
-            child,
-            what: format!("{} → {to}", from.name),
-        }
-    }
-
-    /// SIGINT; (sent, lost) from ping's summary.
-    fn stop(self) -> (u64, u64) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_else(|| panic!("ping {}: no summary in {text:?}", self.what));
-        let nums: Vec<u64> = line
-            .split(',')
-            .filter_map(|p| p.split_whitespace().next()?.parse().ok())
-            .collect();
-        (nums[0], nums[0] - nums[1])
-    }
+/// A ping every 10 ms from a container, until stopped.
+fn ping(from: &TestNs, to: IpAddr) -> ContinuousPing {
+    ContinuousPing::start(&from.name, to)
 }
 
 /// Sample `f` every 20 ms on a thread until the returned guard is stopped;
@@ -295,7 +257,7 @@ fn agent_faults_etcd_restart() {
     let Some(mut c) = Cluster::new("afr", 2, 3) else {
         return;
     };
-    let ping = Ping::start(c.container(0).0, c.container(1).1);
+    let ping = ping(c.container(0).0, c.container(1).1);
     let routes = route_stays(&c.hosts[0].ns, c.agents[1].subnet);
     c.etcd.stop();
     std::thread::sleep(Duration::from_secs(3));
@@ -308,7 +270,7 @@ fn agent_faults_etcd_restart() {
     }
     let (samples, gone) = routes.finish();
     assert!(gone.is_empty(), "h1 lost its route to h2: {gone:?}");
-    let (sent, lost) = ping.stop();
+    let (sent, lost) = ping.stop().sent_lost();
     println!(
         "etcd restart (down 3 s, TTL 3 s): agents alive 2/2; leases there {converged:?} after \
          etcd was back, and still there two TTLs later (renewed); h1's route to h2 present in {samples}/{samples} samples; pings lost \
@@ -322,7 +284,7 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
         return;
     };
     let (s1, s2) = (c.agents[0].subnet, c.agents[1].subnet);
-    let ping = Ping::start(c.container(0).0, c.container(1).1);
+    let ping = ping(c.container(0).0, c.container(1).1);
     // The cut-off node keeps its routes (stale beats empty).
     let kept = route_stays(&c.hosts[1].ns, s1);
     cut_from_etcd(&c.hosts[1].ns, true);
@@ -360,7 +322,7 @@ fn agent_faults_etcd_partition_longer_than_ttl() {
         "the cut-off h2 lost its route to h1: {gone:?}"
     );
     assert!(c.agents.iter_mut().all(|a| a.running()), "an agent exited");
-    let (sent, lost) = ping.stop();
+    let (sent, lost) = ping.stop().sent_lost();
     println!(
         "etcd partition of h2 for {cut_for:?} (TTL 3 s): h2's lease expired after {expired:?}, \
          h1 dropped h2's route {h1_dropped:?} later; h2 kept its route to h1 in \
@@ -376,7 +338,7 @@ fn agent_faults_etcd_partition_subnet_taken_meanwhile() {
         return;
     };
     let s2 = c.agents[1].subnet;
-    let ping = Ping::start(c.container(0).0, c.container(1).1);
+    let ping = ping(c.container(0).0, c.container(1).1);
     cut_from_etcd(&c.hosts[1].ns, true);
     wait_until("h2's lease expires in etcd", 20, || {
         c.leases().is_some_and(|l| !l.contains_key("h2"))
@@ -438,7 +400,7 @@ fn agent_faults_etcd_partition_subnet_taken_meanwhile() {
     assert_eq!(st.code(), Some(3), "restarted h2 agent: {st}");
     assert!(cnet_routes(&c.hosts[1].ns).is_empty());
     assert_eq!(c.leases().unwrap().get("h3").map(|x| x.0), Some(s2));
-    let (sent, lost) = ping.stop();
+    let (sent, lost) = ping.stop().sent_lost();
     println!(
         "h2 cut off past its TTL while h3 joined and got {s2}: after the heal h2's agent \
          removed its routes and exited 3 in {stopped:?} (restarted: exits 3 again); h1 routes \
@@ -453,8 +415,8 @@ fn agent_faults_etcd_data_loss() {
     };
     let bridges = c.bridges();
     let pings = [
-        Ping::start(c.container(0).0, c.container(1).1),
-        Ping::start(c.container(2).0, c.container(0).1),
+        ping(c.container(0).0, c.container(1).1),
+        ping(c.container(2).0, c.container(0).1),
     ];
     // Every lease seen in etcd, all the time, names the subnet its node's
     // bridge holds (or the node is new and its bridge not made yet).
@@ -510,7 +472,7 @@ fn agent_faults_etcd_data_loss() {
     }
     assert!(c.agents.iter_mut().all(|a| a.running()), "an agent exited");
     let [p1, p2] = pings;
-    let ((s1, l1), (s2, l2)) = (p1.stop(), p2.stop());
+    let ((s1, l1), (s2, l2)) = (p1.stop().sent_lost(), p2.stop().sent_lost());
     println!(
         "etcd data loss (new empty etcd, TTL 3 s): 3/3 leases republished with their bridges' \
          subnets in {republished:?}; h4 joined with {s4}; {samples} lease samples, none \
@@ -524,7 +486,7 @@ fn agent_faults_agent_sigkill_restart() {
         return;
     };
     let s1 = c.agents[0].subnet;
-    let ping = Ping::start(c.container(1).0, c.container(0).1);
+    let ping = ping(c.container(1).0, c.container(0).1);
     let kept = [
         route_stays(&c.hosts[1].ns, s1),
         route_stays(&c.hosts[0].ns, c.agents[1].subnet),
@@ -542,7 +504,7 @@ fn agent_faults_agent_sigkill_restart() {
         let (n, gone) = s.finish();
         assert!(gone.is_empty(), "{who} went away: {gone:?} ({n} samples)");
     }
-    let (sent, lost) = ping.stop();
+    let (sent, lost) = ping.stop().sent_lost();
     println!(
         "agent SIGKILLed, restarted after 3 s (TTL 6 s): same subnet {s1}, up in {up:?}; \
          routes both ways present in every sample; pings lost {lost}/{sent}"

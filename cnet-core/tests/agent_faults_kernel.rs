@@ -26,10 +26,10 @@
 mod common;
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cnet_core::network::{host_veth_name, mac_for_ip, vtep_mac_for, NodeConfig};
+use cnet_test_support::ping::ContinuousPing;
 use common::agents::{agent_binary, attach_containers, make_host, underlay_with_etcd, Agent, Host};
 use common::etcd::Etcd;
 use common::TestNs;
@@ -102,51 +102,9 @@ fn wait_ping(from: &TestNs, dst: IpAddr, deadline: Duration) -> Duration {
     t.elapsed()
 }
 
-/// A continuous ping (every 10 ms), stopped with SIGINT to read its summary.
-struct Ping {
-    child: Child,
-    what: String,
-}
-
-fn start_ping(from: &TestNs, dst: IpAddr, what: &str) -> Ping {
-    let child = Command::new("ip")
-        .args(["netns", "exec", &from.name, "ping", "-i", "0.01", "-q"])
-        .arg(dst.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ping");
-    Ping {
-        child,
-        what: what.to_string(),
-    }
-}
-
-/// Stop the ping; (sent, lost), from ping's own summary line.
-fn stop_ping(p: Ping) -> (u64, u64) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(p.child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let out = p.child.wait_with_output().expect("ping output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("{}: no ping summary in {text:?}", p.what));
-    // "N packets transmitted, M received, …"
-    let num = |i: usize| -> u64 {
-        line.split(", ")
-            .nth(i)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (sent, received) = (num(0), num(1));
-    (sent, sent - received)
+/// A continuous ping (every 10 ms) named `what`.
+fn start_ping(from: &TestNs, dst: IpAddr, what: &str) -> ContinuousPing {
+    ContinuousPing::start(&from.name, dst).named(what)
 }
 
 /// Lines the agent prints until one contains `what` (stdout and, prefixed
@@ -280,7 +238,7 @@ fn agent_faults_bridge_deleted_is_repaired_with_ports() {
     std::thread::sleep(Duration::from_millis(300));
     let lost: Vec<(String, (u64, u64))> = pings
         .into_iter()
-        .map(|p| (p.what.clone(), stop_ping(p)))
+        .map(|p| (p.what.clone(), p.stop().sent_lost()))
         .collect();
     let mut all = lines;
     all.extend(lines_for(&c.agents[0], Duration::from_millis(100)));
@@ -350,7 +308,7 @@ fn agent_faults_bridge_deleted_then_agent_restarted() {
     std::thread::sleep(Duration::from_millis(300));
     let lost: Vec<(String, (u64, u64))> = pings
         .into_iter()
-        .map(|p| (p.what.clone(), stop_ping(p)))
+        .map(|p| (p.what.clone(), p.stop().sent_lost()))
         .collect();
     let lines = lines_for(&c.agents[0], Duration::from_millis(100));
     assert!(
@@ -415,7 +373,7 @@ fn agent_faults_vxlan_deleted_is_repaired_quietly() {
     std::thread::sleep(Duration::from_millis(300));
     let lost: Vec<(String, (u64, u64))> = pings
         .into_iter()
-        .map(|p| (p.what.clone(), stop_ping(p)))
+        .map(|p| (p.what.clone(), p.stop().sent_lost()))
         .collect();
     lines.extend(lines_for(&c.agents[0], Duration::from_millis(100)));
     assert!(

@@ -18,7 +18,6 @@
 //! cargo test -p cnet-core --test network_drift_deleted -- --nocapture
 //! ```
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,31 +30,8 @@ use cnet_core::network::{
 use cnet_core::watch::Watch;
 use cnet_core::Handle;
 use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::ping::ContinuousPing;
 use cnet_test_support::{privileged, run};
-
-/// A continuous ping (every 10 ms) from a container.
-fn start_ping(ns: &str, dst: &str) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-i", "0.01", "-q", dst])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ping")
-}
-
-/// Stop it with SIGINT; its summary line.
-fn stop_ping(c: Child) -> String {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(c.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let out = c.wait_with_output().expect("ping output");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no summary")
-        .to_string()
-}
 
 fn cluster(tag: &str, hosts: u8, containers: u8) -> Cluster {
     let c = Cluster::build(
@@ -165,8 +141,8 @@ fn network_drift_deleted_bridge_is_made_again_with_its_ports() {
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let (c1a, c1b, c2a) = (&c.containers[0], &c.containers[1], &c.containers[2]);
-        let cross = start_ping(&c2a.ns, &c1a.ip.to_string());
-        let local = start_ping(&c1b.ns, &c1a.ip.to_string());
+        let cross = ContinuousPing::start(&c2a.ns, c1a.ip);
+        let local = ContinuousPing::start(&c1b.ns, c1a.ip);
         std::thread::sleep(Duration::from_millis(300));
 
         let start = Instant::now();
@@ -183,7 +159,7 @@ fn network_drift_deleted_bridge_is_made_again_with_its_ports() {
         assert_eq!(read_index, index, "the network follows the new bridge");
         assert!(c.all_pairs_ping().is_empty());
         std::thread::sleep(Duration::from_millis(200));
-        let (cross, local) = (stop_ping(cross), stop_ping(local));
+        let (cross, local) = (cross.stop().line, local.stop().line);
         stop.store(true, Ordering::SeqCst);
         repairer.join().unwrap();
         println!("network_drift: cni0 deleted on h1, BridgeRepair from the watch: {r}");
@@ -312,7 +288,7 @@ fn network_drift_deleted_vxlan_is_repaired_without_errors() {
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let (c1, c2) = (&c.containers[0], &c.containers[1]);
-        let ping = start_ping(&c2.ns, &c1.ip.to_string());
+        let ping = ContinuousPing::start(&c2.ns, c1.ip);
         std::thread::sleep(Duration::from_millis(300));
 
         let mut table = Vec::new();
@@ -342,7 +318,7 @@ fn network_drift_deleted_vxlan_is_repaired_without_errors() {
             ));
         }
         assert!(c.all_pairs_ping().is_empty());
-        let summary = stop_ping(ping);
+        let summary = ping.stop().line;
         stop.store(true, Ordering::SeqCst);
         repairer.join().unwrap();
         println!("network_drift: DriftRepair on h1 (vxlan, 3 hosts), no errors:");

@@ -10,7 +10,6 @@
 //! cargo test -p cnet-core --test network_watch_drift -- --nocapture
 //! ```
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use cnet_core::network::{
 use cnet_core::watch::{Event, Watch};
 use cnet_core::Handle;
 use cnet_test_support::cluster::{Cluster, Spec};
+use cnet_test_support::ping::ContinuousPing;
 use cnet_test_support::{privileged, run};
 
 /// What the repair thread reports: a one-line description, when the
@@ -42,30 +42,6 @@ fn describe(r: &Repair) -> String {
         Repair::Full { reason, .. } => format!("full reconcile: {reason}"),
         _ => format!("{r:?}"),
     }
-}
-
-/// A continuous ping (every 10 ms) from a container, stopped with SIGINT
-/// at the end to read its loss summary.
-fn start_ping(ns: &str, dst: &str) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-i", "0.01", "-q", dst])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ping")
-}
-
-fn stop_ping(c: Child) -> String {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(c.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let out = c.wait_with_output().expect("ping output");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no summary")
-        .to_string()
 }
 
 #[test]
@@ -147,7 +123,7 @@ fn network_watch_drift_is_repaired_from_events_while_containers_ping() {
 
         let c1 = &c.containers[0];
         let c2 = &c.containers[1];
-        let ping = start_ping(&c1.ns, &c2.ip.to_string());
+        let ping = ContinuousPing::start(&c1.ns, c2.ip);
         std::thread::sleep(Duration::from_millis(300));
 
         let h2_subnet = h2.subnet.to_string();
@@ -216,7 +192,7 @@ fn network_watch_drift_is_repaired_from_events_while_containers_ping() {
             ));
         }
         std::thread::sleep(Duration::from_millis(300));
-        let summary = stop_ping(ping);
+        let summary = ping.stop().line;
         stop.store(true, Ordering::SeqCst);
         repairer.join().unwrap();
         eprintln!("drift repair on host h1 (vxlan, 3 hosts):");

@@ -3,7 +3,8 @@
 //! ([`privileged`]), throwaway namespaces removed by a guard, also on panic
 //! ([`TestNs`] for one, [`Namespaces`] for a named set), an independent
 //! reader (`ip -j …`, `bridge -j …`: [`json_of`]) and the cluster of hosts
-//! and containers the `network` and `trace` tests build ([`cluster`]).
+//! and containers the `network` and `trace` tests build ([`cluster`]), and a
+//! continuous ping that counts what a fault loses ([`ping`]).
 //!
 //! Every namespace is named `cn-…`: `scripts/test` checks that none is left
 //! behind.
@@ -15,6 +16,7 @@ use cnet_core::{Handle, NetNs};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod ping;
 
 /// Whether privileged tests can run. Outside CI a non-root run says so and
 /// the test returns early; in CI (CI set) not being root is a failure.

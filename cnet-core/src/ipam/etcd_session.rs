@@ -130,22 +130,6 @@ impl EtcdSession {
         self.connections
     }
 
-    /// Whether the lease watch says the leases changed (without waiting).
-    /// A watch that failed drops the connection (made again by the next
-    /// call) and says `true`, so the caller lists again.
-    pub fn changed(&mut self) -> bool {
-        let Some((_, watch)) = self.conn.as_mut() else {
-            return false;
-        };
-        match watch.wait(Duration::ZERO) {
-            Ok(changed) => changed,
-            Err(_) => {
-                self.conn = None;
-                true
-            }
-        }
-    }
-
     /// The next change of the lease set, without waiting (`None`: none
     /// waits, or there is no connection). The first event of every
     /// connection is [`LeaseEvent::All`]. A watch that failed drops the

@@ -132,7 +132,7 @@ impl Agent {
         ipam: &Path,
         ttl: u64,
     ) -> Agent {
-        let mut child = Command::new("nsenter")
+        let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", host.name))
             .arg(bin)
             .args(["--etcd", etcd, "--node", node, "--underlay-dev", "eth0"])
@@ -144,25 +144,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start node-agent");
-        let (tx, lines) = mpsc::channel();
-        forward(
-            child.stdout.take().unwrap(),
-            node.to_string(),
-            "",
-            tx.clone(),
-        );
-        // Its stderr too, each line prefixed "stderr: " (errors are there).
-        forward(
-            child.stderr.take().unwrap(),
-            format!("{node} err"),
-            "stderr: ",
-            tx,
-        );
-        Agent {
-            child,
-            lines,
-            subnet: "0.0.0.0/0".parse().unwrap(),
-        }
+        Agent::adopt(child, node)
     }
 
     /// An agent started by the caller (other flags), its output piped.
@@ -174,6 +156,7 @@ impl Agent {
             "",
             tx.clone(),
         );
+        // Its stderr too, each line prefixed "stderr: " (errors are there).
         forward(
             child.stderr.take().unwrap(),
             format!("{node} err"),

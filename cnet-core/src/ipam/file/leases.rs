@@ -141,6 +141,35 @@ fn expiry(ttl: Duration) -> Option<SystemTime> {
     Some(SystemTime::now() + ttl)
 }
 
+/// A node's existing lease `l` with new attributes and, unless it is a
+/// reservation, a new expiry.
+fn refresh(l: &mut NodeLease, attrs: &NodeAttrs, ttl: Duration) -> NodeLease {
+    l.attrs = attrs.clone();
+    if l.expires.is_some() {
+        l.expires = expiry(ttl);
+    }
+    l.clone()
+}
+
+/// A new lease of `subnet` for `node`, remembered as its last subnet.
+fn take(
+    st: &mut LeaseFile,
+    node: &str,
+    subnet: IpNet,
+    attrs: &NodeAttrs,
+    ttl: Duration,
+) -> NodeLease {
+    let l = NodeLease {
+        node: node.to_string(),
+        subnet,
+        attrs: attrs.clone(),
+        expires: expiry(ttl),
+    };
+    st.leases.push(l.clone());
+    st.history.insert(node.to_string(), subnet);
+    l
+}
+
 impl LeaseStore for FileLeases {
     fn config(&self) -> &SubnetConfig {
         &self.config
@@ -151,23 +180,11 @@ impl LeaseStore for FileLeases {
         check_ttl(&self.ctx, ttl)?;
         let (l, _) = self.locked(|st| {
             if let Some(l) = st.leases.iter_mut().find(|l| l.node == node) {
-                l.attrs = attrs.clone();
-                if l.expires.is_some() {
-                    l.expires = expiry(ttl);
-                }
-                return Ok((l.clone(), true));
+                return Ok((refresh(l, attrs, ttl), true));
             }
             let a = self.allocator(st)?;
             let subnet = a.next_free(st.history.get(node))?;
-            let l = NodeLease {
-                node: node.to_string(),
-                subnet,
-                attrs: attrs.clone(),
-                expires: expiry(ttl),
-            };
-            st.leases.push(l.clone());
-            st.history.insert(node.to_string(), subnet);
-            Ok((l, true))
+            Ok((take(st, node, subnet, attrs, ttl), true))
         })?;
         Ok(l)
     }
@@ -186,22 +203,9 @@ impl LeaseStore for FileLeases {
             let live: Vec<&NodeLease> = st.leases.iter().collect();
             let held = check_claim(&ctx, &self.config, &live, node, &subnet)?;
             if let Some(i) = held {
-                let l = &mut st.leases[i];
-                l.attrs = attrs.clone();
-                if l.expires.is_some() {
-                    l.expires = expiry(ttl);
-                }
-                return Ok((l.clone(), true));
+                return Ok((refresh(&mut st.leases[i], attrs, ttl), true));
             }
-            let l = NodeLease {
-                node: node.to_string(),
-                subnet,
-                attrs: attrs.clone(),
-                expires: expiry(ttl),
-            };
-            st.leases.push(l.clone());
-            st.history.insert(node.to_string(), subnet);
-            Ok((l, true))
+            Ok((take(st, node, subnet, attrs, ttl), true))
         })?;
         Ok(l)
     }
