@@ -355,14 +355,8 @@ fn main() {
 
     // cnet: the file store with fsync, as in production.
     let subnet: IpNet = "10.244.1.0/24".parse().expect("subnet");
-    let store = FileStore::open_with(
-        tmp.path().join("cnet-ipam"),
-        FileOptions {
-            fsync: true,
-            ..FileOptions::default()
-        },
-    )
-    .expect("store");
+    let store = FileStore::open_with(tmp.path().join("cnet-ipam"), FileOptions { fsync: true })
+        .expect("store");
     let pool = store.pool(PoolConfig::new(subnet)).expect("pool");
     let host_handle = Handle::at(&cnet_host).expect("host handle");
     let t = Instant::now();

@@ -44,10 +44,7 @@ fn subnet() -> ipnet::IpNet {
 /// Fill a /16 and release it; returns µs/allocation at 0%, 50%, 99%.
 fn fill_slash16(fsync: bool) -> [f64; 3] {
     let dir = tmpdir("cnet-ipam-fill");
-    let opts = FileOptions {
-        fsync,
-        ..FileOptions::default()
-    };
+    let opts = FileOptions { fsync };
     let store = FileStore::open_with(dir.path(), opts).expect("open store");
     let mut pool = store.pool(PoolConfig::new(subnet())).expect("pool");
     let cap = 65536 - 3; // network, gateway, broadcast

@@ -4,7 +4,7 @@
 //! The multi-process tests re-run this test binary as children: the ignored
 //! test `ipam_file_child` does the child's work when `CNET_IPAM_CHILD` is set.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cnet_core::ipam::{
-    FileOptions, FilePool, FileStore, LeaseStore, NodeAttrs, PoolConfig, PoolStore, SubnetConfig,
+    FilePool, FileStore, LeaseStore, NodeAttrs, PoolConfig, PoolStore, SubnetConfig,
 };
 use cnet_core::Error;
 
@@ -21,28 +21,23 @@ fn pool_cfg(s: &str) -> PoolConfig {
     PoolConfig::new(s.parse().unwrap())
 }
 
-fn open_pool(dir: &Path, subnet: &str, compact_after: u64) -> FilePool {
-    let store = FileStore::open_with(
-        dir,
-        FileOptions {
-            compact_after,
-            ..FileOptions::default()
-        },
-    )
-    .unwrap();
-    store.pool(pool_cfg(subnet)).unwrap()
+fn open_pool(dir: &Path, subnet: &str) -> FilePool {
+    FileStore::open(dir)
+        .unwrap()
+        .pool(pool_cfg(subnet))
+        .unwrap()
 }
 
 #[test]
 fn ipam_file_pool_persists_across_reopen() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24");
     let a = p.allocate("c1", "eth0").unwrap();
     assert_eq!(a.addr, "10.244.1.2".parse::<IpAddr>().unwrap());
     let b = p.allocate("c2", "eth0").unwrap();
     drop(p);
 
-    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24");
     assert_eq!(
         p.allocate("c1", "eth0").unwrap(),
         a,
@@ -64,8 +59,8 @@ fn ipam_file_pool_persists_across_reopen() {
 #[test]
 fn ipam_file_pool_two_handles_see_each_other() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut p1 = open_pool(tmp.path(), "10.244.1.0/24", 8);
-    let mut p2 = open_pool(tmp.path(), "10.244.1.0/24", 8);
+    let mut p1 = open_pool(tmp.path(), "10.244.1.0/24");
+    let mut p2 = open_pool(tmp.path(), "10.244.1.0/24");
     let mut seen = HashSet::new();
     for i in 0..50 {
         let (p, q) = if i % 2 == 0 {
@@ -75,7 +70,7 @@ fn ipam_file_pool_two_handles_see_each_other() {
         };
         let a = p.allocate(&format!("c{i}"), "eth0").unwrap();
         assert!(seen.insert(a.addr), "duplicate {}", a.addr);
-        // The other handle sees it at once (also across compactions), and
+        // The other handle sees it at once, and
         // says it did not make it.
         assert_eq!(q.allocate(&format!("c{i}"), "eth0").unwrap(), a);
         assert_eq!(
@@ -91,7 +86,7 @@ fn ipam_file_pool_two_handles_see_each_other() {
 #[test]
 fn ipam_file_pool_late_release_and_gc() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = open_pool(tmp.path(), "10.244.1.0/30", 4096); // only .2 usable
+    let mut p = open_pool(tmp.path(), "10.244.1.0/30"); // only .2 usable
     let old = p.allocate("c1", "eth0").unwrap();
     p.release("c1", "eth0").unwrap();
     let new = p.allocate("c2", "eth0").unwrap();
@@ -109,245 +104,247 @@ fn ipam_file_pool_late_release_and_gc() {
     assert!(p.list().unwrap().is_empty());
 }
 
+/// A small pool (64 addresses, 128 index buckets: clusters, wrap-around
+/// and removals that shift) driven by random operations, compared after
+/// each one with the in-memory `AddressPool`, the model: the same
+/// addresses, generations and errors; reopened now and then.
 #[test]
-fn ipam_file_pool_compaction_keeps_state() {
+fn ipam_file_pool_matches_the_in_memory_model_over_random_operations() {
+    use cnet_core::ipam::AddressPool;
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = open_pool(tmp.path(), "10.244.0.0/22", 16);
-    let mut live = BTreeMap::new();
-    for i in 0..300 {
-        let a = p.allocate(&format!("c{i}"), "eth0").unwrap();
-        live.insert(a.addr, a);
-        if i % 3 == 0 {
-            let r = p.release(&format!("c{}", i / 2), "eth0").unwrap();
-            if let Some(r) = r {
-                live.remove(&r.addr);
+    let subnet = "10.244.1.0/26";
+    let mut model = AddressPool::new(pool_cfg(subnet)).unwrap();
+    let mut p = open_pool(tmp.path(), subnet);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let kind = |e: &Error| std::mem::discriminant(e);
+    for step in 0..4000 {
+        let who = format!("c{}", rng.next() % 90);
+        let ifname = if rng.next() % 5 == 0 { "eth1" } else { "eth0" };
+        match rng.next() % 10 {
+            0..=3 => match (model.allocate(&who, ifname), p.allocate(&who, ifname)) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "step {step}"),
+                (Err(a), Err(b)) => assert_eq!(kind(&a), kind(&b), "step {step}: {a} / {b}"),
+                (a, b) => panic!("step {step}: model {a:?}, file {b:?}"),
+            },
+            4..=6 => assert_eq!(
+                model.release(&who, ifname),
+                p.release(&who, ifname).unwrap(),
+                "step {step}"
+            ),
+            7 => {
+                let addr: IpAddr = format!("10.244.1.{}", rng.next() % 64).parse().unwrap();
+                match (
+                    model.allocate_addr(&who, ifname, addr),
+                    p.allocate_addr(&who, ifname, addr),
+                ) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "step {step}"),
+                    (Err(a), Err(b)) => assert_eq!(kind(&a), kind(&b), "step {step}: {a} / {b}"),
+                    (a, b) => panic!("step {step}: model {a:?}, file {b:?}"),
+                }
+            }
+            8 => {
+                let all = model.list();
+                if let Some(a) = all.get(rng.next() as usize % all.len().max(1)) {
+                    let gen = if rng.next() % 2 == 0 {
+                        a.generation
+                    } else {
+                        a.generation + 1
+                    };
+                    let (m, f) = (
+                        model.release_generation(a.addr, gen),
+                        p.release_generation(a.addr, gen),
+                    );
+                    match (m, f) {
+                        (Ok(m), Ok(f)) => assert_eq!(m, f, "step {step}"),
+                        (Err(m), Err(f)) => assert_eq!(kind(&m), kind(&f)),
+                        (m, f) => panic!("step {step}: model {m:?}, file {f:?}"),
+                    }
+                }
+            }
+            _ => {
+                if rng.next() % 4 == 0 {
+                    let alive: HashSet<String> = (0..90)
+                        .filter(|i| i % 3 != 0)
+                        .map(|i| format!("c{i}"))
+                        .collect();
+                    assert_eq!(model.gc(&alive), p.gc(&alive).unwrap(), "step {step}");
+                } else {
+                    p = open_pool(tmp.path(), subnet);
+                }
             }
         }
+        assert_eq!(model.list(), p.list().unwrap(), "step {step}");
     }
-    assert!(p.journal_records() < 1000, "journal was compacted");
-    let journals: Vec<_> = fs::read_dir(tmp.path().join("pools/10.244.0.0_22"))
+}
+
+/// Bytes this process has read through system calls (`rchar` of
+/// /proc/self/io).
+fn rchar() -> u64 {
+    let io = fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
         .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("journal."))
-        .collect();
-    assert_eq!(journals.len(), 1, "old journals are removed");
-    let mut q = open_pool(tmp.path(), "10.244.0.0/22", 16);
-    let got: Vec<_> = q.list().unwrap();
-    assert_eq!(got, live.into_values().collect::<Vec<_>>());
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// What a CNI plugin call does, in a process of its own: open the store
+/// and the pool, allocate, release; the bytes it read, for a pool holding
+/// 10 and one holding 5,000 allocations. The same few pages either way
+/// (the earlier journal store read the whole pool: ~0.5 MB at 5,000).
+#[test]
+fn ipam_file_pool_a_fresh_process_reads_the_same_few_pages_with_10_or_5000_allocations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let subnet = "10.244.0.0/16";
+    let mut read = Vec::new();
+    for n in [10usize, 5000] {
+        let dir = tmp.path().join(format!("s{n}"));
+        let mut p = open_pool(&dir, subnet);
+        for i in 0..n {
+            p.allocate(&format!("existing-{i}"), "eth0").unwrap();
+        }
+        drop(p);
+        let out = tmp.path().join(format!("read{n}"));
+        let st = spawn_child(
+            "one-shot",
+            &[
+                ("CNET_DIR", dir.display().to_string()),
+                ("CNET_SUBNET", subnet.into()),
+                ("CNET_ACK", out.display().to_string()),
+                ("CNET_TAG", "x".into()),
+                ("CNET_COUNT", "1".into()),
+            ],
+        )
+        .wait()
+        .unwrap();
+        assert!(st.success());
+        read.push(
+            fs::read_to_string(&out)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    println!(
+        "one-shot open + allocate + release read {} B at 10, {} B at 5000",
+        read[0], read[1]
+    );
+    assert_eq!(read[0], read[1], "the same reads whatever the pool holds");
+    assert!(
+        read[1] < 64 * 1024,
+        "a few pages, not the pool: {} B",
+        read[1]
+    );
 }
 
 #[test]
-fn ipam_file_pool_torn_tail_is_cut_but_bad_middle_is_corrupt() {
+fn ipam_file_pool_damage_is_corrupt_names_the_address_and_is_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
-    p.allocate("c1", "eth0").unwrap();
-    p.allocate("c2", "eth0").unwrap();
-    drop(p);
-    let jpath = tmp.path().join("pools/10.244.1.0_24/journal.1");
-    let good = fs::read(&jpath).unwrap();
-
-    // A half-written record at the end: never acknowledged, cut off.
-    let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
-    f.write_all(b"1234abcd {\"op\":\"al").unwrap();
-    drop(f);
-    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4096);
-    assert_eq!(p.list().unwrap().len(), 2);
-    assert_eq!(fs::read(&jpath).unwrap(), good, "torn tail truncated");
-    p.allocate("c3", "eth0").unwrap();
-    drop(p);
-
-    // A damaged record followed by good ones is corruption, and stays on disk.
-    let mut data = fs::read(&jpath).unwrap();
-    let first_nl = data.iter().position(|&b| b == b'\n').unwrap();
-    data[first_nl + 12] ^= 0x20;
-    fs::write(&jpath, &data).unwrap();
-    let store = FileStore::open(tmp.path()).unwrap();
-    let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
-    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    assert!(e.to_string().contains("damaged"), "{e}");
-    assert_eq!(fs::read(&jpath).unwrap(), data, "never reset");
-}
-
-/// The journal of a pool with `n` allocations, and the pool's directory.
-fn journal_with(tmp: &Path, n: usize) -> (PathBuf, Vec<u8>) {
-    let mut p = open_pool(tmp, "10.244.1.0/24", 4096);
-    for i in 0..n {
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24");
+    for i in 0..4 {
         p.allocate(&format!("c{i}"), "eth0").unwrap();
     }
     drop(p);
-    let jpath = tmp.join("pools/10.244.1.0_24/journal.1");
-    let data = fs::read(&jpath).unwrap();
-    (jpath, data)
-}
-
-fn assert_corrupt_and_untouched(tmp: &Path, jpath: &Path, data: &[u8], want: &str) {
-    fs::write(jpath, data).unwrap();
-    let store = FileStore::open(tmp).unwrap();
-    let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
-    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    assert!(e.to_string().contains(want), "{want:?} not in: {e}");
-    assert_eq!(
-        fs::read(jpath).unwrap(),
-        data,
-        "left alone for a person to look at"
-    );
-}
-
-#[test]
-fn ipam_file_pool_lost_or_damaged_acknowledged_records_are_corrupt() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (jpath, good) = journal_with(tmp.path(), 4);
-    let header_len = good.iter().position(|&b| b == b'\n').unwrap() + 1;
-    let lines: Vec<&[u8]> = good[header_len..]
-        .split_inclusive(|&b| b == b'\n')
-        .collect();
-    assert_eq!(lines.len(), 4);
-    let header = &good[..header_len];
-
-    // A deleted line in the middle: a gap in the numbering.
-    let deleted = [header, lines[0], lines[2], lines[3]].concat();
-    assert_corrupt_and_untouched(tmp.path(), &jpath, &deleted, "sequence number");
-    // Cut at a record boundary: the acked mark says 4 records were acknowledged.
-    let truncated = [header, lines[0], lines[1]].concat();
-    assert_corrupt_and_untouched(tmp.path(), &jpath, &truncated, "were acknowledged");
-    // Cut in the middle of an acknowledged record (not a torn append).
-    let cut = [header, lines[0], lines[1], &lines[2][..10]].concat();
-    assert_corrupt_and_untouched(tmp.path(), &jpath, &cut, "acknowledged");
-    // The last line damaged (it was acknowledged).
-    let mut last = good.clone();
-    let n = last.len() - 4;
-    last[n] ^= 0x01;
-    assert_corrupt_and_untouched(tmp.path(), &jpath, &last, "damaged");
-    // A line repeated.
-    let dup = [header, lines[0], lines[1], lines[1], lines[2], lines[3]].concat();
-    assert_corrupt_and_untouched(tmp.path(), &jpath, &dup, "sequence number");
-
-    // The intact journal still loads, with all four.
-    fs::write(&jpath, &good).unwrap();
-    assert_eq!(
-        open_pool(tmp.path(), "10.244.1.0/24", 4096)
-            .list()
+    let path = tmp.path().join("pools/10.244.1.0_24/table");
+    let good = fs::read(&path).unwrap();
+    let slots_at = good.len() - 256 * 256; // 256 addresses, 256 B each, at the end
+    let check = |data: &[u8], want: &str| {
+        fs::write(&path, data).unwrap();
+        let e = FileStore::open(tmp.path())
             .unwrap()
-            .len(),
-        4
-    );
+            .pool(pool_cfg("10.244.1.0/24"))
+            .and_then(|mut p| {
+                p.list()?;
+                // Asking again for what is held only reads (every bucket
+                // of the owners' probe sequences).
+                for i in 0..4 {
+                    p.allocate(&format!("c{i}"), "eth0")?;
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains(want), "{want:?} not in: {e}");
+        assert_eq!(fs::read(&path).unwrap(), data, "left alone");
+    };
+    // The slot of 10.244.1.3 (index 3), one bit flipped.
+    let mut slot = good.clone();
+    slot[slots_at + 3 * 256 + 40] ^= 0x10;
+    check(&slot, "the slot of 10.244.1.3 (index 3) is damaged");
+    // Both header copies damaged.
+    let mut headers = good.clone();
+    headers[30] ^= 1;
+    headers[4096 + 30] ^= 1;
+    check(&headers, "both header copies are bad");
+    // Cut short.
+    check(&good[..good.len() - 100], "shorter than its layout");
+    // An index bucket pointing past the last slot.
+    let mut bucket = good.clone();
+    let used = (8192..16384)
+        .step_by(16)
+        .find(|&at| good[at..at + 16] != [0; 16])
+        .unwrap();
+    bucket[used..used + 4].copy_from_slice(&10_000u32.to_le_bytes());
+    check(&bucket, "points past the last slot");
+
+    // One header copy torn (a power loss while it was written): the other
+    // copy is used and nothing is lost.
+    let mut torn = good.clone();
+    for b in &mut torn[100..600] {
+        *b = 0xff;
+    }
+    fs::write(&path, &torn).unwrap();
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24");
+    assert_eq!(p.list().unwrap().len(), 4);
+    let a = p.allocate("c9", "eth0").unwrap();
+    assert_eq!(a.addr, "10.244.1.6".parse::<IpAddr>().unwrap());
 }
 
 #[test]
-fn ipam_file_pool_missing_snapshot_with_a_journal_is_corrupt_not_reset() {
+fn ipam_file_pool_refuses_what_a_slot_cannot_hold_and_the_earlier_format() {
     let tmp = tempfile::tempdir().unwrap();
-    let (jpath, good) = journal_with(tmp.path(), 2);
-    let dir = jpath.parent().unwrap().to_path_buf();
-    let snap = fs::read(dir.join("snapshot")).unwrap();
-    fs::remove_file(dir.join("snapshot")).unwrap();
-    let store = FileStore::open(tmp.path()).unwrap();
-    let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
+    let mut p = open_pool(tmp.path(), "10.244.1.0/24");
+    let long = "c".repeat(225);
+    let e = p.allocate(&long, "eth0").unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(e.to_string().contains("at most 224 bytes"), "{e}");
+    assert!(p.allocate(&"c".repeat(224), "eth0").is_ok());
+    assert!(matches!(
+        p.allocate("c", "a-very-long-ifname"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(p.release(&long, "eth0").unwrap(), None);
+
+    // A pool directory of the snapshot + journal format: refused, untouched.
+    let dir = tmp.path().join("pools/10.244.2.0_24");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("snapshot"), b"cnet-ipam pool v2 crc32=0 len=0\n").unwrap();
+    let e = FileStore::open(tmp.path())
+        .unwrap()
+        .pool(pool_cfg("10.244.2.0/24"))
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    let msg = e.to_string();
-    assert!(msg.contains("snapshot is missing"), "{msg}");
-    assert!(
-        msg.contains("Restore") && msg.contains("remove"),
-        "says what to do: {msg}"
-    );
-    assert_eq!(fs::read(&jpath).unwrap(), good, "journal untouched");
-    assert!(!dir.join("snapshot").exists(), "no empty snapshot made");
-
-    // The snapshot is back: everything is there.
-    fs::write(dir.join("snapshot"), &snap).unwrap();
-    assert_eq!(
-        open_pool(tmp.path(), "10.244.1.0/24", 4096)
-            .list()
-            .unwrap()
-            .len(),
-        2
-    );
-
-    // A snapshot without its journal is corrupt too.
-    fs::rename(&jpath, dir.join("journal.1.away")).unwrap();
-    let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("journal of snapshot epoch 1 is missing"),
-        "{e}"
-    );
-    fs::rename(dir.join("journal.1.away"), &jpath).unwrap();
-
-    // A creation interrupted after the journal header (no record, no
-    // snapshot) is not corruption: the pool starts empty.
-    let tmp2 = tempfile::tempdir().unwrap();
-    let (jpath2, _) = journal_with(tmp2.path(), 0);
-    fs::remove_file(jpath2.parent().unwrap().join("snapshot")).unwrap();
-    let mut p = open_pool(tmp2.path(), "10.244.1.0/24", 4096);
-    assert!(p.list().unwrap().is_empty());
+    assert!(e.to_string().contains("format of an earlier cnet"), "{e}");
+    assert!(!dir.join("table").exists());
 }
 
-/// The issue's reproduction, made deterministic: a compaction whose process
-/// died after replacing the snapshot and before unlinking the old journal
-/// (kept alive here by a second link, which is what the crash leaves).
+/// A holder keeps the pool open while the pool directory is removed and a
+/// fresh process makes the pool again: the holder sees the new pool (it
+/// reopens the file), so no address goes to two holders.
 #[test]
-fn ipam_file_pool_holder_notices_a_compaction_whose_process_died_before_unlink() {
+fn ipam_file_pool_holder_notices_the_pool_file_removed_and_made_again() {
     let tmp = tempfile::tempdir().unwrap();
-    // The holder never compacts by itself here.
-    let mut holder = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    let mut holder = open_pool(tmp.path(), "10.244.1.0/24");
     holder.allocate("h0", "eth0").unwrap();
     let dir = tmp.path().join("pools/10.244.1.0_24");
-    fs::hard_link(dir.join("journal.1"), dir.join("keep")).unwrap();
-
-    let mut churn = open_pool(tmp.path(), "10.244.1.0/24", 8);
-    for i in 0..6 {
-        churn.allocate(&format!("c{i}"), "eth0").unwrap();
-        churn.release(&format!("c{i}"), "eth0").unwrap();
-    }
-    assert!(!dir.join("journal.1").exists(), "compacted");
-    drop(churn);
-    // The crash state: snapshot epoch 2 in place, journal.1 still linked.
-    fs::rename(dir.join("keep"), dir.join("journal.1")).unwrap();
-
-    let h1 = holder.allocate("h1", "eth0").unwrap();
-    let mut fresh = open_pool(tmp.path(), "10.244.1.0/24", 4096);
+    fs::remove_file(dir.join("table")).unwrap();
+    let mut fresh = open_pool(tmp.path(), "10.244.1.0/24");
     let x1 = fresh.allocate("x1", "eth0").unwrap();
+    let h1 = holder.allocate("h1", "eth0").unwrap();
     assert_ne!(h1.addr, x1.addr, "one address handed to two holders");
-    let list = fresh.list().unwrap();
-    assert!(
-        list.iter().any(|a| a.container_id == "h1"),
-        "h1 lost: {list:?}"
-    );
-    assert_eq!(
-        holder.list().unwrap(),
-        list,
-        "holder and fresh process agree"
-    );
-}
-
-#[test]
-fn ipam_file_pool_failed_compaction_does_not_fail_the_allocation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut p = open_pool(tmp.path(), "10.244.1.0/24", 4);
-    let dir = tmp.path().join("pools/10.244.1.0_24");
-    // Make every compaction fail: a directory where its next journal goes.
-    fs::create_dir(dir.join("journal.2")).unwrap();
-    let mut got = Vec::new();
-    for i in 0..12 {
-        got.push(
-            p.allocate(&format!("c{i}"), "eth0")
-                .expect("allocation must not fail"),
-        );
-    }
-    assert!(dir.join("journal.1").exists(), "still on epoch 1");
-    // Everything acknowledged is there for a fresh process.
-    let list = open_pool(tmp.path(), "10.244.1.0/24", 4).list().unwrap();
-    assert_eq!(list, got);
-    // The obstacle goes: compaction resumes, nothing lost.
-    fs::remove_dir(dir.join("journal.2")).unwrap();
-    for _ in 0..60 {
-        p.allocate("churn", "eth0").unwrap();
-        p.release("churn", "eth0").unwrap();
-    }
-    assert!(!dir.join("journal.1").exists(), "compacted at last");
-    assert_eq!(
-        open_pool(tmp.path(), "10.244.1.0/24", 4).list().unwrap(),
-        got
-    );
+    assert_eq!(holder.list().unwrap(), fresh.list().unwrap());
 }
 
 #[test]
@@ -386,12 +383,12 @@ fn ipam_file_store_foreign_files_are_corrupt_not_reset() {
     let store = FileStore::open(tmp.path()).unwrap();
     let dir = tmp.path().join("pools/10.244.1.0_24");
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("snapshot"), b"{\"hello\": \"world\"}\n").unwrap();
+    fs::write(dir.join("table"), b"{\"hello\": \"world\"}\n").unwrap();
     let e = store.pool(pool_cfg("10.244.1.0/24")).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("not a cnet-ipam pool file"), "{e}");
     assert_eq!(
-        fs::read(dir.join("snapshot")).unwrap(),
+        fs::read(dir.join("table")).unwrap(),
         b"{\"hello\": \"world\"}\n"
     );
 
@@ -540,8 +537,17 @@ fn ipam_file_child() {
         return;
     };
     let dir = PathBuf::from(env("CNET_DIR"));
-    let compact: u64 = env("CNET_COMPACT").parse().unwrap();
-    let mut pool = open_pool(&dir, &env("CNET_SUBNET"), compact);
+    if mode == "one-shot" {
+        // A CNI plugin's call: open, allocate, release; report the bytes read.
+        let before = rchar();
+        let mut pool = open_pool(&dir, &env("CNET_SUBNET"));
+        pool.allocate("one-shot", "eth0").unwrap();
+        pool.release("one-shot", "eth0").unwrap();
+        let read = rchar() - before;
+        fs::write(env("CNET_ACK"), read.to_string()).unwrap();
+        return;
+    }
+    let mut pool = open_pool(&dir, &env("CNET_SUBNET"));
     let mut ack = OpenOptions::new()
         .create(true)
         .append(true)
@@ -556,8 +562,8 @@ fn ipam_file_child() {
         ack.write_all(format!("A {cid} {} {}\n", a.addr, a.generation).as_bytes())
             .unwrap();
         if mode == "churn" {
-            // Allocate and release at once: the pool stays small, so the
-            // journal is compacted every few records.
+            // Allocate and release at once: every step of both, over and
+            // over, in a pool that stays small.
             ack.write_all(format!("RS {cid}\n").as_bytes()).unwrap();
             pool.release(&cid, "eth0").unwrap();
             ack.write_all(format!("RD {cid}\n").as_bytes()).unwrap();
@@ -603,7 +609,7 @@ fn read_acks(path: &Path) -> Acks {
 
 /// Open the store afresh; check no duplicates and that it agrees with acks.
 fn verify(dir: &Path, subnet: &str, acks: &Acks) -> Vec<cnet_core::ipam::Allocation> {
-    let mut pool = open_pool(dir, subnet, 4096);
+    let mut pool = open_pool(dir, subnet);
     let list = pool.list().unwrap();
     let addrs: HashSet<IpAddr> = list.iter().map(|a| a.addr).collect();
     assert_eq!(addrs.len(), list.len(), "duplicate addresses");
@@ -695,7 +701,6 @@ fn ipam_file_pool_survives_sigkill_200_times() {
             &[
                 ("CNET_DIR", dir.display().to_string()),
                 ("CNET_SUBNET", subnet.into()),
-                // Compact often so kills land inside compactions too.
                 ("CNET_COMPACT", "16".into()),
                 ("CNET_ACK", ack.display().to_string()),
                 ("CNET_TAG", format!("r{run}")),
@@ -726,10 +731,10 @@ fn ipam_file_pool_survives_sigkill_200_times() {
         if run % 10 == 9 {
             acked += acks.allocs.len();
         }
-        // Keep the pool small so compaction stays frequent: every 10 runs,
-        // release everything and start a new acknowledgement file.
+        // Keep the pool small: every 10 runs, release everything and start
+        // a new acknowledgement file.
         if run % 10 == 9 {
-            let mut pool = open_pool(&dir, subnet, 16);
+            let mut pool = open_pool(&dir, subnet);
             let gone = pool.gc(&HashSet::new()).unwrap();
             assert_eq!(gone.len(), list.len());
             fs::remove_file(&ack).ok();
@@ -749,22 +754,20 @@ fn ipam_file_pool_survives_sigkill_200_times() {
     );
 }
 
-/// Every step of an append and a compaction at which a process can die, by
-/// name (see `failpoint` in the file store).
+/// Every step of an allocation and a release at which a process can die,
+/// by name (see `failpoint` in the file store's pool).
 #[cfg(feature = "failpoints")]
 const CRASH_STEPS: &[&str] = &[
-    "append-written",
-    "append-synced",
-    "append-acked",
-    "compact-journal-created",
-    "atomic-temp-written",
-    "atomic-renamed",
-    "compact-snapshot-replaced",
-    "compact-old-journal-removed",
+    "table-header-written",
+    "table-bucket-written",
+    "table-slot-written",
+    "table-synced",
+    "table-slot-released",
+    "table-bucket-removed",
 ];
 
 /// Long-lived holders keep the pool open while a churning process is killed
-/// at each step of append and compaction (the N-th time it gets there, for
+/// at each step of an allocation and a release (the N-th time it gets there, for
 /// several N). After each kill: the holders and a fresh process each
 /// allocate, no address has two holders, and nothing acknowledged is lost.
 #[cfg(feature = "failpoints")]
@@ -773,8 +776,7 @@ fn ipam_file_pool_crash_at_every_step_with_long_lived_holders() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let subnet = "10.244.0.0/22";
-    // The holders never compact by themselves: only the killed process does.
-    let mut holders: Vec<FilePool> = (0..2).map(|_| open_pool(&dir, subnet, 1 << 20)).collect();
+    let mut holders: Vec<FilePool> = (0..2).map(|_| open_pool(&dir, subnet)).collect();
     let mut rounds = 0;
     let mut killed = 0;
     for step in CRASH_STEPS {
@@ -807,7 +809,7 @@ fn ipam_file_pool_crash_at_every_step_with_long_lived_holders() {
                 own.allocs.insert(cid, (a.addr, a.generation));
                 got.push(a.addr);
             }
-            let mut fresh = open_pool(&dir, subnet, 1 << 20);
+            let mut fresh = open_pool(&dir, subnet);
             let cid = format!("x-{rounds}");
             let a = fresh.allocate(&cid, "eth0").unwrap();
             own.allocs.insert(cid, (a.addr, a.generation));
@@ -827,8 +829,7 @@ fn ipam_file_pool_crash_at_every_step_with_long_lived_holders() {
                     "a holder disagrees after {step}:{nth}"
                 );
             }
-            // Keep the pool small (so compactions stay frequent): release
-            // everything before the next round.
+            // Keep the pool small: release everything before the next round.
             assert_eq!(fresh.gc(&HashSet::new()).unwrap().len(), list.len());
         }
     }

@@ -1,6 +1,6 @@
 //! The IPAM's readers of on-disk and network bytes under a seeded mutation
-//! fuzzer (stable Rust, a fixed number of iterations): pool journals and
-//! snapshots made by the real store, and etcd replies. Each input goes
+//! fuzzer (stable Rust, a fixed number of iterations): pool files made by
+//! the real store, and etcd replies. Each input goes
 //! through `cnet_core::ipam::fuzz::*`, which asserts its invariants; the
 //! same functions are the cargo-fuzz targets in `cnet-core/fuzz`.
 
@@ -82,22 +82,15 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
     d
 }
 
-/// Journals and snapshots as the store writes them, at a few sizes.
-fn store_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// Pool files as the store writes them, at a few sizes (a /28: 16 slots).
+fn store_seeds() -> Vec<Vec<u8>> {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut journals, mut snapshots) = (Vec::new(), Vec::new());
+    let mut files = Vec::new();
     for (k, n) in [0usize, 1, 3, 9].into_iter().enumerate() {
         let dir = tmp.path().join(format!("s{k}"));
-        let store = FileStore::open_with(
-            &dir,
-            FileOptions {
-                fsync: false,
-                compact_after: 6,
-            },
-        )
-        .unwrap();
+        let store = FileStore::open_with(&dir, FileOptions { fsync: false }).unwrap();
         let mut p = store
-            .pool(PoolConfig::new("10.244.1.0/24".parse().unwrap()))
+            .pool(PoolConfig::new("10.244.1.0/28".parse().unwrap()))
             .unwrap();
         for i in 0..n {
             p.allocate(&format!("c{i}"), "eth0").unwrap();
@@ -105,18 +98,9 @@ fn store_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
                 p.release(&format!("c{}", i - 1), "eth0").unwrap();
             }
         }
-        let pd = dir.join("pools/10.244.1.0_24");
-        for e in fs::read_dir(&pd).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let data = fs::read(e.path()).unwrap();
-            if name.starts_with("journal.") {
-                journals.push(data);
-            } else if name == "snapshot" {
-                snapshots.push(data);
-            }
-        }
+        files.push(fs::read(dir.join("pools/10.244.1.0_28/table")).unwrap());
     }
-    (journals, snapshots)
+    files
 }
 
 fn run(name: &str, seeds: &[Vec<u8>], iterations: usize, f: fn(&[u8])) {
@@ -148,15 +132,8 @@ fn run(name: &str, seeds: &[Vec<u8>], iterations: usize, f: fn(&[u8])) {
 }
 
 #[test]
-fn ipam_fuzz_journal_reader() {
-    let (journals, _) = store_seeds();
-    run("journal", &journals, 60_000, fuzz::journal);
-}
-
-#[test]
-fn ipam_fuzz_snapshot_reader() {
-    let (_, snapshots) = store_seeds();
-    run("snapshot", &snapshots, 20_000, fuzz::snapshot);
+fn ipam_fuzz_pool_file_reader() {
+    run("pool file", &store_seeds(), 20_000, fuzz::pool_file);
 }
 
 #[cfg(feature = "etcd")]

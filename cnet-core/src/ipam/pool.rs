@@ -211,6 +211,11 @@ impl Layout {
             .map(|(s, first, _)| first + (a - s) as u32)
     }
 
+    /// How many indexes are never handed out.
+    pub(crate) fn excluded_count(&self) -> u32 {
+        self.excluded.len() as u32
+    }
+
     pub(crate) fn is_excluded(&self, idx: u32) -> bool {
         self.excluded.contains(&idx)
     }
@@ -249,11 +254,6 @@ impl Bitmap {
         } else {
             self.full[w / 64] &= !(1 << (w % 64));
         }
-    }
-
-    fn get(&self, i: u32) -> bool {
-        let i = i as usize;
-        self.words[i / 64] & (1 << (i % 64)) != 0
     }
 
     fn set(&mut self, i: u32, on: bool) {
@@ -523,43 +523,6 @@ impl AddressPool {
         let mut out: Vec<Allocation> = dead.into_iter().filter_map(|i| self.remove_at(i)).collect();
         out.sort_by_key(|a| addr_to_u128(a.addr));
         out
-    }
-
-    /// Put back an allocation read from a store (snapshot or journal).
-    /// `Conflict` if the address or the owner is already taken,
-    /// `InvalidArgument` if the address is not in the pool.
-    pub(crate) fn restore(&mut self, mut a: Allocation) -> Result<()> {
-        a.prefix_len = self.config.subnet.prefix_len();
-        let ctx = self.config.ctx();
-        let idx = self
-            .layout
-            .index_of(a.addr)
-            .filter(|i| !self.layout.is_excluded(*i))
-            .ok_or_else(|| Error::invalid(ctx.clone(), format!("{} is not in the pool", a.addr)))?;
-        if self.bits.get(idx)
-            || self
-                .owners
-                .contains_key(&(a.container_id.clone(), a.ifname.clone()))
-        {
-            return Err(Error::Conflict {
-                context: ctx,
-                reason: format!("{} or its owner is allocated twice", a.addr),
-            });
-        }
-        self.next_generation = self.next_generation.max(a.generation + 1);
-        self.insert_at(idx, a);
-        Ok(())
-    }
-
-    /// The index the next search starts from, and the next generation number
-    /// (saved in snapshots so a reload continues exactly).
-    pub(crate) fn cursor_state(&self) -> (u32, u64) {
-        (self.cursor, self.next_generation)
-    }
-
-    pub(crate) fn set_cursor_state(&mut self, cursor: u32, next_generation: u64) {
-        self.cursor = cursor.min(self.layout.size().saturating_sub(1));
-        self.next_generation = self.next_generation.max(next_generation);
     }
 }
 
