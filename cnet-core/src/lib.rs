@@ -52,6 +52,7 @@ pub mod fdb;
 pub mod handle;
 pub mod ipam;
 pub mod link;
+pub mod nat;
 pub mod neigh;
 pub mod netlink;
 pub mod netns;

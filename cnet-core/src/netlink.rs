@@ -577,6 +577,77 @@ impl Socket {
         }
     }
 
+    /// A netfilter transaction (nfnetlink batch): `begin`, every message
+    /// of `msgs` (each with `NLM_F_ACK`), `end`, in one datagram; the kernel
+    /// applies all of them or none. Returns the first message's error in
+    /// the kernel's words (its index in `msgs` says which, through `ctx`).
+    /// Reads one answer per message, bounded by `timeout` so a kernel that
+    /// answers fewer can never hang the caller.
+    pub fn transaction_raw(
+        &mut self,
+        begin: (u16, &[u8]),
+        msgs: &[(u16, Vec<u8>, u16)],
+        end: (u16, &[u8]),
+        timeout: std::time::Duration,
+        ctx: &dyn Fn(usize) -> String,
+    ) -> Result<()> {
+        use netlink_packet_core::Emitable;
+        let mut out = Vec::new();
+        let mut push = |s: &mut Self, ty: u16, payload: &[u8], flags: u16| {
+            let seq = s.next_seq();
+            let start = out.len();
+            let mut hdr = NetlinkHeader::default();
+            hdr.length = (HDR_LEN + payload.len()) as u32;
+            hdr.message_type = ty;
+            hdr.flags = NLM_F_REQUEST | flags;
+            hdr.sequence_number = seq;
+            out.resize(start + ((HDR_LEN + payload.len() + 3) & !3), 0);
+            hdr.emit(&mut out[start..start + HDR_LEN]);
+            out[start + HDR_LEN..start + HDR_LEN + payload.len()].copy_from_slice(payload);
+            seq
+        };
+        let first = push(self, begin.0, begin.1, 0);
+        let seqs: Vec<u32> = msgs
+            .iter()
+            .map(|(ty, p, flags)| push(self, *ty, p, *flags | NLM_F_ACK))
+            .collect();
+        let last = push(self, end.0, end.1, 0);
+        let whole = || ctx(usize::MAX);
+        let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+        nix::sys::socket::setsockopt(&self.sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+            .map_err(|e| Error::io(whole(), std::io::Error::from(e)))?;
+        self.send(&out, &whole)?;
+        let mut pending = seqs.len();
+        let mut first_err: Option<Error> = None;
+        while pending > 0 {
+            let n = self.recv_full(&whole)?;
+            let buf = std::mem::take(&mut self.buf);
+            let r = for_each_message(&buf[..n], |hdr, body| {
+                let seq = hdr.sequence_number;
+                if hdr.message_type != NLMSG_ERROR {
+                    return Ok(None::<()>);
+                }
+                let err = parse_error(hdr, body);
+                if seq == first || seq == last {
+                    // The batch itself was refused: no message was applied
+                    // and no other answer comes.
+                    let k = err.unwrap_or_else(|| KernelError::new(libc::EPROTO, None));
+                    return Err(Error::from_kernel(whole(), k));
+                }
+                if let Some(i) = seqs.iter().position(|&s| s == seq) {
+                    pending -= 1;
+                    if let (Some(k), None) = (err, &first_err) {
+                        first_err = Some(Error::from_kernel(ctx(i), k));
+                    }
+                }
+                Ok(None)
+            });
+            self.buf = buf;
+            r?;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// The receive buffer size the kernel granted.
     pub fn rcvbuf(&self) -> usize {
         self.rcvbuf

@@ -307,6 +307,34 @@ impl BridgeNetwork {
         &self.host
     }
 
+    /// Masquerade what the containers send beyond `exclude` (default: the
+    /// network's own subnet; give the cluster network so that other
+    /// hosts' containers see the container's address) and beyond
+    /// multicast: CNI's `ipMasq`. One nftables rule in the host
+    /// namespace's table `cnet`, tagged `cnet BRIDGE`
+    /// ([`crate::nat::ensure_masquerade`]); `Ok(false)` when it was there
+    /// as asked.
+    pub fn masquerade(&self, exclude: Option<IpNet>) -> Result<bool> {
+        crate::nat::ensure_masquerade(
+            &self.host,
+            &crate::nat::Masquerade {
+                tag: self.masquerade_tag(),
+                source: self.config.subnet,
+                exclude: vec![exclude.unwrap_or(self.config.subnet)],
+            },
+        )
+    }
+
+    /// Remove this network's masquerade rule; `Ok(false)` when there was
+    /// none.
+    pub fn unmasquerade(&self) -> Result<bool> {
+        crate::nat::remove_masquerade(&self.host, &self.masquerade_tag())
+    }
+
+    fn masquerade_tag(&self) -> String {
+        format!("cnet {}", self.config.name)
+    }
+
     /// Every allocation of the pool (what the store holds).
     pub fn allocations(&self) -> Result<Vec<Allocation>> {
         self.pool()?.list()
