@@ -1672,6 +1672,19 @@ cnet_result cnet_bridge_network_detach(const cnet_bridge_network *net,
 // Free a detach report. `cnet_detach_report_free(NULL)` does nothing.
 void cnet_detach_report_free(cnet_detach_report *r);
 
+// CNI's `ipMasq`: with `on`, masquerade what the network's containers
+// send to anywhere but `exclude` (a CIDR; NULL or "" means the network's
+// own subnet; give the cluster network so other hosts' containers see the
+// container's address) and multicast: one nftables rule in the host
+// namespace's table `cnet`, tagged with the bridge's name. Without `on`,
+// remove that rule (fine when there is none). `*changed` (may be NULL)
+// says whether anything was written.
+cnet_result cnet_bridge_network_masquerade(const cnet_bridge_network *net,
+                                           const char *exclude,
+                                           bool on,
+                                           bool *changed,
+                                           cnet_error **err);
+
 // Compare a container's live state with what attach made (reads only):
 // `*out` lists every difference, empty when all is as attach made it. An
 // unreadable namespace is a `CNET_DRIFT_NAMESPACE_MISSING` drift, not an

@@ -514,6 +514,34 @@ pub extern "C" fn cnet_detach_report_free(r: *mut cnet_detach_report) {
     free_box(r)
 }
 
+/// CNI's `ipMasq`: with `on`, masquerade what the network's containers
+/// send to anywhere but `exclude` (a CIDR; NULL or "" means the network's
+/// own subnet; give the cluster network so other hosts' containers see the
+/// container's address) and multicast: one nftables rule in the host
+/// namespace's table `cnet`, tagged with the bridge's name. Without `on`,
+/// remove that rule (fine when there is none). `*changed` (may be NULL)
+/// says whether anything was written.
+#[no_mangle]
+pub extern "C" fn cnet_bridge_network_masquerade(
+    net: *const cnet_bridge_network,
+    exclude: *const c_char,
+    on: bool,
+    changed: *mut bool,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    guard(err, || {
+        let n = obj(net, "net")?;
+        let exclude: Option<IpNet> = parse_opt(exclude, "exclude")?;
+        let c = if on {
+            n.net.masquerade(exclude)?
+        } else {
+            n.net.unmasquerade()?
+        };
+        set_if_asked(changed, || c);
+        Ok(())
+    })
+}
+
 /// Compare a container's live state with what attach made (reads only):
 /// `*out` lists every difference, empty when all is as attach made it. An
 /// unreadable namespace is a `CNET_DRIFT_NAMESPACE_MISSING` drift, not an

@@ -471,3 +471,65 @@ fn cni_plugin_parallel_adds_on_a_fresh_node_all_succeed() {
     }
     assert!(net.allocations().is_empty());
 }
+
+/// `ipMasq: true`: a container reaches an "outside" namespace that has no
+/// route back to the containers' subnet (a reply comes back only to a
+/// masqueraded request); the rule is the network's, read back with
+/// `nft -j`, and kept by DEL. Without `ipMasq` nothing is written.
+#[test]
+fn cni_plugin_ip_masq_lets_a_container_reach_the_outside_and_del_keeps_it() {
+    if !privileged() {
+        return;
+    }
+    let set = Namespaces::new("cpm", &["host", "a", "out"]);
+    set.sh(&[
+        "ip -n {host} link add mq-up type veth peer name mq-out netns {out}",
+        "ip -n {host} addr add 203.0.113.1/24 dev mq-up",
+        "ip -n {host} link set mq-up up",
+        "ip -n {out} addr add 203.0.113.2/24 dev mq-out",
+        "ip -n {out} link set mq-out up",
+    ]);
+    let net = Net::new(&set.ns("host"), "masq");
+    let nat_rules = || -> Vec<String> {
+        let v = cnet_test_support::json_of(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &set.ns("host"),
+                "nft",
+                "-j",
+                "list",
+                "ruleset",
+            ],
+        );
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.get("rule"))
+            .filter(|r| r["table"] == "cnet")
+            .map(|r| r["comment"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    net.add("ctr-a", &netns(&set, "a"));
+    assert!(nat_rules().is_empty(), "no ipMasq: nothing written");
+    assert!(!cnet_test_support::ping_once(&set.ns("a"), "203.0.113.2"));
+    net.call("DEL", "ctr-a", &netns(&set, "a")).expect_ok("DEL");
+
+    let mut conf = net.conf();
+    conf["ipMasq"] = json!(true);
+    net.call_with("ADD", "ctr-a", &netns(&set, "a"), &conf, &[])
+        .expect_ok("ADD with ipMasq");
+    assert_eq!(
+        nat_rules(),
+        ["cnet cnet0: 10.244.1.0/24 -> not 10.244.1.0/24"]
+    );
+    assert!(
+        cnet_test_support::ping_once(&set.ns("a"), "203.0.113.2"),
+        "the outside answers the masqueraded ping"
+    );
+    net.call_with("DEL", "ctr-a", &netns(&set, "a"), &conf, &[])
+        .expect_ok("DEL");
+    assert_eq!(nat_rules().len(), 1, "the network's rule outlives a DEL");
+}

@@ -315,6 +315,12 @@ int main(int argc, char **argv) {
     OK(cnet_bridge_network_check(bn, &cn, "ctr", "eth0", &drift, E));
     if (!drift || drift->len) fprintf(stderr, "all_calls: check\n"), fails++;
     cnet_drift_array_free(drift);
+    /* ipMasq: the network's masquerade rule made, kept, removed. */
+    bool masq_changed = false;
+    OK(cnet_bridge_network_masquerade(bn, "10.244.0.0/16", true, &masq_changed, E));
+    if (!masq_changed) fprintf(stderr, "all_calls: masquerade\n"), fails++;
+    OK(cnet_bridge_network_masquerade(bn, NULL, false, &masq_changed, E));
+    if (!masq_changed) fprintf(stderr, "all_calls: unmasquerade\n"), fails++;
     cnet_detach_report *rep2 = NULL;
     OK(cnet_bridge_network_detach(bn, NULL, "ctr", "eth0", &rep2, E));
     if (!rep2 || !rep2->link_removed || !rep2->released) fprintf(stderr, "all_calls: detach\n"), fails++;

@@ -133,10 +133,6 @@ func parseConf(data []byte) (*NetConf, *Error) {
 	} else if c.Store.Dir == "" {
 		c.Store.Dir = DefaultStoreDir
 	}
-	if c.IPMasq {
-		return nil, newError(ErrInvalidConfig, "ipMasq is not supported by cnet yet",
-			"chain the official firewall plugin, or set ipMasq false")
-	}
 	return &c, nil
 }
 

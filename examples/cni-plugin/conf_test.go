@@ -34,7 +34,6 @@ func TestParseConf(t *testing.T) {
 		{`{"cniVersion":"1.0.0"}`, ErrInvalidConfig},
 		{`{"cniVersion":"1.0.0","subnet":"10.244.1.0/33"}`, ErrInvalidConfig},
 		{`{"cniVersion":"1.0.0","subnet":"10.244.1.0/24","clusterNetwork":"10.244.0.0/16"}`, ErrInvalidConfig},
-		{`{"cniVersion":"1.0.0","subnet":"10.244.1.0/24","ipMasq":true}`, ErrInvalidConfig},
 		{`{"cniVersion":"1.0.0","subnet":"10.244.1.0/24","store":{"etcd":{}}}`, ErrInvalidConfig},
 		{`{"cniVersion":"1.0.0","subnet":"10.244.1.0/24","bridge":"a-very-long-bridge-name"}`, ErrInvalidConfig},
 	} {

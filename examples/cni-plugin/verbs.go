@@ -139,6 +139,14 @@ func cmdAdd(c *NetConf, env func(string) string) (interface{}, *Error) {
 		return nil, e
 	}
 	defer n.close()
+	if c.IPMasq {
+		// Network-wide, like the bridge: made once, kept for every
+		// container (DEL leaves it); beyond the cluster network when the
+		// config names one, so other nodes' containers see the address.
+		if _, err := n.net.Masquerade(c.ClusterNetwork, true); err != nil {
+			return nil, libError("set up ipMasq for "+c.Bridge, err)
+		}
+	}
 	att, err := n.net.AttachWith(cnet.ContainerNs{Path: ce.netns}, ce.id, ce.ifname, cnet.AttachOptions{IP: ip, MAC: mac})
 	if err != nil {
 		return nil, libError(fmt.Sprintf("attach %s/%s", ce.id, ce.ifname), err)

@@ -209,6 +209,27 @@ func (n *BridgeNetwork) Detach(ns *ContainerNs, id, ifname string) (DetachReport
 	return rep, nil
 }
 
+// Masquerade sets (on) or removes (!on) CNI's ipMasq for the network:
+// what its containers send to anywhere but exclude (a CIDR; "" for the
+// network's own subnet) and multicast leaves with the host's address. It
+// says whether anything was written.
+func (n *BridgeNetwork) Masquerade(exclude string, on bool) (bool, error) {
+	var s cstrs
+	defer s.free()
+	var ex *C.char
+	if exclude != "" {
+		ex = s.add(exclude)
+	}
+	var changed C.bool
+	var e *C.cnet_error
+	rc := C.cnet_bridge_network_masquerade(n.p, ex, C.bool(on), &changed, &e)
+	runtime.KeepAlive(n)
+	if err := check(rc, e); err != nil {
+		return false, err
+	}
+	return bool(changed), nil
+}
+
 // Drift is one difference between a container and what Attach made.
 type Drift struct {
 	Kind     uint32                 // CNET_DRIFT_* number
