@@ -1617,6 +1617,17 @@ cnet_result cnet_bridge_network_ensure(const cnet_handle *host,
                                        cnet_bridge_network **out,
                                        cnet_error **err);
 
+// The bridge network as it is, for CNI `DEL`, `GC` and `CHECK`: nothing
+// is created or changed, and a missing or different bridge is fine
+// (detach finds the host ends by name; check reports the bridge's
+// drift). Attaching through it fails with `CNET_NOT_FOUND` while the
+// bridge is missing. Arguments as for `cnet_bridge_network_ensure`.
+cnet_result cnet_bridge_network_open(const cnet_handle *host,
+                                     const cnet_pool *pool,
+                                     const cnet_bridge_config *config,
+                                     cnet_bridge_network **out,
+                                     cnet_error **err);
+
 // Free a bridge network object (closes its socket; the bridge and the
 // attached containers stay). `cnet_bridge_network_free(NULL)` does nothing.
 void cnet_bridge_network_free(cnet_bridge_network *net);

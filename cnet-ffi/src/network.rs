@@ -326,6 +326,39 @@ pub extern "C" fn cnet_bridge_network_ensure(
     out: *mut *mut cnet_bridge_network,
     err: *mut *mut cnet_error,
 ) -> cnet_result {
+    network_with(host, pool, config, out, err, BridgeNetwork::ensure)
+}
+
+/// The bridge network as it is, for CNI `DEL`, `GC` and `CHECK`: nothing
+/// is created or changed, and a missing or different bridge is fine
+/// (detach finds the host ends by name; check reports the bridge's
+/// drift). Attaching through it fails with `CNET_NOT_FOUND` while the
+/// bridge is missing. Arguments as for `cnet_bridge_network_ensure`.
+#[no_mangle]
+pub extern "C" fn cnet_bridge_network_open(
+    host: *const cnet_handle,
+    pool: *const cnet_pool,
+    config: *const cnet_bridge_config,
+    out: *mut *mut cnet_bridge_network,
+    err: *mut *mut cnet_error,
+) -> cnet_result {
+    network_with(host, pool, config, out, err, BridgeNetwork::open)
+}
+
+type Make = fn(
+    &cnet_core::handle::Handle,
+    crate::ipam::SharedPool,
+    BridgeConfig,
+) -> cnet_core::Result<BridgeNetwork>;
+
+fn network_with(
+    host: *const cnet_handle,
+    pool: *const cnet_pool,
+    config: *const cnet_bridge_config,
+    out: *mut *mut cnet_bridge_network,
+    err: *mut *mut cnet_error,
+    make: Make,
+) -> cnet_result {
     guard(err, || {
         let h = obj(host, "host")?;
         let pool = obj(pool, "pool")?.share();
@@ -340,7 +373,7 @@ pub extern "C" fn cnet_bridge_network_ensure(
             bc = bc.mtu(c.mtu);
         }
         let out = out_ptr(out, "out")?;
-        let net = BridgeNetwork::ensure(&h.h, pool, bc)?;
+        let net = make(&h.h, pool, bc)?;
         boxed(out, cnet_bridge_network { net });
         Ok(())
     })

@@ -346,9 +346,9 @@ fn cni_plugin_errors_are_spec_json_with_codes() {
     raw(&[("CNI_COMMAND", "ADD")], &net.conf().to_string()).expect_code(4, "no CNI_CONTAINERID");
     raw(&[("CNI_COMMAND", "FROB")], &net.conf().to_string()).expect_code(4, "unknown verb");
     let mut masq = net.conf();
-    masq["ipMasq"] = json!(true);
+    masq["ipMasq"] = json!("yes");
     net.call_with("ADD", "ctr-a", &a, &masq, &[])
-        .expect_code(7, "ipMasq");
+        .expect_code(6, "ipMasq not a boolean");
     let mut no_subnet = net.conf();
     no_subnet.as_object_mut().unwrap().remove("subnet");
     net.call_with("ADD", "ctr-a", &a, &no_subnet, &[])
@@ -532,4 +532,31 @@ fn cni_plugin_ip_masq_lets_a_container_reach_the_outside_and_del_keeps_it() {
     net.call_with("DEL", "ctr-a", &netns(&set, "a"), &conf, &[])
         .expect_ok("DEL");
     assert_eq!(nat_rules().len(), 1, "the network's rule outlives a DEL");
+}
+
+/// DEL, GC and CHECK take the network as it is: after the bridge was
+/// deleted (by hand, or a reboot's runtime cleaning up), DEL takes the
+/// container off and releases its address without making the bridge
+/// again, and CHECK reports the difference rather than repairing it.
+#[test]
+fn cni_plugin_del_gc_check_never_make_a_missing_bridge_again() {
+    if !privileged() {
+        return;
+    }
+    let set = Namespaces::new("cpb", &["host", "a", "b"]);
+    let net = Net::new(&set.ns("host"), "nobr");
+    let ra = net.add("ctr-a", &netns(&set, "a"));
+    net.add("ctr-b", &netns(&set, "b"));
+    set.sh(&["ip -n {host} link del cnet0"]);
+    let check = net.check("ctr-a", &netns(&set, "a"), &ra);
+    assert!(!check.ok, "CHECK must see the bridge gone");
+    assert!(!links_of(&set.ns("host")).contains(&"cnet0".to_string()));
+    net.call("DEL", "ctr-a", &netns(&set, "a"))
+        .expect_ok("DEL a");
+    let mut gc = net.conf();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    net.call_with("GC", "", "", &gc, &[]).expect_ok("GC");
+    assert!(net.allocations().is_empty(), "{:?}", net.allocations());
+    assert_eq!(links_of(&set.ns("host")), ["lo"], "no bridge made again");
+    assert_eq!(links_of(&set.ns("a")), ["lo"]);
 }

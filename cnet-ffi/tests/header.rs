@@ -128,6 +128,11 @@ const PROMISES: &[(&str, &str, &str)] = &[
         "errors.rs object_codes_as_documented",
     ),
     (
+        "cnet_bridge_network_open",
+        "CNET_NOT_FOUND",
+        "network.rs open_makes_no_bridge_detaches_without_it_and_refuses_to_attach",
+    ),
+    (
         "cnet_result_name",
         "CNET_NOT_FOUND",
         "boundary.rs every_code_has_a_name_and_unknown_ones_say_so",

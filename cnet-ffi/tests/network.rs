@@ -601,3 +601,72 @@ fn a_store_panicking_during_attach_is_cnet_panic_and_leaves_nothing_behind() {
     cnet_pool_free(pool);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// `cnet_bridge_network_open` (CNI DEL, GC, CHECK) creates nothing: with
+/// the bridge gone, a detach still takes the container off and releases
+/// its address, no bridge is made again, and an attach through it is
+/// `CNET_NOT_FOUND` naming the bridge, with nothing left behind.
+#[test]
+fn open_makes_no_bridge_detaches_without_it_and_refuses_to_attach() {
+    if !privileged() {
+        return;
+    }
+    let w = World::new("open");
+    let net = w.ensure(1500);
+    let c1 = CString::new(w.names[1].as_str()).unwrap();
+    let ns1 = by_name(&c1);
+    ok(|e| {
+        cnet_bridge_network_attach(
+            net,
+            &ns1,
+            c"c1".as_ptr(),
+            c"eth0".as_ptr(),
+            null_mut(),
+            null_mut(),
+            e,
+        )
+    });
+    cnet_bridge_network_free(net);
+    let o = Command::new("ip")
+        .args(["-n", &w.names[0], "link", "del", "cnb0"])
+        .status()
+        .unwrap();
+    assert!(o.success());
+
+    let cfg = cnet_bridge_config {
+        name: c"cnb0".as_ptr(),
+        subnet: null(),
+        mtu: 1500,
+    };
+    let mut open = null_mut();
+    ok(|e| cnet_bridge_network_open(w.host, w.pool, &cfg, &mut open, e));
+    let (rc, m) = fails(|e| {
+        cnet_bridge_network_attach(
+            open,
+            &ns1,
+            c"c2".as_ptr(),
+            c"eth0".as_ptr(),
+            null_mut(),
+            null_mut(),
+            e,
+        )
+    });
+    assert_eq!(rc, CNET_NOT_FOUND, "{m}");
+    assert!(m.contains("bridge cnb0 is missing"), "{m}");
+    let mut rep = null_mut();
+    ok(|e| cnet_bridge_network_detach(open, null(), c"c1".as_ptr(), c"eth0".as_ptr(), &mut rep, e));
+    // SAFETY: a report the call just filled.
+    let r = unsafe { &*rep };
+    assert!(r.link_removed && r.released, "{m}");
+    cnet_detach_report_free(rep);
+    cnet_bridge_network_free(open);
+    let links: Vec<String> = w
+        .ip(0, &["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(links, ["lo"], "no bridge made again, no veth left");
+    assert!(w.ip(1, &["link", "show"]).as_array().unwrap().len() == 1);
+}

@@ -321,6 +321,14 @@ int main(int argc, char **argv) {
     if (!masq_changed) fprintf(stderr, "all_calls: masquerade\n"), fails++;
     OK(cnet_bridge_network_masquerade(bn, NULL, false, &masq_changed, E));
     if (!masq_changed) fprintf(stderr, "all_calls: unmasquerade\n"), fails++;
+    /* The network as it is (CNI DEL/GC/CHECK): nothing created. */
+    cnet_bridge_network *bn_open = NULL;
+    OK(cnet_bridge_network_open(h, pool, &bc, &bn_open, E));
+    cnet_drift_array *drift_open = NULL;
+    OK(cnet_bridge_network_check(bn_open, &cn, "ctr", "eth0", &drift_open, E));
+    if (!drift_open || drift_open->len) fprintf(stderr, "all_calls: open + check\n"), fails++;
+    cnet_drift_array_free(drift_open);
+    cnet_bridge_network_free(bn_open);
     cnet_detach_report *rep2 = NULL;
     OK(cnet_bridge_network_detach(bn, NULL, "ctr", "eth0", &rep2, E));
     if (!rep2 || !rep2->link_removed || !rep2->released) fprintf(stderr, "all_calls: detach\n"), fails++;

@@ -27,7 +27,7 @@ func cmdCheck(c *NetConf, env func(string) string) *Error {
 	if _, err := os.Stat(ce.netns); err != nil {
 		return newError(ErrUnknownContainer, "the container's namespace "+ce.netns+" cannot be opened", err.Error())
 	}
-	n, e := openNetwork(c)
+	n, e := networkAsIs(c)
 	if e != nil {
 		return e
 	}

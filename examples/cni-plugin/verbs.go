@@ -66,6 +66,16 @@ func openPool(c *NetConf) (*node, *Error) {
 // openNetwork is openPool and the bridge network, ensured in the
 // namespace this process runs in (the host's, as the runtime calls us).
 func openNetwork(c *NetConf) (*node, *Error) {
+	return network(c, true)
+}
+
+// networkAsIs is openNetwork for DEL, GC and CHECK: the bridge is neither
+// created nor changed (a DEL after the bridge went must not make it again).
+func networkAsIs(c *NetConf) (*node, *Error) {
+	return network(c, false)
+}
+
+func network(c *NetConf, ensure bool) (*node, *Error) {
 	n, e := openPool(c)
 	if e != nil {
 		return nil, e
@@ -80,9 +90,15 @@ func openNetwork(c *NetConf) (*node, *Error) {
 		n.close()
 		return nil, libError("open a netlink handle in the host namespace", err)
 	}
-	if n.net, err = cnet.EnsureBridgeNetwork(n.host, n.pool, cnet.BridgeConfig{Name: c.Bridge, MTU: c.MTU}); err != nil {
+	bc := cnet.BridgeConfig{Name: c.Bridge, MTU: c.MTU}
+	if ensure {
+		n.net, err = cnet.EnsureBridgeNetwork(n.host, n.pool, bc)
+	} else {
+		n.net, err = cnet.OpenBridgeNetwork(n.host, n.pool, bc)
+	}
+	if err != nil {
 		n.close()
-		return nil, libError("ensure bridge "+c.Bridge, err)
+		return nil, libError("open bridge network "+c.Bridge, err)
 	}
 	return n, nil
 }
@@ -203,7 +219,7 @@ func cmdDel(c *NetConf, env func(string) string) *Error {
 	if e != nil {
 		return e
 	}
-	n, e := openNetwork(c)
+	n, e := networkAsIs(c)
 	if e != nil {
 		return e
 	}
@@ -222,7 +238,7 @@ func cmdDel(c *NetConf, env func(string) string) *Error {
 }
 
 func cmdGC(c *NetConf) *Error {
-	n, e := openNetwork(c)
+	n, e := networkAsIs(c)
 	if e != nil {
 		return e
 	}

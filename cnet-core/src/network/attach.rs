@@ -98,6 +98,20 @@ impl BridgeNetwork {
             )
         };
         let key = Key::new(container_id, ifname).with_context(what)?;
+        if self.bridge_index() == 0 {
+            // Opened (BridgeNetwork::open) while the bridge was missing: a
+            // veth without a master would be half an attachment.
+            return Err(Error::NotFound {
+                context: what(),
+                kernel: Some(crate::error::KernelError::new(
+                    libc::ENODEV,
+                    Some(format!(
+                        "bridge {} is missing: ensure the network before attaching",
+                        self.config.name
+                    )),
+                )),
+            });
+        }
         if let Some(mac) = opts.mac {
             if !mac.is_valid_unicast() {
                 return Err(Error::invalid(

@@ -226,34 +226,7 @@ impl BridgeNetwork {
             config.name,
             host.netns().label()
         );
-        validate_name(&config.name).context(&ctx)?;
-        validate_mtu(&config.name, config.mtu).context(&ctx)?;
-        if config.subnet != config.subnet.trunc() {
-            return Err(Error::invalid(
-                ctx,
-                format!(
-                    "subnet {} has host bits set (the network is {})",
-                    config.subnet,
-                    config.subnet.trunc()
-                ),
-            ));
-        }
-        let pcfg = pool.config();
-        if pcfg.subnet != config.subnet {
-            return Err(Error::Conflict {
-                context: ctx,
-                reason: format!(
-                    "the pool serves {}, the bridge network {}",
-                    pcfg.subnet, config.subnet
-                ),
-            });
-        }
-        let gateway = pcfg.gateway_net().ok_or_else(|| {
-            Error::invalid(
-                ctx.clone(),
-                format!("the pool of {} has no gateway address", pcfg.subnet),
-            )
-        })?;
+        let gateway = Self::validate(&pool, &config, &ctx)?;
         let host = Handle::at(host.netns()).context(&ctx)?;
         let made = ensure_bridge(&host, &config, gateway).context(&ctx)?;
         let net = BridgeNetwork {
@@ -280,6 +253,75 @@ impl BridgeNetwork {
             }
         }
         Ok(net)
+    }
+
+    /// The network as it is, for taking containers off it (CNI `DEL`,
+    /// `GC`) or checking them: nothing is created or changed, and a
+    /// missing or different bridge is fine ([`BridgeNetwork::detach`] finds
+    /// the host ends by name; [`BridgeNetwork::check`] reports the
+    /// bridge's drift). Attach through such a network fails when the bridge
+    /// is missing. Same validation of `pool` and `config` as
+    /// [`BridgeNetwork::ensure`].
+    pub fn open(
+        host: &Handle,
+        pool: impl PoolStore + Send + 'static,
+        config: BridgeConfig,
+    ) -> Result<BridgeNetwork> {
+        let ctx = format!(
+            "open bridge network {} in {}",
+            config.name,
+            host.netns().label()
+        );
+        let gateway = Self::validate(&pool, &config, &ctx)?;
+        let host = Handle::at(host.netns()).context(&ctx)?;
+        let (index, mac) = match host.links().find(&config.name).context(&ctx)? {
+            Some(l) if l.kind == LinkKind::Bridge => {
+                (l.index, l.mac.unwrap_or_else(|| mac_for_ip(gateway.addr())))
+            }
+            _ => (0, mac_for_ip(gateway.addr())),
+        };
+        Ok(BridgeNetwork {
+            host,
+            pool: Mutex::new(Box::new(pool)),
+            config,
+            gateway,
+            bridge_index: AtomicU32::new(index),
+            bridge_mac: mac,
+            #[cfg(feature = "failpoints")]
+            fault: AtomicU8::new(0),
+        })
+    }
+
+    /// The checks `ensure` and `open` share; the gateway with its prefix.
+    fn validate(pool: &impl PoolStore, config: &BridgeConfig, ctx: &str) -> Result<IpNet> {
+        validate_name(&config.name).context(ctx)?;
+        validate_mtu(&config.name, config.mtu).context(ctx)?;
+        if config.subnet != config.subnet.trunc() {
+            return Err(Error::invalid(
+                ctx,
+                format!(
+                    "subnet {} has host bits set (the network is {})",
+                    config.subnet,
+                    config.subnet.trunc()
+                ),
+            ));
+        }
+        let pcfg = pool.config();
+        if pcfg.subnet != config.subnet {
+            return Err(Error::Conflict {
+                context: ctx.to_string(),
+                reason: format!(
+                    "the pool serves {}, the bridge network {}",
+                    pcfg.subnet, config.subnet
+                ),
+            });
+        }
+        pcfg.gateway_net().ok_or_else(|| {
+            Error::invalid(
+                ctx.to_string(),
+                format!("the pool of {} has no gateway address", pcfg.subnet),
+            )
+        })
     }
 
     /// The configuration.

@@ -30,6 +30,16 @@ type BridgeNetwork struct{ p *C.cnet_bridge_network }
 // that differs is left unchanged and reported (code CNET_MISMATCH). The
 // network shares pool: either may be closed first.
 func EnsureBridgeNetwork(host *Handle, pool *Pool, cfg BridgeConfig) (*BridgeNetwork, error) {
+	return bridgeNetwork(host, pool, cfg, true)
+}
+
+// OpenBridgeNetwork is the network as it is (for CNI DEL, GC, CHECK):
+// nothing is created or changed, and a missing bridge is fine.
+func OpenBridgeNetwork(host *Handle, pool *Pool, cfg BridgeConfig) (*BridgeNetwork, error) {
+	return bridgeNetwork(host, pool, cfg, false)
+}
+
+func bridgeNetwork(host *Handle, pool *Pool, cfg BridgeConfig, ensure bool) (*BridgeNetwork, error) {
 	var s cstrs
 	defer s.free()
 	var c C.cnet_bridge_config
@@ -38,7 +48,12 @@ func EnsureBridgeNetwork(host *Handle, pool *Pool, cfg BridgeConfig) (*BridgeNet
 	c.mtu = C.uint32_t(cfg.MTU)
 	var p *C.cnet_bridge_network
 	var e *C.cnet_error
-	rc := C.cnet_bridge_network_ensure(host.p, pool.p, &c, &p, &e)
+	var rc C.cnet_result
+	if ensure {
+		rc = C.cnet_bridge_network_ensure(host.p, pool.p, &c, &p, &e)
+	} else {
+		rc = C.cnet_bridge_network_open(host.p, pool.p, &c, &p, &e)
+	}
 	runtime.KeepAlive(host)
 	runtime.KeepAlive(pool)
 	if err := check(rc, e); err != nil {
