@@ -10,6 +10,7 @@
 //! ```
 
 mod cni;
+mod common;
 
 use cnet_test_support::{privileged, Namespaces};
 use cni::{addr_of, links_of, Net};
@@ -559,4 +560,88 @@ fn cni_plugin_del_gc_check_never_make_a_missing_bridge_again() {
     assert!(net.allocations().is_empty(), "{:?}", net.allocations());
     assert_eq!(links_of(&set.ns("host")), ["lo"], "no bridge made again");
     assert_eq!(links_of(&set.ns("a")), ["lo"]);
+}
+
+/// The etcd store through the plugin: the node subnet leased from the
+/// cluster network in etcd, containers' addresses in etcd (read back with
+/// etcd's own API), etcd killed and restarted between two ADDs, the two
+/// containers ping, DEL leaves no address key behind.
+#[cfg(feature = "etcd")]
+#[test]
+fn cni_plugin_etcd_store_leases_the_subnet_and_survives_an_etcd_restart() {
+    if !privileged() {
+        return;
+    }
+    let set = Namespaces::new("cpe", &["host", "a", "b"]);
+    // etcd in the namespace that plays the host, where the plugin runs.
+    let Some(mut etcd) = common::etcd::Etcd::start_in(Some(&set.ns("host"))) else {
+        return;
+    };
+    let net = Net::new(&set.ns("host"), "etcd");
+    let mut conf = net.conf();
+    let o = conf.as_object_mut().unwrap();
+    o.remove("subnet");
+    o.insert("clusterNetwork".into(), json!("10.244.0.0/16"));
+    o.insert("node".into(), json!("node-e"));
+    o.insert(
+        "store".into(),
+        json!({ "etcd": { "endpoints": ["http://127.0.0.1:2379"], "prefix": "/cnet" } }),
+    );
+    // The address keys under /cnet, as etcd lists them.
+    let addr_keys = |etcd: &common::etcd::Etcd| -> Vec<String> {
+        let b64 = |s: &str| {
+            let o = std::process::Command::new("sh")
+                .args(["-c", "printf %s \"$1\" | base64 -w0", "sh", s])
+                .output()
+                .unwrap();
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let body = json!({ "key": b64("/cnet/"), "range_end": b64("/cnet0"), "keys_only": true });
+        let v: Value = serde_json::from_str(&etcd.curl("/v3/kv/range", &body.to_string())).unwrap();
+        v["kvs"]
+            .as_array()
+            .map(|a| a.to_vec())
+            .unwrap_or_default()
+            .iter()
+            .map(|kv| {
+                let o = std::process::Command::new("sh")
+                    .args([
+                        "-c",
+                        "printf %s \"$1\" | base64 -d",
+                        "sh",
+                        kv["key"].as_str().unwrap(),
+                    ])
+                    .output()
+                    .unwrap();
+                String::from_utf8(o.stdout).unwrap()
+            })
+            .filter(|k| k.contains("/ips/"))
+            .collect()
+    };
+    let ra = net
+        .call_with("ADD", "ctr-a", &netns(&set, "a"), &conf, &[])
+        .expect_ok("ADD a");
+    let ip_a = result_ip(&ra);
+    assert!(ip_a.starts_with("10.244."), "{ip_a}");
+    assert_eq!(addr_keys(&etcd).len(), 1, "{:?}", addr_keys(&etcd));
+    etcd.restart();
+    let rb = net
+        .call_with("ADD", "ctr-b", &netns(&set, "b"), &conf, &[])
+        .expect_ok("ADD b after an etcd restart");
+    let ip_b = result_ip(&rb);
+    let (net_a, net_b) = (
+        ip_a.rsplit_once('.').unwrap().0.to_string(),
+        ip_b.rsplit_once('.').unwrap().0.to_string(),
+    );
+    assert_eq!(net_a, net_b, "one node subnet for both: {ip_a} {ip_b}");
+    assert!(cnet_test_support::ping_once(
+        &set.ns("a"),
+        ip_b.split('/').next().unwrap()
+    ));
+    assert_eq!(addr_keys(&etcd).len(), 2);
+    for (id, ns) in [("ctr-a", "a"), ("ctr-b", "b")] {
+        net.call_with("DEL", id, &netns(&set, ns), &conf, &[])
+            .expect_ok("DEL");
+    }
+    assert!(addr_keys(&etcd).is_empty(), "{:?}", addr_keys(&etcd));
 }

@@ -6,14 +6,14 @@
 //! server part runs as root only, and says so otherwise.
 #![cfg(feature = "etcd")]
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
-use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
 use std::ptr::{null, null_mut};
-use std::time::{Duration, Instant};
 
 use cnet::boundary::*;
 use cnet::ipam::*;
+use common::etcd::Etcd;
 
 const PASSWORD: &str = "ffi-pw-never-shown-7Qx";
 
@@ -92,123 +92,6 @@ fn etcd_options_are_checked_before_connecting() {
     // (nothing listens on port 1).
     assert_ne!(open(url, None).0, CNET_OK);
     assert_ne!(open(url, Some(&opts())).0, CNET_OK);
-}
-
-/// etcd in a namespace of its own (killed, namespace deleted on drop).
-struct Etcd {
-    ns: String,
-    child: Child,
-    _dir: tempfile_dir::Dir,
-}
-
-mod tempfile_dir {
-    /// A directory removed on drop (no tempfile dev-dependency here).
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-impl Etcd {
-    fn start() -> Option<Etcd> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED etcd server part: not root");
-            return None;
-        }
-        if !Command::new("sh")
-            .args(["-c", "command -v etcd"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-        {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no etcd binary; CI installs etcd-server"
-            );
-            eprintln!("SKIPPED etcd server part: no etcd binary");
-            return None;
-        }
-        let ns = format!("cn-ffe-{}", std::process::id());
-        assert!(Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success());
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            "/dev/shm"
-        } else {
-            "/tmp"
-        };
-        let dir = tempfile_dir::Dir(format!("{base}/{ns}").into());
-        let log = {
-            std::fs::create_dir_all(&dir.0).unwrap();
-            std::fs::File::create(dir.0.join("etcd.log")).unwrap()
-        };
-        let url = "http://127.0.0.1:2379";
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["sh", "-c", "ip link set lo up && exec \"$@\"", "sh", "etcd"])
-            .args(["--data-dir", &dir.0.join("data").display().to_string()])
-            .args(["--listen-client-urls", url, "--advertise-client-urls", url])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let e = Etcd {
-            ns,
-            child,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !e.curl("/v3/maintenance/status", "{}").contains("header") {
-            assert!(Instant::now() < deadline, "etcd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(e)
-    }
-
-    /// curl in the namespace (the independent client): the reply body.
-    fn curl(&self, path: &str, body: &str) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns))
-            .args([
-                "curl",
-                "-sS",
-                "-d",
-                body,
-                &format!("http://127.0.0.1:2379{path}"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Run `f` on a thread in the namespace (the caller's stays as it is).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).unwrap();
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! the whole workspace's tests share comes from cnet-test-support.)
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod etcd;
+
 use std::ffi::{c_char, CStr};
 use std::ptr::null_mut;
 
