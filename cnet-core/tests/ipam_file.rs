@@ -982,3 +982,36 @@ fn ipam_file_claim_held_subnet_and_pool_subnets() {
         .collect();
     assert_eq!(pools, ["10.244.2.0/24", "10.244.7.0/24"]);
 }
+
+/// An IPv6 /64 pool numbers 2^24 addresses: its file is sparse (a few
+/// pages on disk for a few allocations) and listing reads only what was
+/// written.
+#[test]
+fn ipam_file_pool_ipv6_slash_64_is_a_sparse_file() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = open_pool(tmp.path(), "fd00:10:244:1::/64");
+    let mut got = Vec::new();
+    for i in 0..5 {
+        got.push(p.allocate(&format!("c{i}"), "eth0").unwrap());
+    }
+    assert_eq!(got[0].addr, "fd00:10:244:1::2".parse::<IpAddr>().unwrap());
+    p.release("c1", "eth0").unwrap();
+    got.remove(1);
+    let before = rchar();
+    assert_eq!(p.list().unwrap(), got);
+    let read = rchar() - before;
+    let m = fs::metadata(tmp.path().join("pools/fd00-10-244-1--_64/table")).unwrap();
+    println!(
+        "file {} B, {} B on disk, list read {read} B",
+        m.len(),
+        m.blocks() * 512
+    );
+    assert!(m.len() > 4 << 30, "2^24 slots of 256 B");
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "sparse: {} B on disk",
+        m.blocks() * 512
+    );
+    assert!(read < 1 << 20, "list read {read} B");
+}

@@ -13,7 +13,8 @@
 //!     lock                        flock'd for every address operation
 //!     table                       format 3, fixed layout, sparse:
 //!       0      header copy A (4 KiB)  magic, CRC, seq, next generation, cursor,
-//!       4096   header copy B          size, bucket count, the configuration (JSON)
+//!       4096   header copy B          size, bucket count, highest slot used, the
+//!                                     configuration (JSON)
 //!       8192   owner index            2^k buckets × 16 B: slot + 1, owner hash (FNV-1a)
 //!       …      slots                  one per address (its index in the pool) × 256 B:
 //!                                     CRC, state, generation, interface, container id
@@ -38,8 +39,10 @@
 //! writes at most a header copy, a bucket (or the few of a removal) and a
 //! slot, then one `fdatasync`. A fresh process (a CNI plugin call) pays the
 //! same as a long-lived one, with 10 or with 100,000 allocations: nothing
-//! is loaded. Only `list` and `gc` read every slot that was ever written
-//! (`SEEK_DATA` skips the rest of the sparse file).
+//! is loaded. Only `list` and `gc` read the slots, skipping what was never
+//! written (`SEEK_DATA`; where a file system lacks it, up to the highest
+//! slot handed out, which the header keeps): an IPv6 /64 pool, a 4.5 GB
+//! sparse file, lists what it holds in a few KiB of reads.
 //!
 //! # Why a crash never gives one address to two holders
 //!

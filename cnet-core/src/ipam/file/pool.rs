@@ -47,6 +47,9 @@ pub(crate) struct Header {
     /// fixed at creation, checked against the configuration.
     pub size: u32,
     pub buckets: u32,
+    /// One past the highest slot ever handed out: the slots from here on
+    /// are empty, so `list` stops here where `SEEK_DATA` is missing.
+    pub high: u32,
 }
 
 impl Header {
@@ -59,6 +62,7 @@ impl Header {
         b[40..44].copy_from_slice(&self.size.to_le_bytes());
         b[44..48].copy_from_slice(&self.buckets.to_le_bytes());
         b[48..52].copy_from_slice(&(config_json.len() as u32).to_le_bytes());
+        b[52..56].copy_from_slice(&self.high.to_le_bytes());
         b[CONFIG_AT..CONFIG_AT + config_json.len()].copy_from_slice(config_json);
         let crc = crc32(&b[FIELDS_AT..]);
         b[16..20].copy_from_slice(&crc.to_le_bytes());
@@ -89,6 +93,7 @@ impl Header {
             cursor: u32_at(36),
             size: u32_at(40),
             buckets: u32_at(44),
+            high: u32_at(52),
         };
         if h.buckets == 0 || !h.buckets.is_power_of_two() {
             return Err(format!("bucket count {} is not a power of two", h.buckets));
@@ -399,6 +404,7 @@ impl FilePool {
             cursor: 0,
             size: self.geo.size,
             buckets: self.geo.buckets,
+            high: 0,
         };
         f.write_all_at(&h.encode(&self.config_json), 0)
             .map_err(io)?;
@@ -442,10 +448,11 @@ impl FilePool {
         if stored != self.config {
             return Err(config_mismatch(&self.ctx, &stored, &self.config));
         }
-        if h.size != self.geo.size || h.buckets != self.geo.buckets {
+        if h.size != self.geo.size || h.buckets != self.geo.buckets || h.high > h.size {
             return Err(self.corrupt(format!(
-                "the header says {} addresses and {} buckets, the configuration {} and {}",
-                h.size, h.buckets, self.geo.size, self.geo.buckets
+                "the header says {} addresses ({} used so far) and {} buckets, the \
+                 configuration {} and {}",
+                h.size, h.high, h.buckets, self.geo.size, self.geo.buckets
             )));
         }
         if len < self.geo.file_len() {
@@ -614,6 +621,7 @@ impl Locked<'_> {
         self.write_header(Header {
             next_generation: generation + 1,
             cursor: if idx + 1 >= size { 0 } else { idx + 1 },
+            high: self.header.high.max(idx + 1),
             ..self.header
         })?;
         failpoint("table-header-written");
@@ -679,15 +687,27 @@ impl Locked<'_> {
     /// in the time of what it holds.
     fn all(&self) -> Result<Vec<(u32, Slot)>> {
         let geo = self.pool.geo;
-        let (start, end) = (geo.slots_at(), geo.file_len());
+        let (start, mut end) = (geo.slots_at(), geo.file_len());
         let mut out = Vec::new();
         let mut pos = start;
         let mut buf = vec![0u8; 64 * 1024];
         while pos < end {
             let data = match seek(self.file, pos, nix::unistd::Whence::SeekData) {
-                Some(d) if d >= end => break,
-                Some(d) => d.max(pos),
-                None => pos, // not supported here (or no data): read it all
+                Ok(d) if d >= end => break,
+                Ok(d) => d.max(pos),
+                // Nothing written past `pos`.
+                Err(nix::errno::Errno::ENXIO) => break,
+                // A file system without SEEK_DATA: read up to the highest
+                // slot handed out. (A header copy rolled back by a power
+                // loss may hide the one slot written in its last step;
+                // where SEEK_DATA works, the whole file is looked at.)
+                Err(_) => {
+                    end = end.min(geo.slot_at(self.header.high));
+                    if pos >= end {
+                        break;
+                    }
+                    pos
+                }
             };
             let hole = seek(self.file, data, nix::unistd::Whence::SeekHole)
                 .unwrap_or(end)
@@ -732,14 +752,13 @@ impl Locked<'_> {
     }
 }
 
-/// `lseek` with `SEEK_DATA`/`SEEK_HOLE`; `None` where the file system does
-/// not support it or there is nothing past `pos`.
-fn seek(f: &File, pos: u64, whence: nix::unistd::Whence) -> Option<u64> {
+/// `lseek` with `SEEK_DATA`/`SEEK_HOLE`: `ENXIO` when there is no data
+/// past `pos`, another error where the file system does not support it.
+fn seek(f: &File, pos: u64, whence: nix::unistd::Whence) -> nix::Result<u64> {
     use std::os::fd::AsRawFd;
-    let off = i64::try_from(pos).ok()?;
-    nix::unistd::lseek(f.as_raw_fd(), off, whence)
-        .ok()
-        .and_then(|o| u64::try_from(o).ok())
+    let off = i64::try_from(pos).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let o = nix::unistd::lseek(f.as_raw_fd(), off, whence)?;
+    u64::try_from(o).map_err(|_| nix::errno::Errno::EINVAL)
 }
 
 fn read_up_to(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -1005,6 +1024,7 @@ mod tests {
             cursor: 5,
             size: 256,
             buckets: 512,
+            high: 7,
         };
         let mut b = h.encode(b"{\"x\":1}");
         assert_eq!(Header::decode(&b).unwrap(), (h, &b"{\"x\":1}"[..]));
