@@ -211,6 +211,21 @@ impl Layout {
             .map(|(s, first, _)| first + (a - s) as u32)
     }
 
+    /// The index of `addr` if it may be handed out: `InvalidArgument`
+    /// outside the ranges, or for the network, gateway or broadcast address.
+    pub(crate) fn allocatable(&self, addr: IpAddr, ctx: &str) -> Result<u32> {
+        let idx = self.index_of(addr).ok_or_else(|| {
+            Error::invalid(ctx, format!("{addr} is outside the pool's ranges"))
+        })?;
+        if self.is_excluded(idx) {
+            return Err(Error::invalid(
+                ctx,
+                format!("{addr} is the network, gateway or broadcast address"),
+            ));
+        }
+        Ok(idx)
+    }
+
     /// How many indexes are never handed out.
     pub(crate) fn excluded_count(&self) -> u32 {
         self.excluded.len() as u32
@@ -410,15 +425,7 @@ impl AddressPool {
     ) -> Result<Allocation> {
         check_owner(&self.config, container_id, ifname)?;
         let ctx = self.config.ctx();
-        let idx = self.layout.index_of(addr).ok_or_else(|| {
-            Error::invalid(ctx.clone(), format!("{addr} is outside the pool's ranges"))
-        })?;
-        if self.layout.is_excluded(idx) {
-            return Err(Error::invalid(
-                ctx,
-                format!("{addr} is the network, gateway or broadcast address"),
-            ));
-        }
+        let idx = self.layout.allocatable(addr, &ctx)?;
         if let Some(a) = self.get(container_id, ifname) {
             if a.addr == addr {
                 return Ok(a.clone());

@@ -851,15 +851,7 @@ impl PoolStore for FilePool {
     ) -> Result<Allocation> {
         self.check_lengths(container_id, ifname)?;
         let ctx = self.config.ctx();
-        let idx = self.layout.index_of(addr).ok_or_else(|| {
-            Error::invalid(ctx.clone(), format!("{addr} is outside the pool's ranges"))
-        })?;
-        if self.layout.is_excluded(idx) {
-            return Err(Error::invalid(
-                ctx,
-                format!("{addr} is the network, gateway or broadcast address"),
-            ));
-        }
+        let idx = self.layout.allocatable(addr, &ctx)?;
         self.with_lock(|l| {
             let bucket = match l.find_owner(container_id, ifname)? {
                 Ok((_, i, slot)) if i == idx => {
