@@ -175,7 +175,7 @@ fn main() {
     for fsync in [false, true] {
         let [p0, p50, p99] = fill_slash16(fsync);
         if fsync {
-            println!("allocation cost, file store, fsync on (journal append + fdatasync: mostly the disk):");
+            println!("allocation cost, file store, fsync on (a header, a bucket and a slot written + fdatasync: mostly the disk):");
         } else {
             println!("allocation cost, file store, fsync off (the store's own work: bitmap, record, write):");
         }
@@ -194,7 +194,7 @@ fn main() {
 
     let levels = [1000u32, 5000];
     let ours: Vec<f64> = levels.iter().map(|&n| one_shot(n)).collect();
-    println!("one-shot process cost, file store (open + load + allocate once):");
+    println!("one-shot process cost, file store (open + allocate once, nothing loaded):");
     for (n, t) in levels.iter().zip(&ours) {
         println!("  {n:5} existing: {t:8.1} µs");
     }

@@ -214,9 +214,9 @@ impl Layout {
     /// The index of `addr` if it may be handed out: `InvalidArgument`
     /// outside the ranges, or for the network, gateway or broadcast address.
     pub(crate) fn allocatable(&self, addr: IpAddr, ctx: &str) -> Result<u32> {
-        let idx = self.index_of(addr).ok_or_else(|| {
-            Error::invalid(ctx, format!("{addr} is outside the pool's ranges"))
-        })?;
+        let idx = self
+            .index_of(addr)
+            .ok_or_else(|| Error::invalid(ctx, format!("{addr} is outside the pool's ranges")))?;
         if self.is_excluded(idx) {
             return Err(Error::invalid(
                 ctx,
