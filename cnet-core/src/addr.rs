@@ -332,11 +332,21 @@ impl<'a> Addrs<'a> {
 
     /// `ip addr show [dev DEV]`, both families.
     pub fn list(&self, dev: Option<&str>) -> Result<Vec<Address>> {
-        let ns = self.h.netns().label();
         let idx = match dev {
             Some(d) => Some(self.h.links().index_of(d)?),
             None => None,
         };
+        self.list_at(idx, dev)
+    }
+
+    /// The addresses of the link with index `index` (one request fewer
+    /// than [`Addrs::list`] by name when the caller knows the index).
+    pub fn list_index(&self, index: u32) -> Result<Vec<Address>> {
+        self.list_at(Some(index), None)
+    }
+
+    fn list_at(&self, idx: Option<u32>, dev: Option<&str>) -> Result<Vec<Address>> {
+        let ns = self.h.netns().label();
         let mut req = AddressMessage::default();
         if let Some(i) = idx {
             // Strict checking lets the kernel filter by index.
@@ -346,10 +356,12 @@ impl<'a> Addrs<'a> {
             .h
             .sock()?
             .dump(RouteNetlinkMessage::GetAddress(req), &|| {
-                format!(
-                    "list addresses{} in {ns}",
-                    dev.map(|d| format!(" of {d}")).unwrap_or_default()
-                )
+                let of = match (dev, idx) {
+                    (Some(d), _) => format!(" of {d}"),
+                    (None, Some(i)) => format!(" of link #{i}"),
+                    (None, None) => String::new(),
+                };
+                format!("list addresses{of} in {ns}")
             })?;
         Ok(msgs
             .iter()

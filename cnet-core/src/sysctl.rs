@@ -2,7 +2,8 @@
 //!
 //! `/proc/sys/net` shows the namespace of the thread that opens the file, so
 //! reads and writes happen on a short-lived thread inside the handle's
-//! namespace; the caller's thread never moves.
+//! namespace (or right here when the calling thread is in it already: the
+//! same view without a thread); the caller's thread never moves.
 
 use std::path::PathBuf;
 
@@ -55,7 +56,9 @@ impl<'a> Sysctl<'a> {
     pub fn get_path(&self, segments: &[&str]) -> Result<String> {
         let path = key_path(segments)?;
         let ctx = format!("read sysctl {} in {}", segments.join("."), self.ns.label());
-        let r = self.ns.run(move || std::fs::read_to_string(&path))?;
+        let r = self
+            .ns
+            .open_within(move || Ok(std::fs::read_to_string(&path)))?;
         r.map(|s| s.trim_end().to_string())
             .map_err(|e| io_to_error(ctx, e))
     }
@@ -69,7 +72,9 @@ impl<'a> Sysctl<'a> {
             self.ns.label()
         );
         let v = value.to_string();
-        let r = self.ns.run(move || std::fs::write(&path, v.as_bytes()))?;
+        let r = self
+            .ns
+            .open_within(move || Ok(std::fs::write(&path, v.as_bytes())))?;
         r.map_err(|e| io_to_error(ctx, e))
     }
 

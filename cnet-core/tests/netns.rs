@@ -157,3 +157,33 @@ fn sysctls_are_per_namespace() {
     let e = h.sysctl().rp_filter("nope0").unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
 }
+
+/// A sysctl of the namespace the calling thread is in is read in place
+/// (no thread), of another one through a thread that enters it: a thread
+/// standing in namespace A sees A's value for A and B's for B, and its own
+/// namespace stays A.
+#[test]
+fn sysctls_read_the_asked_namespace_from_a_thread_in_another_or_the_same() {
+    if !privileged() {
+        return;
+    }
+    let (a, b) = (TestNs::new("sysa"), TestNs::new("sysb"));
+    a.handle().sysctl().set_ip_forward(true).unwrap();
+    b.handle().sysctl().set_ip_forward(false).unwrap();
+    let path = format!("/run/netns/{}", a.name);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let (ha, hb) = (a.handle(), b.handle());
+            assert!(ha.sysctl().ip_forward().unwrap(), "A, read in place");
+            assert!(!hb.sysctl().ip_forward().unwrap(), "B, through a thread");
+            hb.sysctl().set_ip_forward(true).unwrap();
+            let own = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+            assert_eq!(own.trim(), "1", "still in A");
+        })
+        .join()
+        .unwrap();
+    });
+    assert!(b.handle().sysctl().ip_forward().unwrap(), "written in B");
+}

@@ -35,9 +35,10 @@ type NetConf struct {
 	Node            string `json:"node"`
 	LeaseTTLSeconds uint64 `json:"leaseTTLSeconds"`
 	// Where addresses are kept: a file store directory (default
-	// /var/lib/cni/cnet) or etcd.
+	// /run/cni/cnet) or etcd.
 	Store StoreConf `json:"store"`
-	// Masquerade traffic from the containers leaving the node subnet.
+	// Masquerade what the containers send beyond the cluster network
+	// (clusterNetwork, else the node subnet).
 	IPMasq bool `json:"ipMasq"`
 
 	RuntimeConfig struct {
@@ -70,8 +71,13 @@ type Attachment struct {
 	Ifname      string `json:"ifname"`
 }
 
-// DefaultStoreDir is the file store's directory when the config names none.
-const DefaultStoreDir = "/var/lib/cni/cnet"
+// DefaultStoreDir is the file store's directory when the config names
+// none: under /run, a tmpfs cleared at boot, because container addresses
+// describe namespaces and veths that never survive a reboot (host-local's
+// files under /var/lib/cni do, and block those addresses after a reboot:
+// podman issues 3759 and 5433). A node lease from clusterNetwork kept in
+// a file store is this node's alone and is taken again after a reboot.
+const DefaultStoreDir = "/run/cni/cnet"
 
 // parseConf decodes and validates stdin's network configuration.
 func parseConf(data []byte) (*NetConf, *Error) {

@@ -474,7 +474,7 @@ pub(super) fn ensure_bridge(
         diffs.push("state: have down, want up".to_string());
     }
     let fam = family_of(&gateway);
-    let addrs: Vec<IpNet> = match host.addrs().list(Some(name)) {
+    let addrs: Vec<IpNet> = match host.addrs().list_index(link.index) {
         Ok(a) => a
             .into_iter()
             .map(|a| a.local)
