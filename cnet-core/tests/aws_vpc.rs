@@ -711,3 +711,114 @@ fn aws_vpc_missing_table_does_not_stop_the_others() {
         expect(&[("10.244.1.0/24", a)])
     );
 }
+
+/// Cross-subnet with the route table (`Encap::RouteTable`): each node
+/// routes the peers on its own segment directly (kernel routes, as
+/// host-gw) and nothing else in the kernel; the VPC's table of its subnet
+/// holds only the peers beyond it (`reconcile_beyond`, from the kernel
+/// reconcile's own placement), so a quota that a plain aws-vpc cluster
+/// overflows is enough. All pairs ping through the simulated fabric, the
+/// same-segment pair without the router's table.
+#[test]
+fn aws_vpc_cross_subnet_direct_on_the_segment_route_table_beyond() {
+    use cnet_core::network::node::{Backend, Encap, PeerPath};
+    if !privileged() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let vpc = Vpc::make(&moto);
+    let c = Cluster::build(
+        "awx",
+        Spec {
+            near: 2,
+            far: 1,
+            containers: 1,
+        },
+    );
+    c.ip(
+        "rt",
+        &["rule", "add", "iif", "eth0", "table", "100", "pref", "100"],
+    );
+    c.ip(
+        "rt",
+        &["rule", "add", "iif", "eth1", "table", "101", "pref", "101"],
+    );
+    let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
+    let leases: Vec<NodeLease> = (0..3)
+        .map(|h| {
+            lease(
+                &c.hosts[h].role,
+                &c.hosts[h].subnet.to_string(),
+                &vpc.enis[h],
+            )
+        })
+        .collect();
+    // Zone a's table holds `local` and another tool's route: a quota of 3
+    // leaves room for one cluster route.
+    let cluster: cnet_core::IpNet = "10.244.0.0/16".parse().unwrap();
+    let vpcs: Vec<AwsVpcRoutes> = (0..3)
+        .map(|h| {
+            let me = AwsVpcRoutes::identity_of_instance(&ec2, &vpc.instances[h]).unwrap();
+            AwsVpcRoutes::new(ec2.clone(), AwsVpcConfig::new(cluster).route_quota(3), me).unwrap()
+        })
+        .collect();
+    // Plain aws-vpc would need all three subnets in zone a's table: refused.
+    let e = vpcs[0].reconcile_leases(&leases).unwrap_err();
+    assert!(matches!(e, Error::RouteQuota { .. }), "{e}");
+    assert!(cluster_routes(&moto, &vpc.tables[0]).is_empty());
+
+    let backend = Backend::CrossSubnet {
+        encap: Encap::RouteTable,
+    };
+    assert_eq!(backend.name(), "route-table-cross-subnet");
+    assert_eq!(backend.name().parse::<Backend>().unwrap(), backend);
+    for (h, aws) in vpcs.iter().enumerate() {
+        let node = c.node(h);
+        let r = node.reconcile_peers(&backend, &c.peers_of(h)).unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        let (direct, beyond) = if h < 2 { (1, 1) } else { (0, 2) };
+        assert_eq!(
+            (r.count(PeerPath::Direct), r.count(PeerPath::RouteTable)),
+            (direct, beyond),
+            "{}: {r:?}",
+            c.hosts[h].role
+        );
+        assert!(r.devices.is_empty(), "no tunnel device: {r:?}");
+        let v = aws.reconcile_beyond(&leases, &r).unwrap();
+        assert!(v.skipped.is_empty(), "{:?}", v.skipped);
+        // Converged: a second kernel reconcile and VPC pass write nothing.
+        let again = node.reconcile_peers(&backend, &c.peers_of(h)).unwrap();
+        assert!(again.is_noop(), "{again:?}");
+        assert_eq!(
+            vpcs[h].reconcile_beyond(&leases, &again).unwrap().writes(),
+            0
+        );
+    }
+    // The tables (moto's API): zone a holds h3's subnet only, zone b h1's
+    // and h2's; the kernels (ip -j): h1 and h2 a direct route to each
+    // other, none to h3 (and h3 none at all).
+    let sub = |h: usize| c.hosts[h].subnet.to_string();
+    assert_eq!(
+        cluster_routes(&moto, &vpc.tables[0]),
+        expect(&[(&sub(2), &vpc.enis[2])])
+    );
+    assert_eq!(
+        cluster_routes(&moto, &vpc.tables[1]),
+        expect(&[(&sub(0), &vpc.enis[0]), (&sub(1), &vpc.enis[1])])
+    );
+    assert_eq!(
+        c.cnet_routes(0),
+        [format!("{} via {} dev eth0", sub(1), c.hosts[1].underlay)]
+    );
+    assert_eq!(
+        c.cnet_routes(1),
+        [format!("{} via {} dev eth0", sub(0), c.hosts[0].underlay)]
+    );
+    assert!(c.cnet_routes(2).is_empty(), "{:?}", c.cnet_routes(2));
+
+    let installed = sync_fabric(&c, &moto, &vpc);
+    assert_eq!(installed[0].len(), 1, "{installed:?}");
+    assert_eq!(installed[1].len(), 2, "{installed:?}");
+    let failed = c.all_pairs_ping();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}

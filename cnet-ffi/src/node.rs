@@ -88,6 +88,11 @@ pub const CNET_BACKEND_IPIP_CROSS_SUBNET: cnet_backend_kind = 5;
 /// WireGuard: one encrypted device, a WireGuard peer and a route per peer
 /// (each peer needs its `wireguard_key`).
 pub const CNET_BACKEND_WIREGUARD: cnet_backend_kind = 6;
+/// host-gw on the node's segment, nothing in the kernel beyond it: the
+/// default route takes those packets to a router whose route table holds
+/// the peers' subnets (a cloud's; `cnet_aws_vpc_reconcile_beyond` keeps a
+/// VPC's with exactly the peers this backend placed beyond the segment).
+pub const CNET_BACKEND_ROUTE_TABLE_CROSS_SUBNET: cnet_backend_kind = 7;
 
 /// How the node reaches its peers. Zero fields take Flannel's defaults.
 #[repr(C)]
@@ -138,6 +143,9 @@ pub const CNET_PEER_VXLAN: cnet_peer_path = 2;
 pub const CNET_PEER_IPIP: cnet_peer_path = 3;
 /// Through the WireGuard device.
 pub const CNET_PEER_WIREGUARD: cnet_peer_path = 4;
+/// Beyond the node's segment through the default route: a router's route
+/// table (a cloud's) carries it; no kernel entry.
+pub const CNET_PEER_ROUTE_TABLE: cnet_peer_path = 5;
 
 /// One peer's outcome in a `cnet_peer_report`.
 #[repr(C)]
@@ -205,6 +213,7 @@ fn path_of(p: PeerPath) -> cnet_peer_path {
         PeerPath::Vxlan => CNET_PEER_VXLAN,
         PeerPath::IpIp => CNET_PEER_IPIP,
         PeerPath::WireGuard => CNET_PEER_WIREGUARD,
+        PeerPath::RouteTable => CNET_PEER_ROUTE_TABLE,
     }
 }
 
@@ -306,10 +315,13 @@ fn backend_of(b: *const cnet_backend) -> Res<Backend> {
             encap: Encap::IpIp(i),
         },
         CNET_BACKEND_WIREGUARD => Backend::WireGuard(wireguard_of(b)?),
+        CNET_BACKEND_ROUTE_TABLE_CROSS_SUBNET => Backend::CrossSubnet {
+            encap: Encap::RouteTable,
+        },
         k => {
             return Err(Fail::new(
                 CNET_INVALID_ENUM,
-                format!("backend.kind {k} is not a backend (1-6)"),
+                format!("backend.kind {k} is not a backend (1-7)"),
             ))
         }
     })

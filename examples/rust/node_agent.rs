@@ -31,6 +31,9 @@
 //! the node's subnet, else the VPC's main table), `--aws-route-quota`,
 //! `--aws-instance-id` (default: the metadata service) and
 //! `--aws-endpoint`; credentials and region from AWS's usual places.
+//! `--backend aws-vpc-cross-subnet` routes the peers on the node's segment
+//! directly (kernel routes, as host-gw) and puts only the others in the
+//! table of the node's subnet, so same-subnet peers use none of its quota.
 //!
 //! Container addresses come from a file pool on this node (`--ipam-dir`):
 //! attach containers with `cnet_core::network::BridgeNetwork` and the same
@@ -164,11 +167,15 @@ struct Args {
 }
 
 /// `--backend`: one of `Node`'s, or `aws-vpc` (the VPC's route tables;
-/// the kernel side is then host-gw with no peer: no device, no route).
+/// the kernel side is then host-gw with no peer: no device, no route), or
+/// `aws-vpc-cross-subnet` (direct routes to the peers on the node's
+/// segment, the VPC's route table for the others: only those use its
+/// quota).
 #[derive(Debug, Clone)]
 enum AgentBackend {
     Kernel(Backend),
     AwsVpc,
+    AwsVpcCrossSubnet,
 }
 
 impl std::str::FromStr for AgentBackend {
@@ -176,8 +183,9 @@ impl std::str::FromStr for AgentBackend {
     fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "aws-vpc" if cfg!(feature = "aws") => Ok(AgentBackend::AwsVpc),
-            "aws-vpc" => Err(Error::invalid(
-                "--backend aws-vpc",
+            "aws-vpc-cross-subnet" if cfg!(feature = "aws") => Ok(AgentBackend::AwsVpcCrossSubnet),
+            "aws-vpc" | "aws-vpc-cross-subnet" => Err(Error::invalid(
+                format!("--backend {s}"),
                 "this node-agent was built without feature aws",
             )),
             s => s.parse().map(AgentBackend::Kernel),
@@ -229,9 +237,16 @@ fn run(a: Args) -> Result<(), Error> {
     }
     let host = Handle::current()?;
     // The kernel backend; aws-vpc routes in the cloud, none in the kernel.
-    let (backend, aws_vpc) = match &a.backend {
-        AgentBackend::Kernel(b) => (b.clone(), false),
-        AgentBackend::AwsVpc => (Backend::HostGw, true),
+    let (backend, aws_vpc, cross) = match &a.backend {
+        AgentBackend::Kernel(b) => (b.clone(), false, false),
+        AgentBackend::AwsVpc => (Backend::HostGw, true, false),
+        AgentBackend::AwsVpcCrossSubnet => (
+            Backend::CrossSubnet {
+                encap: Encap::RouteTable,
+            },
+            true,
+            true,
+        ),
     };
     #[cfg(feature = "aws")]
     let vpc = aws_vpc.then(|| vpc::open(&a)).transpose()?;
@@ -271,7 +286,14 @@ fn run(a: Args) -> Result<(), Error> {
     #[allow(unused_mut)] // only aws-vpc adds to it
     let mut attrs = NodeAttrs {
         underlay_ip: Some(underlay_ip),
-        backend: Some(if aws_vpc { "aws-vpc" } else { backend.name() }.to_string()),
+        backend: Some(
+            match (aws_vpc, cross) {
+                (true, false) => "aws-vpc",
+                (true, true) => "aws-vpc-cross-subnet",
+                _ => backend.name(),
+            }
+            .to_string(),
+        ),
         vtep_mac: Some(vtep_mac_for(&a.node)),
         ..Default::default()
     };
@@ -320,6 +342,9 @@ fn run(a: Args) -> Result<(), Error> {
         Backend::CrossSubnet {
             encap: Encap::IpIp(_),
         } => 20,
+        Backend::CrossSubnet {
+            encap: Encap::RouteTable,
+        } => 0,
         _ => 50,
     };
     let pool = ipam.pool(PoolConfig::new(lease.subnet))?;
@@ -356,9 +381,13 @@ fn run(a: Args) -> Result<(), Error> {
         {
             vpc.as_ref().map(|v| {
                 let (name, retry) = (a.node.clone(), &vpc_retry);
-                Box::new(move |leases: &[NodeLease]| {
+                Box::new(move |leases: &[NodeLease], placed: Option<&PeerReport>| {
                     let mut retry = retry.borrow_mut();
-                    match v.reconcile_leases(leases) {
+                    let r = match placed {
+                        Some(p) => v.reconcile_beyond(leases, p),
+                        None => v.reconcile_leases(leases),
+                    };
+                    match r {
                         Ok(r) => {
                             if r.writes() > 0 {
                                 println!(
@@ -397,6 +426,7 @@ fn run(a: Args) -> Result<(), Error> {
                 drift: &mut drift,
             },
             vpc: vpc_sync.as_deref(),
+            cross,
             leases: &mut vpc_leases,
         };
         for h in member.step(&mut sink) {
@@ -442,7 +472,9 @@ fn run(a: Args) -> Result<(), Error> {
 
 /// aws-vpc: bring the VPC's route tables to these leases (says what it
 /// did or why it could not).
-type VpcSync<'a> = dyn Fn(&[NodeLease]) + 'a;
+/// The VPC's tables to the leases: all of them (aws-vpc), or those the
+/// node's kernel reconcile placed beyond its segment (cross-subnet).
+type VpcSync<'a> = dyn Fn(&[NodeLease], Option<&PeerReport>) + 'a;
 
 /// What the agent programs for its peers: the kernel (`KernelPeers`: the
 /// backend's devices and routes), or with aws-vpc the VPC's route tables
@@ -450,8 +482,27 @@ type VpcSync<'a> = dyn Fn(&[NodeLease]) + 'a;
 struct AgentPeers<'a, 'h> {
     kernel: KernelPeers<'a, 'h>,
     vpc: Option<&'a VpcSync<'a>>,
+    /// aws-vpc-cross-subnet: the kernel gets every peer (direct routes on
+    /// the segment), the VPC those the kernel placed beyond it.
+    cross: bool,
     /// aws-vpc: the lease set, by subnet (the tables are reconciled whole).
     leases: &'a mut BTreeMap<IpNet, NodeLease>,
+}
+
+impl AgentPeers<'_, '_> {
+    /// The whole known set to the VPC (and, cross-subnet, to the kernel
+    /// first: its placement decides what the VPC carries).
+    fn sync(&mut self, vpc: &VpcSync<'_>) -> Result<PeerReport, Error> {
+        let leases: Vec<NodeLease> = self.leases.values().cloned().collect();
+        if self.cross {
+            let r = self.kernel.all(&leases)?;
+            vpc(&leases, Some(&r));
+            Ok(r)
+        } else {
+            vpc(&leases, None);
+            Ok(PeerReport::default())
+        }
+    }
 }
 
 impl PeerSink for AgentPeers<'_, '_> {
@@ -460,7 +511,10 @@ impl PeerSink for AgentPeers<'_, '_> {
             return self.kernel.all(leases);
         };
         *self.leases = leases.iter().map(|l| (l.subnet, l.clone())).collect();
-        vpc(leases);
+        if self.cross {
+            return self.sync(vpc);
+        }
+        vpc(leases, None);
         self.kernel.all(&[])
     }
     fn put(&mut self, lease: &NodeLease) -> Result<PeerReport, Error> {
@@ -469,15 +523,14 @@ impl PeerSink for AgentPeers<'_, '_> {
         };
         self.leases.retain(|_, l| l.node != lease.node);
         self.leases.insert(lease.subnet, lease.clone());
-        vpc(&self.leases.values().cloned().collect::<Vec<_>>());
-        Ok(PeerReport::default())
+        self.sync(vpc)
     }
     fn gone(&mut self, subnet: IpNet) -> Result<PeerReport, Error> {
         let Some(vpc) = self.vpc else {
             return self.kernel.gone(subnet);
         };
         if self.leases.remove(&subnet).is_some() {
-            vpc(&self.leases.values().cloned().collect::<Vec<_>>());
+            return self.sync(vpc);
         }
         Ok(PeerReport::default())
     }

@@ -36,6 +36,7 @@ use ipnet::IpNet;
 
 use crate::aws::{Ec2, Identity, RouteTable};
 use crate::ipam::NodeLease;
+use crate::network::node::{PeerPath, PeerReport};
 use crate::{Error, Result};
 
 /// The lease attribute (`NodeAttrs::extra`) that carries a node's network
@@ -292,6 +293,25 @@ impl AwsVpcRoutes {
         let mut report = self.reconcile(&peers)?;
         report.skipped.extend(skipped);
         Ok(report)
+    }
+
+    /// Cross-subnet with the route table ([`crate::network::node::Encap::RouteTable`]):
+    /// converge every table to one route per lease whose node `report` (the
+    /// node's own kernel reconcile with that backend) placed beyond the
+    /// segment ([`PeerPath::RouteTable`]). Peers on the segment get the
+    /// node's direct routes and nothing in the table (no quota used), and
+    /// neither does this node (its segment reaches it directly). Each
+    /// table must serve one segment: the table of the node's subnet, the
+    /// default [`RouteTables::OfSubnet`].
+    pub fn reconcile_beyond(&self, leases: &[NodeLease], report: &PeerReport) -> Result<VpcReport> {
+        let beyond: std::collections::HashSet<&str> =
+            report.peers_on(PeerPath::RouteTable).into_iter().collect();
+        let chosen: Vec<NodeLease> = leases
+            .iter()
+            .filter(|l| beyond.contains(l.node.as_str()))
+            .cloned()
+            .collect();
+        self.reconcile_leases(&chosen)
     }
 
     /// Converge every table to one route per peer (this node included).

@@ -256,6 +256,13 @@ pub enum Encap {
     Vxlan(VxlanConfig),
     /// IP-in-IP (one route per peer).
     IpIp(IpIpConfig),
+    /// Nothing in the kernel: the host's default route takes the packets
+    /// to a router that knows the peers' subnets, such as a cloud's route
+    /// table (with feature `aws`,
+    /// `aws_vpc::AwsVpcRoutes::reconcile_beyond` keeps a VPC's with the
+    /// peers a reconcile placed on [`super::PeerPath::RouteTable`], so
+    /// direct routes on the segment use none of its quota).
+    RouteTable,
 }
 
 /// How a node reaches its peers' subnets.
@@ -296,7 +303,7 @@ impl Backend {
 
     /// The name a node publishes in its lease (`NodeAttrs::backend`):
     /// `host-gw`, `vxlan`, `ipip`, `vxlan-cross-subnet`, `ipip-cross-subnet`,
-    /// `wireguard`.
+    /// `route-table-cross-subnet`, `wireguard`.
     /// [`Backend::from_str`] parses it back (with default settings).
     pub fn name(&self) -> &'static str {
         match self {
@@ -309,6 +316,9 @@ impl Backend {
             Backend::CrossSubnet {
                 encap: Encap::IpIp(_),
             } => "ipip-cross-subnet",
+            Backend::CrossSubnet {
+                encap: Encap::RouteTable,
+            } => "route-table-cross-subnet",
             Backend::WireGuard(_) => "wireguard",
         }
     }
@@ -381,12 +391,15 @@ impl FromStr for Backend {
             "ipip-cross-subnet" => Backend::CrossSubnet {
                 encap: Encap::IpIp(IpIpConfig::default()),
             },
+            "route-table-cross-subnet" => Backend::CrossSubnet {
+                encap: Encap::RouteTable,
+            },
             "wireguard" => Backend::WireGuard(WireGuardConfig::default()),
             _ => {
                 return Err(Error::invalid(
                     format!("backend {s:?}"),
-                    "expected host-gw, vxlan, ipip, vxlan-cross-subnet, ipip-cross-subnet \
-                     or wireguard",
+                    "expected host-gw, vxlan, ipip, vxlan-cross-subnet, ipip-cross-subnet, \
+                     route-table-cross-subnet or wireguard",
                 ))
             }
         })

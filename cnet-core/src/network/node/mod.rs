@@ -394,6 +394,13 @@ impl<'h> Node<'h> {
     ) -> Vec<Placed<'p>> {
         let encap = if backend.vxlan_config().is_some() {
             PeerPath::Vxlan
+        } else if matches!(
+            backend,
+            Backend::CrossSubnet {
+                encap: Encap::RouteTable
+            }
+        ) {
+            PeerPath::RouteTable
         } else if backend.wireguard_config().is_some() {
             PeerPath::WireGuard
         } else {
@@ -862,6 +869,8 @@ impl<'h> Node<'h> {
                 PeerPath::Vxlan => (Some(peer.vtep_ip()), devs.vx),
                 PeerPath::IpIp => (Some(peer.underlay), devs.ipip),
                 PeerPath::WireGuard => (None, devs.wg.as_ref().map(|(i, _)| *i)),
+                // Nothing of the kernel's to read back.
+                PeerPath::RouteTable => continue,
             };
             let route_ok = routes
                 .iter()

@@ -16,6 +16,11 @@ pub enum PeerPath {
     IpIp,
     /// Through the WireGuard device (encrypted).
     WireGuard,
+    /// Beyond the node's segment with no kernel entry: the host's default
+    /// route takes the packets to a router whose own route table holds
+    /// the peer's subnet (a cloud's, e.g. a VPC route table kept by
+    /// [`super::aws_vpc::AwsVpcRoutes`]); [`super::Encap::RouteTable`].
+    RouteTable,
 }
 
 /// Counts of one kind of entry (routes, neighbours or FDB entries).
@@ -144,6 +149,17 @@ impl PeerReport {
     /// How many peers take `path`.
     pub fn count(&self, path: PeerPath) -> usize {
         self.peers.iter().filter(|(_, p)| *p == path).count()
+    }
+
+    /// The peers that take `path`, by name, in the order given: with
+    /// [`PeerPath::RouteTable`], those a cloud's route table must carry
+    /// (the same decision as the node's kernel routes, made once).
+    pub fn peers_on(&self, path: PeerPath) -> Vec<&str> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| *p == path)
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 
     /// The failure of peer `name`, if it failed.
