@@ -60,6 +60,9 @@
 // The main routing table.
 #define CNET_TABLE_MAIN 254
 
+// The aws-vpc backend of one node. May be shared between threads.
+typedef struct cnet_aws_vpc cnet_aws_vpc;
+
 // A bridge network on one node: the bridge in the host namespace, the
 // pool its containers' addresses come from, its own netlink socket in
 // the host namespace. May be shared between threads: attaches, detaches
@@ -139,6 +142,111 @@ typedef struct {
   size_t len;
 } cnet_addr_array;
 
+// How the backend is set up. Strings are read during the call only;
+// NULL (or "") means the default.
+typedef struct {
+  // The cluster (pod) network ("10.244.0.0/16"): the backend owns every
+  // route of the tables inside it, and no other. Required.
+  const char *cluster;
+  // Route tables to keep ("rtb-…"), `route_tables_len` of them; none:
+  // the table of the node's subnet, else the VPC's main table.
+  const char *const *route_tables;
+  // How many `route_tables`.
+  size_t route_tables_len;
+  // Routes a table may hold, all of them counted (0: 500, AWS's
+  // default since 2025).
+  size_t route_quota;
+  // This node's instance ("i-…"); NULL: the instance metadata service.
+  const char *instance_id;
+  // The EC2 endpoint URL; NULL: the environment, else the region's.
+  const char *endpoint;
+  // The region; NULL: `AWS_REGION`, else the metadata service.
+  const char *region;
+  // Leave the source/destination check of the node's interface as it
+  // is in `cnet_aws_vpc_prepare` (false: turn it off, which the VPC
+  // needs to deliver packets for pod addresses).
+  bool keep_source_dest_check;
+} cnet_aws_vpc_config;
+
+// What a reconcile wrote, summed over the tables.
+typedef struct {
+  // Tables converged.
+  size_t tables;
+  // Routes created, replaced (another target, or revived from
+  // blackhole), deleted (departed, expired, blackhole), already right.
+  size_t created;
+  // See `created`.
+  size_t replaced;
+  // See `created`.
+  size_t deleted;
+  // See `created`.
+  size_t unchanged;
+  // Leases that make no route (no "aws-eni" attribute, outside the
+  // cluster network).
+  size_t skipped;
+} cnet_vpc_counts;
+
+// What a reconcile did.
+typedef struct {
+  // Entries that were missing and were added.
+  size_t added;
+  // Entries that differed and were replaced.
+  size_t replaced;
+  // Stale entries that were deleted.
+  size_t deleted;
+  // Entries that were already right.
+  size_t unchanged;
+} cnet_reconcile_counts;
+
+// How a peer is reached, or that it is not (`cnet_peer_outcome.path`).
+typedef uint32_t cnet_peer_path;
+
+// One peer's outcome in a `cnet_peer_report`.
+typedef struct {
+  // The peer's name (for a lease, its node's name); NULL for a failure
+  // that concerns no one peer (a device, a dump).
+  const char *name;
+  // How it is reached now, or `CNET_PEER_FAILED`.
+  cnet_peer_path path;
+  // `CNET_OK` when programmed; else the failure's own code
+  // (`CNET_CONFLICT` for an off-segment host-gw peer or an overlapping
+  // subnet, `CNET_INVALID_ARGUMENT` for a missing VTEP MAC, …).
+  cnet_result code;
+  // Why it failed, for people (names the peer, says what to do); NULL
+  // when programmed.
+  const char *message;
+} cnet_peer_outcome;
+
+// What a peer reconcile (or teardown) did: counts, and every peer's
+// outcome. Owned by libcnet: free with `cnet_peer_report_free`.
+typedef struct {
+  // Peers reached by a direct route.
+  size_t direct;
+  // Peers reached through the VXLAN device.
+  size_t vxlan;
+  // Peers reached through the IP-in-IP device.
+  size_t ipip;
+  // Devices created, re-created, updated or deleted.
+  size_t devices_changed;
+  // Peer routes.
+  cnet_reconcile_counts routes;
+  // Permanent neighbours on the VXLAN device.
+  cnet_reconcile_counts neighbours;
+  // FDB entries on the VXLAN device.
+  cnet_reconcile_counts fdb;
+  // Peers reached through the WireGuard device.
+  size_t wireguard;
+  // WireGuard peers on the WireGuard device.
+  cnet_reconcile_counts wireguard_peers;
+  // Every outcome: the peers programmed (in the order given), then the
+  // failures.
+  const cnet_peer_outcome *outcomes;
+  // How many entries `outcomes` has.
+  size_t outcomes_len;
+  // How many of them failed (`path` is `CNET_PEER_FAILED`).
+  size_t failed;
+} cnet_peer_report;
+
 // TLS files and etcd user of `cnet_ipam_store_open_etcd_with`, like
 // Flannel's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`,
 // `--etcd-username`, `--etcd-password`. Every field may be NULL (or ""):
@@ -190,6 +298,10 @@ typedef struct {
   // (`cnet_node_wireguard_public_key`), published under the lease
   // attribute "wireguard-public-key".
   const char *wireguard_public_key;
+  // The node's network interface in a VPC ("eni-…"), published under
+  // the lease attribute "aws-eni": the target of its routes in the
+  // aws-vpc backend (`cnet_aws_vpc_reconcile`).
+  const char *aws_eni;
 } cnet_node_attrs;
 
 // A node's subnet lease.
@@ -438,18 +550,6 @@ typedef struct {
   // How many.
   size_t len;
 } cnet_neigh_array;
-
-// What a reconcile did.
-typedef struct {
-  // Entries that were missing and were added.
-  size_t added;
-  // Entries that differed and were replaced.
-  size_t replaced;
-  // Stale entries that were deleted.
-  size_t deleted;
-  // Entries that were already right.
-  size_t unchanged;
-} cnet_reconcile_counts;
 
 // An FDB entry as the kernel lists it (`bridge fdb show`).
 typedef struct {
@@ -755,55 +855,6 @@ typedef struct {
   const char *wireguard_key;
 } cnet_peer;
 
-// How a peer is reached, or that it is not (`cnet_peer_outcome.path`).
-typedef uint32_t cnet_peer_path;
-
-// One peer's outcome in a `cnet_peer_report`.
-typedef struct {
-  // The peer's name (for a lease, its node's name); NULL for a failure
-  // that concerns no one peer (a device, a dump).
-  const char *name;
-  // How it is reached now, or `CNET_PEER_FAILED`.
-  cnet_peer_path path;
-  // `CNET_OK` when programmed; else the failure's own code
-  // (`CNET_CONFLICT` for an off-segment host-gw peer or an overlapping
-  // subnet, `CNET_INVALID_ARGUMENT` for a missing VTEP MAC, …).
-  cnet_result code;
-  // Why it failed, for people (names the peer, says what to do); NULL
-  // when programmed.
-  const char *message;
-} cnet_peer_outcome;
-
-// What a peer reconcile (or teardown) did: counts, and every peer's
-// outcome. Owned by libcnet: free with `cnet_peer_report_free`.
-typedef struct {
-  // Peers reached by a direct route.
-  size_t direct;
-  // Peers reached through the VXLAN device.
-  size_t vxlan;
-  // Peers reached through the IP-in-IP device.
-  size_t ipip;
-  // Devices created, re-created, updated or deleted.
-  size_t devices_changed;
-  // Peer routes.
-  cnet_reconcile_counts routes;
-  // Permanent neighbours on the VXLAN device.
-  cnet_reconcile_counts neighbours;
-  // FDB entries on the VXLAN device.
-  cnet_reconcile_counts fdb;
-  // Peers reached through the WireGuard device.
-  size_t wireguard;
-  // WireGuard peers on the WireGuard device.
-  cnet_reconcile_counts wireguard_peers;
-  // Every outcome: the peers programmed (in the order given), then the
-  // failures.
-  const cnet_peer_outcome *outcomes;
-  // How many entries `outcomes` has.
-  size_t outcomes_len;
-  // How many of them failed (`path` is `CNET_PEER_FAILED`).
-  size_t failed;
-} cnet_peer_report;
-
 // A route to program, `ip route add [TYPE] DST [via GW] [dev DEV]
 // [onlink] [src SRC] [metric M] [table T] [proto P] [mtu MTU]`, or with
 // `nhid` `ip route add DST nhid ID` (a nexthop object). Zero /
@@ -1064,6 +1115,16 @@ typedef struct {
 // An I/O error (file, socket, thread).
 #define CNET_IO 214
 
+// A cloud API refused the request: the message keeps its own error code
+// (`UnauthorizedOperation`, `InvalidInstanceID.NotFound`,
+// `RequestLimitExceeded` after the retries, …), never a credential.
+#define CNET_CLOUD 215
+
+// A cloud route table would hold more routes than its quota: nothing
+// beyond it was created; the message says how many it holds, the quota
+// and what to do.
+#define CNET_ROUTE_QUOTA 216
+
 // An error kind newer than this header knows.
 #define CNET_OTHER 298
 
@@ -1237,6 +1298,12 @@ typedef struct {
 // (each peer needs its `wireguard_key`).
 #define CNET_BACKEND_WIREGUARD 6
 
+// host-gw on the node's segment, nothing in the kernel beyond it: the
+// default route takes those packets to a router whose route table holds
+// the peers' subnets (a cloud's; `cnet_aws_vpc_reconcile_beyond` keeps a
+// VPC's with exactly the peers this backend placed beyond the segment).
+#define CNET_BACKEND_ROUTE_TABLE_CROSS_SUBNET 7
+
 // Not programmed: `code` and `message` say why; none of its entries is left.
 #define CNET_PEER_FAILED 0
 
@@ -1251,6 +1318,10 @@ typedef struct {
 
 // Through the WireGuard device.
 #define CNET_PEER_WIREGUARD 4
+
+// Beyond the node's segment through the default route: a router's route
+// table (a cloud's) carries it; no kernel entry.
+#define CNET_PEER_ROUTE_TABLE 5
 
 // `ip route add` (fails on an existing route).
 #define CNET_ROUTE_ADD 1
@@ -1330,6 +1401,49 @@ cnet_result cnet_addr_list(const cnet_handle *h,
 
 // Free an address list. `cnet_addr_array_free(NULL)` does nothing.
 void cnet_addr_array_free(cnet_addr_array *list);
+
+// Open the backend of this node: its identity (instance, interface,
+// subnet) and its route tables. The EC2 API's refusals (an unknown
+// instance, `UnauthorizedOperation`, throttling past the retries) are
+// `CNET_CLOUD`, their message keeping AWS's error code; a bad
+// configuration is `CNET_INVALID_ARGUMENT`. A libcnet built without the
+// aws feature says it is not supported. Free `*out` with
+// `cnet_aws_vpc_free`.
+cnet_result cnet_aws_vpc_open(const cnet_aws_vpc_config *config,
+                              cnet_aws_vpc **out,
+                              cnet_error **err);
+
+// Turn off the source/destination check of the node's interface (once:
+// nothing is written when it is off), unless the configuration keeps it.
+cnet_result cnet_aws_vpc_prepare(const cnet_aws_vpc *vpc, cnet_error **err);
+
+// Converge every table to one route per lease of `leases` (this node's
+// included; a lease publishes its interface with the attribute "aws-eni",
+// `cnet_node_attrs.aws_eni`), touching only routes inside the cluster
+// network. Nothing is written when converged. When a table would hold
+// more routes than the quota, none of the extra peers is programmed and
+// the call is `CNET_ROUTE_QUOTA`, its message saying how many routes the
+// table holds, the quota, and what to do. `*counts` (may be NULL) says
+// what was written.
+cnet_result cnet_aws_vpc_reconcile(const cnet_aws_vpc *vpc,
+                                   const cnet_leases *leases,
+                                   cnet_vpc_counts *counts,
+                                   cnet_error **err);
+
+// Cross-subnet with the route table (`CNET_BACKEND_ROUTE_TABLE_CROSS_SUBNET`):
+// like `cnet_aws_vpc_reconcile` with only the leases whose node `report`
+// (this node's own `cnet_node_reconcile_leases` with that backend) placed
+// beyond its segment (`CNET_PEER_ROUTE_TABLE`): peers on the segment get
+// direct kernel routes and use none of the table's quota.
+cnet_result cnet_aws_vpc_reconcile_beyond(const cnet_aws_vpc *vpc,
+                                          const cnet_leases *leases,
+                                          const cnet_peer_report *report,
+                                          cnet_vpc_counts *counts,
+                                          cnet_error **err);
+
+// Free the backend object (the routes stay). `cnet_aws_vpc_free(NULL)`
+// does nothing.
+void cnet_aws_vpc_free(cnet_aws_vpc *vpc);
 
 // The name of a result code (`"CNET_NOT_FOUND"`), a static string;
 // `"CNET_UNKNOWN"` for a number this library does not define.

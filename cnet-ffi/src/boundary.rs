@@ -101,6 +101,14 @@ pub const CNET_PROTOCOL: cnet_result = 212;
 pub const CNET_PARTIAL: cnet_result = 213;
 /// An I/O error (file, socket, thread).
 pub const CNET_IO: cnet_result = 214;
+/// A cloud API refused the request: the message keeps its own error code
+/// (`UnauthorizedOperation`, `InvalidInstanceID.NotFound`,
+/// `RequestLimitExceeded` after the retries, …), never a credential.
+pub const CNET_CLOUD: cnet_result = 215;
+/// A cloud route table would hold more routes than its quota: nothing
+/// beyond it was created; the message says how many it holds, the quota
+/// and what to do.
+pub const CNET_ROUTE_QUOTA: cnet_result = 216;
 /// An error kind newer than this header knows.
 pub const CNET_OTHER: cnet_result = 298;
 /// A bug inside libcnet was caught at the boundary (a Rust panic); the
@@ -132,6 +140,8 @@ pub extern "C" fn cnet_result_name(code: cnet_result) -> *const c_char {
         CNET_PROTOCOL => c"CNET_PROTOCOL",
         CNET_PARTIAL => c"CNET_PARTIAL",
         CNET_IO => c"CNET_IO",
+        CNET_CLOUD => c"CNET_CLOUD",
+        CNET_ROUTE_QUOTA => c"CNET_ROUTE_QUOTA",
         CNET_OTHER => c"CNET_OTHER",
         CNET_PANIC => c"CNET_PANIC",
         _ => c"CNET_UNKNOWN",
@@ -157,6 +167,8 @@ pub(crate) fn code_of(e: &Error) -> cnet_result {
         Error::Protocol { .. } => CNET_PROTOCOL,
         Error::Partial { .. } => CNET_PARTIAL,
         Error::Io { .. } => CNET_IO,
+        Error::Cloud { .. } => CNET_CLOUD,
+        Error::RouteQuota { .. } => CNET_ROUTE_QUOTA,
         _ => CNET_OTHER,
     }
 }

@@ -182,7 +182,15 @@ pub struct cnet_node_attrs {
     /// (`cnet_node_wireguard_public_key`), published under the lease
     /// attribute "wireguard-public-key".
     pub wireguard_public_key: *const c_char,
+    /// The node's network interface in a VPC ("eni-…"), published under
+    /// the lease attribute "aws-eni": the target of its routes in the
+    /// aws-vpc backend (`cnet_aws_vpc_reconcile`).
+    pub aws_eni: *const c_char,
 }
+
+/// The lease attribute of a node's VPC network interface (the aws-vpc
+/// backend's `AWS_ENI_ATTR`).
+const AWS_ENI_ATTR: &str = "aws-eni";
 
 /// A node's subnet lease.
 #[repr(C)]
@@ -543,6 +551,9 @@ fn attrs_of(a: *const cnet_node_attrs) -> Res<NodeAttrs> {
     if let Some(k) = parse_opt::<PublicKey>(a.wireguard_public_key, "attrs.wireguard_public_key")? {
         n.extra
             .insert(WIREGUARD_KEY_ATTR.to_string(), k.to_base64());
+    }
+    if let Some(eni) = opt_nonempty(a.aws_eni, "attrs.aws_eni")? {
+        n.extra.insert(AWS_ENI_ATTR.to_string(), eni.to_string());
     }
     Ok(n)
 }
@@ -938,4 +949,15 @@ pub extern "C" fn cnet_alloc_free(a: *mut cnet_alloc) {
 #[no_mangle]
 pub extern "C" fn cnet_alloc_array_free(l: *mut cnet_alloc_array) {
     free_box(l)
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod aws_attr_tests {
+    #[test]
+    fn the_eni_attribute_is_the_backends() {
+        assert_eq!(
+            super::AWS_ENI_ATTR,
+            cnet_core::network::node::aws_vpc::AWS_ENI_ATTR
+        );
+    }
 }

@@ -25,6 +25,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod addr;
+pub mod aws;
 pub mod boundary;
 pub mod ipam;
 pub mod link;

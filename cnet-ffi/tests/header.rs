@@ -128,6 +128,21 @@ const PROMISES: &[(&str, &str, &str)] = &[
         "errors.rs object_codes_as_documented",
     ),
     (
+        "cnet_aws_vpc_open",
+        "CNET_CLOUD",
+        "aws.rs aws_vpc_through_the_c_abi_against_moto",
+    ),
+    (
+        "cnet_aws_vpc_open",
+        "CNET_INVALID_ARGUMENT",
+        "aws.rs aws_vpc_through_the_c_abi_against_moto",
+    ),
+    (
+        "cnet_aws_vpc_reconcile",
+        "CNET_ROUTE_QUOTA",
+        "aws.rs aws_vpc_through_the_c_abi_against_moto",
+    ),
+    (
         "cnet_bridge_network_open",
         "CNET_NOT_FOUND",
         "network.rs open_makes_no_bridge_detaches_without_it_and_refuses_to_attach",

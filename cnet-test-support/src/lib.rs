@@ -16,6 +16,7 @@ use cnet_core::{Handle, NetNs};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod moto;
 pub mod ping;
 
 /// Whether privileged tests can run. Outside CI a non-root run says so and

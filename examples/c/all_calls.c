@@ -5,6 +5,7 @@
 #include <cnet.h>
 #include <sys/socket.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -359,6 +360,26 @@ int main(int argc, char **argv) {
     if (cnet_ipam_store_open_etcd_with(eps, 1, "/cnet", 200, &eo, &etcd, &ee) == CNET_OK)
         cnet_ipam_store_free(etcd);
     cnet_error_free(ee);
+
+    /* aws-vpc: credentials and the metadata service from the environment
+     * (kept on this machine: nothing listens on 127.0.0.1:9). */
+    setenv("AWS_ACCESS_KEY_ID", "AKIDALLCALLS", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "not-shown", 1);
+    setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9", 1);
+    cnet_aws_vpc_config vc = {.cluster = "10.244.0.0/16", .instance_id = "i-0123456789abcdef0",
+                              .endpoint = "http://127.0.0.1:9", .region = "us-east-1"};
+    cnet_aws_vpc *vpc = NULL;
+    ee = NULL;
+    if (cnet_aws_vpc_open(&vc, &vpc, &ee) == CNET_OK) cnet_aws_vpc_free(vpc);
+    else if (!ee || strstr(cnet_error_message(ee), "not-shown"))
+        fprintf(stderr, "all_calls: aws open error\n"), fails++;
+    cnet_error_free(ee);
+    cnet_vpc_counts vcounts;
+    if (cnet_aws_vpc_prepare(NULL, NULL) != CNET_NULL_ARGUMENT
+        || cnet_aws_vpc_reconcile(NULL, NULL, &vcounts, NULL) != CNET_NULL_ARGUMENT
+        || cnet_aws_vpc_reconcile_beyond(NULL, NULL, NULL, &vcounts, NULL) != CNET_NULL_ARGUMENT)
+        fprintf(stderr, "all_calls: aws NULL\n"), fails++;
+    cnet_aws_vpc_free(NULL);
 
     cnet_link_array *links = NULL;
     OK(cnet_link_list(h, &links, E));

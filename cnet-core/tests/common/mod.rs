@@ -15,7 +15,8 @@ pub mod agents;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "aws")]
-pub mod moto;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use cnet_test_support::moto;
 #[cfg(feature = "etcd")]
 pub mod scale;
 

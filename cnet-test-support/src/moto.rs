@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// A moto server of this test; killed on drop.
+#[derive(Debug)]
 pub struct Moto {
     child: Child,
     /// Its address (`127.0.0.1`, or one inside [`Moto::netns`]).
