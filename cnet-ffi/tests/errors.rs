@@ -242,10 +242,10 @@ fn wireguard_backend_keys_enums_and_missing_kernel_support() {
     // Bad enums, settings of another backend, bad strings.
     // SAFETY: all-zero is a valid cnet_backend.
     let mut other: cnet_backend = unsafe { std::mem::zeroed() };
-    other.kind = 7;
+    other.kind = 8;
     let (rc, m) = fails(|e| cnet_node_reconcile_peers(node, &other, null(), 0, null_mut(), e));
     assert_eq!(rc, CNET_INVALID_ENUM, "{m}");
-    assert!(m.contains("1-6"), "{m}");
+    assert!(m.contains("1-7"), "{m}");
     other.kind = CNET_BACKEND_HOST_GW;
     let (rc, m) = fails(|e| cnet_node_wireguard_public_key(node, &other, buf.as_mut_ptr(), 64, e));
     assert_eq!(rc, CNET_INVALID_ARGUMENT, "{m}");
