@@ -495,6 +495,27 @@ fn sync_fabric(c: &Cluster, moto: &Moto, vpc: &Vpc) -> Vec<Vec<String>> {
     out
 }
 
+/// h1, h2 on segment A (zone a), h3 on segment B (zone b) behind `rt`,
+/// one container each; the router, standing for the VPC router, routes a
+/// packet by the table of the zone it came from (100 + zone).
+fn fabric(tag: &str) -> Cluster {
+    let c = Cluster::build(
+        tag,
+        Spec {
+            near: 2,
+            far: 1,
+            containers: 1,
+        },
+    );
+    for (dev, table) in [("eth0", "100"), ("eth1", "101")] {
+        c.ip(
+            "rt",
+            &["rule", "add", "iif", dev, "table", table, "pref", table],
+        );
+    }
+    c
+}
+
 /// The routes of the router's table `kt`, read back with `ip -j`.
 fn fabric_routes(c: &Cluster, kt: &str) -> Vec<String> {
     let v = c.ip_json(&c.ns("rt"), &["route", "show", "table", kt]);
@@ -523,24 +544,8 @@ fn aws_vpc_fabric_all_pairs_ping_unencapsulated_then_leave() {
     let vpc = Vpc::make(&moto);
     // h1, h2 on segment A (zone a), h3 on segment B (zone b) behind `rt`;
     // one container each.
-    let c = Cluster::build(
-        "aws",
-        Spec {
-            near: 2,
-            far: 1,
-            containers: 1,
-        },
-    );
+    let c = fabric("aws");
     let rt = c.ns("rt");
-    // The VPC router: a packet takes the table of the zone it came from.
-    c.ip(
-        "rt",
-        &["rule", "add", "iif", "eth0", "table", "100", "pref", "100"],
-    );
-    c.ip(
-        "rt",
-        &["rule", "add", "iif", "eth1", "table", "101", "pref", "101"],
-    );
 
     let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
     let mut leases: Vec<NodeLease> = (0..3)
@@ -727,22 +732,7 @@ fn aws_vpc_cross_subnet_direct_on_the_segment_route_table_beyond() {
     }
     let Some(moto) = Moto::start() else { return };
     let vpc = Vpc::make(&moto);
-    let c = Cluster::build(
-        "awx",
-        Spec {
-            near: 2,
-            far: 1,
-            containers: 1,
-        },
-    );
-    c.ip(
-        "rt",
-        &["rule", "add", "iif", "eth0", "table", "100", "pref", "100"],
-    );
-    c.ip(
-        "rt",
-        &["rule", "add", "iif", "eth1", "table", "101", "pref", "101"],
-    );
+    let c = fabric("awx");
     let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
     let leases: Vec<NodeLease> = (0..3)
         .map(|h| {

@@ -229,16 +229,7 @@ impl BridgeNetwork {
         let gateway = Self::validate(&pool, &config, &ctx)?;
         let host = Handle::at(host.netns()).context(&ctx)?;
         let made = ensure_bridge(&host, &config, gateway).context(&ctx)?;
-        let net = BridgeNetwork {
-            host,
-            pool: Mutex::new(Box::new(pool)),
-            config,
-            gateway,
-            bridge_index: AtomicU32::new(made.index),
-            bridge_mac: made.mac,
-            #[cfg(feature = "failpoints")]
-            fault: AtomicU8::new(0),
-        };
+        let net = Self::with(host, pool, config, gateway, made.index, made.mac);
         if made.created {
             // The bridge was missing: the containers' host ends that
             // survived it (a bridge deleted while no agent watched) are
@@ -280,7 +271,18 @@ impl BridgeNetwork {
             }
             _ => (0, mac_for_ip(gateway.addr())),
         };
-        Ok(BridgeNetwork {
+        Ok(Self::with(host, pool, config, gateway, index, mac))
+    }
+
+    fn with(
+        host: Handle,
+        pool: impl PoolStore + Send + 'static,
+        config: BridgeConfig,
+        gateway: IpNet,
+        index: u32,
+        mac: MacAddr,
+    ) -> BridgeNetwork {
+        BridgeNetwork {
             host,
             pool: Mutex::new(Box::new(pool)),
             config,
@@ -289,7 +291,7 @@ impl BridgeNetwork {
             bridge_mac: mac,
             #[cfg(feature = "failpoints")]
             fault: AtomicU8::new(0),
-        })
+        }
     }
 
     /// The checks `ensure` and `open` share; the gateway with its prefix.
