@@ -309,7 +309,7 @@ fn rules(sock: &mut Socket, v6: bool, ctx: &str) -> Result<Vec<NatRule>> {
 fn parse_rule(body: &[u8], v6: bool) -> Option<NatRule> {
     let (mut table, mut chain, mut handle, mut comment) = (None, None, None, None);
     for (ty, data) in attrs(body.get(4..)?) {
-        match ty & !NLA_F_NESTED {
+        match ty {
             NFTA_RULE_TABLE => table = Some(cstr(data)),
             NFTA_RULE_CHAIN => chain = Some(cstr(data)),
             NFTA_RULE_HANDLE => handle = Some(u64::from_be_bytes(data.get(..8)?.try_into().ok()?)),
@@ -346,18 +346,17 @@ fn cstr(d: &[u8]) -> String {
     String::from_utf8_lossy(&d[..end]).into_owned()
 }
 
-fn attrs(mut d: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while d.len() >= 4 {
-        let len = u16::from_ne_bytes([d[0], d[1]]) as usize;
-        let ty = u16::from_ne_bytes([d[2], d[3]]);
-        if len < 4 || len > d.len() {
-            break;
-        }
-        out.push((ty, &d[4..len]));
-        d = &d[((len + 3) & !3).min(d.len())..];
-    }
-    out
+/// The attributes of `d` as (type without flags, value): the walk
+/// `netlink-packet-core` does for every other message of this crate; it
+/// stops at the first malformed one.
+fn attrs(d: &[u8]) -> Vec<(u16, &[u8])> {
+    netlink_packet_core::NlasIterator::new(d)
+        .map_while(|n| n.ok())
+        .filter_map(|n| {
+            let (kind, len) = (n.kind(), usize::from(n.length()));
+            n.into_inner().get(4..len).map(|v| (kind, v))
+        })
+        .collect()
 }
 
 fn transaction(sock: &mut Socket, msgs: &[(u16, Vec<u8>, u16)], ctx: &str) -> Result<()> {

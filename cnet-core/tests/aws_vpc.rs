@@ -516,6 +516,20 @@ fn fabric(tag: &str) -> Cluster {
     c
 }
 
+/// One lease per host of the fabric, its subnet through its instance's
+/// interface.
+fn fabric_leases(c: &Cluster, vpc: &Vpc) -> Vec<NodeLease> {
+    (0..3)
+        .map(|h| {
+            lease(
+                &c.hosts[h].role,
+                &c.hosts[h].subnet.to_string(),
+                &vpc.enis[h],
+            )
+        })
+        .collect()
+}
+
 /// The routes of the router's table `kt`, read back with `ip -j`.
 fn fabric_routes(c: &Cluster, kt: &str) -> Vec<String> {
     let v = c.ip_json(&c.ns("rt"), &["route", "show", "table", kt]);
@@ -548,15 +562,7 @@ fn aws_vpc_fabric_all_pairs_ping_unencapsulated_then_leave() {
     let rt = c.ns("rt");
 
     let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
-    let mut leases: Vec<NodeLease> = (0..3)
-        .map(|h| {
-            lease(
-                &c.hosts[h].role,
-                &c.hosts[h].subnet.to_string(),
-                &vpc.enis[h],
-            )
-        })
-        .collect();
+    let mut leases = fabric_leases(&c, &vpc);
     // Each node keeps the table of its own subnet (found from it).
     let nodes: Vec<AwsVpcRoutes> = (0..3)
         .map(|h| {
@@ -734,15 +740,7 @@ fn aws_vpc_cross_subnet_direct_on_the_segment_route_table_beyond() {
     let vpc = Vpc::make(&moto);
     let c = fabric("awx");
     let ec2 = Ec2::new(&config(&moto.url(), fast_retry(3))).unwrap();
-    let leases: Vec<NodeLease> = (0..3)
-        .map(|h| {
-            lease(
-                &c.hosts[h].role,
-                &c.hosts[h].subnet.to_string(),
-                &vpc.enis[h],
-            )
-        })
-        .collect();
+    let leases = fabric_leases(&c, &vpc);
     // Zone a's table holds `local` and another tool's route: a quota of 3
     // leaves room for one cluster route.
     let cluster: cnet_core::IpNet = "10.244.0.0/16".parse().unwrap();
